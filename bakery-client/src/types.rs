@@ -1,0 +1,310 @@
+//! The wire types of bakery's HTTP API v1: every JSON body either side sends.
+//!
+//! Field names are the compatibility contract with the original Go client and server
+//! (`../shared/specs/api-v1.md`); fields bakery adds beside the contract are optional on
+//! input (so replies of the original server still parse) and omitted on output when empty.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The three status numbers of the contract.
+///
+/// The server's finer lifecycle ([`PiState`]) maps onto them: `fridge` → 1, `baked` → 2,
+/// `preparing` and `unbaking` → 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum PiStatus {
+    /// `1`, NOTINUSE: in the fridge, free to bake.
+    NotInUse,
+    /// `2`, INUSE: baked, its root exported, powered on.
+    InUse,
+    /// `3`, PREPARING: being baked (or unbaked).
+    Preparing,
+}
+
+impl PiStatus {
+    /// The number the contract uses for this status.
+    pub fn code(self) -> u8 {
+        match self {
+            PiStatus::NotInUse => 1,
+            PiStatus::InUse => 2,
+            PiStatus::Preparing => 3,
+        }
+    }
+}
+
+impl From<PiStatus> for u8 {
+    fn from(status: PiStatus) -> u8 {
+        status.code()
+    }
+}
+
+impl TryFrom<u8> for PiStatus {
+    type Error = String;
+
+    fn try_from(code: u8) -> Result<Self, Self::Error> {
+        match code {
+            1 => Ok(PiStatus::NotInUse),
+            2 => Ok(PiStatus::InUse),
+            3 => Ok(PiStatus::Preparing),
+            other => Err(format!("unknown pi status {other}, expected 1, 2 or 3")),
+        }
+    }
+}
+
+/// The server's lifecycle state of a Pi (an addition to the contract, field `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PiState {
+    /// Known, not in use.
+    Fridge,
+    /// Its root filesystem is being cloned and exported.
+    Preparing,
+    /// Ready: root exported, powered on.
+    Baked,
+    /// Being powered off and torn down, on its way back to the fridge.
+    Unbaking,
+}
+
+impl PiState {
+    /// The contract status number this state is reported as.
+    pub fn status(self) -> PiStatus {
+        match self {
+            PiState::Fridge => PiStatus::NotInUse,
+            PiState::Baked => PiStatus::InUse,
+            PiState::Preparing | PiState::Unbaking => PiStatus::Preparing,
+        }
+    }
+
+    /// The lowercase name used in the API, logs and docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PiState::Fridge => "fridge",
+            PiState::Preparing => "preparing",
+            PiState::Baked => "baked",
+            PiState::Unbaking => "unbaking",
+        }
+    }
+}
+
+/// A static network configuration for a Pi, rendered into its `cmdline.txt` as the kernel's
+/// `ip=<ip>::<gateway>:<netmask>:<hostname>:eth0:off` parameter (an addition to the contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticNetwork {
+    /// The Pi's address, e.g. `10.0.0.21`.
+    pub ip: String,
+    /// The netmask, e.g. `255.255.255.0`.
+    pub netmask: String,
+    /// The default gateway, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// DNS servers, if any (at most two are used by the kernel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// The host name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// A Pi as the API reports it (`PiInfo` of the contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PiInfo {
+    /// The serial number: the name of the directory the Pi asks for over TFTP.
+    pub id: String,
+    /// The contract status number.
+    pub status: PiStatus,
+    /// The Pi's disks in attach order; `disks[0]` is the root disk. Omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Disk>,
+    /// The bakeform the Pi was baked from. Omitted when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_bakeform: Option<Bakeform>,
+    /// Addition: the finer lifecycle state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PiState>,
+    /// Addition: the address the Pi was last seen at on the boot path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Addition: the static network configuration rendered into its `cmdline.txt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<StaticNetwork>,
+    /// Addition: metadata set by the caller (the CPI stores the director's VM metadata).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Addition: why the last bake failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A disk: a directory exported over NFS (`Disk` of the contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    /// The disk's UUID.
+    pub id: String,
+    /// The server path of the exported directory.
+    pub location: String,
+    /// The size in MiB (the root disk reports 0).
+    pub size: i64,
+    /// The address Pis mount it from.
+    pub nfs_address: String,
+    /// Addition: the Pi it is attached to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_to: Option<String>,
+    /// Addition: destroyed with the Pi on unbake (a Pi's root and ephemeral disks).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ephemeral: bool,
+    /// Addition: metadata set by the caller.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// An uploaded SD-card image (`Bakeform` of the contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bakeform {
+    /// The bakeform's name.
+    pub name: String,
+    /// The server path of the imported bakeform.
+    pub location: String,
+    /// Addition: the import state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BakeformState>,
+    /// Addition: why the import failed, when `state` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The import state of a bakeform (an addition to the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BakeformState {
+    /// The upload is stored and being imported.
+    Importing,
+    /// Imported: Pis can be baked from it.
+    Ready,
+    /// The import failed; `error` says why.
+    Failed,
+}
+
+/// Body of `POST /fridge`: bake a Pi.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BakeRequest {
+    /// The bakeform to bake the Pi from.
+    pub bakeform_name: String,
+    /// Addition: a static network configuration for the Pi's `cmdline.txt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<StaticNetwork>,
+    /// Addition: power the Pi on when the bake is done (default true, as the first server).
+    /// The CPI sends `false`, writes the agent settings, then power-cycles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_on: Option<bool>,
+}
+
+/// Body of `POST /disks`: create a disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateDiskRequest {
+    /// The size in MiB (must be > 0).
+    pub size: i64,
+    /// Addition: an ephemeral disk is destroyed when the Pi it is attached to is unbaked.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ephemeral: bool,
+}
+
+/// Body of `POST /oven/{piId}/disks`: attach a disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachDiskRequest {
+    /// The disk to attach.
+    pub disk_id: String,
+}
+
+/// Body of `POST /disks/{diskId}/resize` (an addition): grow a detached disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeDiskRequest {
+    /// The new size in MiB; must not be smaller than the current one.
+    pub size: i64,
+}
+
+/// Reply of `GET /disks`: `{"disks": {id: Disk}}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DiskList {
+    /// Every disk, by id.
+    #[serde(default)]
+    pub disks: BTreeMap<String, Disk>,
+}
+
+/// Reply of `GET /fridge` and `GET /oven`: `{id: PiInfo}`.
+pub type PiMap = BTreeMap<String, PiInfo>;
+
+/// Reply of `GET /bakeforms`: `{name: Bakeform}`.
+pub type BakeformMap = BTreeMap<String, Bakeform>;
+
+/// Metadata as `PUT /oven/{piId}/metadata` and `PUT /disks/{diskId}/metadata` take it
+/// (additions): a JSON object of string keys.
+pub type Metadata = BTreeMap<String, serde_json::Value>;
+
+/// The body of every error reply: `{"error": "..."}` (the contract's shape for 404 on bake).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, lowercase, naming the input.
+    pub error: String,
+}
+
+/// The content type the contract names for image uploads.
+pub const RAW_IMAGE_CONTENT_TYPE: &str = "application/x-raw-disk-image";
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pi_info_matches_the_contract_shape() {
+        let json = r#"{"id":"1a2b3c4d","status":2,"disks":[{"id":"d1","location":"/srv/d1","size":0,"nfsAddress":"10.0.0.2"}],"sourceBakeform":{"name":"raspbian","location":"/srv/raspbian.img"}}"#;
+        let pi: PiInfo = serde_json::from_str(json).expect("contract json parses");
+        assert_eq!(pi.status, PiStatus::InUse);
+        assert_eq!(pi.disks[0].nfs_address, "10.0.0.2");
+        assert_eq!(serde_json::to_string(&pi).expect("serializes"), json);
+    }
+
+    #[test]
+    fn empty_fields_are_omitted() {
+        let pi = PiInfo {
+            id: "1a2b3c4d".into(),
+            status: PiStatus::NotInUse,
+            disks: vec![],
+            source_bakeform: None,
+            state: None,
+            address: None,
+            network: None,
+            metadata: Metadata::new(),
+            last_error: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&pi).expect("serializes"),
+            r#"{"id":"1a2b3c4d","status":1}"#
+        );
+    }
+
+    #[test]
+    fn unknown_status_is_rejected() {
+        let err = serde_json::from_str::<PiInfo>(r#"{"id":"x","status":7}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown pi status 7"), "{err}");
+    }
+
+    #[test]
+    fn states_map_to_contract_status() {
+        assert_eq!(PiState::Fridge.status().code(), 1);
+        assert_eq!(PiState::Baked.status().code(), 2);
+        assert_eq!(PiState::Preparing.status().code(), 3);
+        assert_eq!(PiState::Unbaking.status().code(), 3);
+    }
+}

@@ -1,0 +1,1 @@
+//! BOSH CPI for bakery: `run(input, output, config)` answers one CPI request.

@@ -1,0 +1,1 @@
+//! Simulated Raspberry Pis that network-boot over TFTP against a bakery server.

@@ -1,0 +1,3 @@
+//! The `bakery-server` executable.
+
+fn main() {}
