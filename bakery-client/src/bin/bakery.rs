@@ -1,0 +1,3 @@
+//! The `bakery` operator command line (placeholder until the CLI lands).
+
+fn main() {}
