@@ -1,0 +1,269 @@
+//! The tokio UDP TFTP server: one listener socket, one task and one ephemeral socket (the
+//! server's transfer ID) per read request.
+//!
+//! Blocks of [`FileSource::File`] sources are read with positioned reads (`pread`) one block
+//! at a time, straight into the packet buffer, on the transfer's task: boot files are small
+//! and hot in the page cache, so a read costs about a memory copy, far less than the
+//! `sendto` that follows it. Nothing is cached beyond what the provider returns.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::packet::{self, ErrorCode, Packet, PacketError, Request};
+use crate::session::{self, Action, ReadSession};
+use crate::{
+    FileProvider, FileSource, Outcome, ReadRequest, Refusal, ServerConfig, TransferReport,
+};
+
+/// Largest datagram the server reads: a DATA packet of the largest block size.
+const MAX_DATAGRAM: usize = packet::MAX_BLKSIZE as usize + 4;
+
+/// Serves read requests arriving on `socket` from `provider` until `shutdown` completes.
+///
+/// Write requests get TFTP error 2, malformed requests error 4 (error 8 for bad options),
+/// stray DATA/ACK/ERROR/OACK packets at the listener are ignored. When
+/// [`ServerConfig::max_transfers`] transfers are in flight, further requests get error 0
+/// "server busy". After `shutdown`, no request is accepted; transfers in flight run to
+/// their end on their own tasks. Returns an error only if the listener socket fails.
+pub async fn serve<P: FileProvider>(
+    socket: UdpSocket,
+    provider: Arc<P>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let local_ip = socket.local_addr()?.ip();
+    let permits = Arc::new(Semaphore::new(config.max_transfers.max(1)));
+    let config = Arc::new(config);
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut reply = Vec::with_capacity(128);
+    tokio::pin!(shutdown);
+    loop {
+        let received = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let (len, peer) = match received {
+            Ok(received) => received,
+            Err(error) if is_transient(&error) => continue,
+            Err(error) => return Err(error),
+        };
+        let datagram = &buf[..len];
+        reply.clear();
+        match packet::parse(datagram) {
+            Ok(Packet::Rrq(request)) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let provider = Arc::clone(&provider);
+                    let config = Arc::clone(&config);
+                    tokio::spawn(transfer(provider, config, local_ip, peer, request, permit));
+                }
+                Err(_) => {
+                    warn!(%peer, file = %request.filename, "tftp: too many transfers, refusing");
+                    packet::encode_error(ErrorCode::NotDefined, "server busy", &mut reply);
+                }
+            },
+            Ok(Packet::Wrq(request)) => {
+                debug!(%peer, file = %request.filename, "tftp: write request refused");
+                packet::encode_error(
+                    ErrorCode::AccessViolation,
+                    "write requests are not accepted",
+                    &mut reply,
+                );
+            }
+            Ok(_) => debug!(%peer, "tftp: stray packet at the listener ignored"),
+            Err(error) => {
+                if answers(datagram, &error) {
+                    debug!(%peer, %error, "tftp: malformed request");
+                    packet::encode_error(error.error_code(), &error.to_string(), &mut reply);
+                }
+            }
+        }
+        if !reply.is_empty() {
+            // A lost error packet is the client's timeout to handle; the listener goes on.
+            let _ = socket.try_send_to(&reply, peer);
+        }
+    }
+}
+
+/// Whether a malformed datagram deserves an error reply: requests and unknown opcodes
+/// do; anything shaped like DATA/ACK/ERROR/OACK does not (answering errors with errors
+/// can loop between two hosts).
+fn answers(datagram: &[u8], error: &PacketError) -> bool {
+    match error {
+        PacketError::UnknownOpcode { .. } => true,
+        _ => datagram.len() >= 2 && datagram[0] == 0 && matches!(datagram[1], 1 | 2),
+    }
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+async fn transfer<P: FileProvider>(
+    provider: Arc<P>,
+    config: Arc<ServerConfig>,
+    local_ip: IpAddr,
+    peer: SocketAddr,
+    request: Request,
+    _permit: OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let read_request = ReadRequest {
+        filename: request.filename,
+        peer,
+        mode: request.mode,
+        options: request.options,
+    };
+    let opened = provider.open(&read_request).await;
+    let (outcome, bytes) = match run(&config, local_ip, &read_request, opened).await {
+        Ok(done) => done,
+        Err(error) => {
+            warn!(%peer, file = %read_request.filename, %error, "tftp: transfer failed");
+            (Outcome::Failed, 0)
+        }
+    };
+    let report = TransferReport {
+        filename: read_request.filename,
+        peer,
+        bytes,
+        outcome,
+        elapsed: started.elapsed(),
+    };
+    match outcome {
+        Outcome::Sent => info!(
+            %peer, file = %report.filename, bytes, elapsed_ms = report.elapsed.as_millis() as u64,
+            "tftp: sent"
+        ),
+        _ => debug!(%peer, file = %report.filename, ?outcome, "tftp: transfer ended"),
+    }
+    provider.finished(&report);
+}
+
+/// Runs one transfer on a new socket; returns how it ended and the bytes acknowledged.
+async fn run(
+    config: &ServerConfig,
+    local_ip: IpAddr,
+    request: &ReadRequest,
+    opened: Result<FileSource, Refusal>,
+) -> io::Result<(Outcome, u64)> {
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    socket.connect(request.peer).await?;
+    let mut out = Vec::with_capacity(MAX_DATAGRAM);
+    let source = match opened {
+        Ok(source) => source,
+        Err(refusal) => {
+            let (code, message, outcome) = match &refusal {
+                Refusal::NotFound => (ErrorCode::FileNotFound, "file not found", Outcome::NotFound),
+                Refusal::AccessViolation(message) => (
+                    ErrorCode::AccessViolation,
+                    message.as_str(),
+                    Outcome::Refused,
+                ),
+            };
+            packet::encode_error(code, message, &mut out);
+            let _ = socket.send(&out).await;
+            return Ok((outcome, 0));
+        }
+    };
+    let len = source.len();
+    let (settings, oack) = session::negotiate(
+        &request.options,
+        len,
+        config.max_blksize,
+        config.max_windowsize,
+    );
+    let timeout = settings.timeout.unwrap_or(config.timeout);
+    let mut session = ReadSession::new(len, settings, oack, config.retries);
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut action = session.start();
+    let mut deadline = Instant::now() + timeout;
+    loop {
+        match action {
+            Action::SendOack(options) => {
+                out.clear();
+                Packet::Oack(options).encode(&mut out);
+                if let Err(error) = socket.send(&out).await {
+                    return Ok((send_failure(&error), 0));
+                }
+                deadline = Instant::now() + timeout;
+            }
+            Action::SendData { first, last } => {
+                for abs in first..=last {
+                    let block = session.block(abs);
+                    out.clear();
+                    packet::encode_data_header(block.wire, &mut out);
+                    if let Err(error) = read_block(&source, block.offset, block.len, &mut out) {
+                        out.clear();
+                        packet::encode_error(ErrorCode::NotDefined, "read error", &mut out);
+                        let _ = socket.send(&out).await;
+                        return Err(error);
+                    }
+                    if let Err(error) = socket.send(&out).await {
+                        return Ok((send_failure(&error), session.acked_bytes()));
+                    }
+                }
+                deadline = Instant::now() + timeout;
+            }
+            Action::Wait => {}
+            Action::Done => return Ok((Outcome::Sent, session.acked_bytes())),
+            Action::GiveUp => return Ok((Outcome::GaveUp, session.acked_bytes())),
+            Action::Aborted => return Ok((Outcome::Aborted, session.acked_bytes())),
+        }
+        action = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Err(_elapsed) => session.on_timeout(),
+            Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                return Ok((Outcome::GaveUp, session.acked_bytes()));
+            }
+            Ok(Err(error)) if is_transient(&error) => Action::Wait,
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(n)) => match packet::parse(&buf[..n]) {
+                Ok(Packet::Ack { block }) => session.on_ack(block),
+                Ok(Packet::Error { .. }) => session.on_error(),
+                _ => Action::Wait,
+            },
+        };
+    }
+}
+
+fn send_failure(error: &io::Error) -> Outcome {
+    if error.kind() == io::ErrorKind::ConnectionRefused {
+        Outcome::GaveUp
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// Appends `len` bytes of `source` at `offset` to `out`.
+fn read_block(source: &FileSource, offset: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    match source {
+        FileSource::Bytes(bytes) => {
+            let start = usize::try_from(offset).map_err(io::Error::other)?;
+            let chunk = bytes.get(start..start + len).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "block beyond the end of the bytes",
+                )
+            })?;
+            out.extend_from_slice(chunk);
+        }
+        FileSource::File { file, .. } => {
+            let start = out.len();
+            out.resize(start + len, 0);
+            file.read_exact_at(&mut out[start..], offset)?;
+        }
+    }
+    Ok(())
+}
