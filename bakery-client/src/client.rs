@@ -163,19 +163,19 @@ impl Client {
 
     /// Unbakes a Pi: `DELETE /oven/{pi}`, expects 200. Not baked → 403; unknown → 404.
     pub async fn unbake(&self, pi: &str) -> Result<(), Error> {
-        let call = self.call(Method::DELETE, format!("/oven/{}", seg(pi)));
+        let call = self.call(Method::DELETE, format!("/oven/{}", seg(pi)?));
         self.empty(call, StatusCode::OK).await
     }
 
     /// A Pi in the oven: `GET /oven/{pi}`. A Pi that is not in the oven → 404.
     pub async fn pi(&self, pi: &str) -> Result<PiInfo, Error> {
-        let call = self.call(Method::GET, format!("/oven/{}", seg(pi)));
+        let call = self.call(Method::GET, format!("/oven/{}", seg(pi)?));
         self.json(call, StatusCode::OK).await
     }
 
     /// Any known Pi, wherever it is: `GET /pis/{pi}`.
     pub async fn any_pi(&self, pi: &str) -> Result<PiInfo, Error> {
-        let call = self.call(Method::GET, format!("/pis/{}", seg(pi)));
+        let call = self.call(Method::GET, format!("/pis/{}", seg(pi)?));
         self.json(call, StatusCode::OK).await
     }
 
@@ -194,7 +194,7 @@ impl Client {
     /// the server's 409 as [`Error::Status`] (its message says why).
     pub async fn wait_baked(&self, pi: &str, timeout: Duration) -> Result<PiInfo, Error> {
         let deadline = Instant::now() + timeout;
-        let path = format!("/oven/{}", seg(pi));
+        let path = format!("/oven/{}", seg(pi)?);
         loop {
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
@@ -237,13 +237,13 @@ impl Client {
 
     /// Power-cycles a Pi: `POST /oven/{pi}/powercycle`, expects 200.
     pub async fn power_cycle(&self, pi: &str) -> Result<(), Error> {
-        let call = self.call(Method::POST, format!("/oven/{}/powercycle", seg(pi)));
+        let call = self.call(Method::POST, format!("/oven/{}/powercycle", seg(pi)?));
         self.empty(call, StatusCode::OK).await
     }
 
     /// Re-clones a Pi's root from its bakeform: `POST /oven/{pi}/reset`, expects 202.
     pub async fn reset(&self, pi: &str) -> Result<PiInfo, Error> {
-        let call = self.call(Method::POST, format!("/oven/{}/reset", seg(pi)));
+        let call = self.call(Method::POST, format!("/oven/{}/reset", seg(pi)?));
         self.json(call, StatusCode::ACCEPTED).await
     }
 
@@ -268,7 +268,7 @@ impl Client {
     /// Replaces a Pi's metadata: `PUT /oven/{pi}/metadata`, expects 200 and the Pi.
     pub async fn set_pi_metadata(&self, pi: &str, metadata: &Metadata) -> Result<PiInfo, Error> {
         let call = self
-            .call(Method::PUT, format!("/oven/{}/metadata", seg(pi)))
+            .call(Method::PUT, format!("/oven/{}/metadata", seg(pi)?))
             .json(metadata);
         self.json(call, StatusCode::OK).await
     }
@@ -286,7 +286,7 @@ impl Client {
         let call = self
             .call(
                 Method::POST,
-                format!("/oven/{}/upload/{}", seg(pi), seg(filename)),
+                format!("/oven/{}/upload/{}", seg(pi)?, seg(filename)?),
             )
             .header(
                 CONTENT_TYPE,
@@ -300,7 +300,7 @@ impl Client {
     pub async fn download_pi_file(&self, pi: &str, filename: &str) -> Result<Vec<u8>, Error> {
         let call = self.call(
             Method::GET,
-            format!("/oven/{}/download/{}", seg(pi), seg(filename)),
+            format!("/oven/{}/download/{}", seg(pi)?, seg(filename)?),
         );
         Ok(self.send(call, StatusCode::OK).await?.body.to_vec())
     }
@@ -315,7 +315,7 @@ impl Client {
 
     /// A disk: `GET /disks/{id}`; unknown → 404.
     pub async fn disk(&self, id: &str) -> Result<Disk, Error> {
-        let call = self.call(Method::GET, format!("/disks/{}", seg(id)));
+        let call = self.call(Method::GET, format!("/disks/{}", seg(id)?));
         self.json(call, StatusCode::OK).await
     }
 
@@ -337,14 +337,14 @@ impl Client {
     /// Deletes a disk: `DELETE /disks/{id}`, expects 200 (also for an unknown disk);
     /// attached → 409.
     pub async fn delete_disk(&self, id: &str) -> Result<(), Error> {
-        let call = self.call(Method::DELETE, format!("/disks/{}", seg(id)));
+        let call = self.call(Method::DELETE, format!("/disks/{}", seg(id)?));
         self.empty(call, StatusCode::OK).await
     }
 
     /// Attaches a disk to a Pi: `POST /oven/{pi}/disks` `{"diskId"}`, expects 200.
     pub async fn attach_disk(&self, pi: &str, disk: &str) -> Result<(), Error> {
         let call = self
-            .call(Method::POST, format!("/oven/{}/disks", seg(pi)))
+            .call(Method::POST, format!("/oven/{}/disks", seg(pi)?))
             .json(&AttachDiskRequest {
                 disk_id: disk.to_owned(),
             });
@@ -356,7 +356,7 @@ impl Client {
     pub async fn detach_disk(&self, pi: &str, disk: &str) -> Result<(), Error> {
         let call = self.call(
             Method::DELETE,
-            format!("/oven/{}/disks/{}", seg(pi), seg(disk)),
+            format!("/oven/{}/disks/{}", seg(pi)?, seg(disk)?),
         );
         self.empty(call, StatusCode::OK).await
     }
@@ -364,7 +364,7 @@ impl Client {
     /// Grows a detached disk: `POST /disks/{id}/resize` `{"size"}`, expects 200 and the disk.
     pub async fn resize_disk(&self, id: &str, size_mib: i64) -> Result<Disk, Error> {
         let call = self
-            .call(Method::POST, format!("/disks/{}/resize", seg(id)))
+            .call(Method::POST, format!("/disks/{}/resize", seg(id)?))
             .json(&ResizeDiskRequest { size: size_mib });
         self.json(call, StatusCode::OK).await
     }
@@ -372,7 +372,7 @@ impl Client {
     /// Replaces a disk's metadata: `PUT /disks/{id}/metadata`, expects 200 and the disk.
     pub async fn set_disk_metadata(&self, id: &str, metadata: &Metadata) -> Result<Disk, Error> {
         let call = self
-            .call(Method::PUT, format!("/disks/{}/metadata", seg(id)))
+            .call(Method::PUT, format!("/disks/{}/metadata", seg(id)?))
             .json(metadata);
         self.json(call, StatusCode::OK).await
     }
@@ -394,6 +394,7 @@ impl Client {
             path: image.to_path_buf(),
             source,
         };
+        let route = format!("/bakeforms/{}", seg(name)?);
         let file = tokio::fs::File::open(image).await.map_err(io_error)?;
         let total = file.metadata().await.map_err(io_error)?.len();
         let mut progress = progress;
@@ -420,7 +421,7 @@ impl Client {
             chunk
         });
         let call = self
-            .call(Method::POST, format!("/bakeforms/{}", seg(name)))
+            .call(Method::POST, format!("/bakeforms/{}", seg(name)?))
             .header(
                 CONTENT_TYPE,
                 HeaderValue::from_static(RAW_IMAGE_CONTENT_TYPE),
@@ -434,7 +435,7 @@ impl Client {
     /// Deletes a bakeform: `DELETE /bakeforms/{name}`, expects 200. Unknown → 404;
     /// used by a baked Pi → 409.
     pub async fn delete_bakeform(&self, name: &str) -> Result<(), Error> {
-        let call = self.call(Method::DELETE, format!("/bakeforms/{}", seg(name)));
+        let call = self.call(Method::DELETE, format!("/bakeforms/{}", seg(name)?));
         self.empty(call, StatusCode::OK).await
     }
 
@@ -446,7 +447,7 @@ impl Client {
 
     /// One bakeform with its import state: `GET /bakeforms/{name}`; unknown → 404.
     pub async fn bakeform(&self, name: &str) -> Result<Bakeform, Error> {
-        let call = self.call(Method::GET, format!("/bakeforms/{}", seg(name)));
+        let call = self.call(Method::GET, format!("/bakeforms/{}", seg(name)?));
         self.json(call, StatusCode::OK).await
     }
 
@@ -597,10 +598,13 @@ fn transport_error(method: &Method, url: &str, source: reqwest::Error) -> Error 
 }
 
 /// Percent-encodes one path segment: everything outside `[A-Za-z0-9._-]`, so a name can never
-/// change the route (`.` and `..` alone are encoded too).
-pub(crate) fn seg(name: &str) -> String {
-    if name == "." || name == ".." {
-        return name.replace('.', "%2E");
+/// change the route. Empty, `.` and `..` cannot be sent at all (URL parsers resolve even their
+/// encoded forms as dot segments): [`Error::InvalidName`].
+pub(crate) fn seg(name: &str) -> Result<String, Error> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+        });
     }
     let mut out = String::with_capacity(name.len());
     for byte in name.bytes() {
@@ -610,7 +614,7 @@ pub(crate) fn seg(name: &str) -> String {
             out.push_str(&format!("%{byte:02X}"));
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -619,11 +623,18 @@ mod tests {
 
     #[test]
     fn segments_are_escaped() {
-        assert_eq!(seg("raspbian-11_lite.v2"), "raspbian-11_lite.v2");
-        assert_eq!(seg("a/b c"), "a%2Fb%20c");
-        assert_eq!(seg(".."), "%2E%2E");
-        assert_eq!(seg("é"), "%C3%A9");
-        assert_eq!(seg("?x#y"), "%3Fx%23y");
+        let ok = |name| seg(name).expect("valid name");
+        assert_eq!(ok("raspbian-11_lite.v2"), "raspbian-11_lite.v2");
+        assert_eq!(ok("a/b c"), "a%2Fb%20c");
+        assert_eq!(ok("..."), "...");
+        assert_eq!(ok("é"), "%C3%A9");
+        assert_eq!(ok("?x#y"), "%3Fx%23y");
+        for bad in ["", ".", ".."] {
+            assert!(
+                matches!(seg(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

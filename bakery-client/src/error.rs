@@ -21,6 +21,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A name (Pi id, disk id, bakeform, file name) that cannot be put in a URL path:
+    /// empty, `.` or `..`.
+    #[error("invalid name {name:?}: it cannot be sent as a path segment")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+    },
     /// The server could not be reached (refused, unresolvable, connect timeout).
     #[error("cannot connect to bakery at {url}: {source}")]
     Connect {
