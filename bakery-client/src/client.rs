@@ -421,7 +421,7 @@ impl Client {
             chunk
         });
         let call = self
-            .call(Method::POST, format!("/bakeforms/{}", seg(name)?))
+            .call(Method::POST, route)
             .header(
                 CONTENT_TYPE,
                 HeaderValue::from_static(RAW_IMAGE_CONTENT_TYPE),
