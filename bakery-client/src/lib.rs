@@ -37,6 +37,8 @@ pub use types::*;
 
 #[cfg(feature = "http")]
 pub mod blocking;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "http")]
 mod client;
 #[cfg(feature = "http")]

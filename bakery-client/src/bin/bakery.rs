@@ -1,3 +1,7 @@
-//! The `bakery` operator command line (placeholder until the CLI lands).
+//! The `bakery` operator command line: parses the arguments and hands over to [`bakery_client::cli`].
 
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    bakery_client::cli::main()
+}

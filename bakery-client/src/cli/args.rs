@@ -1,0 +1,148 @@
+//! The command line grammar of `bakery` (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The default base URL: a bakery server on this machine.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/api/v1";
+
+/// Operate a bakery: bake and unbake Pis, upload bakeforms, manage disks.
+#[derive(Debug, Parser)]
+#[command(name = "bakery", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Base URL of the bakery API, ending in /api/v1.
+    #[arg(long, env = "BAKERY_URL", default_value = DEFAULT_URL, global = true)]
+    pub url: String,
+
+    /// Bearer token sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "BAKERY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
+    /// Output format: aligned plain text, or the API's JSON.
+    #[arg(long, short, value_enum, env = "BAKERY_OUTPUT", default_value_t = Output::Table, global = true)]
+    pub output: Output,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned plain text for people.
+    Table,
+    /// The wire JSON for scripts.
+    Json,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pis: list, show, bake, unbake, power-cycle.
+    #[command(subcommand)]
+    Pi(PiCommand),
+    /// Bakeforms (SD-card images): list, upload, delete.
+    #[command(subcommand)]
+    Bakeform(BakeformCommand),
+    /// Disks: list, create, attach, detach, delete.
+    #[command(subcommand)]
+    Disk(DiskCommand),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `bakery pi ...`
+#[derive(Debug, Subcommand)]
+pub enum PiCommand {
+    /// List every known Pi (fridge and oven).
+    List,
+    /// Show one Pi with its disks.
+    Show {
+        /// The Pi's serial number, e.g. 1a2b3c4d.
+        id: String,
+    },
+    /// Bake a free Pi from a bakeform.
+    Bake(BakeArgs),
+    /// Unbake a Pi: power it off, destroy its root and ephemeral disks, back to the fridge.
+    Unbake {
+        /// The Pi's serial number.
+        id: String,
+    },
+    /// Power a baked Pi off and on again.
+    PowerCycle {
+        /// The Pi's serial number.
+        id: String,
+    },
+}
+
+/// `bakery pi bake ...`
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// The bakeform to bake from.
+    pub bakeform: String,
+    /// Wait until the Pi is baked (or its bake failed).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 600, requires = "wait")]
+    pub wait_timeout: u64,
+}
+
+/// `bakery bakeform ...`
+#[derive(Debug, Subcommand)]
+pub enum BakeformCommand {
+    /// List the bakeforms.
+    List,
+    /// Upload an SD-card image file as a new bakeform.
+    Upload {
+        /// The bakeform's name.
+        name: String,
+        /// The raw image file (MBR, FAT boot partition, ext4 root).
+        file: PathBuf,
+    },
+    /// Delete a bakeform.
+    Delete {
+        /// The bakeform's name.
+        name: String,
+    },
+}
+
+/// `bakery disk ...`
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// List every disk.
+    List,
+    /// Create a disk.
+    Create {
+        /// The size in MiB.
+        #[arg(long)]
+        size: i64,
+        /// Destroy the disk when the Pi it is attached to is unbaked.
+        #[arg(long)]
+        ephemeral: bool,
+    },
+    /// Attach a disk to a baked Pi.
+    Attach {
+        /// The Pi's serial number.
+        pi: String,
+        /// The disk's id.
+        disk: String,
+    },
+    /// Detach a disk from a Pi.
+    Detach {
+        /// The Pi's serial number.
+        pi: String,
+        /// The disk's id.
+        disk: String,
+    },
+    /// Delete a disk (deleting an unknown disk succeeds).
+    Delete {
+        /// The disk's id.
+        disk: String,
+    },
+}
