@@ -1,0 +1,477 @@
+# frozen_string_literal: true
+
+# tests/validate.rb: validates the bakery BOSH release without the bosh CLI (Ruby stdlib only).
+#
+# Checks config/final.yml and blobs.yml, every job spec and its templates, every package
+# spec, packaging script and spec.lock, renders every template with the cases of
+# example-properties.yml (writing the results under --out DIR, as
+# DIR/<case>/jobs/<job>/<destination>), checks what came out, and checks the example
+# manifests and the Concourse pipeline. Prints one line per check and `N passed, M failed`.
+#
+# usage: ruby tests/validate.rb [--out DIR]
+
+require 'fileutils'
+require 'ipaddr'
+require 'json'
+require 'open3'
+require 'tmpdir'
+require 'yaml'
+require_relative 'template_renderer'
+
+RELEASE_DIR = File.expand_path('..', __dir__)
+REPO_DIR = File.expand_path('..', RELEASE_DIR)
+
+# Counts and prints checks.
+class Checks
+  attr_reader :passed, :failed
+
+  def initialize
+    @passed = 0
+    @failed = 0
+  end
+
+  # Runs the block as one check: it fails when the block raises or returns false.
+  def check(name)
+    result = yield
+    if result == false
+      fail_with(name, 'condition is false')
+    else
+      @passed += 1
+      puts "ok - #{name}"
+    end
+  rescue StandardError, ScriptError => e
+    fail_with(name, "#{e.class}: #{e.message}")
+  end
+
+  private
+
+  def fail_with(name, message)
+    @failed += 1
+    puts "not ok - #{name}: #{message}"
+  end
+end
+
+# Raises with the message unless the condition holds.
+def expect(condition, message)
+  raise message unless condition
+
+  true
+end
+
+def load_yaml(path)
+  YAML.safe_load(File.read(path), permitted_classes: [], aliases: true)
+end
+
+def bash_syntax_ok(path)
+  _out, err, status = Open3.capture3('bash', '-n', path)
+  expect(status.success?, "bash -n #{path}: #{err.strip}")
+end
+
+def rel(path)
+  path.delete_prefix("#{REPO_DIR}/")
+end
+
+out_dir = nil
+args = ARGV.dup
+until args.empty?
+  arg = args.shift
+  case arg
+  when '--out' then out_dir = args.shift or abort('validate.rb: --out needs a directory')
+  else abort("validate.rb: unknown argument #{arg}")
+  end
+end
+out_dir ||= Dir.mktmpdir('bakery-release-rendered-')
+FileUtils.mkdir_p(out_dir)
+
+c = Checks.new
+
+# --- release config -------------------------------------------------------------------------
+
+c.check('config/final.yml names the release and a blobstore') do
+  final = load_yaml(File.join(RELEASE_DIR, 'config/final.yml'))
+  expect(final['name'] == 'bakery', "name is #{final['name'].inspect}, want bakery")
+  expect(final.dig('blobstore', 'provider').is_a?(String), 'no blobstore.provider')
+  expect(final.dig('blobstore', 'options').is_a?(Hash), 'no blobstore.options')
+end
+
+c.check('config/blobs.yml is a map of blobs with size and sha') do
+  blobs = load_yaml(File.join(RELEASE_DIR, 'config/blobs.yml'))
+  expect(blobs.is_a?(Hash), "blobs.yml is a #{blobs.class}, want a map")
+  blobs.each do |path, blob|
+    expect(blob.is_a?(Hash) && blob['size'].is_a?(Integer) && blob['sha'].is_a?(String),
+           "blob #{path} lacks size or sha")
+  end
+end
+
+c.check('src/ exists (bosh create-release needs it)') do
+  expect(File.directory?(File.join(RELEASE_DIR, 'src')), 'bosh-release/src is missing')
+end
+
+# --- packages -------------------------------------------------------------------------------
+
+package_dirs = Dir[File.join(RELEASE_DIR, 'packages/*')].select { |d| File.directory?(d) }.sort
+package_names = package_dirs.map { |d| File.basename(d) }
+
+package_dirs.each do |dir|
+  name = File.basename(dir)
+  if File.exist?(File.join(dir, 'spec.lock'))
+    c.check("package #{name}: spec.lock records a vendored package (name, sha256 fingerprint)") do
+      lock = load_yaml(File.join(dir, 'spec.lock'))
+      expect(lock.keys.sort == %w[fingerprint name], "spec.lock keys are #{lock.keys}")
+      expect(lock['name'] == name, "spec.lock name #{lock['name']} is not #{name}")
+      expect(lock['fingerprint'].to_s.match?(/\A[0-9a-f]{64}\z/), 'fingerprint is not 64 hex digits')
+      expect(!File.exist?(File.join(dir, 'spec')), 'a vendored package has spec.lock only, no spec')
+    end
+    next
+  end
+
+  c.check("package #{name}: spec parses with name, dependencies and files") do
+    spec = load_yaml(File.join(dir, 'spec'))
+    expect(spec['name'] == name, "spec name #{spec['name'].inspect} is not the directory #{name}")
+    expect(spec['files'].is_a?(Array) && !spec['files'].empty?, 'spec lists no files')
+    (spec['dependencies'] || []).each do |dependency|
+      expect(package_names.include?(dependency), "dependency #{dependency} is not a package of this release")
+    end
+    true
+  end
+  c.check("package #{name}: packaging passes bash -n") do
+    bash_syntax_ok(File.join(dir, 'packaging'))
+  end
+end
+
+# --- jobs -----------------------------------------------------------------------------------
+
+job_dirs = Dir[File.join(RELEASE_DIR, 'jobs/*')].select { |d| File.directory?(d) }.sort
+job_specs = {}
+
+job_dirs.each do |dir|
+  name = File.basename(dir)
+  c.check("job #{name}: spec parses; templates exist and are all used; packages exist") do
+    spec = load_yaml(File.join(dir, 'spec'))
+    job_specs[name] = spec
+    expect(spec['name'] == name, "spec name #{spec['name'].inspect} is not the directory #{name}")
+    expect(File.exist?(File.join(dir, 'monit')), 'no monit file')
+    templates = spec['templates'] || {}
+    templates.each_key do |source|
+      expect(File.file?(File.join(dir, 'templates', source)), "template #{source} does not exist")
+    end
+    on_disk = Dir.children(File.join(dir, 'templates')).sort
+    expect(on_disk == templates.keys.sort, "templates on disk #{on_disk} differ from the spec's #{templates.keys.sort}")
+    expect(templates.values.uniq.size == templates.size, 'two templates render to the same file')
+    (spec['packages'] || []).each do |package|
+      expect(package_names.include?(package), "package #{package} is not a package of this release")
+    end
+    true
+  end
+  c.check("job #{name}: every property has a description") do
+    spec = load_yaml(File.join(dir, 'spec'))
+    missing = (spec['properties'] || {}).reject { |_, d| d.is_a?(Hash) && d['description'].is_a?(String) }.keys
+    expect(missing.empty?, "no description: #{missing.join(', ')}")
+  end
+end
+
+# --- rendering ------------------------------------------------------------------------------
+
+examples = load_yaml(File.join(__dir__, 'example-properties.yml'))
+rendered = {}
+
+examples.fetch('cases').each do |example|
+  job = example.fetch('job')
+  case_name = example.fetch('name')
+  job_dir = File.join(RELEASE_DIR, 'jobs', job)
+
+  c.check("#{case_name}: example properties are all declared by job #{job}") do
+    renderer = BoshTemplate::JobRenderer.new(job_dir)
+    unknown = BoshTemplate.undeclared(renderer.job_spec, example['properties'] || {})
+    expect(unknown.empty?, "not in the spec: #{unknown.join(', ')}")
+  end
+
+  c.check("#{case_name}: every template of job #{job} renders") do
+    renderer = BoshTemplate::JobRenderer.new(job_dir)
+    files = renderer.render_all(example['properties'] || {}, example['spec'] || {})
+    files.each do |destination, content|
+      path = File.join(out_dir, case_name, 'jobs', job, destination)
+      FileUtils.mkdir_p(File.dirname(path))
+      File.write(path, content)
+      File.chmod(0o755, path) if destination.start_with?('bin/')
+    end
+    rendered[case_name] = files
+  end
+
+  next unless rendered[case_name]
+
+  rendered[case_name].each do |destination, content|
+    next unless content.start_with?('#!') && content.lines.first.include?('bash')
+
+    c.check("#{case_name}: rendered #{job}/#{destination} passes bash -n") do
+      bash_syntax_ok(File.join(out_dir, case_name, 'jobs', job, destination))
+    end
+  end
+end
+
+# Parses the `key = value` lines bakery.toml.erb writes (values are JSON-compatible scalars).
+def parse_simple_toml(text)
+  text.lines.each_with_object({}) do |line, result|
+    line = line.strip
+    next if line.empty? || line.start_with?('#')
+
+    key, value = line.split(' = ', 2)
+    raise "bakery.toml: line #{line.inspect} is not `key = value`" unless value && key.match?(/\A[a-z_]+\z/)
+    raise "bakery.toml: key #{key} appears twice" if result.key?(key)
+
+    result[key] = JSON.parse(value)
+  end
+end
+
+def files_of(rendered, case_name)
+  rendered.fetch(case_name) { raise "case #{case_name} did not render" }
+end
+
+c.check('bakery-full: bakery.toml carries every set property with the right type') do
+  toml = parse_simple_toml(files_of(rendered, 'bakery-full')['config/bakery.toml'])
+  job = '/var/vcap/jobs/bakery/config'
+  want = {
+    'listen' => '0.0.0.0:8080', 'data_dir' => '/var/vcap/store/bakery', 'nfs_address' => '10.0.0.2',
+    'tftp_listen' => '0.0.0.0:69', 'exports_file' => '/etc/exports.d/bakery.exports',
+    'max_image_size' => 8_589_934_592, 'export_options' => 'rw,sync,no_subtree_check,no_root_squash',
+    'ppi' => '/var/vcap/packages/bakery-simpleweb-ppi/bin/bakery-simpleweb-ppi',
+    'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30, 'token_file' => "#{job}/token",
+    'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key"
+  }
+  expect(toml == want, "got #{toml.inspect}")
+end
+
+c.check('bakery-defaults: bakery.toml has only the defaults and the instance address as NFS address') do
+  toml = parse_simple_toml(files_of(rendered, 'bakery-defaults')['config/bakery.toml'])
+  expect(toml['nfs_address'] == '192.168.50.4', "nfs_address #{toml['nfs_address'].inspect}")
+  expect(toml.keys.sort == %w[data_dir exports_file listen nfs_address tftp_listen], "keys #{toml.keys.sort}")
+end
+
+c.check('bakery-full: token, TLS and PPI config files hold the property values') do
+  files = files_of(rendered, 'bakery-full')
+  expect(files['config/token'] == 's3cr3t-token-"quoted"', "token file #{files['config/token'].inspect}")
+  expect(files['config/tls.crt'].include?("CERT\n-----END CERTIFICATE-----"), 'tls.crt lacks the certificate')
+  expect(files['config/tls.key'].include?('KEY'), 'tls.key lacks the key')
+  ppi = JSON.parse(files['config/ppi-config'])
+  expect(ppi == { 'url' => 'http://10.0.0.9', 'pis' => { '1a2b3c4d' => 1, '5e6f7a8b' => 2 } }, "ppi config #{ppi}")
+end
+
+c.check('bakery-defaults: no token, no TLS: their files are empty') do
+  files = files_of(rendered, 'bakery-defaults')
+  expect(files['config/token'].strip.empty? && files['config/tls.key'].strip.empty?, 'secret files are not empty')
+end
+
+c.check('bakery-bpm: a string PPI config is written as it is') do
+  ppi = files_of(rendered, 'bakery-bpm')['config/ppi-config']
+  expect(ppi == %({"url": "http://10.0.0.9", "pis": {}}\n), "ppi config #{ppi.inspect}")
+end
+
+c.check('bakery-full: dnsmasq is a proxy-DHCP for the subnet pointing at the TFTP server, DNS off') do
+  lines = files_of(rendered, 'bakery-full')['config/dnsmasq.conf'].lines.map(&:strip)
+  ['port=0', 'dhcp-range=10.0.0.0,proxy,255.255.255.0', 'pxe-service=0,"Raspberry Pi Boot",bootcode,10.0.0.2',
+   'interface=eth0', 'log-dhcp', 'dhcp-no-override'].each do |line|
+    expect(lines.include?(line), "no line #{line} in #{lines}")
+  end
+  expect(lines.none? { |l| l.start_with?('enable-tftp') }, 'dnsmasq must not serve TFTP')
+end
+
+c.check('bakery-bpm: dnsmasq uses the tftp_server property') do
+  text = files_of(rendered, 'bakery-bpm')['config/dnsmasq.conf']
+  expect(text.include?('pxe-service=0,"Raspberry Pi Boot",bootcode,10.0.0.3'), text)
+end
+
+c.check('bakery-defaults: dnsmasq is off: no dnsmasq in monit, no DHCP config') do
+  files = files_of(rendered, 'bakery-defaults')
+  expect(!files['monit'].include?('dnsmasq'), 'monit starts dnsmasq')
+  expect(!files['config/dnsmasq.conf'].include?('dhcp-range'), 'dnsmasq.conf has a dhcp-range')
+  expect(files['monit'].include?('/var/vcap/jobs/bakery/bin/ctl start bakery'), 'monit does not use bin/ctl')
+end
+
+c.check('bakery-full: monit runs bakery and dnsmasq through bin/ctl') do
+  monit = files_of(rendered, 'bakery-full')['monit']
+  expect(monit.scan(/^check process (\S+)/).flatten == %w[bakery bakery-dnsmasq], monit)
+  expect(monit.include?('bin/ctl start dnsmasq'), monit)
+end
+
+c.check('bakery-bpm: monit uses bpm; bpm.yml has both processes and mounts the data dir') do
+  files = files_of(rendered, 'bakery-bpm')
+  expect(files['monit'].include?('/var/vcap/jobs/bpm/bin/bpm start bakery -p dnsmasq'), files['monit'])
+  bpm = YAML.safe_load(files['config/bpm.yml'])
+  processes = bpm.fetch('processes')
+  expect(processes.map { |p| p['name'] } == %w[bakery dnsmasq], "processes #{processes}")
+  bakery = processes[0]
+  expect(bakery['executable'] == '/var/vcap/packages/bakery/bin/bakery-server', bakery['executable'])
+  expect(bakery['args'] == ['--config', '/var/vcap/jobs/bakery/config/bakery.toml'], bakery['args'].inspect)
+  expect(bakery['additional_volumes'] == [{ 'path' => '/var/vcap/data/bakery-data', 'writable' => true }],
+         bakery['additional_volumes'].inspect)
+  expect(processes[1]['args'].include?('--conf-file=/var/vcap/jobs/bakery/config/dnsmasq.conf'), processes[1].inspect)
+end
+
+c.check('bakery-defaults: bpm.yml still parses (one process, no dnsmasq)') do
+  bpm = YAML.safe_load(files_of(rendered, 'bakery-defaults')['config/bpm.yml'])
+  expect(bpm['processes'].map { |p| p['name'] } == ['bakery'], bpm.inspect)
+end
+
+c.check('bakery-cpi-explicit: cpi.json has the url, token, agent and numbers from the properties') do
+  cpi = JSON.parse(files_of(rendered, 'bakery-cpi-explicit')['config/cpi.json'])
+  want = {
+    'url' => 'http://10.0.0.2:8080/api/v1', 'token' => 's3cr3t-token-"quoted"',
+    'default_ephemeral_disk_mib' => 4096, 'bake_timeout_seconds' => 600,
+    'agent' => {
+      'mbus' => 'nats://nats:nats-password@10.0.0.6:4222', 'ntp' => ['10.0.0.1'],
+      'blobstore' => { 'provider' => 'dav', 'options' => {
+        'endpoint' => 'http://10.0.0.6:25250', 'user' => 'agent', 'password' => 'agent-password'
+      } }
+    }
+  }
+  expect(cpi == want, "got #{cpi.inspect}")
+end
+
+c.check('bakery-cpi-explicit: bin/cpi execs bakery-cpi with the config and sets the proxies') do
+  cpi = files_of(rendered, 'bakery-cpi-explicit')['bin/cpi']
+  expect(cpi.include?('exec "$BOSH_PACKAGES_DIR/bakery/bin/bakery-cpi" --config "$BOSH_JOBS_DIR/bakery_cpi/config/cpi.json"'), cpi)
+  expect(cpi.include?('export HTTP_PROXY=http://proxy.example:3128'), cpi)
+  expect(!cpi.include?('HTTPS_PROXY'), 'HTTPS_PROXY set though env.https_proxy is not')
+end
+
+c.check('bakery-cpi-director-wide: mbus and dav blobstore come from nats.* and blobstore.*; no url') do
+  cpi = JSON.parse(files_of(rendered, 'bakery-cpi-director-wide')['config/cpi.json'])
+  agent = cpi.fetch('agent')
+  expect(agent['mbus'] == 'nats://nats:nats-password@10.0.0.6:4222', agent['mbus'].inspect)
+  expect(agent['blobstore'] == { 'provider' => 'dav', 'options' => {
+    'user' => 'agent', 'password' => 'agent-password', 'endpoint' => 'https://10.0.0.6:25250',
+    'tls' => { 'cert' => { 'ca' => "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n" } }
+  } }, agent['blobstore'].inspect)
+  expect(agent['ntp'] == %w[0.pool.ntp.org 1.pool.ntp.org], agent['ntp'].inspect)
+  expect(!cpi.key?('url') && !cpi.key?('token'), 'url/token rendered though unset (the CPI config gives them)')
+end
+
+# The helper really enforces what the director enforces: these must fail to render.
+bakery_renderer = BoshTemplate::JobRenderer.new(File.join(RELEASE_DIR, 'jobs/bakery'))
+c.check('rendering fails when dnsmasq is enabled without a subnet (unknown property)') do
+  bakery_renderer.render_file('templates/dnsmasq.conf.erb', { 'dnsmasq' => { 'enabled' => true } })
+  raise 'rendered without dnsmasq.subnet'
+rescue BoshTemplate::UnknownProperty => e
+  expect(e.message.include?('dnsmasq.subnet'), e.message)
+end
+
+c.check('rendering fails with a clear message for a subnet that is not CIDR') do
+  bakery_renderer.render_file('templates/dnsmasq.conf.erb', { 'dnsmasq' => { 'enabled' => true, 'subnet' => '10.0.0.300/24' } })
+  raise 'rendered with a bad subnet'
+rescue RuntimeError => e
+  expect(e.message.include?('10.0.0.300/24') && e.message.include?('not a CIDR'), e.message)
+end
+
+c.check('a template reading an undeclared property fails (the director hides it)') do
+  context = BoshTemplate::EvaluationContext.new(BoshTemplate.job_properties(bakery_renderer.job_spec, { 'nope' => 1 }), {})
+  context.p('nope')
+  raise 'undeclared property was readable'
+rescue BoshTemplate::UnknownProperty
+  true
+end
+
+# --- manifests ------------------------------------------------------------------------------
+
+manifests = File.join(RELEASE_DIR, 'manifests')
+
+c.check('manifests/cpi-config.yml declares bakery CPIs with a url') do
+  cpi_config = load_yaml(File.join(manifests, 'cpi-config.yml'))
+  cpis = cpi_config.fetch('cpis')
+  expect(!cpis.empty?, 'no cpis')
+  cpis.each do |cpi|
+    expect(cpi['type'] == 'bakery', "cpi #{cpi['name']} has type #{cpi['type'].inspect}")
+    expect(cpi['name'].is_a?(String), 'a cpi without a name')
+    expect(cpi.dig('properties', 'url').is_a?(String), "cpi #{cpi['name']} has no properties.url")
+  end
+end
+
+c.check('manifests/cloud-config.yml: every AZ names a CPI of cpi-config.yml; networks and vm_types use them') do
+  cloud = load_yaml(File.join(manifests, 'cloud-config.yml'))
+  cpi_names = load_yaml(File.join(manifests, 'cpi-config.yml'))['cpis'].map { |cpi| cpi['name'] }
+  az_names = cloud.fetch('azs').map do |az|
+    expect(cpi_names.include?(az['cpi']), "az #{az['name']} uses cpi #{az['cpi'].inspect}, not one of #{cpi_names}")
+    az['name']
+  end
+  cloud.fetch('networks').each do |network|
+    (network['subnets'] || []).each do |subnet|
+      (subnet['azs'] || []).each { |az| expect(az_names.include?(az), "network #{network['name']} uses unknown az #{az}") }
+      IPAddr.new(subnet['range']) if subnet['range']
+    end
+  end
+  expect(cloud.fetch('vm_types').all? { |t| t['name'] && t['cloud_properties'].is_a?(Hash) }, 'a vm_type lacks name or cloud_properties')
+  expect(cloud['compilation'].nil? || az_names.include?(cloud.dig('compilation', 'az')), 'compilation az is not an az')
+end
+
+c.check('manifests/bakery.yml deploys the bakery job with declared properties only') do
+  manifest = load_yaml(File.join(manifests, 'bakery.yml'))
+  expect(manifest['releases'].any? { |r| r['name'] == 'bakery' }, 'no bakery release')
+  bakery_jobs = manifest['instance_groups'].flat_map { |ig| ig['jobs'] }.select { |j| j['release'] == 'bakery' }
+  expect(bakery_jobs.map { |j| j['name'] }.include?('bakery'), 'no bakery job')
+  bakery_jobs.each do |job|
+    spec = load_yaml(File.join(RELEASE_DIR, 'jobs', job['name'], 'spec'))
+    unknown = BoshTemplate.undeclared(spec, job['properties'] || {})
+    expect(unknown.empty?, "job #{job['name']}: undeclared properties #{unknown.join(', ')}")
+  end
+  true
+end
+
+Dir[File.join(manifests, 'ops/*.yml')].sort.each do |ops_file|
+  c.check("#{rel(ops_file)} is a list of ops; bakery_cpi properties it sets are declared") do
+    ops = load_yaml(ops_file)
+    expect(ops.is_a?(Array) && ops.all? { |op| %w[replace remove].include?(op['type']) && op['path'].start_with?('/') },
+           'not a list of replace/remove ops with paths')
+    spec = load_yaml(File.join(RELEASE_DIR, 'jobs/bakery_cpi/spec'))
+    ops.select { |op| op['path'].match?(%r{/jobs/name=bakery_cpi}) && op['value'].is_a?(Hash) }.each do |op|
+      unknown = BoshTemplate.undeclared(spec, op['value']['properties'] || {})
+      expect(unknown.empty?, "undeclared bakery_cpi properties #{unknown.join(', ')}")
+    end
+    true
+  end
+end
+
+# --- Concourse pipeline ---------------------------------------------------------------------
+
+def task_steps(node, found = [])
+  case node
+  when Hash
+    found << node if node.key?('task') && node.key?('file')
+    node.each_value { |v| task_steps(v, found) }
+  when Array
+    node.each { |v| task_steps(v, found) }
+  end
+  found
+end
+
+c.check('ci/pipeline.yml parses; every task file it names exists and runs a script of the repo') do
+  pipeline = load_yaml(File.join(REPO_DIR, 'ci/pipeline.yml'))
+  repo_resources = pipeline.fetch('resources').select { |r| r['type'] == 'git' && r.dig('source', 'uri').to_s.include?('bakery') }
+  expect(!repo_resources.empty?, 'no git resource for the bakery repository')
+  repo_names = repo_resources.map { |r| r['name'] }
+  steps = task_steps(pipeline['jobs'])
+  expect(!steps.empty?, 'no task steps')
+  steps.each do |step|
+    resource, path = step['file'].split('/', 2)
+    expect(repo_names.include?(resource), "task #{step['task']}: file #{step['file']} is not in the bakery repository")
+    task_path = File.join(REPO_DIR, path)
+    expect(File.file?(task_path), "task #{step['task']}: #{path} does not exist")
+    task = load_yaml(task_path)
+    expect(task['platform'] == 'linux', "#{path}: platform #{task['platform'].inspect}")
+    run_resource, run_path = task.dig('run', 'path').to_s.split('/', 2)
+    expect(task['inputs'].any? { |i| i['name'] == run_resource }, "#{path}: run.path is not in an input")
+    script = File.join(REPO_DIR, run_path)
+    expect(File.file?(script) && File.executable?(script), "#{path}: #{run_path} is not an executable file")
+    bash_syntax_ok(script)
+  end
+  true
+end
+
+c.check('every ci/tasks/*.yml is used by the pipeline') do
+  pipeline = load_yaml(File.join(REPO_DIR, 'ci/pipeline.yml'))
+  used = task_steps(pipeline['jobs']).map { |s| s['file'].split('/', 2)[1] }.uniq.sort
+  on_disk = Dir[File.join(REPO_DIR, 'ci/tasks/*.yml')].map { |p| rel(p) }.sort
+  expect(on_disk == used, "task files #{on_disk} vs used #{used}")
+end
+
+puts "rendered templates: #{out_dir}"
+puts "validate.rb: #{c.passed} passed, #{c.failed} failed"
+exit(c.failed.zero? ? 0 : 1)
