@@ -981,3 +981,7 @@ fn static_network(
     }
     Ok(chosen.and_then(|(_, network)| network))
 }
+
+#[cfg(test)]
+#[path = "methods_tests.rs"]
+mod tests;
