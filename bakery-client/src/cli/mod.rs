@@ -48,6 +48,14 @@ pub enum CliError {
         #[source]
         source: Error,
     },
+    /// `pi bake --wait` reached its deadline with the Pi still preparing.
+    #[error("pi {pi} was not baked within {seconds} s (it may still be preparing)")]
+    NotBakedInTime {
+        /// The Pi being baked.
+        pi: String,
+        /// The wait in seconds.
+        seconds: u64,
+    },
     /// Writing the result to stdout failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -70,7 +78,9 @@ pub fn main() -> ExitCode {
 pub fn exit_status(error: &CliError) -> (u8, String) {
     let (subject, source) = match error {
         CliError::Api { subject, source } => (subject, source),
-        CliError::Output(_) => return (EXIT_FAILURE, error.to_string()),
+        CliError::Output(_) | CliError::NotBakedInTime { .. } => {
+            return (EXIT_FAILURE, error.to_string());
+        }
     };
     match source {
         Error::Status {
@@ -195,10 +205,15 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
             let mut info = api(&subject, client.bake_from(&bake.bakeform))?;
             if bake.wait {
                 let timeout = Duration::from_secs(bake.wait_timeout);
-                info = api(
-                    format!("pi {}", info.id),
-                    client.wait_baked(&info.id, timeout),
-                )?;
+                info = match client.wait_baked(&info.id, timeout) {
+                    Err(Error::Timeout { .. }) => {
+                        return Err(CliError::NotBakedInTime {
+                            pi: info.id,
+                            seconds: bake.wait_timeout,
+                        });
+                    }
+                    result => api(format!("pi {}", info.id), result)?,
+                };
             }
             out.print(&info, || table::pi_line(&info))
         }
