@@ -1,0 +1,239 @@
+//! Simulated Pis booting against bakery-tftp with the stand-in provider and against a real
+//! tftpd-hpa; wrong bytes, extra files and bad cmdlines are caught.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bakery_tftp::{FileProvider, FileSource, ReadRequest, Refusal, ServerConfig, serve};
+use pi_sim::testbed::{BootDirProvider, TftpdHpa, tftpd_hpa_layout, write_sample_boot_dir};
+use pi_sim::{BootOptions, Model, SimError, boot, boot_many};
+use tokio::net::UdpSocket;
+
+async fn start<P: FileProvider>(provider: P) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(serve(
+        socket,
+        Arc::new(provider),
+        ServerConfig::default(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+fn sample() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_sample_boot_dir(dir.path(), 1_000_000).expect("sample boot dir");
+    dir
+}
+
+#[tokio::test]
+async fn pi3_and_pi4_boot_with_every_byte_checked() {
+    let dir = sample();
+    let server = start(BootDirProvider::new(dir.path(), "10.0.0.1")).await;
+
+    let report = boot(
+        server,
+        "0a1b2c3d",
+        Model::Pi3,
+        dir.path(),
+        &BootOptions::default(),
+    )
+    .await
+    .expect("pi3 boots");
+    let paths: Vec<&str> = report.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "bootcode.bin",
+            "bootsig.bin",
+            "0a1b2c3d/start.elf",
+            "0a1b2c3d/autoboot.txt",
+            "0a1b2c3d/config.txt",
+            "0a1b2c3d/recovery.elf",
+            "0a1b2c3d/fixup.dat",
+            "0a1b2c3d/cmdline.txt",
+            "0a1b2c3d/bcm2710-rpi-3-b.dtb",
+            "0a1b2c3d/overlays/vc4-kms-v3d.dtbo",
+            "0a1b2c3d/kernel8.img",
+        ]
+    );
+    let found: Vec<bool> = report.files.iter().map(|f| f.found).collect();
+    assert_eq!(
+        found,
+        [
+            true, false, true, false, true, false, true, true, true, true, true
+        ]
+    );
+    assert!(
+        report
+            .cmdline
+            .contains("nfsroot=10.0.0.1:/var/lib/bakery/pis/0a1b2c3d,vers=3"),
+        "{}",
+        report.cmdline
+    );
+    let kernel = std::fs::metadata(dir.path().join("kernel8.img"))
+        .expect("kernel")
+        .len();
+    assert_eq!(report.files[10].bytes, kernel);
+
+    let report = boot(
+        server,
+        "deadbeef",
+        Model::Pi4,
+        dir.path(),
+        &BootOptions::default(),
+    )
+    .await
+    .expect("pi4 boots");
+    assert_eq!(report.files[0].path, "deadbeef/start4.elf");
+    assert_eq!(
+        report.files.last().map(|f| f.path.as_str()),
+        Some("deadbeef/kernel8.img")
+    );
+    assert!(report.cmdline.contains("/deadbeef,"));
+}
+
+#[tokio::test]
+async fn many_pis_boot_at_once() {
+    let dir = sample();
+    let server = start(BootDirProvider::new(dir.path(), "10.0.0.1")).await;
+    let results = boot_many(
+        server,
+        8,
+        0x1000_0000,
+        Model::Pi4,
+        dir.path(),
+        &BootOptions::default(),
+    )
+    .await;
+    assert_eq!(results.len(), 8);
+    for (i, result) in results.iter().enumerate() {
+        let report = result.as_ref().expect("boots");
+        assert_eq!(report.serial, format!("{:08x}", 0x1000_0000 + i));
+        assert!(report.cmdline.contains(&report.serial));
+    }
+}
+
+/// Serves the boot directory but flips one byte of the kernel.
+struct Corrupting(BootDirProvider);
+
+impl FileProvider for Corrupting {
+    async fn open(&self, request: &ReadRequest) -> Result<FileSource, Refusal> {
+        let source = self.0.open(request).await?;
+        match source {
+            FileSource::File { file, len } if request.filename.ends_with("kernel8.img") => {
+                use std::io::Read;
+                let mut bytes = Vec::new();
+                (&file)
+                    .read_to_end(&mut bytes)
+                    .map_err(|_| Refusal::NotFound)?;
+                if let Some(b) = bytes.get_mut(70_000) {
+                    *b ^= 1;
+                }
+                assert_eq!(bytes.len() as u64, len);
+                Ok(FileSource::Bytes(bytes.into()))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_byte_is_caught() {
+    let dir = sample();
+    let server = start(Corrupting(BootDirProvider::new(dir.path(), "10.0.0.1"))).await;
+    let error = boot(
+        server,
+        "00000001",
+        Model::Pi4,
+        dir.path(),
+        &BootOptions::default(),
+    )
+    .await
+    .expect_err("corrupt kernel");
+    match error {
+        SimError::Mismatch { path, at, .. } => {
+            assert_eq!(path, "00000001/kernel8.img");
+            assert_eq!(at, 70_000);
+        }
+        other => panic!("not a mismatch: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_file_the_bakeform_lacks_and_a_bad_cmdline_are_caught() {
+    let served = sample();
+    std::fs::write(served.path().join("autoboot.txt"), b"[all]\n").expect("write");
+    let expected = sample();
+    let server = start(BootDirProvider::new(served.path(), "10.0.0.1")).await;
+    let error = boot(
+        server,
+        "00000002",
+        Model::Pi3,
+        expected.path(),
+        &BootOptions::default(),
+    )
+    .await
+    .expect_err("extra file");
+    assert!(
+        matches!(&error, SimError::Unexpected { path, .. } if path == "00000002/autoboot.txt"),
+        "{error}"
+    );
+
+    // Served raw by a plain TFTP server, a cmdline without an NFS root fails the check.
+    let root = tempfile::tempdir().expect("temp dir");
+    let boot_dir = sample();
+    std::fs::write(
+        boot_dir.path().join("cmdline.txt"),
+        b"root=/dev/mmcblk0p2 rootwait\n",
+    )
+    .expect("write");
+    tftpd_hpa_layout(
+        boot_dir.path(),
+        &root.path().join("tftp"),
+        ["00000003".to_owned()],
+    )
+    .expect("layout");
+    let tftpd = TftpdHpa::start(&root.path().join("tftp")).expect("in.tftpd");
+    let error = boot(
+        tftpd.addr(),
+        "00000003",
+        Model::Pi4,
+        boot_dir.path(),
+        &BootOptions::default(),
+    )
+    .await
+    .expect_err("bad cmdline");
+    assert!(matches!(error, SimError::Cmdline { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn pis_boot_from_tftpd_hpa_too() {
+    let boot_dir = sample();
+    let root = tempfile::tempdir().expect("temp dir");
+    let tftp_root = root.path().join("tftp");
+    let serials: Vec<String> = (0..3).map(|i| format!("{:08x}", 0x2000_0000 + i)).collect();
+    tftpd_hpa_layout(boot_dir.path(), &tftp_root, serials.clone()).expect("layout");
+    let tftpd = TftpdHpa::start(&tftp_root).expect("in.tftpd");
+    let opts = BootOptions {
+        timeout: Duration::from_secs(1),
+        ..BootOptions::default()
+    };
+    for result in boot_many(
+        tftpd.addr(),
+        3,
+        0x2000_0000,
+        Model::Pi3,
+        boot_dir.path(),
+        &opts,
+    )
+    .await
+    {
+        let report = result.expect("boots from tftpd-hpa");
+        assert!(report.cmdline.contains("nfsroot="));
+    }
+    assert!(Path::new(&tftp_root.join(&serials[0]).join("kernel8.img")).exists());
+}
