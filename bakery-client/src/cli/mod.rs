@@ -46,7 +46,7 @@ pub enum CliError {
         subject: String,
         /// The client's error.
         #[source]
-        source: Error,
+        source: Box<Error>,
     },
     /// `pi bake --wait` reached its deadline with the Pi still preparing.
     #[error("pi {pi} was not baked within {seconds} s (it may still be preparing)")]
@@ -77,7 +77,7 @@ pub fn main() -> ExitCode {
 /// The one place that turns a failure into an exit code and the message naming its cause.
 pub fn exit_status(error: &CliError) -> (u8, String) {
     let (subject, source) = match error {
-        CliError::Api { subject, source } => (subject, source),
+        CliError::Api { subject, source } => (subject, source.as_ref()),
         CliError::Output(_) | CliError::NotBakedInTime { .. } => {
             return (EXIT_FAILURE, error.to_string());
         }
@@ -170,10 +170,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     if let Some(token) = cli.token.as_ref().filter(|t| !t.is_empty()) {
         builder = builder.token(token.clone());
     }
-    let client = Client::from_builder(builder).map_err(|source| CliError::Api {
-        subject: "bakery url".into(),
-        source,
-    })?;
+    let client = api("bakery url", Client::from_builder(builder))?;
     let out = Printer { format: cli.output };
     match cli.command {
         Command::Pi(command) => pi(&client, &out, command),
@@ -186,7 +183,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn api<T>(subject: impl Into<String>, result: Result<T, Error>) -> Result<T, CliError> {
     result.map_err(|source| CliError::Api {
         subject: subject.into(),
-        source,
+        source: Box::new(source),
     })
 }
 
