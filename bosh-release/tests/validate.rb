@@ -374,15 +374,16 @@ end
 
 manifests = File.join(RELEASE_DIR, 'manifests')
 
-c.check('manifests/cpi-config.yml declares bakery CPIs with a url') do
-  cpi_config = load_yaml(File.join(manifests, 'cpi-config.yml'))
-  cpis = cpi_config.fetch('cpis')
-  expect(!cpis.empty?, 'no cpis')
-  cpis.each do |cpi|
-    expect(cpi['type'] == 'bakery', "cpi #{cpi['name']} has type #{cpi['type'].inspect}")
-    expect(cpi['name'].is_a?(String), 'a cpi without a name')
-    expect(cpi.dig('properties', 'url').is_a?(String), "cpi #{cpi['name']} has no properties.url")
+c.check('manifests/cpi-config.yml declares uniquely named CPIs, bakery ones with a url') do
+  cpis = load_yaml(File.join(manifests, 'cpi-config.yml')).fetch('cpis')
+  names = cpis.map { |cpi| cpi['name'] }
+  expect(names.all?(String) && names.uniq.size == names.size, "cpi names #{names} are not unique strings")
+  bakery = cpis.select { |cpi| cpi['type'] == 'bakery' }
+  expect(!bakery.empty?, 'no cpi of type bakery')
+  bakery.each do |cpi|
+    expect(cpi.dig('properties', 'url').to_s.end_with?('/api/v1'), "cpi #{cpi['name']}: properties.url does not end in /api/v1")
   end
+  true
 end
 
 c.check('manifests/cloud-config.yml: every AZ names a CPI of cpi-config.yml; networks and vm_types use them') do
