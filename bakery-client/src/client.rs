@@ -107,6 +107,7 @@ impl ClientBuilder {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("bakery-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| invalid(e.to_string()))?;

@@ -962,6 +962,22 @@ async fn error_without_json_body_keeps_an_excerpt() {
 }
 
 #[tokio::test]
+async fn redirects_are_not_followed() {
+    let (server, client) = setup().await;
+    expect(
+        &server,
+        "GET",
+        "/bakeforms",
+        ResponseTemplate::new(307).insert_header("location", "http://127.0.0.1:9/elsewhere"),
+    )
+    .await;
+    match client.bakeforms().await {
+        Err(Error::Contract { status, .. }) => assert_eq!(status, 307),
+        other => panic!("expected a contract error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn connection_refused_is_connect() {
     let port = {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
