@@ -235,10 +235,22 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
     'tftp_listen' => '0.0.0.0:69', 'exports_file' => '/etc/exports.d/bakery.exports',
     'max_image_size' => 8_589_934_592, 'export_options' => 'rw,sync,no_subtree_check,no_root_squash',
     'ppi' => '/var/vcap/packages/bakery-simpleweb-ppi/bin/bakery-simpleweb-ppi',
-    'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30, 'token_file' => "#{job}/token",
-    'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key"
+    'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30.0, 'power_cycle_pause' => 2.5,
+    'export_to_any' => false, 'cmdline_template' => "#{job}/cmdline-template",
+    'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key"
   }
   expect(toml == want, "got #{toml.inspect}")
+  expect(toml['ppi_timeout'].is_a?(Float), 'ppi_timeout must be a TOML float (bakery-server reads f64)')
+end
+
+c.check('bakery-full: the cmdline template file holds the template text') do
+  text = files_of(rendered, 'bakery-full')['config/cmdline-template']
+  expect(text.start_with?('console=serial0,115200 root=/dev/nfs nfsroot={{nfs_server}}:{{nfs_root}},vers=3'), text.inspect)
+end
+
+c.check('bakery-bpm: a max_image_size with a unit stays a string') do
+  toml = parse_simple_toml(files_of(rendered, 'bakery-bpm')['config/bakery.toml'])
+  expect(toml['max_image_size'] == '8G' && toml['exportfs_cmd'] == '/var/vcap/packages/nfs-helper/bin/reexport', toml.inspect)
 end
 
 c.check('bakery-defaults: bakery.toml has only the defaults and the instance address as NFS address') do
