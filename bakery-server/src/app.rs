@@ -1,0 +1,158 @@
+//! Assembling and running a bakery server: open the inventory, repair it, serve the API.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::boot::BootFiles;
+use crate::config::{Config, ConfigError};
+use crate::db::{DbError, Store};
+use crate::exports::{Exporter, KernelExporter};
+use crate::imaging;
+use crate::ppi::{NoPower, Power, ProcessPpi};
+use crate::service::{Bakery, Parts, RepairReport, ServiceError};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum AppError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be prepared.
+    #[error("cannot prepare data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The cmdline template could not be read.
+    #[error("cannot read cmdline template {path}: {source}")]
+    Template {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] DbError),
+    /// Start-up repair failed.
+    #[error("start-up repair failed: {0}")]
+    Repair(#[from] ServiceError),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A ready bakery: inventory open and repaired.
+#[derive(Debug, Clone)]
+pub struct App {
+    bakery: Arc<Bakery>,
+}
+
+impl App {
+    /// Opens the data dir and inventory, chooses the power and exports backends, and repairs
+    /// what a previous run left in flight.
+    pub async fn new(config: Config) -> Result<App, AppError> {
+        let layout = crate::service::Layout::new(&config.data_dir);
+        layout.create().map_err(|source| AppError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let cmdline_template = match &config.cmdline_template {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| AppError::Template {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let store = Store::open(&config.db_path)?;
+        let power: Arc<dyn Power> = match &config.ppi {
+            Some(ppi) => {
+                tracing::info!(ppi = %ppi.display(), "power managed by ppi");
+                Arc::new(ProcessPpi::new(
+                    ppi.clone(),
+                    config.ppi_config.clone(),
+                    config.ppi_timeout,
+                ))
+            }
+            None => {
+                tracing::warn!("no --ppi configured: power is not managed");
+                Arc::new(NoPower)
+            }
+        };
+        let exporter: Arc<dyn Exporter> = Arc::new(KernelExporter::new(
+            config.exports_file.clone(),
+            &config.exportfs_cmd,
+        ));
+        let clone_strategy = imaging::detect_strategy(&layout.disks);
+        tracing::info!(strategy = %clone_strategy, data_dir = %config.data_dir.display(), "clone strategy chosen");
+        let bakery = Bakery::new(Parts {
+            config,
+            store,
+            power,
+            exporter,
+            clone_strategy,
+            cmdline_template,
+        });
+        bakery.spawn_reclaimer();
+        let report: RepairReport = bakery.repair().await?;
+        tracing::info!(?report, "start-up repair done");
+        Ok(App { bakery })
+    }
+
+    /// The service.
+    pub fn bakery(&self) -> &Arc<Bakery> {
+        &self.bakery
+    }
+
+    /// Boot-file resolution for the TFTP server.
+    pub fn boot_files(&self) -> BootFiles {
+        BootFiles::new(self.bakery.clone())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        self.bakery.config()
+    }
+
+    /// Serves the API on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let router = crate::http::router(self.bakery.clone());
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(AppError::Serve)
+    }
+
+    /// [`App::new`] then [`App::serve`].
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        App::new(config).await?.serve(listener, shutdown).await
+    }
+}

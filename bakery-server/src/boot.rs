@@ -1,0 +1,208 @@
+//! Boot-file resolution, shared by HTTP `GET /files/...` and the TFTP server: which bytes a Pi
+//! gets for a path, registering unknown Pis and powering off the ones that may not boot.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bakery_client::PiState;
+use thiserror::Error;
+
+use crate::domain::cmdline::{self, CmdlineInput};
+use crate::domain::names::{NameError, boot_path_components, is_serial};
+use crate::service::{Bakery, ServiceError};
+
+/// The file every Pi's kernel command line comes from.
+pub const CMDLINE: &str = "cmdline.txt";
+/// The Pi 3 boot ROM probes this and expects "file not found".
+pub const BOOTSIG: &str = "bootsig.bin";
+
+/// What a boot path resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFile {
+    /// Rendered content (the Pi's `cmdline.txt`).
+    Bytes(Vec<u8>),
+    /// A file on disk (already checked to lie inside the boot directory).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: u64,
+    },
+}
+
+impl BootFile {
+    /// The length in bytes (TFTP's `tsize`).
+    pub fn len(&self) -> u64 {
+        match self {
+            BootFile::Bytes(b) => b.len() as u64,
+            BootFile::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a boot file is not served.
+#[derive(Debug, Error)]
+pub enum BootError {
+    /// No such file, or the Pi may not boot now (TFTP error 1, HTTP 404).
+    #[error("boot file {0} not found")]
+    NotFound(String),
+    /// The path is not acceptable (TFTP error 2, HTTP 400).
+    #[error(transparent)]
+    InvalidPath(#[from] NameError),
+    /// The server failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<BootError> for ServiceError {
+    fn from(e: BootError) -> ServiceError {
+        match e {
+            BootError::NotFound(path) => ServiceError::BootFileNotFound(path),
+            BootError::InvalidPath(name) => ServiceError::InvalidName(name),
+            BootError::Service(s) => s,
+        }
+    }
+}
+
+/// Resolves boot files for Pis. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BootFiles {
+    bakery: Arc<Bakery>,
+}
+
+impl BootFiles {
+    /// Boot files of `bakery`.
+    pub fn new(bakery: Arc<Bakery>) -> BootFiles {
+        BootFiles { bakery }
+    }
+
+    /// Resolves a full TFTP-style path: `<serial>/<path>` for a Pi's directory, anything else
+    /// (e.g. `bootcode.bin`) from the root-level boot directory.
+    pub async fn open_path(&self, full: &str, peer: Option<IpAddr>) -> Result<BootFile, BootError> {
+        let full = full.trim_start_matches('/');
+        match full.split_once('/') {
+            Some((first, rest)) if is_serial(first) => self.open(Some(first), rest, peer).await,
+            _ => self.open(None, full, peer).await,
+        }
+    }
+
+    /// Resolves `path` inside the Pi directory `serial_dir` (or the root level when `None`).
+    ///
+    /// An unknown serial is registered in the fridge and powered off; a Pi that is not baked
+    /// is powered off (fridge) or ignored (preparing); both get `NotFound`. A baked Pi gets
+    /// files from its bakeform's boot directory and its own rendered `cmdline.txt`.
+    pub async fn open(
+        &self,
+        serial_dir: Option<&str>,
+        path: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<BootFile, BootError> {
+        let components = boot_path_components(path)?;
+        let Some(serial) = serial_dir else {
+            return self.open_root_level(path, &components).await;
+        };
+        let not_found = || BootError::NotFound(format!("{serial}/{path}"));
+        if !is_serial(serial) {
+            return Err(not_found());
+        }
+        if self.bakery.register(serial).await? {
+            if let Some(addr) = peer {
+                self.bakery.saw_pi_at(serial, addr).await?;
+            }
+            self.bakery.power_off_stray(serial);
+            return Err(not_found());
+        }
+        if let Some(addr) = peer {
+            self.bakery.saw_pi_at(serial, addr).await?;
+        }
+        let pi = self.bakery.pi(serial).await?;
+        match pi.state {
+            Some(PiState::Baked) => {}
+            Some(PiState::Fridge) | None => {
+                self.bakery.power_off_stray(serial);
+                return Err(not_found());
+            }
+            Some(PiState::Preparing | PiState::Unbaking) => return Err(not_found()),
+        }
+        let bakeform = pi.source_bakeform.as_ref().ok_or_else(not_found)?;
+        let boot_dir = self.bakery.layout().bakeform(&bakeform.name).join("boot");
+        if components.len() == 1 && components[0] == CMDLINE {
+            let own = match tokio::fs::read_to_string(boot_dir.join(CMDLINE)).await {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    return Err(ServiceError::Io {
+                        context: format!("cannot read cmdline.txt of bakeform {}", bakeform.name),
+                        source: e,
+                    }
+                    .into());
+                }
+            };
+            let root = pi.disks.first().ok_or_else(not_found)?;
+            let line = cmdline::render(&CmdlineInput {
+                bakeform_cmdline: &own,
+                operator_template: self.bakery.cmdline_template(),
+                nfs_server: &self.bakery.config().nfs_address,
+                nfs_root: &root.location,
+                network: pi.network.as_ref(),
+                serial,
+            });
+            return Ok(BootFile::Bytes(line.into_bytes()));
+        }
+        resolve_in(&boot_dir, &components)
+            .await
+            .ok_or_else(not_found)
+    }
+
+    async fn open_root_level(
+        &self,
+        path: &str,
+        components: &[&str],
+    ) -> Result<BootFile, BootError> {
+        let not_found = || BootError::NotFound(path.to_owned());
+        if components.len() == 1 && components[0] == BOOTSIG {
+            return Err(not_found());
+        }
+        let dir = match &self.bakery.config().boot_root_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let store = self.bakery.store().clone();
+                let newest = tokio::task::spawn_blocking(move || store.newest_ready_bakeform())
+                    .await
+                    .map_err(|e| ServiceError::Task(e.to_string()))?
+                    .map_err(ServiceError::from)?;
+                match newest {
+                    Some(b) => PathBuf::from(b.location).join("boot"),
+                    None => return Err(not_found()),
+                }
+            }
+        };
+        resolve_in(&dir, components).await.ok_or_else(not_found)
+    }
+}
+
+/// `dir/<components>` if it is a regular file whose real path stays inside `dir`'s real path
+/// (a symlink pointing out of the boot directory is refused).
+async fn resolve_in(dir: &Path, components: &[&str]) -> Option<BootFile> {
+    let mut path = dir.to_owned();
+    for c in components {
+        path.push(c);
+    }
+    let real_dir = tokio::fs::canonicalize(dir).await.ok()?;
+    let real = tokio::fs::canonicalize(&path).await.ok()?;
+    if !real.starts_with(&real_dir) {
+        tracing::warn!(path = %path.display(), "boot file resolves outside its boot directory, refused");
+        return None;
+    }
+    let meta = tokio::fs::metadata(&real).await.ok()?;
+    meta.is_file().then(|| BootFile::File {
+        path: real,
+        len: meta.len(),
+    })
+}

@@ -1,0 +1,412 @@
+//! Command line and configuration: clap flags with environment fallbacks (including the first
+//! bakery's variables), an optional TOML file with the same keys, and the resolved [`Config`].
+//!
+//! Precedence: flag, then environment variable, then the `--config` file, then the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::domain::exports::DEFAULT_EXPORT_OPTIONS;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is not valid.
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Value {
+        /// The setting.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A required setting is missing.
+    #[error("missing setting {0}: give it as a flag, environment variable or in the config file")]
+    Missing(&'static str),
+}
+
+/// The `bakery-server` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bakery-server",
+    version,
+    about = "Bakery: Raspberry Pis as a service"
+)]
+pub struct Cli {
+    /// The serve settings (used when no subcommand is given).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Resolve the configuration, print it and exit (0 if it is valid).
+    CheckConfig,
+}
+
+/// The serve flags; each can also come from the environment or the `--config` file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with the same keys as the long flags (with `_` instead of `-`); flags win.
+    #[arg(long, env = "BAKERY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 0.0.0.0:8080]; port 0 picks a free port.
+    #[arg(long, env = "BAKERY_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// Data directory holding the database, bakeforms, disks, tmp and trash [default: /var/lib/bakery].
+    #[arg(long, env = "BAKERY_ROOT", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// SQLite database file [default: <data-dir>/bakery.db].
+    #[arg(long, env = "DB_PATH", global = true)]
+    pub db_path: Option<PathBuf>,
+    /// Address Pis mount their NFS disks from (required).
+    #[arg(long, env = "NFS_ADDRESS", global = true)]
+    pub nfs_address: Option<String>,
+    /// Power interface executable (PPI); without it power is not managed.
+    #[arg(long, env = "PPI_PATH", global = true)]
+    pub ppi: Option<PathBuf>,
+    /// Configuration file passed to the PPI as `-c <file>`.
+    #[arg(long, env = "PPI_CONFIG_PATH", global = true)]
+    pub ppi_config: Option<PathBuf>,
+    /// Seconds a PPI call may take before it is killed [default: 30].
+    #[arg(long, env = "BAKERY_PPI_TIMEOUT", global = true)]
+    pub ppi_timeout: Option<f64>,
+    /// Seconds between power-off and power-on of a power cycle [default: 2].
+    #[arg(long, env = "BAKERY_POWER_CYCLE_PAUSE", global = true)]
+    pub power_cycle_pause: Option<f64>,
+    /// The exports file bakery owns and rewrites [default: /etc/exports.d/bakery.exports].
+    #[arg(long, env = "BAKERY_EXPORTS_FILE", global = true)]
+    pub exports_file: Option<PathBuf>,
+    /// Command run after each rewrite, split on whitespace, no shell; "" for none [default: "exportfs -ra"].
+    #[arg(long, env = "BAKERY_EXPORTFS_CMD", global = true)]
+    pub exportfs_cmd: Option<String>,
+    /// NFS export options [default: rw,sync,no_subtree_check,no_root_squash].
+    #[arg(long, env = "BAKERY_EXPORT_OPTIONS", global = true)]
+    pub export_options: Option<String>,
+    /// Export to any host (`*`) instead of only each Pi's own address (insecure).
+    #[arg(long, env = "BAKERY_EXPORT_TO_ANY", global = true)]
+    pub export_to_any: bool,
+    /// Largest bakeform image accepted, with optional K/M/G/T suffix [default: 32G].
+    #[arg(long, env = "BAKERY_MAX_IMAGE_SIZE", global = true)]
+    pub max_image_size: Option<String>,
+    /// Directory serving root-level boot files (bootcode.bin) [default: newest bakeform's boot dir].
+    #[arg(long, env = "BAKERY_BOOT_ROOT_DIR", global = true)]
+    pub boot_root_dir: Option<PathBuf>,
+    /// cmdline.txt template with {{nfs_server}} {{nfs_root}} {{ip}} {{serial}}, overriding bakeforms'.
+    #[arg(long, env = "BAKERY_CMDLINE_TEMPLATE", global = true)]
+    pub cmdline_template: Option<PathBuf>,
+    /// Address of the built-in TFTP server, or "off" [default: 0.0.0.0:69].
+    #[arg(long, env = "BAKERY_TFTP_LISTEN", global = true)]
+    pub tftp_listen: Option<String>,
+}
+
+/// The `--config` TOML file: the same keys as the long flags, with `_`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    db_path: Option<PathBuf>,
+    nfs_address: Option<String>,
+    ppi: Option<PathBuf>,
+    ppi_config: Option<PathBuf>,
+    ppi_timeout: Option<f64>,
+    power_cycle_pause: Option<f64>,
+    exports_file: Option<PathBuf>,
+    exportfs_cmd: Option<String>,
+    export_options: Option<String>,
+    export_to_any: Option<bool>,
+    max_image_size: Option<toml::Value>,
+    boot_root_dir: Option<PathBuf>,
+    cmdline_template: Option<PathBuf>,
+    tftp_listen: Option<String>,
+}
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The SQLite file.
+    pub db_path: PathBuf,
+    /// The address Pis mount NFS from.
+    pub nfs_address: String,
+    /// The PPI executable, if power is managed.
+    pub ppi: Option<PathBuf>,
+    /// The PPI's configuration file.
+    pub ppi_config: Option<PathBuf>,
+    /// Limit per PPI call.
+    pub ppi_timeout: Duration,
+    /// Pause between off and on in a power cycle.
+    pub power_cycle_pause: Duration,
+    /// The exports file bakery owns.
+    pub exports_file: PathBuf,
+    /// The command run after rewriting the exports file.
+    pub exportfs_cmd: String,
+    /// NFS export options.
+    pub export_options: String,
+    /// Export to `*` instead of each Pi's address.
+    pub export_to_any: bool,
+    /// Largest bakeform image accepted, in bytes.
+    pub max_image_size: u64,
+    /// Where root-level boot files come from, if set.
+    pub boot_root_dir: Option<PathBuf>,
+    /// The operator's cmdline.txt template file, if set.
+    pub cmdline_template: Option<PathBuf>,
+    /// The TFTP server's address; `None` when off.
+    pub tftp_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// A configuration with defaults for a data dir and NFS address (handy in tests).
+    pub fn new(data_dir: PathBuf, nfs_address: String) -> Config {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            db_path: data_dir.join("bakery.db"),
+            data_dir,
+            nfs_address,
+            ppi: None,
+            ppi_config: None,
+            ppi_timeout: Duration::from_secs(30),
+            power_cycle_pause: Duration::from_secs(2),
+            exports_file: PathBuf::from("/etc/exports.d/bakery.exports"),
+            exportfs_cmd: "exportfs -ra".to_owned(),
+            export_options: DEFAULT_EXPORT_OPTIONS.to_owned(),
+            export_to_any: false,
+            max_image_size: 32 << 30,
+            boot_root_dir: None,
+            cmdline_template: None,
+            tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
+        }
+    }
+}
+
+fn bad(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        key,
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses a size such as `1048576`, `512M`, `8G` (binary units).
+pub fn parse_size(value: &str) -> Result<u64, ConfigError> {
+    let v = value.trim();
+    let (digits, shift) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => {
+                    return Err(bad(
+                        "max-image-size",
+                        value,
+                        "unknown unit, use K, M, G or T",
+                    ));
+                }
+            };
+            (&v[..i], shift)
+        }
+        _ => (v, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| {
+        bad(
+            "max-image-size",
+            value,
+            "expected a number with optional K/M/G/T",
+        )
+    })?;
+    n.checked_mul(1 << shift).filter(|n| *n > 0).ok_or_else(|| {
+        bad(
+            "max-image-size",
+            value,
+            "must be positive and fit in 64 bits",
+        )
+    })
+}
+
+fn parse_seconds(key: &'static str, secs: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| bad(key, secs.to_string(), "expected seconds >= 0"))
+}
+
+fn parse_listen(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        bad(
+            key,
+            value,
+            "expected ip:port, e.g. 0.0.0.0:8080 or [::1]:8080",
+        )
+    })
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+impl ServeArgs {
+    /// Merges flags/environment over the `--config` file over defaults.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/bakery"));
+        let nfs_address = self
+            .nfs_address
+            .clone()
+            .or(file.nfs_address)
+            .ok_or(ConfigError::Missing("nfs-address (NFS_ADDRESS)"))?;
+        if nfs_address.trim().is_empty() || nfs_address.contains(char::is_whitespace) {
+            return Err(bad(
+                "nfs-address",
+                nfs_address,
+                "expected a host name or address",
+            ));
+        }
+        let mut config = Config::new(data_dir, nfs_address);
+        if let Some(listen) = self.listen.clone().or(file.listen) {
+            config.listen = parse_listen("listen", &listen)?;
+        }
+        if let Some(db) = self.db_path.clone().or(file.db_path) {
+            config.db_path = db;
+        }
+        config.ppi = self.ppi.clone().or(file.ppi);
+        config.ppi_config = self.ppi_config.clone().or(file.ppi_config);
+        if let Some(t) = self.ppi_timeout.or(file.ppi_timeout) {
+            config.ppi_timeout = parse_seconds("ppi-timeout", t)?;
+        }
+        if let Some(t) = self.power_cycle_pause.or(file.power_cycle_pause) {
+            config.power_cycle_pause = parse_seconds("power-cycle-pause", t)?;
+        }
+        if let Some(f) = self.exports_file.clone().or(file.exports_file) {
+            config.exports_file = f;
+        }
+        if let Some(c) = self.exportfs_cmd.clone().or(file.exportfs_cmd) {
+            config.exportfs_cmd = c;
+        }
+        if let Some(o) = self.export_options.clone().or(file.export_options) {
+            if o.is_empty() || o.contains(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+                return Err(bad("export-options", o, "expected comma-separated options"));
+            }
+            config.export_options = o;
+        }
+        config.export_to_any = self.export_to_any || file.export_to_any.unwrap_or(false);
+        let max = match (&self.max_image_size, file.max_image_size) {
+            (Some(s), _) => Some(parse_size(s)?),
+            (None, Some(toml::Value::Integer(n))) => Some(
+                u64::try_from(n)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("max_image_size", n.to_string(), "must be positive"))?,
+            ),
+            (None, Some(toml::Value::String(s))) => Some(parse_size(&s)?),
+            (None, Some(other)) => {
+                return Err(bad("max_image_size", other.to_string(), "expected a size"));
+            }
+            (None, None) => None,
+        };
+        if let Some(max) = max {
+            config.max_image_size = max;
+        }
+        config.boot_root_dir = self.boot_root_dir.clone().or(file.boot_root_dir);
+        config.cmdline_template = self.cmdline_template.clone().or(file.cmdline_template);
+        if let Some(t) = self.tftp_listen.clone().or(file.tftp_listen) {
+            config.tftp_listen = if t.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(parse_listen("tftp-listen", &t)?)
+            };
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("2M").unwrap(), 2 << 20);
+        assert_eq!(parse_size("8g").unwrap(), 8 << 30);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("8X").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bakery.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/bakery\"\nnfs_address = \"10.0.0.2\"\nlisten = \"127.0.0.1:9000\"\nmax_image_size = \"1G\"\ntftp_listen = \"off\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:9001".into()),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("/srv/bakery"));
+        assert_eq!(config.db_path, PathBuf::from("/srv/bakery/bakery.db"));
+        assert_eq!(config.max_image_size, 1 << 30);
+        assert_eq!(config.tftp_listen, None);
+        assert_eq!(config.exportfs_cmd, "exportfs -ra");
+
+        std::fs::write(&file, "nfs_adress = \"typo\"\n").unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn nfs_address_is_required() {
+        let err = ServeArgs::default().resolve().unwrap_err();
+        assert!(matches!(err, ConfigError::Missing(_)), "{err}");
+    }
+}

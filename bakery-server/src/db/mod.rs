@@ -1,0 +1,1101 @@
+//! The inventory in SQLite: the one source of truth for Pis, bakeforms and disks.
+//!
+//! Every state change runs in one `BEGIN IMMEDIATE` transaction. The connection sits behind a
+//! mutex; callers on the async runtime reach it through `spawn_blocking`.
+
+mod schema;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bakery_client::{BakeformState, Metadata, PiState, StaticNetwork};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use thiserror::Error;
+
+use crate::domain::exports::ExportEntry;
+use crate::domain::lifecycle::{Event, parse_state, transition};
+
+/// A failure of the database.
+#[derive(Debug, Error)]
+pub enum DbError {
+    /// Opening the database file failed.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// Applying a schema migration failed.
+    #[error("cannot migrate database to schema version {version}: {source}")]
+    Migrate {
+        /// The version being migrated to.
+        version: usize,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The database has a newer schema than this binary knows.
+    #[error("database schema version {found} is newer than this bakery ({known})")]
+    TooNew {
+        /// The version in the file.
+        found: i64,
+        /// The newest version this binary knows.
+        known: usize,
+    },
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    /// A stored value could not be understood.
+    #[error("corrupt database value in {what}: {value:?}")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// The value found.
+        value: String,
+    },
+}
+
+/// A Pi as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PiRow {
+    /// The serial.
+    pub serial: String,
+    /// The lifecycle state.
+    pub state: PiState,
+    /// The bakeform it is (being) baked from.
+    pub bakeform: Option<String>,
+    /// The address it was last seen at on the boot path.
+    pub address: Option<IpAddr>,
+    /// Its static network, if any.
+    pub network: Option<StaticNetwork>,
+    /// Caller metadata.
+    pub metadata: Metadata,
+    /// Why the last bake failed.
+    pub last_error: Option<String>,
+    /// Whether to power it on once baked.
+    pub power_on: bool,
+    /// The operation in flight while preparing: `bake` or `reset`.
+    pub operation: Option<String>,
+    /// The id of the root disk being made while preparing a bake.
+    pub pending_root: Option<String>,
+}
+
+/// A disk as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskRow {
+    /// The id (a UUID).
+    pub id: String,
+    /// The exported directory.
+    pub location: String,
+    /// Size in MiB (0 for root disks).
+    pub size: i64,
+    /// Destroyed with its Pi on unbake.
+    pub ephemeral: bool,
+    /// A Pi's root disk.
+    pub is_root: bool,
+    /// The Pi it is attached to.
+    pub pi: Option<String>,
+    /// Attach order (root disks 0).
+    pub position: i64,
+    /// Caller metadata.
+    pub metadata: Metadata,
+}
+
+/// A bakeform as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BakeformRow {
+    /// The name.
+    pub name: String,
+    /// Its directory (`<data>/bakeforms/<name>`).
+    pub location: String,
+    /// Import state.
+    pub state: BakeformState,
+    /// Why the import failed.
+    pub error: Option<String>,
+}
+
+/// What [`Store::start_bake`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartBake {
+    /// This Pi moved from the fridge to preparing.
+    Started(PiRow),
+    /// No such bakeform.
+    UnknownBakeform,
+    /// The bakeform is still importing or failed.
+    BakeformNotReady(BakeformState),
+    /// Every Pi is in use.
+    NoFreePi,
+}
+
+/// The outcome of a change that needs a Pi in a given state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PiChange<T> {
+    /// Done.
+    Done(T),
+    /// No such Pi.
+    UnknownPi,
+    /// The Pi is in the wrong state for it.
+    WrongState(PiState),
+}
+
+/// What [`Store::delete_disk`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteDisk {
+    /// Deleted; the row it had.
+    Deleted(DiskRow),
+    /// No such disk.
+    NotFound,
+    /// Attached to this Pi.
+    Attached(String),
+}
+
+/// What [`Store::attach_disk`] / [`Store::detach_disk`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiskLink {
+    /// Done (or already so).
+    Done,
+    /// No such Pi.
+    UnknownPi,
+    /// The Pi is not baked.
+    PiNotBaked(PiState),
+    /// No such disk (or, for detach, not attached to that Pi).
+    UnknownDisk,
+    /// Attached to another Pi.
+    AttachedElsewhere(String),
+    /// The Pi's root disk.
+    RootDisk,
+}
+
+/// What [`Store::delete_bakeform`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteBakeform {
+    /// Deleted; the row it had.
+    Deleted(BakeformRow),
+    /// No such bakeform.
+    NotFound,
+    /// A Pi in the oven uses it.
+    InUse(String),
+    /// It is being imported.
+    Importing,
+}
+
+/// The inventory database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn state_str(state: PiState) -> &'static str {
+    state.as_str()
+}
+
+fn bakeform_state_str(state: BakeformState) -> &'static str {
+    match state {
+        BakeformState::Importing => "importing",
+        BakeformState::Ready => "ready",
+        BakeformState::Failed => "failed",
+    }
+}
+
+fn corrupt(what: &'static str, value: impl Into<String>) -> DbError {
+    DbError::Corrupt {
+        what,
+        value: value.into(),
+    }
+}
+
+const PI_COLUMNS: &str = "serial, state, bakeform, address, network, metadata, last_error, power_on, operation, pending_root";
+const DISK_COLUMNS: &str = "id, location, size, ephemeral, is_root, pi, position, metadata";
+const BAKEFORM_COLUMNS: &str = "name, location, state, error";
+
+/// Raw column values of a Pi, converted after the query (conversion can fail with a DbError).
+type RawPi = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    bool,
+    Option<String>,
+    Option<String>,
+);
+
+fn raw_pi(row: &Row<'_>) -> rusqlite::Result<RawPi> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+    ))
+}
+
+fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
+    let (serial, state, bakeform, address, network, metadata, last_error, power_on, op, pending) =
+        raw;
+    let state = parse_state(&state).ok_or_else(|| corrupt("pis.state", &state))?;
+    let address = match address {
+        Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
+        None => None,
+    };
+    let network = match network {
+        Some(n) => Some(serde_json::from_str(&n).map_err(|_| corrupt("pis.network", &n))?),
+        None => None,
+    };
+    let metadata =
+        serde_json::from_str(&metadata).map_err(|_| corrupt("pis.metadata", &metadata))?;
+    Ok(PiRow {
+        serial,
+        state,
+        bakeform,
+        address,
+        network,
+        metadata,
+        last_error,
+        power_on,
+        operation: op,
+        pending_root: pending,
+    })
+}
+
+type RawDisk = (String, String, i64, bool, bool, Option<String>, i64, String);
+
+fn raw_disk(row: &Row<'_>) -> rusqlite::Result<RawDisk> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
+}
+
+fn disk_from_raw(raw: RawDisk) -> Result<DiskRow, DbError> {
+    let (id, location, size, ephemeral, is_root, pi, position, metadata) = raw;
+    let metadata =
+        serde_json::from_str(&metadata).map_err(|_| corrupt("disks.metadata", &metadata))?;
+    Ok(DiskRow {
+        id,
+        location,
+        size,
+        ephemeral,
+        is_root,
+        pi,
+        position,
+        metadata,
+    })
+}
+
+type RawBakeform = (String, String, String, Option<String>);
+
+fn raw_bakeform(row: &Row<'_>) -> rusqlite::Result<RawBakeform> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn bakeform_from_raw(raw: RawBakeform) -> Result<BakeformRow, DbError> {
+    let (name, location, state, error) = raw;
+    let state = match state.as_str() {
+        "importing" => BakeformState::Importing,
+        "ready" => BakeformState::Ready,
+        "failed" => BakeformState::Failed,
+        _ => return Err(corrupt("bakeforms.state", state)),
+    };
+    Ok(BakeformRow {
+        name,
+        location,
+        state,
+        error,
+    })
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn get_pi(tx: &Connection, serial: &str) -> Result<Option<PiRow>, DbError> {
+    tx.query_row(
+        &format!("SELECT {PI_COLUMNS} FROM pis WHERE serial = ?1"),
+        params![serial],
+        raw_pi,
+    )
+    .optional()?
+    .map(pi_from_raw)
+    .transpose()
+}
+
+fn get_disk(tx: &Connection, id: &str) -> Result<Option<DiskRow>, DbError> {
+    tx.query_row(
+        &format!("SELECT {DISK_COLUMNS} FROM disks WHERE id = ?1"),
+        params![id],
+        raw_disk,
+    )
+    .optional()?
+    .map(disk_from_raw)
+    .transpose()
+}
+
+fn get_bakeform(tx: &Connection, name: &str) -> Result<Option<BakeformRow>, DbError> {
+    tx.query_row(
+        &format!("SELECT {BAKEFORM_COLUMNS} FROM bakeforms WHERE name = ?1"),
+        params![name],
+        raw_bakeform,
+    )
+    .optional()?
+    .map(bakeform_from_raw)
+    .transpose()
+}
+
+fn set_state(tx: &Transaction<'_>, serial: &str, state: PiState) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE pis SET state = ?2 WHERE serial = ?1",
+        params![serial, state_str(state)],
+    )?;
+    Ok(())
+}
+
+/// Applies `event` to the Pi's stored state inside `tx`; `Err(state)` if not allowed.
+fn step(
+    tx: &Transaction<'_>,
+    pi: &PiRow,
+    event: Event,
+) -> Result<Result<PiState, PiState>, DbError> {
+    match transition(pi.state, event) {
+        Ok(to) => {
+            set_state(tx, &pi.serial, to)?;
+            Ok(Ok(to))
+        }
+        Err(e) => Ok(Err(e.from)),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, DbError> {
+        let open_err = |source| DbError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .map_err(open_err)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn migrate(&self) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = schema::MIGRATIONS.len();
+        if version > known as i64 {
+            return Err(DbError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in schema::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(version.max(0) as usize)
+        {
+            let to = i + 1;
+            let migrate_err = |source| DbError::Migrate {
+                version: to,
+                source,
+            };
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(migrate_err)?;
+            tx.execute_batch(sql).map_err(migrate_err)?;
+            tx.pragma_update(None, "user_version", to as i64)
+                .map_err(migrate_err)?;
+            tx.commit().map_err(migrate_err)?;
+        }
+        Ok(())
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, DbError> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    // ---- Pis ----
+
+    /// Registers a Pi in the fridge; `true` if it was new.
+    pub fn register_pi(&self, serial: &str) -> Result<bool, DbError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO pis (serial, state, created_at) VALUES (?1, 'fridge', ?2)",
+                params![serial, now()],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// One Pi.
+    pub fn pi(&self, serial: &str) -> Result<Option<PiRow>, DbError> {
+        get_pi(&self.conn(), serial)
+    }
+
+    /// Every Pi, by serial.
+    pub fn pis(&self) -> Result<Vec<PiRow>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {PI_COLUMNS} FROM pis ORDER BY serial"))?;
+        let raws = stmt
+            .query_map([], raw_pi)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raws.into_iter().map(pi_from_raw).collect()
+    }
+
+    /// Records the address a Pi was seen at; returns the previous one if it changed.
+    pub fn set_address(
+        &self,
+        serial: &str,
+        address: IpAddr,
+    ) -> Result<Option<Option<IpAddr>>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(None);
+            };
+            if pi.address == Some(address) {
+                return Ok(None);
+            }
+            tx.execute(
+                "UPDATE pis SET address = ?2 WHERE serial = ?1",
+                params![serial, address.to_string()],
+            )?;
+            Ok(Some(pi.address))
+        })
+    }
+
+    /// Replaces a Pi's metadata; `None` if no such Pi.
+    pub fn set_pi_metadata(
+        &self,
+        serial: &str,
+        metadata: &Metadata,
+    ) -> Result<Option<PiRow>, DbError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE pis SET metadata = ?2 WHERE serial = ?1",
+                params![serial, json(metadata)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            get_pi(tx, serial)
+        })
+    }
+
+    // ---- the lifecycle ----
+
+    /// Picks a Pi from the fridge for `bakeform` and moves it to preparing, with the id its
+    /// root disk will get.
+    pub fn start_bake(
+        &self,
+        bakeform: &str,
+        network: Option<&StaticNetwork>,
+        power_on: bool,
+        root_id: &str,
+    ) -> Result<StartBake, DbError> {
+        self.write(|tx| {
+            match get_bakeform(tx, bakeform)? {
+                None => return Ok(StartBake::UnknownBakeform),
+                Some(b) if b.state != BakeformState::Ready => {
+                    return Ok(StartBake::BakeformNotReady(b.state));
+                }
+                Some(_) => {}
+            }
+            let serial: Option<String> = tx
+                .query_row(
+                    "SELECT serial FROM pis WHERE state = 'fridge' ORDER BY serial LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(serial) = serial else {
+                return Ok(StartBake::NoFreePi);
+            };
+            let Some(pi) = get_pi(tx, &serial)? else {
+                return Ok(StartBake::NoFreePi);
+            };
+            if step(tx, &pi, Event::StartBake)?.is_err() {
+                return Ok(StartBake::NoFreePi);
+            }
+            tx.execute(
+                "UPDATE pis SET bakeform = ?2, network = ?3, power_on = ?4, last_error = NULL,
+                 operation = 'bake', pending_root = ?5 WHERE serial = ?1",
+                params![serial, bakeform, network.map(json), power_on, root_id],
+            )?;
+            Ok(get_pi(tx, &serial)?.map_or(StartBake::NoFreePi, StartBake::Started))
+        })
+    }
+
+    /// Moves a baked Pi to preparing for a reset of its root.
+    pub fn start_reset(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(PiChange::UnknownPi);
+            };
+            if let Err(state) = step(tx, &pi, Event::StartReset)? {
+                return Ok(PiChange::WrongState(state));
+            }
+            tx.execute(
+                "UPDATE pis SET operation = 'reset', last_error = NULL WHERE serial = ?1",
+                params![serial],
+            )?;
+            Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
+        })
+    }
+
+    /// Finishes preparing: the Pi is baked. For a bake, `root` is its new root disk.
+    pub fn finish_prepare(
+        &self,
+        serial: &str,
+        root: Option<&DiskRow>,
+    ) -> Result<PiChange<PiRow>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(PiChange::UnknownPi);
+            };
+            if let Err(state) = step(tx, &pi, Event::Prepared)? {
+                return Ok(PiChange::WrongState(state));
+            }
+            if let Some(root) = root {
+                insert_disk(tx, root)?;
+            }
+            tx.execute(
+                "UPDATE pis SET operation = NULL, pending_root = NULL WHERE serial = ?1",
+                params![serial],
+            )?;
+            Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
+        })
+    }
+
+    /// Preparing failed (or was interrupted): the Pi goes back to the fridge with `error`.
+    /// A reset that fails also loses the Pi's disks: returns the rows removed (root and
+    /// ephemeral), others are detached.
+    pub fn fail_prepare(
+        &self,
+        serial: &str,
+        error: &str,
+    ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(PiChange::UnknownPi);
+            };
+            if let Err(state) = step(tx, &pi, Event::PrepareFailed)? {
+                return Ok(PiChange::WrongState(state));
+            }
+            let removed = release_disks(tx, serial)?;
+            tx.execute(
+                "UPDATE pis SET operation = NULL, pending_root = NULL, bakeform = NULL,
+                 network = NULL, metadata = '{}', last_error = ?2 WHERE serial = ?1",
+                params![serial, error],
+            )?;
+            Ok(PiChange::Done(removed))
+        })
+    }
+
+    /// Moves a baked Pi to unbaking.
+    pub fn start_unbake(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(PiChange::UnknownPi);
+            };
+            if let Err(state) = step(tx, &pi, Event::StartUnbake)? {
+                return Ok(PiChange::WrongState(state));
+            }
+            Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
+        })
+    }
+
+    /// Finishes an unbake: the root and ephemeral disks' rows are deleted (returned, so their
+    /// directories can be trashed), other disks detached, the Pi back in the fridge.
+    /// `error` is recorded as the Pi's `last_error` (a bake that failed after its root was made).
+    pub fn finish_unbake(
+        &self,
+        serial: &str,
+        error: Option<&str>,
+    ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(PiChange::UnknownPi);
+            };
+            if let Err(state) = step(tx, &pi, Event::Unbaked)? {
+                return Ok(PiChange::WrongState(state));
+            }
+            let removed = release_disks(tx, serial)?;
+            tx.execute(
+                "UPDATE pis SET operation = NULL, pending_root = NULL, bakeform = NULL,
+                 network = NULL, metadata = '{}', last_error = ?2 WHERE serial = ?1",
+                params![serial, error],
+            )?;
+            Ok(PiChange::Done(removed))
+        })
+    }
+
+    // ---- disks ----
+
+    /// Adds a disk.
+    pub fn insert_disk(&self, disk: &DiskRow) -> Result<(), DbError> {
+        self.write(|tx| insert_disk(tx, disk))
+    }
+
+    /// One disk.
+    pub fn disk(&self, id: &str) -> Result<Option<DiskRow>, DbError> {
+        get_disk(&self.conn(), id)
+    }
+
+    /// Every disk.
+    pub fn disks(&self) -> Result<Vec<DiskRow>, DbError> {
+        self.query_disks("ORDER BY id", params![])
+    }
+
+    /// The disks of a Pi, root first then in attach order.
+    pub fn disks_of(&self, serial: &str) -> Result<Vec<DiskRow>, DbError> {
+        self.query_disks(
+            "WHERE pi = ?1 ORDER BY is_root DESC, position, id",
+            params![serial],
+        )
+    }
+
+    fn query_disks(
+        &self,
+        clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<DiskRow>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {DISK_COLUMNS} FROM disks {clause}"))?;
+        let raws = stmt
+            .query_map(args, raw_disk)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raws.into_iter().map(disk_from_raw).collect()
+    }
+
+    /// Deletes a detached disk's row.
+    pub fn delete_disk(&self, id: &str) -> Result<DeleteDisk, DbError> {
+        self.write(|tx| {
+            let Some(disk) = get_disk(tx, id)? else {
+                return Ok(DeleteDisk::NotFound);
+            };
+            if let Some(pi) = disk.pi.clone() {
+                return Ok(DeleteDisk::Attached(pi));
+            }
+            tx.execute("DELETE FROM disks WHERE id = ?1", params![id])?;
+            Ok(DeleteDisk::Deleted(disk))
+        })
+    }
+
+    /// Attaches a disk to a baked Pi (idempotent for the same Pi).
+    pub fn attach_disk(&self, serial: &str, id: &str) -> Result<DiskLink, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(DiskLink::UnknownPi);
+            };
+            let Some(disk) = get_disk(tx, id)? else {
+                return Ok(DiskLink::UnknownDisk);
+            };
+            match disk.pi.as_deref() {
+                Some(owner) if owner == serial => return Ok(DiskLink::Done),
+                Some(owner) => return Ok(DiskLink::AttachedElsewhere(owner.to_owned())),
+                None => {}
+            }
+            if pi.state != PiState::Baked {
+                return Ok(DiskLink::PiNotBaked(pi.state));
+            }
+            let next: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(position), 0) + 1 FROM disks WHERE pi = ?1",
+                params![serial],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "UPDATE disks SET pi = ?2, position = ?3 WHERE id = ?1",
+                params![id, serial, next],
+            )?;
+            Ok(DiskLink::Done)
+        })
+    }
+
+    /// Detaches a disk from a Pi; the root disk is refused.
+    pub fn detach_disk(&self, serial: &str, id: &str) -> Result<DiskLink, DbError> {
+        self.write(|tx| {
+            if get_pi(tx, serial)?.is_none() {
+                return Ok(DiskLink::UnknownPi);
+            }
+            let Some(disk) = get_disk(tx, id)? else {
+                return Ok(DiskLink::UnknownDisk);
+            };
+            if disk.pi.as_deref() != Some(serial) {
+                return Ok(DiskLink::UnknownDisk);
+            }
+            if disk.is_root {
+                return Ok(DiskLink::RootDisk);
+            }
+            tx.execute(
+                "UPDATE disks SET pi = NULL, position = 0 WHERE id = ?1",
+                params![id],
+            )?;
+            Ok(DiskLink::Done)
+        })
+    }
+
+    /// Records a new size of a detached disk; `Err(owner)` if it got attached meanwhile.
+    pub fn set_disk_size(
+        &self,
+        id: &str,
+        size: i64,
+    ) -> Result<Option<Result<DiskRow, String>>, DbError> {
+        self.write(|tx| {
+            let Some(disk) = get_disk(tx, id)? else {
+                return Ok(None);
+            };
+            if let Some(pi) = disk.pi {
+                return Ok(Some(Err(pi)));
+            }
+            tx.execute(
+                "UPDATE disks SET size = ?2 WHERE id = ?1",
+                params![id, size],
+            )?;
+            Ok(get_disk(tx, id)?.map(Ok))
+        })
+    }
+
+    /// Replaces a disk's metadata; `None` if no such disk.
+    pub fn set_disk_metadata(
+        &self,
+        id: &str,
+        metadata: &Metadata,
+    ) -> Result<Option<DiskRow>, DbError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE disks SET metadata = ?2 WHERE id = ?1",
+                params![id, json(metadata)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            get_disk(tx, id)
+        })
+    }
+
+    // ---- bakeforms ----
+
+    /// Adds a bakeform in state `importing`; `false` if the name is taken.
+    pub fn insert_bakeform(&self, name: &str, location: &str) -> Result<bool, DbError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO bakeforms (name, location, state, created_at)
+                 VALUES (?1, ?2, 'importing', ?3)",
+                params![name, location, now()],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Marks an importing bakeform ready.
+    pub fn set_bakeform_ready(&self, name: &str) -> Result<Option<BakeformRow>, DbError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE bakeforms SET state = ?2, error = NULL WHERE name = ?1",
+                params![name, bakeform_state_str(BakeformState::Ready)],
+            )?;
+            get_bakeform(tx, name)
+        })
+    }
+
+    /// Removes a bakeform whose import failed or was interrupted.
+    pub fn forget_bakeform(&self, name: &str) -> Result<(), DbError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM bakeforms WHERE name = ?1", params![name])?;
+            Ok(())
+        })
+    }
+
+    /// Deletes a ready bakeform that no Pi in the oven uses.
+    pub fn delete_bakeform(&self, name: &str) -> Result<DeleteBakeform, DbError> {
+        self.write(|tx| {
+            let Some(bakeform) = get_bakeform(tx, name)? else {
+                return Ok(DeleteBakeform::NotFound);
+            };
+            if bakeform.state == BakeformState::Importing {
+                return Ok(DeleteBakeform::Importing);
+            }
+            let user: Option<String> = tx
+                .query_row(
+                    "SELECT serial FROM pis WHERE bakeform = ?1 AND state != 'fridge'
+                     ORDER BY serial LIMIT 1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(serial) = user {
+                return Ok(DeleteBakeform::InUse(serial));
+            }
+            tx.execute(
+                "UPDATE pis SET bakeform = NULL WHERE bakeform = ?1",
+                params![name],
+            )?;
+            tx.execute("DELETE FROM bakeforms WHERE name = ?1", params![name])?;
+            Ok(DeleteBakeform::Deleted(bakeform))
+        })
+    }
+
+    /// One bakeform.
+    pub fn bakeform(&self, name: &str) -> Result<Option<BakeformRow>, DbError> {
+        get_bakeform(&self.conn(), name)
+    }
+
+    /// Every bakeform, by name.
+    pub fn bakeforms(&self) -> Result<Vec<BakeformRow>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {BAKEFORM_COLUMNS} FROM bakeforms ORDER BY name"
+        ))?;
+        let raws = stmt
+            .query_map([], raw_bakeform)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raws.into_iter().map(bakeform_from_raw).collect()
+    }
+
+    /// The most recently imported ready bakeform (root-level boot files come from it).
+    pub fn newest_ready_bakeform(&self) -> Result<Option<BakeformRow>, DbError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {BAKEFORM_COLUMNS} FROM bakeforms WHERE state = 'ready'
+                     ORDER BY created_at DESC, name LIMIT 1"
+                ),
+                [],
+                raw_bakeform,
+            )
+            .optional()?
+            .map(bakeform_from_raw)
+            .transpose()
+    }
+
+    // ---- exports ----
+
+    /// Every directory that must be exported: the disks of Pis that are preparing or baked,
+    /// each with its Pi's address.
+    pub fn export_entries(&self) -> Result<Vec<ExportEntry>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT p.serial, d.location, p.address FROM disks d JOIN pis p ON d.pi = p.serial
+             WHERE p.state IN ('preparing', 'baked') ORDER BY d.location",
+        )?;
+        let raws = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raws.into_iter()
+            .map(|(serial, path, address)| {
+                let address = match address {
+                    Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
+                    None => None,
+                };
+                Ok(ExportEntry {
+                    serial,
+                    path,
+                    address,
+                })
+            })
+            .collect()
+    }
+}
+
+fn insert_disk(tx: &Connection, disk: &DiskRow) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO disks (id, location, size, ephemeral, is_root, pi, position, metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            disk.id,
+            disk.location,
+            disk.size,
+            disk.ephemeral,
+            disk.is_root,
+            disk.pi,
+            disk.position,
+            json(&disk.metadata)
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes the root and ephemeral disks of a Pi (returned), detaches the others.
+fn release_disks(tx: &Transaction<'_>, serial: &str) -> Result<Vec<DiskRow>, DbError> {
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {DISK_COLUMNS} FROM disks WHERE pi = ?1 AND (is_root = 1 OR ephemeral = 1)"
+    ))?;
+    let raws = stmt
+        .query_map(params![serial], raw_disk)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(stmt);
+    let removed = raws
+        .into_iter()
+        .map(disk_from_raw)
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.execute(
+        "DELETE FROM disks WHERE pi = ?1 AND (is_root = 1 OR ephemeral = 1)",
+        params![serial],
+    )?;
+    tx.execute(
+        "UPDATE disks SET pi = NULL, position = 0 WHERE pi = ?1",
+        params![serial],
+    )?;
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bakery.db")).unwrap();
+        (dir, store)
+    }
+
+    fn disk(id: &str, pi: Option<&str>, is_root: bool, ephemeral: bool) -> DiskRow {
+        DiskRow {
+            id: id.into(),
+            location: format!("/d/disks/{id}"),
+            size: if is_root { 0 } else { 8 },
+            ephemeral,
+            is_root,
+            pi: pi.map(Into::into),
+            position: 0,
+            metadata: Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn migrations_are_recorded_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bakery.db");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            schema::MIGRATIONS.len() as i64
+        );
+        store.register_pi("1a2b3c4d").unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.pis().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bake_and_unbake_cycle() {
+        let (_d, s) = store();
+        assert!(s.register_pi("00000001").unwrap());
+        assert!(!s.register_pi("00000001").unwrap());
+        assert_eq!(
+            s.start_bake("os", None, true, "r1").unwrap(),
+            StartBake::UnknownBakeform
+        );
+        assert!(s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        assert!(!s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        assert_eq!(
+            s.start_bake("os", None, true, "r1").unwrap(),
+            StartBake::BakeformNotReady(BakeformState::Importing)
+        );
+        s.set_bakeform_ready("os").unwrap();
+        let StartBake::Started(pi) = s.start_bake("os", None, true, "r1").unwrap() else {
+            panic!("bake should start");
+        };
+        assert_eq!(pi.state, PiState::Preparing);
+        assert_eq!(pi.pending_root.as_deref(), Some("r1"));
+        assert_eq!(
+            s.start_bake("os", None, true, "r2").unwrap(),
+            StartBake::NoFreePi
+        );
+        assert_eq!(
+            s.delete_bakeform("os").unwrap(),
+            DeleteBakeform::InUse("00000001".into())
+        );
+
+        let root = disk("r1", Some("00000001"), true, false);
+        s.finish_prepare("00000001", Some(&root)).unwrap();
+        s.insert_disk(&disk("e1", None, false, true)).unwrap();
+        s.insert_disk(&disk("p1", None, false, false)).unwrap();
+        assert_eq!(s.attach_disk("00000001", "e1").unwrap(), DiskLink::Done);
+        assert_eq!(s.attach_disk("00000001", "p1").unwrap(), DiskLink::Done);
+        assert_eq!(s.detach_disk("00000001", "r1").unwrap(), DiskLink::RootDisk);
+        assert_eq!(
+            s.delete_disk("p1").unwrap(),
+            DeleteDisk::Attached("00000001".into())
+        );
+        let ids: Vec<_> = s
+            .disks_of("00000001")
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids, ["r1", "e1", "p1"]);
+
+        s.set_address("00000001", "10.0.0.9".parse().unwrap())
+            .unwrap();
+        assert_eq!(s.export_entries().unwrap().len(), 3);
+
+        assert!(matches!(
+            s.start_unbake("00000001").unwrap(),
+            PiChange::Done(_)
+        ));
+        assert_eq!(s.export_entries().unwrap().len(), 0);
+        let PiChange::Done(removed) = s.finish_unbake("00000001", None).unwrap() else {
+            panic!("unbake should finish");
+        };
+        let removed: Vec<_> = removed.into_iter().map(|d| d.id).collect();
+        assert_eq!(removed.len(), 2);
+        assert!(removed.contains(&"r1".to_owned()) && removed.contains(&"e1".to_owned()));
+        assert_eq!(s.disk("p1").unwrap().unwrap().pi, None);
+        assert_eq!(s.pi("00000001").unwrap().unwrap().state, PiState::Fridge);
+        assert_eq!(
+            s.start_unbake("00000001").unwrap(),
+            PiChange::WrongState(PiState::Fridge)
+        );
+    }
+}

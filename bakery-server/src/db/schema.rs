@@ -1,0 +1,40 @@
+//! The database schema as numbered migrations, applied in order and recorded in
+//! `PRAGMA user_version`.
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the inventory.
+    "
+    CREATE TABLE bakeforms (
+        name        TEXT PRIMARY KEY NOT NULL,
+        location    TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('importing', 'ready', 'failed')),
+        error       TEXT,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE pis (
+        serial        TEXT PRIMARY KEY NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('fridge', 'preparing', 'baked', 'unbaking')),
+        bakeform      TEXT,
+        address       TEXT,
+        network       TEXT,
+        metadata      TEXT NOT NULL DEFAULT '{}',
+        last_error    TEXT,
+        power_on      INTEGER NOT NULL DEFAULT 1,
+        operation     TEXT,
+        pending_root  TEXT,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE disks (
+        id          TEXT PRIMARY KEY NOT NULL,
+        location    TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        ephemeral   INTEGER NOT NULL DEFAULT 0,
+        is_root     INTEGER NOT NULL DEFAULT 0,
+        pi          TEXT REFERENCES pis(serial),
+        position    INTEGER NOT NULL DEFAULT 0,
+        metadata    TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX disks_by_pi ON disks (pi, position);
+    ",
+];

@@ -1,0 +1,10 @@
+//! Bakery's domain rules, free of I/O: names, the Pi lifecycle, cmdline.txt, exports, disks.
+
+pub mod cmdline;
+pub mod disks;
+pub mod exports;
+pub mod lifecycle;
+pub mod names;
+
+pub use lifecycle::{Event, TransitionError, transition};
+pub use names::NameError;

@@ -1,0 +1,77 @@
+//! Extractors whose rejections are service errors (so they get the JSON error body): JSON
+//! bodies parsed regardless of content type, and query strings.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::service::ServiceError;
+
+/// The limit of JSON bodies.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// A JSON body (any content type), at most [`JSON_LIMIT`] bytes.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ServiceError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ServiceError::BodyTooLarge {
+                    limit: JSON_LIMIT as u64,
+                }
+            } else {
+                ServiceError::BadRequest(rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ServiceError::BadRequest(format!("invalid json body: {e}")))
+    }
+}
+
+/// A query string.
+#[derive(Debug)]
+pub struct QueryArgs<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryArgs<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| QueryArgs(q.0))
+            .map_err(|e| ServiceError::BadRequest(format!("invalid query: {}", e.body_text())))
+    }
+}
+
+/// Path parameters (percent-decoded; names are validated by the service).
+#[derive(Debug)]
+pub struct PathArgs<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathArgs<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathArgs(p.0))
+            .map_err(|e| ServiceError::BadRequest(format!("invalid path: {}", e.body_text())))
+    }
+}

@@ -1,0 +1,343 @@
+//! Thin handlers: extract, call the service, shape the reply.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bakery_client::{
+    AttachDiskRequest, BakeRequest, BakeformMap, CreateDiskRequest, DiskList, Metadata, PiInfo,
+    PiMap, PiState, ResizeDiskRequest,
+};
+use serde::Deserialize;
+
+use super::extract::{JsonBody, PathArgs, QueryArgs};
+use crate::boot::{BootFile, BootFiles};
+use crate::service::{Bakery, DEFAULT_WAIT, ServiceError};
+
+/// The state every handler gets.
+pub type AppState = State<Arc<Bakery>>;
+
+type Reply<T> = Result<T, ServiceError>;
+
+fn to_map(pis: Vec<PiInfo>) -> PiMap {
+    pis.into_iter().map(|p| (p.id.clone(), p)).collect()
+}
+
+/// The Pi's address for the boot path: only trusted from `X-Forwarded-For` sent by a
+/// local forwarder (HookTFTP); a remote HTTP client's own address says nothing about the Pi.
+fn boot_peer(connection: SocketAddr, headers: &HeaderMap) -> Option<IpAddr> {
+    if !connection.ip().is_loopback() {
+        return None;
+    }
+    headers
+        .get("x-forwarded-for")?
+        .to_str()
+        .ok()?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn boot_reply(file: BootFile) -> Reply<Response> {
+    let (body, len) = match file {
+        BootFile::Bytes(bytes) => {
+            let len = bytes.len() as u64;
+            (Body::from(bytes), len)
+        }
+        BootFile::File { path, len } => {
+            let f = tokio::fs::File::open(&path)
+                .await
+                .map_err(crate::service::io_err(format!(
+                    "cannot open {}",
+                    path.display()
+                )))?;
+            (Body::from_stream(tokio_util::io::ReaderStream::new(f)), len)
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /files/{piId}/{*path}`: a boot file for a Pi.
+pub async fn pi_file(
+    State(bakery): AppState,
+    ConnectInfo(conn): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    PathArgs((serial, path)): PathArgs<(String, String)>,
+) -> Reply<Response> {
+    let peer = boot_peer(conn, &headers);
+    let file = BootFiles::new(bakery)
+        .open_path(&format!("{serial}/{path}"), peer)
+        .await?;
+    boot_reply(file).await
+}
+
+/// `GET /files/{name}`: a root-level boot file (`bootcode.bin`).
+pub async fn root_file(
+    State(bakery): AppState,
+    PathArgs(name): PathArgs<String>,
+) -> Reply<Response> {
+    let file = BootFiles::new(bakery).open(None, &name, None).await?;
+    boot_reply(file).await
+}
+
+/// `GET /fridge`.
+pub async fn fridge(State(bakery): AppState) -> Reply<Json<PiMap>> {
+    Ok(Json(to_map(
+        bakery.pis_where(|s| s == PiState::Fridge).await?,
+    )))
+}
+
+/// `POST /fridge`: bake a Pi (202).
+pub async fn bake(
+    State(bakery): AppState,
+    JsonBody(request): JsonBody<BakeRequest>,
+) -> Reply<(StatusCode, Json<PiInfo>)> {
+    Ok((StatusCode::ACCEPTED, Json(bakery.bake(request).await?)))
+}
+
+/// `GET /oven`.
+pub async fn oven(State(bakery): AppState) -> Reply<Json<PiMap>> {
+    Ok(Json(to_map(
+        bakery.pis_where(|s| s != PiState::Fridge).await?,
+    )))
+}
+
+/// Query of `GET /oven/{piId}`.
+#[derive(Debug, Deserialize)]
+pub struct WaitArgs {
+    /// `baked` (or `ready`): long-poll until the Pi is baked.
+    wait: Option<String>,
+    /// Seconds (`60` or `60s`), default 60, at most 600.
+    timeout: Option<String>,
+}
+
+fn parse_timeout(value: Option<&str>) -> Reply<Duration> {
+    let Some(v) = value else {
+        return Ok(DEFAULT_WAIT);
+    };
+    let secs: f64 = v.strip_suffix('s').unwrap_or(v).parse().map_err(|_| {
+        ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds"))
+    })?;
+    Duration::try_from_secs_f64(secs)
+        .map(|d| d.min(crate::service::MAX_WAIT))
+        .map_err(|_| ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds")))
+}
+
+/// `GET /oven/{piId}[?wait=baked&timeout=<s>]`.
+pub async fn oven_pi(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+    QueryArgs(args): QueryArgs<WaitArgs>,
+) -> Reply<Json<PiInfo>> {
+    match args.wait.as_deref() {
+        None => Ok(Json(bakery.oven_pi(&serial).await?)),
+        Some("baked" | "ready") => {
+            let timeout = parse_timeout(args.timeout.as_deref())?;
+            Ok(Json(bakery.wait_baked(&serial, timeout).await?))
+        }
+        Some(other) => Err(ServiceError::BadRequest(format!(
+            "unknown wait condition {other:?}: expected \"baked\""
+        ))),
+    }
+}
+
+/// `DELETE /oven/{piId}`: unbake.
+pub async fn unbake(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+) -> Reply<StatusCode> {
+    bakery.unbake(&serial).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `POST /oven/{piId}/powercycle`.
+pub async fn power_cycle(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+) -> Reply<StatusCode> {
+    bakery.power_cycle(&serial).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `POST /oven/{piId}/reset` (202).
+pub async fn reset(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+) -> Reply<(StatusCode, Json<PiInfo>)> {
+    Ok((StatusCode::ACCEPTED, Json(bakery.reset(&serial).await?)))
+}
+
+/// `PUT /oven/{piId}/metadata`.
+pub async fn pi_metadata(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+    JsonBody(metadata): JsonBody<Metadata>,
+) -> Reply<Json<PiInfo>> {
+    Ok(Json(bakery.set_pi_metadata(&serial, metadata).await?))
+}
+
+/// `POST /oven/{piId}/disks`: attach.
+pub async fn attach_disk(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+    JsonBody(request): JsonBody<AttachDiskRequest>,
+) -> Reply<StatusCode> {
+    bakery.attach_disk(&serial, &request.disk_id).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /oven/{piId}/disks/{diskId}`: detach.
+pub async fn detach_disk(
+    State(bakery): AppState,
+    PathArgs((serial, disk)): PathArgs<(String, String)>,
+) -> Reply<StatusCode> {
+    bakery.detach_disk(&serial, &disk).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `POST /oven/{piId}/upload/{filename}`: raw bytes into `piConfig/`.
+pub async fn upload_pi_file(
+    State(bakery): AppState,
+    PathArgs((serial, name)): PathArgs<(String, String)>,
+    body: Body,
+) -> Reply<StatusCode> {
+    bakery
+        .upload_pi_file(&serial, &name, body.into_data_stream())
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// `GET /oven/{piId}/download/{filename}`.
+pub async fn download_pi_file(
+    State(bakery): AppState,
+    PathArgs((serial, name)): PathArgs<(String, String)>,
+) -> Reply<Response> {
+    let bytes = bakery.download_pi_file(&serial, &name).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /pis`: every known Pi.
+pub async fn pis(State(bakery): AppState) -> Reply<Json<PiMap>> {
+    Ok(Json(to_map(bakery.pis_where(|_| true).await?)))
+}
+
+/// `GET /pis/{piId}`.
+pub async fn pi(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+) -> Reply<Json<PiInfo>> {
+    Ok(Json(bakery.pi(&serial).await?))
+}
+
+/// `GET /bakeforms`.
+pub async fn bakeforms(State(bakery): AppState) -> Reply<Json<BakeformMap>> {
+    let list = bakery.bakeforms().await?;
+    Ok(Json(
+        list.into_iter().map(|b| (b.name.clone(), b)).collect(),
+    ))
+}
+
+/// `GET /bakeforms/{name}`.
+pub async fn bakeform(
+    State(bakery): AppState,
+    PathArgs(name): PathArgs<String>,
+) -> Reply<Json<bakery_client::Bakeform>> {
+    Ok(Json(bakery.bakeform(&name).await?))
+}
+
+/// `POST /bakeforms/{name}`: upload an image (201).
+pub async fn upload_bakeform(
+    State(bakery): AppState,
+    PathArgs(name): PathArgs<String>,
+    body: Body,
+) -> Reply<(StatusCode, Json<bakery_client::Bakeform>)> {
+    let bakeform = bakery
+        .import_bakeform(&name, body.into_data_stream())
+        .await?;
+    Ok((StatusCode::CREATED, Json(bakeform)))
+}
+
+/// `DELETE /bakeforms/{name}`.
+pub async fn delete_bakeform(
+    State(bakery): AppState,
+    PathArgs(name): PathArgs<String>,
+) -> Reply<StatusCode> {
+    bakery.delete_bakeform(&name).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `GET /disks`.
+pub async fn disks(State(bakery): AppState) -> Reply<Json<DiskList>> {
+    Ok(Json(bakery.disks().await?))
+}
+
+/// `POST /disks` (201).
+pub async fn create_disk(
+    State(bakery): AppState,
+    JsonBody(request): JsonBody<CreateDiskRequest>,
+) -> Reply<(StatusCode, Json<bakery_client::Disk>)> {
+    let disk = bakery.create_disk(request.size, request.ephemeral).await?;
+    Ok((StatusCode::CREATED, Json(disk)))
+}
+
+/// `GET /disks/{diskId}`.
+pub async fn disk(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+) -> Reply<Json<bakery_client::Disk>> {
+    Ok(Json(bakery.disk(&id).await?))
+}
+
+/// `DELETE /disks/{diskId}`.
+pub async fn delete_disk(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+) -> Reply<StatusCode> {
+    bakery.delete_disk(&id).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `POST /disks/{diskId}/resize`.
+pub async fn resize_disk(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(request): JsonBody<ResizeDiskRequest>,
+) -> Reply<Json<bakery_client::Disk>> {
+    Ok(Json(bakery.resize_disk(&id, request.size).await?))
+}
+
+/// `PUT /disks/{diskId}/metadata`.
+pub async fn disk_metadata(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(metadata): JsonBody<Metadata>,
+) -> Reply<Json<bakery_client::Disk>> {
+    Ok(Json(bakery.set_disk_metadata(&id, metadata).await?))
+}
+
+/// Any other path.
+pub async fn not_found(uri: axum::http::Uri) -> ServiceError {
+    ServiceError::RouteNotFound(uri.path().to_owned())
+}
+
+/// A known path with the wrong method.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ServiceError {
+    ServiceError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

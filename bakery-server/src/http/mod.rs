@@ -1,0 +1,60 @@
+//! The HTTP API (`/api/v1`): the only module that knows axum.
+
+mod error;
+mod extract;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+
+pub use error::status_of;
+pub use extract::JSON_LIMIT;
+
+use crate::service::Bakery;
+
+/// The API router with every route of API v1 and bakery's additions.
+pub fn router(bakery: Arc<Bakery>) -> Router {
+    use handlers as h;
+    let api = Router::new()
+        .route("/files/{name}", get(h::root_file))
+        .route("/files/{pi_id}/{*path}", get(h::pi_file))
+        .route("/fridge", get(h::fridge).post(h::bake))
+        .route("/oven", get(h::oven))
+        .route("/oven/{pi_id}", get(h::oven_pi).delete(h::unbake))
+        .route("/oven/{pi_id}/powercycle", post(h::power_cycle))
+        .route("/oven/{pi_id}/reset", post(h::reset))
+        .route("/oven/{pi_id}/metadata", put(h::pi_metadata))
+        .route("/oven/{pi_id}/disks", post(h::attach_disk))
+        .route(
+            "/oven/{pi_id}/disks/{disk_id}",
+            axum::routing::delete(h::detach_disk),
+        )
+        .route("/oven/{pi_id}/upload/{filename}", post(h::upload_pi_file))
+        .route(
+            "/oven/{pi_id}/download/{filename}",
+            get(h::download_pi_file),
+        )
+        .route("/pis", get(h::pis))
+        .route("/pis/{pi_id}", get(h::pi))
+        .route("/bakeforms", get(h::bakeforms))
+        .route(
+            "/bakeforms/{name}",
+            get(h::bakeform)
+                .post(h::upload_bakeform)
+                .delete(h::delete_bakeform),
+        )
+        .route("/disks", get(h::disks).post(h::create_disk))
+        .route("/disks/{disk_id}", get(h::disk).delete(h::delete_disk))
+        .route("/disks/{disk_id}/resize", post(h::resize_disk))
+        .route("/disks/{disk_id}/metadata", put(h::disk_metadata))
+        .method_not_allowed_fallback(h::method_not_allowed);
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(h::not_found)
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(bakery)
+}

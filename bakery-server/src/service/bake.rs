@@ -1,0 +1,372 @@
+//! Bake, reset, unbake, power cycle and waiting for a bake: the Pi lifecycle's orchestration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bakery_client::{BakeRequest, BakeformState, Metadata, PiInfo, PiState};
+
+use super::{Bakery, ServiceError, io_err};
+use crate::db::{DiskRow, PiChange, StartBake};
+use crate::domain::names::{validate_bakeform_name, validate_serial};
+use crate::imaging;
+use crate::ppi::PowerAction;
+
+/// The configuration directory on a Pi's root disk.
+pub const PI_CONFIG_DIR: &str = "piConfig";
+
+fn state_name(state: BakeformState) -> &'static str {
+    match state {
+        BakeformState::Importing => "importing",
+        BakeformState::Ready => "ready",
+        BakeformState::Failed => "failed",
+    }
+}
+
+impl Bakery {
+    /// Takes a Pi from the fridge and starts baking it from `request.bakeform_name` in the
+    /// background; returns the Pi (preparing).
+    pub async fn bake(self: &Arc<Self>, request: BakeRequest) -> Result<PiInfo, ServiceError> {
+        let name = request.bakeform_name.clone();
+        if validate_bakeform_name(&name).is_err() {
+            return Err(ServiceError::UnknownBakeform(name));
+        }
+        let root_id = uuid::Uuid::new_v4().to_string();
+        let power_on = request.power_on.unwrap_or(true);
+        let (n, net, id) = (name.clone(), request.network.clone(), root_id.clone());
+        let started = self
+            .db(move |s| s.start_bake(&n, net.as_ref(), power_on, &id))
+            .await?;
+        let pi = match started {
+            StartBake::Started(pi) => pi,
+            StartBake::UnknownBakeform => return Err(ServiceError::UnknownBakeform(name)),
+            StartBake::BakeformNotReady(state) => {
+                return Err(ServiceError::BakeformNotReady {
+                    name,
+                    state: state_name(state),
+                });
+            }
+            StartBake::NoFreePi => return Err(ServiceError::NoFreePi),
+        };
+        let serial = pi.serial.clone();
+        tracing::info!(serial, state = "preparing", bakeform = name, "bake started");
+        self.notify_change();
+        let this = self.clone();
+        let job_serial = serial.clone();
+        tokio::spawn(async move {
+            this.run_bake(job_serial, name, root_id, power_on).await;
+        });
+        self.pi(&serial).await
+    }
+
+    async fn run_bake(
+        self: Arc<Self>,
+        serial: String,
+        bakeform: String,
+        root_id: String,
+        power_on: bool,
+    ) {
+        let tmp = self.layout.tmp.join(&root_id);
+        let dest = self.layout.disk(&root_id);
+        let prepared = self.prepare_root(&serial, &bakeform, &tmp, &dest).await;
+        let result = match prepared {
+            Ok(()) => {
+                let root = DiskRow {
+                    id: root_id.clone(),
+                    location: dest.display().to_string(),
+                    size: 0,
+                    ephemeral: true,
+                    is_root: true,
+                    pi: Some(serial.clone()),
+                    position: 0,
+                    metadata: Metadata::new(),
+                };
+                let key = serial.clone();
+                match self.db(move |s| s.finish_prepare(&key, Some(&root))).await {
+                    Ok(PiChange::Done(_)) => Ok(()),
+                    Ok(other) => {
+                        tracing::error!(serial, outcome = ?other, "pi changed under a running bake");
+                        self.trash(&dest);
+                        return;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.trash(&tmp);
+            self.trash(&dest);
+            self.fail_preparing(&serial, &e.to_string()).await;
+            return;
+        }
+        tracing::info!(serial, state = "baked", bakeform, "bake finished");
+        if let Err(e) = self.after_prepared(&serial, power_on).await {
+            self.fail_baked(&serial, &e.to_string()).await;
+            return;
+        }
+        self.notify_change();
+    }
+
+    /// Powers the Pi off, clones the bakeform's golden root into `tmp` and renames it to `dest`.
+    async fn prepare_root(
+        &self,
+        serial: &str,
+        bakeform: &str,
+        tmp: &std::path::Path,
+        dest: &std::path::Path,
+    ) -> Result<(), ServiceError> {
+        self.power(serial, PowerAction::PowerOff).await?;
+        let golden = self.layout.bakeform(bakeform).join("root");
+        let (tmp, dest) = (tmp.to_owned(), dest.to_owned());
+        let strategy = self.clone_strategy;
+        let serial = serial.to_owned();
+        self.blocking(move || {
+            let started = std::time::Instant::now();
+            imaging::clone_root(&golden, &tmp, strategy)?;
+            let config = tmp.join(PI_CONFIG_DIR);
+            if std::fs::symlink_metadata(&config).is_err() {
+                std::fs::create_dir(&config)
+                    .map_err(io_err(format!("cannot create {}", config.display())))?;
+            }
+            std::fs::rename(&tmp, &dest).map_err(io_err(format!(
+                "cannot move cloned root {} to {}",
+                tmp.display(),
+                dest.display()
+            )))?;
+            tracing::info!(serial, ?strategy, elapsed = ?started.elapsed(), "root cloned");
+            Ok(())
+        })
+        .await
+    }
+
+    /// After a Pi is baked: export its disks and power it on if asked.
+    async fn after_prepared(&self, serial: &str, power_on: bool) -> Result<(), ServiceError> {
+        self.reexport().await?;
+        if power_on {
+            self.power(serial, PowerAction::PowerOn).await?;
+        }
+        Ok(())
+    }
+
+    /// Preparing failed: the Pi goes back to the fridge with `reason`.
+    pub(crate) async fn fail_preparing(&self, serial: &str, reason: &str) {
+        tracing::error!(serial, state = "fridge", error = reason, "bake failed");
+        let (key, why) = (serial.to_owned(), reason.to_owned());
+        match self.db(move |s| s.fail_prepare(&key, &why)).await {
+            Ok(PiChange::Done(removed)) => self.trash_disks(&removed),
+            Ok(other) => {
+                tracing::error!(serial, outcome = ?other, "cannot return pi to the fridge")
+            }
+            Err(e) => tracing::error!(serial, error = %e, "cannot return pi to the fridge"),
+        }
+        self.reexport_logged().await;
+        self.notify_change();
+    }
+
+    /// A Pi failed right after being baked (exports or power on): unbake it with `reason`.
+    async fn fail_baked(&self, serial: &str, reason: &str) {
+        tracing::error!(
+            serial,
+            error = reason,
+            "bake failed after the root was made, unbaking"
+        );
+        let key = serial.to_owned();
+        if let Err(e) = self.db(move |s| s.start_unbake(&key)).await {
+            tracing::error!(serial, error = %e, "cannot unbake failed pi");
+            return;
+        }
+        self.finish_unbake(serial, Some(reason)).await;
+    }
+
+    fn trash_disks(&self, disks: &[DiskRow]) {
+        for disk in disks {
+            self.trash(&PathBuf::from(&disk.location));
+        }
+    }
+
+    /// Unbakes a baked Pi: unexport, power off, destroy its root and ephemeral disks, detach
+    /// and keep the others; back to the fridge.
+    pub async fn unbake(&self, serial: &str) -> Result<(), ServiceError> {
+        validate_serial(serial)?;
+        let key = serial.to_owned();
+        match self.db(move |s| s.start_unbake(&key)).await? {
+            PiChange::Done(_) => {}
+            PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_owned())),
+            PiChange::WrongState(state) => {
+                return Err(ServiceError::NotBaked {
+                    serial: serial.to_owned(),
+                    state: state.as_str(),
+                });
+            }
+        }
+        tracing::info!(serial, state = "unbaking", "unbake started");
+        self.notify_change();
+        self.reexport_logged().await;
+        if let Err(e) = self.power(serial, PowerAction::PowerOff).await {
+            tracing::warn!(serial, error = %e, "cannot power off pi being unbaked, unbaking anyway");
+        }
+        self.finish_unbake(serial, None).await;
+        Ok(())
+    }
+
+    /// Second half of an unbake (also used by start-up repair).
+    pub(crate) async fn finish_unbake(&self, serial: &str, error: Option<&str>) {
+        let (key, why) = (serial.to_owned(), error.map(str::to_owned));
+        let outcome = self
+            .db(move |s| s.finish_unbake(&key, why.as_deref()))
+            .await;
+        match outcome {
+            Ok(PiChange::Done(removed)) => {
+                self.trash_disks(&removed);
+                tracing::info!(
+                    serial,
+                    state = "fridge",
+                    destroyed = removed.len(),
+                    "unbaked"
+                );
+            }
+            Ok(other) => tracing::error!(serial, outcome = ?other, "cannot finish unbake"),
+            Err(e) => tracing::error!(serial, error = %e, "cannot finish unbake"),
+        }
+        self.reexport_logged().await;
+        self.notify_change();
+    }
+
+    /// Re-clones a baked Pi's root from its bakeform in the background, keeping its other
+    /// disks and its `piConfig/`.
+    pub async fn reset(self: &Arc<Self>, serial: &str) -> Result<PiInfo, ServiceError> {
+        validate_serial(serial)?;
+        let key = serial.to_owned();
+        let pi = match self.db(move |s| s.start_reset(&key)).await? {
+            PiChange::Done(pi) => pi,
+            PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_owned())),
+            PiChange::WrongState(state) => {
+                return Err(ServiceError::NotBaked {
+                    serial: serial.to_owned(),
+                    state: state.as_str(),
+                });
+            }
+        };
+        tracing::info!(serial, state = "preparing", "reset started");
+        self.notify_change();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let serial = pi.serial.clone();
+            if let Err(e) = this.run_reset(&pi.serial, pi.bakeform.as_deref()).await {
+                this.fail_preparing(&serial, &e.to_string()).await;
+                return;
+            }
+            tracing::info!(serial, state = "baked", "reset finished");
+            if let Err(e) = this.after_prepared(&serial, true).await {
+                this.fail_baked(&serial, &e.to_string()).await;
+                return;
+            }
+            this.notify_change();
+        });
+        self.pi(serial).await
+    }
+
+    async fn run_reset(&self, serial: &str, bakeform: Option<&str>) -> Result<(), ServiceError> {
+        let bakeform = bakeform
+            .ok_or_else(|| ServiceError::BadRequest(format!("pi {serial} has no bakeform")))?;
+        let key = serial.to_owned();
+        let disks = self.db(move |s| s.disks_of(&key)).await?;
+        let root = disks
+            .into_iter()
+            .find(|d| d.is_root)
+            .ok_or_else(|| ServiceError::BadRequest(format!("pi {serial} has no root disk")))?;
+        let root_dir = PathBuf::from(&root.location);
+        let tmp = self.layout.tmp.join(uuid::Uuid::new_v4().to_string());
+        let staged = self.layout.tmp.join(uuid::Uuid::new_v4().to_string());
+        self.power(serial, PowerAction::PowerOff).await?;
+        let golden = self.layout.bakeform(bakeform).join("root");
+        let strategy = self.clone_strategy;
+        let trash = self.layout.trash.clone();
+        let result = self
+            .blocking(move || {
+                imaging::clone_root(&golden, &tmp, strategy)?;
+                let new_config = tmp.join(PI_CONFIG_DIR);
+                let old_config = root_dir.join(PI_CONFIG_DIR);
+                if std::fs::symlink_metadata(&new_config).is_ok() {
+                    crate::fsutil::move_to_trash(&new_config, &trash)
+                        .map_err(io_err("cannot clear piConfig of the new root"))?;
+                }
+                match std::fs::symlink_metadata(&old_config) {
+                    Ok(meta) if meta.is_dir() => std::fs::rename(&old_config, &new_config)
+                        .map_err(io_err("cannot keep piConfig across the reset"))?,
+                    _ => std::fs::create_dir(&new_config)
+                        .map_err(io_err("cannot create piConfig"))?,
+                }
+                std::fs::rename(&root_dir, &staged).map_err(io_err(format!(
+                    "cannot move old root {}",
+                    root_dir.display()
+                )))?;
+                std::fs::rename(&tmp, &root_dir).map_err(io_err(format!(
+                    "cannot move new root to {}",
+                    root_dir.display()
+                )))?;
+                crate::fsutil::move_to_trash(&staged, &trash)
+                    .map_err(io_err("cannot trash the old root"))?;
+                Ok(())
+            })
+            .await;
+        self.trash_ready.notify_one();
+        result?;
+        let key = serial.to_owned();
+        match self.db(move |s| s.finish_prepare(&key, None)).await? {
+            PiChange::Done(_) => Ok(()),
+            other => Err(ServiceError::Task(format!(
+                "pi {serial} changed under a running reset: {other:?}"
+            ))),
+        }
+    }
+
+    /// Power-cycles a baked Pi: off, pause, on.
+    pub async fn power_cycle(&self, serial: &str) -> Result<(), ServiceError> {
+        let pi = self.pi(serial).await?;
+        if pi.state != Some(PiState::Baked) {
+            return Err(ServiceError::NotBaked {
+                serial: serial.to_owned(),
+                state: pi.state.map_or("unknown", |s| s.as_str()),
+            });
+        }
+        self.power(serial, PowerAction::PowerOff).await?;
+        tokio::time::sleep(self.config.power_cycle_pause).await;
+        self.power(serial, PowerAction::PowerOn).await?;
+        Ok(())
+    }
+
+    /// Waits until the Pi is baked (200), its bake failed (`BakeFailed`), or `timeout` passed
+    /// (the current Pi, still preparing).
+    pub async fn wait_baked(
+        &self,
+        serial: &str,
+        timeout: Duration,
+    ) -> Result<PiInfo, ServiceError> {
+        validate_serial(serial)?;
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout.min(super::MAX_WAIT);
+        loop {
+            changes.borrow_and_update();
+            let pi = self.pi(serial).await?;
+            match pi.state {
+                Some(PiState::Baked) => return Ok(pi),
+                Some(PiState::Fridge) => {
+                    return Err(match pi.last_error {
+                        Some(reason) => ServiceError::BakeFailed {
+                            serial: serial.to_owned(),
+                            reason,
+                        },
+                        None => ServiceError::PiNotInOven(serial.to_owned()),
+                    });
+                }
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return self.pi(serial).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Disks: sparse `disk.img` files in their own exported directories; attach, detach, resize.
+
+use bakery_client::{Disk, DiskList, Metadata};
+
+use super::{Bakery, ServiceError, io_err};
+use crate::db::{DeleteDisk, DiskLink, DiskRow};
+use crate::domain::disks::{check_new_size, check_resize, mib_to_bytes};
+use crate::domain::names::{validate_disk_id, validate_serial};
+use crate::fsutil;
+
+/// The image file inside a disk's directory.
+pub const DISK_IMAGE: &str = "disk.img";
+
+impl Bakery {
+    fn check_space(&self, what: &str, bytes: u64) -> Result<(), ServiceError> {
+        let dir = &self.layout.disks;
+        let free =
+            fsutil::free_bytes(dir).map_err(io_err(format!("cannot stat {}", dir.display())))?;
+        if bytes > free {
+            return Err(ServiceError::InsufficientSpace {
+                what: what.to_owned(),
+                needed: bytes >> 20,
+                free: free >> 20,
+                dir: dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every disk.
+    pub async fn disks(&self) -> Result<DiskList, ServiceError> {
+        let rows = self.db(|s| s.disks()).await?;
+        Ok(DiskList {
+            disks: rows
+                .iter()
+                .map(|d| (d.id.clone(), self.disk_view(d)))
+                .collect(),
+        })
+    }
+
+    /// One disk.
+    pub async fn disk(&self, id: &str) -> Result<Disk, ServiceError> {
+        validate_disk_id(id)?;
+        let key = id.to_owned();
+        self.db(move |s| s.disk(&key))
+            .await?
+            .map(|d| self.disk_view(&d))
+            .ok_or_else(|| ServiceError::DiskNotFound(id.to_owned()))
+    }
+
+    /// Creates a detached disk of `size` MiB: `<data>/disks/<uuid>/disk.img`, sparse.
+    pub async fn create_disk(&self, size: i64, ephemeral: bool) -> Result<Disk, ServiceError> {
+        check_new_size(size)?;
+        let bytes = mib_to_bytes(size);
+        self.check_space(&format!("a {size} MiB disk"), bytes)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let tmp = self.layout.tmp.join(&id);
+        let dest = self.layout.disk(&id);
+        let row = DiskRow {
+            id: id.clone(),
+            location: dest.display().to_string(),
+            size,
+            ephemeral,
+            is_root: false,
+            pi: None,
+            position: 0,
+            metadata: Metadata::new(),
+        };
+        let (t, d) = (tmp.clone(), dest.clone());
+        let made = self
+            .blocking(move || {
+                std::fs::create_dir(&t)
+                    .map_err(io_err(format!("cannot create {}", t.display())))?;
+                let file = std::fs::File::create_new(t.join(DISK_IMAGE))
+                    .map_err(io_err("cannot create disk image"))?;
+                file.set_len(bytes)
+                    .map_err(io_err("cannot size disk image"))?;
+                std::fs::rename(&t, &d)
+                    .map_err(io_err(format!("cannot move disk to {}", d.display())))?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = made {
+            self.trash(&tmp);
+            return Err(e);
+        }
+        let insert = row.clone();
+        if let Err(e) = self.db(move |s| s.insert_disk(&insert)).await {
+            self.trash(&dest);
+            return Err(e);
+        }
+        tracing::info!(disk = id, size, ephemeral, "disk created");
+        Ok(self.disk_view(&row))
+    }
+
+    /// Deletes a detached disk; an unknown disk is fine (idempotent).
+    pub async fn delete_disk(&self, id: &str) -> Result<(), ServiceError> {
+        validate_disk_id(id)?;
+        let key = id.to_owned();
+        match self.db(move |s| s.delete_disk(&key)).await? {
+            DeleteDisk::Deleted(row) => {
+                self.trash(std::path::Path::new(&row.location));
+                tracing::info!(disk = id, "disk deleted");
+                Ok(())
+            }
+            DeleteDisk::NotFound => Ok(()),
+            DeleteDisk::Attached(serial) => Err(ServiceError::DiskAttached {
+                disk: id.to_owned(),
+                serial,
+            }),
+        }
+    }
+
+    fn link_error(serial: &str, disk: &str, link: DiskLink) -> Result<(), ServiceError> {
+        match link {
+            DiskLink::Done => Ok(()),
+            DiskLink::UnknownPi => Err(ServiceError::PiNotFound(serial.to_owned())),
+            DiskLink::PiNotBaked(state) => Err(ServiceError::NotBaked {
+                serial: serial.to_owned(),
+                state: state.as_str(),
+            }),
+            DiskLink::UnknownDisk => Err(ServiceError::DiskNotFound(disk.to_owned())),
+            DiskLink::AttachedElsewhere(owner) => Err(ServiceError::DiskAttached {
+                disk: disk.to_owned(),
+                serial: owner,
+            }),
+            DiskLink::RootDisk => Err(ServiceError::RootDisk {
+                disk: disk.to_owned(),
+                serial: serial.to_owned(),
+            }),
+        }
+    }
+
+    /// Attaches a disk to a baked Pi and exports it to that Pi.
+    pub async fn attach_disk(&self, serial: &str, id: &str) -> Result<(), ServiceError> {
+        validate_serial(serial)?;
+        validate_disk_id(id).map_err(|_| ServiceError::DiskNotFound(id.to_owned()))?;
+        let (s, d) = (serial.to_owned(), id.to_owned());
+        let link = self.db(move |st| st.attach_disk(&s, &d)).await?;
+        Self::link_error(serial, id, link)?;
+        tracing::info!(serial, disk = id, "disk attached");
+        self.reexport().await?;
+        self.notify_change();
+        Ok(())
+    }
+
+    /// Detaches a disk from a Pi (never its root disk).
+    pub async fn detach_disk(&self, serial: &str, id: &str) -> Result<(), ServiceError> {
+        validate_serial(serial)?;
+        validate_disk_id(id)?;
+        let (s, d) = (serial.to_owned(), id.to_owned());
+        let link = self.db(move |st| st.detach_disk(&s, &d)).await?;
+        let link = match link {
+            DiskLink::UnknownDisk => {
+                return Err(ServiceError::DiskNotAttached {
+                    disk: id.to_owned(),
+                    serial: serial.to_owned(),
+                });
+            }
+            other => other,
+        };
+        Self::link_error(serial, id, link)?;
+        tracing::info!(serial, disk = id, "disk detached");
+        self.reexport().await?;
+        self.notify_change();
+        Ok(())
+    }
+
+    /// Grows a detached disk to `size` MiB.
+    pub async fn resize_disk(&self, id: &str, size: i64) -> Result<Disk, ServiceError> {
+        validate_disk_id(id)?;
+        let current = self.disk(id).await?;
+        if let Some(serial) = current.attached_to {
+            return Err(ServiceError::DiskAttached {
+                disk: id.to_owned(),
+                serial,
+            });
+        }
+        check_resize(id, current.size, size)?;
+        let grow = mib_to_bytes(size) - mib_to_bytes(current.size);
+        self.check_space(&format!("growing disk {id} to {size} MiB"), grow)?;
+        let image = std::path::PathBuf::from(&current.location).join(DISK_IMAGE);
+        let bytes = mib_to_bytes(size);
+        self.blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags_nofollow()
+                .open(&image)
+                .map_err(io_err(format!("cannot open {}", image.display())))?;
+            file.set_len(bytes)
+                .map_err(io_err(format!("cannot resize {}", image.display())))
+        })
+        .await?;
+        let key = id.to_owned();
+        match self.db(move |s| s.set_disk_size(&key, size)).await? {
+            Some(Ok(row)) => {
+                tracing::info!(disk = id, size, "disk resized");
+                Ok(self.disk_view(&row))
+            }
+            Some(Err(serial)) => Err(ServiceError::DiskAttached {
+                disk: id.to_owned(),
+                serial,
+            }),
+            None => Err(ServiceError::DiskNotFound(id.to_owned())),
+        }
+    }
+
+    /// Replaces a disk's metadata.
+    pub async fn set_disk_metadata(
+        &self,
+        id: &str,
+        metadata: Metadata,
+    ) -> Result<Disk, ServiceError> {
+        validate_disk_id(id)?;
+        let key = id.to_owned();
+        self.db(move |s| s.set_disk_metadata(&key, &metadata))
+            .await?
+            .map(|d| self.disk_view(&d))
+            .ok_or_else(|| ServiceError::DiskNotFound(id.to_owned()))
+    }
+}
+
+/// `O_NOFOLLOW` for opening disk images (a disk dir is exported to a Pi, which could plant a
+/// symlink named `disk.img`).
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NOFOLLOW)
+    }
+}

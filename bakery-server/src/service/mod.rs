@@ -1,0 +1,640 @@
+//! The bakery service: the inventory's operations over the store, power, exports and the file
+//! system. HTTP handlers and the boot path call it; it knows nothing of HTTP.
+
+mod bake;
+mod bakeforms;
+mod disks;
+mod files;
+mod repair;
+
+pub use repair::RepairReport;
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bakery_client::{Bakeform, Disk, PiInfo, PiState};
+use thiserror::Error;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::db::{BakeformRow, DbError, DiskRow, PiRow, Store};
+use crate::domain::disks::DiskRuleError;
+use crate::domain::exports::{self, ExportScope};
+use crate::domain::names::NameError;
+use crate::exports::{ExportError, Exporter};
+use crate::fsutil;
+use crate::imaging::{CloneStrategy, ImagingError};
+use crate::ppi::{Power, PowerAction, PowerError};
+
+/// Longest a long-poll may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// How long a long-poll waits unless told.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// Largest file accepted into a Pi's `piConfig/`.
+pub const MAX_PI_FILE: u64 = 64 << 20;
+/// Pis showing up on the boot path while not baked are powered off at most this often.
+const POWER_OFF_DEBOUNCE: Duration = Duration::from_secs(10);
+
+/// Everything a service operation can fail with; mapped to HTTP statuses in one place
+/// (`http::error`).
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// A name from the request is not valid.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// A request is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A request body is larger than allowed.
+    #[error("request body larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// No such Pi.
+    #[error("pi {0} not found")]
+    PiNotFound(String),
+    /// The Pi is known but not in the oven.
+    #[error("pi {0} is not in the oven")]
+    PiNotInOven(String),
+    /// The Pi is not baked.
+    #[error("pi {serial} is {state}, not baked")]
+    NotBaked {
+        /// The Pi.
+        serial: String,
+        /// Its state.
+        state: &'static str,
+    },
+    /// No Pi in the fridge.
+    #[error("no available Pi found")]
+    NoFreePi,
+    /// A bake failed (reported to long-polls).
+    #[error("bake of pi {serial} failed: {reason}")]
+    BakeFailed {
+        /// The Pi.
+        serial: String,
+        /// Why.
+        reason: String,
+    },
+    /// A bake names a bakeform that does not exist.
+    #[error("unknown bakeform {0}")]
+    UnknownBakeform(String),
+    /// A bake names a bakeform that is not ready.
+    #[error("bakeform {name} is {state}, not ready")]
+    BakeformNotReady {
+        /// The bakeform.
+        name: String,
+        /// Its state.
+        state: &'static str,
+    },
+    /// No such bakeform.
+    #[error("bakeform {0} not found")]
+    BakeformNotFound(String),
+    /// The bakeform name is taken.
+    #[error("bakeform {0} already exists")]
+    BakeformExists(String),
+    /// The bakeform is used by a Pi in the oven.
+    #[error("bakeform {name} is in use by pi {serial}")]
+    BakeformInUse {
+        /// The bakeform.
+        name: String,
+        /// A Pi using it.
+        serial: String,
+    },
+    /// The bakeform is still being imported.
+    #[error("bakeform {0} is being imported")]
+    BakeformImporting(String),
+    /// The uploaded image is larger than `--max-image-size`.
+    #[error("image for bakeform {name} is larger than the limit of {limit} bytes")]
+    ImageTooLarge {
+        /// The bakeform.
+        name: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The uploaded image cannot be imported.
+    #[error("invalid image for bakeform {name}: {reason}")]
+    BadImage {
+        /// The bakeform.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The upload broke off.
+    #[error("upload of {what} failed: {reason}")]
+    Upload {
+        /// What was uploaded.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// No such disk.
+    #[error("disk {0} not found")]
+    DiskNotFound(String),
+    /// The disk is not attached to that Pi.
+    #[error("disk {disk} is not attached to pi {serial}")]
+    DiskNotAttached {
+        /// The disk.
+        disk: String,
+        /// The Pi.
+        serial: String,
+    },
+    /// The disk is attached.
+    #[error("disk {disk} is attached to pi {serial}")]
+    DiskAttached {
+        /// The disk.
+        disk: String,
+        /// The Pi.
+        serial: String,
+    },
+    /// The root disk cannot be detached.
+    #[error("disk {disk} is the root disk of pi {serial} and cannot be detached")]
+    RootDisk {
+        /// The disk.
+        disk: String,
+        /// The Pi.
+        serial: String,
+    },
+    /// A disk size rule is broken.
+    #[error(transparent)]
+    DiskRule(#[from] DiskRuleError),
+    /// Not enough free space.
+    #[error("not enough space for {what}: {needed} MiB needed, {free} MiB free in {dir}")]
+    InsufficientSpace {
+        /// What was being made.
+        what: String,
+        /// MiB needed.
+        needed: u64,
+        /// MiB free.
+        free: u64,
+        /// Where.
+        dir: PathBuf,
+    },
+    /// No such file in the Pi's `piConfig/`.
+    #[error("file {name} not found in piConfig of pi {serial}")]
+    PiFileNotFound {
+        /// The Pi.
+        serial: String,
+        /// The file.
+        name: String,
+    },
+    /// The Pi's `piConfig` is not a plain directory (e.g. a symlink planted by the Pi).
+    #[error("piConfig of pi {0} is not a plain directory")]
+    PiConfigNotDir(String),
+    /// No such boot file (or the Pi may not boot).
+    #[error("boot file {0} not found")]
+    BootFileNotFound(String),
+    /// A database failure.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A file-system failure.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Cloning or importing failed for a reason on the server's side.
+    #[error(transparent)]
+    Imaging(#[from] ImagingError),
+    /// The PPI failed.
+    #[error(transparent)]
+    Power(#[from] PowerError),
+    /// Publishing exports failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// No such route.
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    /// The route exists, the method does not.
+    #[error("method {method} not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+    },
+    /// A background task died.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// Wraps an I/O error with what was being done.
+pub(crate) fn io_err(context: impl Display) -> impl FnOnce(std::io::Error) -> ServiceError {
+    move |source| ServiceError::Io {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// The data directory's layout.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `<data>`.
+    pub data: PathBuf,
+    /// `<data>/bakeforms`.
+    pub bakeforms: PathBuf,
+    /// `<data>/disks`.
+    pub disks: PathBuf,
+    /// `<data>/tmp`.
+    pub tmp: PathBuf,
+    /// `<data>/trash`.
+    pub trash: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `data`.
+    pub fn new(data: &Path) -> Layout {
+        Layout {
+            data: data.to_owned(),
+            bakeforms: data.join("bakeforms"),
+            disks: data.join("disks"),
+            tmp: data.join("tmp"),
+            trash: data.join("trash"),
+        }
+    }
+
+    /// Creates the directories.
+    pub fn create(&self) -> std::io::Result<()> {
+        for dir in [
+            &self.data,
+            &self.bakeforms,
+            &self.disks,
+            &self.tmp,
+            &self.trash,
+        ] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    /// `<data>/bakeforms/<name>` (name validated by the caller).
+    pub fn bakeform(&self, name: &str) -> PathBuf {
+        self.bakeforms.join(name)
+    }
+
+    /// `<data>/disks/<id>` (id validated or made by bakery).
+    pub fn disk(&self, id: &str) -> PathBuf {
+        self.disks.join(id)
+    }
+}
+
+/// The bakery service. Shared as `Arc<Bakery>`.
+pub struct Bakery {
+    config: Config,
+    layout: Layout,
+    store: Arc<Store>,
+    power: Arc<dyn Power>,
+    exporter: Arc<dyn Exporter>,
+    export_lock: tokio::sync::Mutex<()>,
+    changes: watch::Sender<u64>,
+    trash_ready: Arc<Notify>,
+    clone_strategy: CloneStrategy,
+    cmdline_template: Option<String>,
+    powered_off: Mutex<HashMap<String, Instant>>,
+}
+
+impl std::fmt::Debug for Bakery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bakery")
+            .field("data_dir", &self.layout.data)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts a [`Bakery`] is made of.
+pub struct Parts {
+    /// The resolved configuration.
+    pub config: Config,
+    /// The open inventory.
+    pub store: Store,
+    /// The power backend.
+    pub power: Arc<dyn Power>,
+    /// The exports backend.
+    pub exporter: Arc<dyn Exporter>,
+    /// How roots are cloned on this data dir.
+    pub clone_strategy: CloneStrategy,
+    /// The operator's cmdline.txt template, read at start-up.
+    pub cmdline_template: Option<String>,
+}
+
+impl Bakery {
+    /// Assembles the service (call [`Bakery::repair`] before serving).
+    pub fn new(parts: Parts) -> Arc<Bakery> {
+        let layout = Layout::new(&parts.config.data_dir);
+        let (changes, _) = watch::channel(0);
+        Arc::new(Bakery {
+            config: parts.config,
+            layout,
+            store: Arc::new(parts.store),
+            power: parts.power,
+            exporter: parts.exporter,
+            export_lock: tokio::sync::Mutex::new(()),
+            changes,
+            trash_ready: Arc::new(Notify::new()),
+            clone_strategy: parts.clone_strategy,
+            cmdline_template: parts.cmdline_template,
+            powered_off: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The data dir layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Runs `f` on the store off the async runtime.
+    pub(crate) async fn db<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, DbError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))?
+            .map_err(ServiceError::from)
+    }
+
+    /// Runs blocking file-system work off the async runtime.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ServiceError> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))?
+    }
+
+    /// Tells long-polls that some Pi changed.
+    pub(crate) fn notify_change(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Rewrites the exports from the database and publishes them.
+    pub async fn reexport(&self) -> Result<(), ServiceError> {
+        let _guard = self.export_lock.lock().await;
+        let entries = self.db(|s| s.export_entries()).await?;
+        let scope = if self.config.export_to_any {
+            ExportScope::Any
+        } else {
+            ExportScope::PiAddress
+        };
+        let content = exports::render(&entries, &self.config.export_options, scope);
+        self.exporter.publish(&content).await?;
+        Ok(())
+    }
+
+    /// [`Bakery::reexport`], logging instead of failing (for changes that must go on).
+    pub(crate) async fn reexport_logged(&self) {
+        if let Err(e) = self.reexport().await {
+            tracing::error!(error = %e, "cannot publish nfs exports");
+        }
+    }
+
+    /// Switches a Pi's power, logging the change.
+    pub(crate) async fn power(
+        &self,
+        serial: &str,
+        action: PowerAction,
+    ) -> Result<(), ServiceError> {
+        self.power.power(serial, action).await?;
+        if self.power.is_managed() {
+            tracing::info!(serial, action = action.as_str(), "power switched");
+        }
+        Ok(())
+    }
+
+    /// Moves a tree into the trash and wakes the reclaimer.
+    pub(crate) fn trash(&self, path: &Path) {
+        match fsutil::move_to_trash(path, &self.layout.trash) {
+            Ok(Some(_)) => self.trash_ready.notify_one(),
+            Ok(None) => {}
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot move to trash"),
+        }
+    }
+
+    /// Starts the background task that empties the trash whenever something lands in it.
+    pub fn spawn_reclaimer(self: &Arc<Self>) {
+        let ready = self.trash_ready.clone();
+        let trash = self.layout.trash.clone();
+        tokio::spawn(async move {
+            loop {
+                let dir = trash.clone();
+                let _ = tokio::task::spawn_blocking(move || fsutil::empty_dir(&dir)).await;
+                ready.notified().await;
+            }
+        });
+    }
+
+    // ---- views ----
+
+    fn disk_view(&self, row: &DiskRow) -> Disk {
+        Disk {
+            id: row.id.clone(),
+            location: row.location.clone(),
+            size: row.size,
+            nfs_address: self.config.nfs_address.clone(),
+            attached_to: row.pi.clone(),
+            ephemeral: row.ephemeral,
+            metadata: row.metadata.clone(),
+        }
+    }
+
+    fn bakeform_view(row: &BakeformRow) -> Bakeform {
+        Bakeform {
+            name: row.name.clone(),
+            location: row.location.clone(),
+            state: Some(row.state),
+            error: row.error.clone(),
+        }
+    }
+
+    fn pi_view(&self, pi: &PiRow, disks: &[&DiskRow], bakeforms: &[BakeformRow]) -> PiInfo {
+        PiInfo {
+            id: pi.serial.clone(),
+            status: pi.state.status(),
+            disks: disks.iter().map(|d| self.disk_view(d)).collect(),
+            source_bakeform: pi.bakeform.as_ref().map(|name| {
+                bakeforms
+                    .iter()
+                    .find(|b| &b.name == name)
+                    .map(Self::bakeform_view)
+                    .unwrap_or_else(|| Bakeform {
+                        name: name.clone(),
+                        location: self.layout.bakeform(name).display().to_string(),
+                        state: None,
+                        error: None,
+                    })
+            }),
+            state: Some(pi.state),
+            address: pi.address.map(|a| a.to_string()),
+            network: pi.network.clone(),
+            metadata: pi.metadata.clone(),
+            last_error: pi.last_error.clone(),
+        }
+    }
+
+    /// The Pis whose state passes `filter`, as the API shows them.
+    pub async fn pis_where(
+        &self,
+        filter: impl Fn(PiState) -> bool + Send + 'static,
+    ) -> Result<Vec<PiInfo>, ServiceError> {
+        let (pis, disks, bakeforms) = self
+            .db(|s| Ok((s.pis()?, s.disks()?, s.bakeforms()?)))
+            .await?;
+        let mut out = Vec::new();
+        for pi in pis.iter().filter(|p| filter(p.state)) {
+            let mut own: Vec<&DiskRow> = disks
+                .iter()
+                .filter(|d| d.pi.as_deref() == Some(pi.serial.as_str()))
+                .collect();
+            own.sort_by(|a, b| {
+                b.is_root
+                    .cmp(&a.is_root)
+                    .then(a.position.cmp(&b.position))
+                    .then(a.id.cmp(&b.id))
+            });
+            out.push(self.pi_view(pi, &own, &bakeforms));
+        }
+        Ok(out)
+    }
+
+    /// One Pi as the API shows it; `None` if unknown.
+    pub async fn pi_info(&self, serial: &str) -> Result<Option<PiInfo>, ServiceError> {
+        let key = serial.to_owned();
+        let found = self
+            .db(move |s| {
+                let Some(pi) = s.pi(&key)? else {
+                    return Ok(None);
+                };
+                let disks = s.disks_of(&key)?;
+                let bakeforms = match &pi.bakeform {
+                    Some(name) => s.bakeform(name)?.into_iter().collect(),
+                    None => Vec::new(),
+                };
+                Ok(Some((pi, disks, bakeforms)))
+            })
+            .await?;
+        Ok(found.map(|(pi, disks, bakeforms)| {
+            let refs: Vec<&DiskRow> = disks.iter().collect();
+            self.pi_view(&pi, &refs, &bakeforms)
+        }))
+    }
+
+    /// A known Pi, or `PiNotFound`.
+    pub async fn pi(&self, serial: &str) -> Result<PiInfo, ServiceError> {
+        crate::domain::names::validate_serial(serial)?;
+        self.pi_info(serial)
+            .await?
+            .ok_or_else(|| ServiceError::PiNotFound(serial.to_owned()))
+    }
+
+    /// A Pi in the oven (preparing, baked or unbaking), or 404-style errors.
+    pub async fn oven_pi(&self, serial: &str) -> Result<PiInfo, ServiceError> {
+        let pi = self.pi(serial).await?;
+        if pi.state == Some(PiState::Fridge) {
+            return Err(ServiceError::PiNotInOven(serial.to_owned()));
+        }
+        Ok(pi)
+    }
+
+    /// Replaces a Pi's metadata.
+    pub async fn set_pi_metadata(
+        &self,
+        serial: &str,
+        metadata: bakery_client::Metadata,
+    ) -> Result<PiInfo, ServiceError> {
+        crate::domain::names::validate_serial(serial)?;
+        let key = serial.to_owned();
+        let updated = self.db(move |s| s.set_pi_metadata(&key, &metadata)).await?;
+        if updated.is_none() {
+            return Err(ServiceError::PiNotFound(serial.to_owned()));
+        }
+        self.pi(serial).await
+    }
+
+    // ---- the boot path's needs ----
+
+    /// Registers a Pi seen on the boot path; `true` if new.
+    pub(crate) async fn register(&self, serial: &str) -> Result<bool, ServiceError> {
+        let key = serial.to_owned();
+        let new = self.db(move |s| s.register_pi(&key)).await?;
+        if new {
+            tracing::info!(
+                serial,
+                state = "fridge",
+                "new pi registered from the boot path"
+            );
+            self.notify_change();
+        }
+        Ok(new)
+    }
+
+    /// Records the address a Pi was seen at, re-exporting when it changed.
+    pub(crate) async fn saw_pi_at(
+        &self,
+        serial: &str,
+        address: IpAddr,
+    ) -> Result<(), ServiceError> {
+        let key = serial.to_owned();
+        let change = self.db(move |s| s.set_address(&key, address)).await?;
+        let Some(previous) = change else {
+            return Ok(());
+        };
+        match previous {
+            Some(old) => tracing::warn!(
+                serial,
+                %old,
+                new = %address,
+                "two different addresses use one pi serial (or the pi changed address): exports follow the newest"
+            ),
+            None => tracing::info!(serial, %address, "pi address learned"),
+        }
+        self.reexport_logged().await;
+        self.notify_change();
+        Ok(())
+    }
+
+    /// Powers off a Pi that showed up on the boot path while not baked, in the background and
+    /// at most once per debounce window.
+    pub(crate) fn power_off_stray(self: &Arc<Self>, serial: &str) {
+        {
+            let mut recent = self.powered_off.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            recent.retain(|_, at| now.duration_since(*at) < POWER_OFF_DEBOUNCE);
+            if recent.contains_key(serial) {
+                return;
+            }
+            recent.insert(serial.to_owned(), now);
+        }
+        let this = self.clone();
+        let serial = serial.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = this.power(&serial, PowerAction::PowerOff).await {
+                tracing::warn!(serial, error = %e, "cannot power off pi that is not baked");
+            }
+        });
+    }
+
+    /// The operator's cmdline template, if any.
+    pub(crate) fn cmdline_template(&self) -> Option<&str> {
+        self.cmdline_template.as_deref()
+    }
+
+    /// The store (for the boot path's lookups).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}

@@ -1,0 +1,148 @@
+//! Start-up repair: finish or roll back what a crash left in flight, clean tmp, reclaim the
+//! trash, move orphaned directories away, rewrite the exports and restore power.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use bakery_client::{BakeformState, PiState};
+
+use super::{Bakery, ServiceError};
+use crate::db::PiChange;
+use crate::fsutil;
+use crate::ppi::PowerAction;
+
+/// What the repair found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Pis whose interrupted bake was rolled back to the fridge.
+    pub bakes_rolled_back: Vec<String>,
+    /// Pis whose interrupted reset was finished or rolled back.
+    pub resets_repaired: Vec<String>,
+    /// Pis whose interrupted unbake was finished.
+    pub unbakes_finished: Vec<String>,
+    /// Bakeforms whose interrupted import was dropped.
+    pub imports_dropped: Vec<String>,
+    /// Directories in `disks/` or `bakeforms/` that nothing referenced.
+    pub orphans_trashed: usize,
+}
+
+impl Bakery {
+    /// Repairs the data dir and inventory after a stop or crash. Call once before serving.
+    pub async fn repair(self: &Arc<Self>) -> Result<RepairReport, ServiceError> {
+        let mut report = RepairReport::default();
+        let tmp = self.layout.tmp.clone();
+        self.blocking(move || {
+            fsutil::empty_dir(&tmp);
+            Ok(())
+        })
+        .await?;
+
+        for pi in self.db(|s| s.pis()).await? {
+            match pi.state {
+                PiState::Preparing if pi.operation.as_deref() == Some("reset") => {
+                    let serial = pi.serial.clone();
+                    let root_ok = self
+                        .db(move |s| s.disks_of(&serial))
+                        .await?
+                        .iter()
+                        .find(|d| d.is_root)
+                        .is_some_and(|d| Path::new(&d.location).is_dir());
+                    if root_ok {
+                        let key = pi.serial.clone();
+                        if let PiChange::Done(_) =
+                            self.db(move |s| s.finish_prepare(&key, None)).await?
+                        {
+                            tracing::warn!(
+                                serial = pi.serial,
+                                state = "baked",
+                                "interrupted reset: old root kept"
+                            );
+                        }
+                    } else {
+                        self.fail_preparing(&pi.serial, "reset interrupted by a restart of bakery")
+                            .await;
+                    }
+                    report.resets_repaired.push(pi.serial);
+                }
+                PiState::Preparing => {
+                    if let Some(root) = &pi.pending_root {
+                        self.trash(&self.layout.disk(root));
+                    }
+                    self.fail_preparing(&pi.serial, "bake interrupted by a restart of bakery")
+                        .await;
+                    report.bakes_rolled_back.push(pi.serial);
+                }
+                PiState::Unbaking => {
+                    self.finish_unbake(&pi.serial, None).await;
+                    report.unbakes_finished.push(pi.serial);
+                }
+                PiState::Fridge | PiState::Baked => {}
+            }
+        }
+
+        for bakeform in self.db(|s| s.bakeforms()).await? {
+            if bakeform.state != BakeformState::Ready {
+                self.trash(Path::new(&bakeform.location));
+                let key = bakeform.name.clone();
+                self.db(move |s| s.forget_bakeform(&key)).await?;
+                tracing::warn!(bakeform = bakeform.name, "interrupted import dropped");
+                report.imports_dropped.push(bakeform.name);
+            }
+        }
+
+        let disk_ids: HashSet<String> = self
+            .db(|s| s.disks())
+            .await?
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        let bakeform_names: HashSet<String> = self
+            .db(|s| s.bakeforms())
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        report.orphans_trashed += self.trash_orphans(&self.layout.disks.clone(), &disk_ids);
+        report.orphans_trashed +=
+            self.trash_orphans(&self.layout.bakeforms.clone(), &bakeform_names);
+        self.trash_ready.notify_one();
+
+        self.reexport_logged().await;
+        let baked: Vec<String> = self
+            .db(|s| s.pis())
+            .await?
+            .into_iter()
+            .filter(|p| p.state == PiState::Baked && p.power_on)
+            .map(|p| p.serial)
+            .collect();
+        if !baked.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                for serial in baked {
+                    if let Err(e) = this.power(&serial, PowerAction::PowerOn).await {
+                        tracing::warn!(serial, error = %e, "cannot restore power to baked pi");
+                    }
+                }
+            });
+        }
+        self.notify_change();
+        Ok(report)
+    }
+
+    fn trash_orphans(&self, dir: &Path, known: &HashSet<String>) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut count = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                tracing::warn!(path = %entry.path().display(), "orphaned directory moved to trash");
+                self.trash(&entry.path());
+                count += 1;
+            }
+        }
+        count
+    }
+}
