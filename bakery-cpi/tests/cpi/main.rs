@@ -2,6 +2,7 @@
 
 mod malformed;
 mod mock;
+mod server;
 
 use std::io::Write;
 use std::path::Path;
