@@ -16,7 +16,6 @@ pub(crate) struct Region<'f> {
     pos: u64,
 }
 
-#[allow(dead_code)] // read_exact_at is used by the importer
 impl<'f> Region<'f> {
     /// A window of `len` bytes of `file` starting at byte `start`.
     pub(crate) fn new(file: &'f File, start: u64, len: u64) -> Self {
@@ -26,6 +25,21 @@ impl<'f> Region<'f> {
             len,
             pos: 0,
         }
+    }
+
+    /// The underlying file.
+    pub(crate) fn file(&self) -> &'f File {
+        self.file
+    }
+
+    /// Byte offset of the window in the file.
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Length of the window in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
     }
 
     /// Reads exactly `dst.len()` bytes at `offset` inside the window.

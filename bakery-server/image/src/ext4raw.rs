@@ -1,0 +1,901 @@
+//! A small read-only reader of the raw ext2/3/4 structures that ext4-view 1.0 keeps private.
+//!
+//! ext4-view validates and opens the file system, but exposes neither inode numbers (needed
+//! to recreate hardlinks), link counts, device major/minor numbers nor extended attributes,
+//! and re-resolves paths for every open. This module reads, straight from the partition:
+//! the superblock fields it needs, the group descriptor table (incl. `meta_bg` and 64-bit
+//! descriptors), raw inodes by number, directory blocks (linear and htree, which leaves
+//! its leaves readable linearly), the extent tree and the old block maps, and in-inode and
+//! block extended attributes. Layouts follow the kernel's ext4 documentation
+//! (Documentation/filesystems/ext4). Everything is bounds-checked: corrupt input gives an
+//! error, never a panic or an endless loop.
+//!
+//! Not supported (rejected with a clear error): unrecovered journals (`needs_recovery`),
+//! encryption, casefolding, `dirdata`, compression, inline data (files or directories with
+//! their data in the inode) and xattr values stored in separate inodes (`ea_inode`).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::region::Region;
+
+/// Why a raw structure could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawError(pub(crate) String);
+
+impl fmt::Display for RawError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type Result<T> = std::result::Result<T, RawError>;
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(RawError(msg.into()))
+}
+
+fn u16le(b: &[u8], off: usize) -> u16 {
+    b.get(off..off + 2)
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32le(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+const SUPERBLOCK_OFFSET: u64 = 1024;
+const EXT4_MAGIC: u16 = 0xEF53;
+const INCOMPAT_FILETYPE: u32 = 0x2;
+const INCOMPAT_RECOVER: u32 = 0x4;
+const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
+const INCOMPAT_META_BG: u32 = 0x10;
+const INCOMPAT_64BIT: u32 = 0x80;
+const INCOMPAT_COMPRESSION: u32 = 0x1;
+const INCOMPAT_DIRDATA: u32 = 0x1000;
+const INCOMPAT_ENCRYPT: u32 = 0x10000;
+const INCOMPAT_CASEFOLD: u32 = 0x20000;
+const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
+const RO_COMPAT_HUGE_FILE: u32 = 0x8;
+
+/// Inode flag: the inode uses an extent tree.
+const EXTENTS_FL: u32 = 0x8_0000;
+/// Inode flag: i_blocks counts file system blocks, not 512-byte sectors.
+const HUGE_FILE_FL: u32 = 0x4_0000;
+/// Inode flag: the data lives inside the inode.
+const INLINE_DATA_FL: u32 = 0x1000_0000;
+
+const XATTR_MAGIC: u32 = 0xEA02_0000;
+const EXTENT_MAGIC: u16 = 0xF30A;
+const MAX_EXTENT_DEPTH: u16 = 5;
+
+/// The root directory's inode number.
+pub(crate) const ROOT_INO: u32 = 2;
+
+/// The type of an inode, from the top bits of its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Character device.
+    CharDev,
+    /// Block device.
+    BlockDev,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+}
+
+/// A timestamp: seconds since the epoch and nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Time {
+    /// Seconds since 1970-01-01 UTC (may be negative).
+    pub(crate) sec: i64,
+    /// Nanoseconds, 0..1e9.
+    pub(crate) nsec: u32,
+}
+
+/// The fields of one raw inode that an extraction needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Inode {
+    /// Inode number.
+    pub(crate) ino: u32,
+    /// Full mode: type bits and permission bits.
+    pub(crate) mode: u16,
+    /// Owner user id (32-bit).
+    pub(crate) uid: u32,
+    /// Owner group id (32-bit).
+    pub(crate) gid: u32,
+    /// Size in bytes.
+    pub(crate) size: u64,
+    /// Number of hard links.
+    pub(crate) links: u16,
+    /// Last access time.
+    pub(crate) atime: Time,
+    /// Last modification time.
+    pub(crate) mtime: Time,
+    /// Inode flags.
+    pub(crate) flags: u32,
+    /// The 60-byte i_block area (extent root, block map, fast symlink or device number).
+    pub(crate) block: [u8; 60],
+    /// Block number of the external xattr block, 0 if none.
+    pub(crate) file_acl: u64,
+    /// Blocks in use, in 512-byte units.
+    pub(crate) sectors: u64,
+    /// The in-inode extended attribute area (after i_extra_isize), possibly empty.
+    pub(crate) xattr_area: Vec<u8>,
+}
+
+impl Inode {
+    /// The inode's type, or an error for an invalid type field.
+    pub(crate) fn kind(&self) -> Result<Kind> {
+        Ok(match self.mode & 0xF000 {
+            0x8000 => Kind::File,
+            0x4000 => Kind::Dir,
+            0xA000 => Kind::Symlink,
+            0x2000 => Kind::CharDev,
+            0x6000 => Kind::BlockDev,
+            0x1000 => Kind::Fifo,
+            0xC000 => Kind::Socket,
+            other => {
+                return err(format!(
+                    "inode {} has invalid type bits {other:#o}",
+                    self.ino
+                ));
+            }
+        })
+    }
+
+    /// Permission bits incl. setuid, setgid and sticky.
+    pub(crate) fn perm(&self) -> u32 {
+        u32::from(self.mode & 0o7777)
+    }
+
+    /// Device (major, minor) of a character or block device inode.
+    pub(crate) fn rdev(&self) -> (u32, u32) {
+        let old = u32le(&self.block, 0);
+        if old != 0 {
+            ((old >> 8) & 0xff, old & 0xff)
+        } else {
+            let new = u32le(&self.block, 4);
+            ((new & 0xfff00) >> 8, (new & 0xff) | ((new >> 12) & 0xfff00))
+        }
+    }
+
+    fn has_inline_data(&self) -> bool {
+        self.flags & INLINE_DATA_FL != 0
+    }
+}
+
+/// One mapped run of a file: `len` blocks at file block `logical` stored at `physical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    /// First file block.
+    pub(crate) logical: u64,
+    /// First file system block.
+    pub(crate) physical: u64,
+    /// Number of blocks.
+    pub(crate) len: u64,
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DirEntry {
+    /// Inode number it points to.
+    pub(crate) ino: u32,
+    /// Raw name bytes.
+    pub(crate) name: Vec<u8>,
+}
+
+/// One extended attribute, with its full name (`user.foo`) and value in the host's format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Xattr {
+    /// Full attribute name incl. namespace prefix.
+    pub(crate) name: Vec<u8>,
+    /// Value (POSIX ACLs already converted to the Linux xattr format).
+    pub(crate) value: Vec<u8>,
+}
+
+/// An ext2/3/4 file system inside a partition.
+#[derive(Debug)]
+pub(crate) struct RawFs<'f> {
+    part: Region<'f>,
+    block_size: u64,
+    blocks_count: u64,
+    inodes_count: u32,
+    inodes_per_group: u32,
+    inode_size: u64,
+    huge_files: bool,
+    inode_tables: Vec<u64>,
+}
+
+impl<'f> RawFs<'f> {
+    /// Reads the superblock and group descriptors of the file system in `part`.
+    pub(crate) fn open(part: Region<'f>) -> Result<Self> {
+        let mut sb = [0u8; 1024];
+        part.read_exact_at(SUPERBLOCK_OFFSET, &mut sb)
+            .or_else(|e| err(format!("cannot read the superblock: {e}")))?;
+        if u16le(&sb, 0x38) != EXT4_MAGIC {
+            return err("no ext2/3/4 superblock magic (0xEF53) at byte 1080");
+        }
+        let incompat = u32le(&sb, 0x60);
+        let ro_compat = u32le(&sb, 0x64);
+        for (bit, what) in [
+            (
+                INCOMPAT_RECOVER,
+                "the journal needs recovery (not cleanly unmounted; run e2fsck on it)",
+            ),
+            (INCOMPAT_JOURNAL_DEV, "it is an external journal device"),
+            (INCOMPAT_COMPRESSION, "it uses compression"),
+            (INCOMPAT_DIRDATA, "it uses dirdata"),
+            (INCOMPAT_ENCRYPT, "it uses encryption"),
+            (INCOMPAT_CASEFOLD, "it uses casefolding"),
+        ] {
+            if incompat & bit != 0 {
+                return err(format!("unsupported file system: {what}"));
+            }
+        }
+        if incompat & INCOMPAT_FILETYPE == 0 {
+            return err("unsupported file system: directory entries carry no file type");
+        }
+        let log = u32le(&sb, 0x18);
+        if log > 6 {
+            return err(format!("invalid block size 2^(10+{log})"));
+        }
+        let block_size = 1024u64 << log;
+        let is64 = incompat & INCOMPAT_64BIT != 0;
+        let blocks_count = u64::from(u32le(&sb, 0x4))
+            | if is64 {
+                u64::from(u32le(&sb, 0x150)) << 32
+            } else {
+                0
+            };
+        let inodes_count = u32le(&sb, 0x0);
+        let blocks_per_group = u64::from(u32le(&sb, 0x20));
+        let inodes_per_group = u32le(&sb, 0x28);
+        let first_data_block = u64::from(u32le(&sb, 0x14));
+        let rev = u32le(&sb, 0x4C);
+        let inode_size = if rev == 0 {
+            128
+        } else {
+            u64::from(u16le(&sb, 0x58))
+        };
+        if blocks_per_group == 0 || inodes_per_group == 0 || inodes_count == 0 {
+            return err("superblock has zero blocks or inodes per group");
+        }
+        if !(128..=block_size).contains(&inode_size) || !inode_size.is_power_of_two() {
+            return err(format!("invalid inode size {inode_size}"));
+        }
+        if blocks_count.saturating_mul(block_size) > part.len() {
+            return err(format!(
+                "file system claims {} bytes but the partition has {}",
+                blocks_count.saturating_mul(block_size),
+                part.len()
+            ));
+        }
+        let groups = blocks_count
+            .saturating_sub(first_data_block)
+            .div_ceil(blocks_per_group);
+        let groups_by_inodes = u64::from(inodes_count.div_ceil(inodes_per_group));
+        let groups = groups.max(groups_by_inodes);
+        if groups > 1 << 24 {
+            return err(format!("implausible number of block groups {groups}"));
+        }
+        let desc_size = if is64 {
+            u64::from(u16le(&sb, 0xFE))
+        } else {
+            32
+        };
+        if !(32..=block_size).contains(&desc_size) {
+            return err(format!("invalid group descriptor size {desc_size}"));
+        }
+        let per_block = block_size / desc_size;
+        let meta_bg = incompat & INCOMPAT_META_BG != 0;
+        let first_meta_bg = u64::from(u32le(&sb, 0x104));
+        let sparse = ro_compat & RO_COMPAT_SPARSE_SUPER != 0;
+        let has_super =
+            |g: u64| !sparse || g <= 1 || [3u64, 5, 7].iter().any(|&b| is_power_of(g, b));
+
+        let mut inode_tables = Vec::with_capacity(usize::try_from(groups).unwrap_or(0));
+        let mut block = vec![0u8; usize::try_from(block_size).unwrap_or(4096)];
+        let mut loaded = u64::MAX;
+        for g in 0..groups {
+            let desc_block_index = g / per_block;
+            let desc_block = if meta_bg && desc_block_index >= first_meta_bg {
+                let first_group = desc_block_index * per_block;
+                first_data_block
+                    + first_group * blocks_per_group
+                    + u64::from(has_super(first_group))
+            } else {
+                first_data_block + 1 + desc_block_index
+            };
+            if desc_block != loaded {
+                part.read_exact_at(desc_block * block_size, &mut block)
+                    .or_else(|e| {
+                        err(format!(
+                            "cannot read group descriptors at block {desc_block}: {e}"
+                        ))
+                    })?;
+                loaded = desc_block;
+            }
+            let off = usize::try_from((g % per_block) * desc_size).unwrap_or(0);
+            let lo = u64::from(u32le(&block, off + 0x8));
+            let hi = if is64 && desc_size >= 64 {
+                u64::from(u32le(&block, off + 0x28))
+            } else {
+                0
+            };
+            let table = lo | (hi << 32);
+            if table == 0 || table >= blocks_count {
+                return err(format!(
+                    "group {g} has its inode table at invalid block {table}"
+                ));
+            }
+            inode_tables.push(table);
+        }
+        Ok(RawFs {
+            part,
+            block_size,
+            blocks_count,
+            inodes_count,
+            inodes_per_group,
+            inode_size,
+            huge_files: ro_compat & RO_COMPAT_HUGE_FILE != 0,
+            inode_tables,
+        })
+    }
+
+    /// The file system block size in bytes.
+    pub(crate) fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The partition this file system lives in.
+    pub(crate) fn part(&self) -> &Region<'f> {
+        &self.part
+    }
+
+    /// Reads inode number `ino`.
+    pub(crate) fn inode(&self, ino: u32) -> Result<Inode> {
+        if ino == 0 || ino > self.inodes_count {
+            return err(format!(
+                "inode number {ino} out of range 1..={}",
+                self.inodes_count
+            ));
+        }
+        let group = (ino - 1) / self.inodes_per_group;
+        let index = u64::from((ino - 1) % self.inodes_per_group);
+        let table = self
+            .inode_tables
+            .get(usize::try_from(group).unwrap_or(usize::MAX))
+            .copied()
+            .ok_or_else(|| RawError(format!("inode {ino} lies in missing group {group}")))?;
+        let mut raw = vec![0u8; usize::try_from(self.inode_size).unwrap_or(256)];
+        self.part
+            .read_exact_at(table * self.block_size + index * self.inode_size, &mut raw)
+            .or_else(|e| err(format!("cannot read inode {ino}: {e}")))?;
+        Ok(parse_inode(ino, &raw, self.huge_files))
+    }
+
+    /// The mapped runs of an inode's data, sorted by file block. Holes are absent.
+    pub(crate) fn runs(&self, inode: &Inode) -> Result<Vec<Run>> {
+        if inode.has_inline_data() {
+            return err(format!(
+                "inode {} keeps its data inline (unsupported)",
+                inode.ino
+            ));
+        }
+        let mut runs = Vec::new();
+        if inode.flags & EXTENTS_FL != 0 {
+            self.extent_node(inode.ino, &inode.block, MAX_EXTENT_DEPTH + 1, &mut runs)?;
+        } else {
+            self.block_map(inode, &mut runs)?;
+        }
+        runs.sort_by_key(|r| r.logical);
+        let file_blocks = inode.size.div_ceil(self.block_size);
+        for r in &runs {
+            if r.physical
+                .checked_add(r.len)
+                .is_none_or(|end| end > self.blocks_count)
+            {
+                return err(format!(
+                    "inode {} maps blocks past the file system end",
+                    inode.ino
+                ));
+            }
+        }
+        // Blocks mapped past the size (preallocation) are not data.
+        runs.retain(|r| r.logical < file_blocks);
+        if let Some(last) = runs.last_mut() {
+            last.len = last.len.min(file_blocks - last.logical);
+        }
+        Ok(runs)
+    }
+
+    fn extent_node(
+        &self,
+        ino: u32,
+        node: &[u8],
+        depth_left: u16,
+        runs: &mut Vec<Run>,
+    ) -> Result<()> {
+        if u16le(node, 0) != EXTENT_MAGIC {
+            return err(format!("inode {ino} has a bad extent header"));
+        }
+        let entries = usize::from(u16le(node, 2));
+        let depth = u16le(node, 6);
+        if depth >= depth_left || 12 + entries * 12 > node.len() {
+            return err(format!("inode {ino} has a corrupt extent tree"));
+        }
+        for i in 0..entries {
+            let e = &node[12 + i * 12..24 + i * 12];
+            if depth == 0 {
+                let raw_len = u16le(e, 4);
+                // Lengths above 32768 mark unwritten (preallocated) extents: they read as zeros.
+                if raw_len > 32768 {
+                    continue;
+                }
+                let physical = u64::from(u32le(e, 8)) | (u64::from(u16le(e, 6)) << 32);
+                runs.push(Run {
+                    logical: u64::from(u32le(e, 0)),
+                    physical,
+                    len: u64::from(raw_len),
+                });
+            } else {
+                let child = u64::from(u32le(e, 4)) | (u64::from(u16le(e, 8)) << 32);
+                let block = self.block(ino, child)?;
+                self.extent_node(ino, &block, depth, runs)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn block(&self, ino: u32, block: u64) -> Result<Vec<u8>> {
+        if block == 0 || block >= self.blocks_count {
+            return err(format!("inode {ino} points at invalid block {block}"));
+        }
+        let mut buf = vec![0u8; usize::try_from(self.block_size).unwrap_or(4096)];
+        self.part
+            .read_exact_at(block * self.block_size, &mut buf)
+            .or_else(|e| err(format!("cannot read block {block} of inode {ino}: {e}")))?;
+        Ok(buf)
+    }
+
+    fn block_map(&self, inode: &Inode, runs: &mut Vec<Run>) -> Result<()> {
+        let file_blocks = inode.size.div_ceil(self.block_size);
+        let per = self.block_size / 4;
+        let mut push = |logical: u64, physical: u64| {
+            if physical == 0 {
+                return;
+            }
+            match runs.last_mut() {
+                Some(r) if r.logical + r.len == logical && r.physical + r.len == physical => {
+                    r.len += 1
+                }
+                _ => runs.push(Run {
+                    logical,
+                    physical,
+                    len: 1,
+                }),
+            }
+        };
+        for i in 0..12u64 {
+            push(
+                i,
+                u64::from(u32le(&inode.block, usize::try_from(i * 4).unwrap_or(0))),
+            );
+        }
+        let mut logical = 12u64;
+        for level in 1..=3u32 {
+            let top = u64::from(u32le(&inode.block, 44 + 4 * (level as usize - 1)));
+            let span = per.pow(level);
+            if logical >= file_blocks {
+                break;
+            }
+            if top != 0 {
+                self.indirect(inode.ino, top, level, logical, file_blocks, &mut push)?;
+            }
+            logical += span;
+        }
+        Ok(())
+    }
+
+    fn indirect(
+        &self,
+        ino: u32,
+        block: u64,
+        level: u32,
+        first: u64,
+        file_blocks: u64,
+        push: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        let data = self.block(ino, block)?;
+        let per = self.block_size / 4;
+        let span = per.pow(level - 1);
+        for i in 0..per {
+            let logical = first + i * span;
+            if logical >= file_blocks {
+                break;
+            }
+            let ptr = u64::from(u32le(&data, usize::try_from(i * 4).unwrap_or(0)));
+            if ptr == 0 {
+                continue;
+            }
+            if level == 1 {
+                push(logical, ptr);
+            } else {
+                self.indirect(ino, ptr, level - 1, logical, file_blocks, push)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads an inode's whole data (for directories and long symlinks), zero-filling holes.
+    pub(crate) fn read_all(&self, inode: &Inode, limit: u64) -> Result<Vec<u8>> {
+        if inode.size > limit {
+            return err(format!(
+                "inode {} is {} bytes, more than the {limit} expected",
+                inode.ino, inode.size
+            ));
+        }
+        let size = usize::try_from(inode.size).unwrap_or(0);
+        let mut out = vec![0u8; size];
+        for r in self.runs(inode)? {
+            let start = r.logical * self.block_size;
+            let end = ((r.logical + r.len) * self.block_size).min(inode.size);
+            if start >= end {
+                continue;
+            }
+            let (s, e) = (
+                usize::try_from(start).unwrap_or(0),
+                usize::try_from(end).unwrap_or(0),
+            );
+            self.part
+                .read_exact_at(r.physical * self.block_size, &mut out[s..e])
+                .or_else(|e| err(format!("cannot read data of inode {}: {e}", inode.ino)))?;
+        }
+        Ok(out)
+    }
+
+    /// The entries of directory `dir`, without `.` and `..`.
+    pub(crate) fn read_dir(&self, dir: &Inode) -> Result<Vec<DirEntry>> {
+        let data = self.read_all(dir, 1 << 31)?;
+        let bs = usize::try_from(self.block_size).unwrap_or(4096);
+        let mut out = Vec::new();
+        for (b, block) in data.chunks(bs).enumerate() {
+            let mut off = 0usize;
+            while off + 8 <= block.len() {
+                let ino = u32le(block, off);
+                let rec_len = usize::from(u16le(block, off + 4));
+                let name_len = usize::from(block[off + 6]);
+                // A rec_len of 0 in a full 64 KiB block means 65536.
+                let rec_len = if rec_len == 0 && bs == 65536 && off == 0 {
+                    65536
+                } else {
+                    rec_len
+                };
+                if rec_len < 8
+                    || off + rec_len > block.len()
+                    || (ino != 0 && 8 + name_len > rec_len)
+                {
+                    return err(format!(
+                        "directory inode {} has a corrupt entry in block {b} at offset {off}",
+                        dir.ino
+                    ));
+                }
+                if ino != 0 {
+                    let name = &block[off + 8..off + 8 + name_len];
+                    if name != b"." && name != b".." {
+                        if ino > self.inodes_count {
+                            return err(format!(
+                                "directory inode {} names invalid inode {ino}",
+                                dir.ino
+                            ));
+                        }
+                        out.push(DirEntry {
+                            ino,
+                            name: name.to_vec(),
+                        });
+                    }
+                }
+                off += rec_len;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The target of a symlink inode.
+    pub(crate) fn symlink_target(&self, inode: &Inode) -> Result<Vec<u8>> {
+        if inode.size > 4095 {
+            return err(format!(
+                "symlink inode {} is {} bytes long",
+                inode.ino, inode.size
+            ));
+        }
+        let xattr_blocks = if inode.file_acl != 0 {
+            self.block_size / 512
+        } else {
+            0
+        };
+        let len = usize::try_from(inode.size).unwrap_or(0);
+        if inode.has_inline_data()
+            || (inode.flags & EXTENTS_FL == 0 && inode.sectors <= xattr_blocks)
+        {
+            if len > 60 {
+                return err(format!(
+                    "fast symlink inode {} claims {len} bytes",
+                    inode.ino
+                ));
+            }
+            return Ok(inode.block[..len].to_vec());
+        }
+        self.read_all(inode, 4095)
+    }
+
+    /// The extended attributes of an inode (in-inode first, then the xattr block).
+    pub(crate) fn xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+        let mut out = Vec::new();
+        let area = &inode.xattr_area;
+        if u32le(area, 0) == XATTR_MAGIC {
+            parse_xattr_entries(inode.ino, area, 4, 4, &mut out)?;
+        }
+        if inode.file_acl != 0 {
+            let block = self.block(inode.ino, inode.file_acl)?;
+            if u32le(&block, 0) != XATTR_MAGIC {
+                return err(format!(
+                    "inode {} has an xattr block without magic",
+                    inode.ino
+                ));
+            }
+            parse_xattr_entries(inode.ino, &block, 32, 0, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+fn is_power_of(mut n: u64, base: u64) -> bool {
+    while n > 1 && n % base == 0 {
+        n /= base;
+    }
+    n == 1
+}
+
+fn time(sec: u32, extra: Option<u32>) -> Time {
+    let base = i64::from(sec as i32);
+    match extra {
+        Some(x) => Time {
+            sec: base + (i64::from(x & 3) << 32),
+            nsec: (x >> 2).min(999_999_999),
+        },
+        None => Time { sec: base, nsec: 0 },
+    }
+}
+
+fn parse_inode(ino: u32, raw: &[u8], huge_files: bool) -> Inode {
+    let extra_isize = if raw.len() > 128 {
+        usize::from(u16le(raw, 0x80))
+    } else {
+        0
+    };
+    let has_extra = |field_end: usize| raw.len() > 128 && 128 + extra_isize >= field_end;
+    let flags = u32le(raw, 0x20);
+    let blocks_lo = u64::from(u32le(raw, 0x1C));
+    let blocks_hi = u64::from(u16le(raw, 0x74));
+    let mut sectors = blocks_lo | (blocks_hi << 32);
+    if huge_files && flags & HUGE_FILE_FL != 0 {
+        // Counted in file system blocks; callers only compare against small numbers.
+        sectors = sectors.saturating_mul(8);
+    }
+    let mut block = [0u8; 60];
+    block.copy_from_slice(&raw[0x28..0x28 + 60]);
+    let xattr_start = (128 + extra_isize).min(raw.len());
+    Inode {
+        ino,
+        mode: u16le(raw, 0),
+        uid: u32::from(u16le(raw, 0x2)) | (u32::from(u16le(raw, 0x78)) << 16),
+        gid: u32::from(u16le(raw, 0x18)) | (u32::from(u16le(raw, 0x7A)) << 16),
+        size: u64::from(u32le(raw, 0x4)) | (u64::from(u32le(raw, 0x6C)) << 32),
+        links: u16le(raw, 0x1A),
+        atime: time(u32le(raw, 0x8), has_extra(0x90).then(|| u32le(raw, 0x8C))),
+        mtime: time(u32le(raw, 0x10), has_extra(0x8C).then(|| u32le(raw, 0x88))),
+        flags,
+        block,
+        file_acl: u64::from(u32le(raw, 0x68)) | (u64::from(u16le(raw, 0x76)) << 32),
+        sectors,
+        xattr_area: raw[xattr_start..].to_vec(),
+    }
+}
+
+/// Parses xattr entries starting at `first`; values sit at `value_base + e_value_offs`.
+fn parse_xattr_entries(
+    ino: u32,
+    buf: &[u8],
+    first: usize,
+    value_base: usize,
+    out: &mut Vec<Xattr>,
+) -> Result<()> {
+    let bad = |what: &str| {
+        RawError(format!(
+            "inode {ino} has a corrupt extended attribute ({what})"
+        ))
+    };
+    let mut off = first;
+    let mut seen = HashSet::new();
+    while off + 4 <= buf.len() && u32le(buf, off) != 0 {
+        if off + 16 > buf.len() {
+            return Err(bad("entry header past the end"));
+        }
+        let name_len = usize::from(buf[off]);
+        let index = buf[off + 1];
+        let value_offs = usize::from(u16le(buf, off + 2));
+        let value_inum = u32le(buf, off + 4);
+        let value_size = usize::try_from(u32le(buf, off + 8)).unwrap_or(usize::MAX);
+        let name = buf
+            .get(off + 16..off + 16 + name_len)
+            .ok_or_else(|| bad("name past the end"))?;
+        off = (off + 16 + name_len + 3) & !3;
+        if value_inum != 0 {
+            return err(format!(
+                "inode {ino} keeps an xattr value in inode {value_inum} (ea_inode, unsupported)"
+            ));
+        }
+        let start = value_base + value_offs;
+        let value = buf
+            .get(start..start.saturating_add(value_size))
+            .ok_or_else(|| bad("value past the end"))?;
+        let prefix: &[u8] = match index {
+            1 => b"user.",
+            2 => b"system.posix_acl_access",
+            3 => b"system.posix_acl_default",
+            4 => b"trusted.",
+            6 => b"security.",
+            7 => b"system.",
+            8 => b"system.richacl",
+            _ => return Err(bad(&format!("unknown name index {index}"))),
+        };
+        let mut full = prefix.to_vec();
+        full.extend_from_slice(name);
+        if full == b"system.data" {
+            // The inline-data marker, not a user-visible attribute.
+            continue;
+        }
+        let value = if index == 2 || index == 3 {
+            acl_to_xattr(ino, value)?
+        } else {
+            value.to_vec()
+        };
+        if seen.insert(full.clone()) {
+            out.push(Xattr { name: full, value });
+        }
+    }
+    Ok(())
+}
+
+/// Converts an ext4 on-disk POSIX ACL (version 1, short entries for the owner/group/mask/
+/// other tags) to the Linux `system.posix_acl_*` xattr format (version 2, 8-byte entries).
+fn acl_to_xattr(ino: u32, disk: &[u8]) -> Result<Vec<u8>> {
+    if u32le(disk, 0) != 1 {
+        return err(format!(
+            "inode {ino} has an ACL of unknown version {}",
+            u32le(disk, 0)
+        ));
+    }
+    let mut out = 2u32.to_le_bytes().to_vec();
+    let mut off = 4;
+    while off < disk.len() {
+        if off + 4 > disk.len() {
+            return err(format!("inode {ino} has a truncated ACL"));
+        }
+        let tag = u16le(disk, off);
+        let perm = u16le(disk, off + 2);
+        let id = match tag {
+            // ACL_USER and ACL_GROUP carry an id.
+            0x02 | 0x08 => {
+                if off + 8 > disk.len() {
+                    return err(format!("inode {ino} has a truncated ACL"));
+                }
+                let id = u32le(disk, off + 4);
+                off += 8;
+                id
+            }
+            0x01 | 0x04 | 0x10 | 0x20 => {
+                off += 4;
+                u32::MAX
+            }
+            other => {
+                return err(format!(
+                    "inode {ino} has an ACL entry with unknown tag {other:#x}"
+                ));
+            }
+        };
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_decode_both_encodings() {
+        let mut ino = parse_inode(5, &[0u8; 256], false);
+        ino.block[0..4].copy_from_slice(&((8u32 << 8) | 1).to_le_bytes());
+        assert_eq!(ino.rdev(), (8, 1));
+        ino.block[0..4].copy_from_slice(&0u32.to_le_bytes());
+        // major 259, minor 300: new encoding (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)
+        let new = (300u32 & 0xff) | (259 << 8) | ((300 & !0xff) << 12);
+        ino.block[4..8].copy_from_slice(&new.to_le_bytes());
+        assert_eq!(ino.rdev(), (259, 300));
+    }
+
+    #[test]
+    fn timestamps_use_epoch_bits_and_nanoseconds() {
+        assert_eq!(
+            time(5, Some((7 << 2) | 1)),
+            Time {
+                sec: 5 + (1 << 32),
+                nsec: 7
+            }
+        );
+        assert_eq!(time(u32::MAX, Some(0)), Time { sec: -1, nsec: 0 });
+        assert_eq!(time(u32::MAX, None), Time { sec: -1, nsec: 0 });
+    }
+
+    #[test]
+    fn acl_conversion_widens_short_entries() {
+        let mut disk = 1u32.to_le_bytes().to_vec();
+        disk.extend_from_slice(&[0x01, 0, 6, 0]); // USER_OBJ rw-
+        disk.extend_from_slice(&[0x02, 0, 4, 0, 0xe8, 0x03, 0, 0]); // USER 1000 r--
+        disk.extend_from_slice(&[0x20, 0, 0, 0]); // OTHER ---
+        let x = acl_to_xattr(9, &disk).unwrap();
+        assert_eq!(x.len(), 4 + 3 * 8);
+        assert_eq!(u32le(&x, 0), 2);
+        assert_eq!(u32le(&x, 8), u32::MAX);
+        assert_eq!(u32le(&x, 16), 1000);
+        assert!(acl_to_xattr(9, &disk[..disk.len() - 2]).is_err());
+        assert!(acl_to_xattr(9, &[2, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn xattr_entries_parse_and_reject_overruns() {
+        let mut area = XATTR_MAGIC.to_le_bytes().to_vec();
+        // one entry: name "k" in user. namespace, value "v1" at offset 32 from entry start
+        let mut entry = vec![1u8, 1];
+        entry.extend_from_slice(&32u16.to_le_bytes());
+        entry.extend_from_slice(&0u32.to_le_bytes());
+        entry.extend_from_slice(&2u32.to_le_bytes());
+        entry.extend_from_slice(&0u32.to_le_bytes());
+        entry.push(b'k');
+        area.extend_from_slice(&entry);
+        area.resize(4 + 20, 0); // padding + 4 zero bytes end marker
+        area.resize(4 + 32, 0);
+        area.extend_from_slice(b"v1");
+        let mut out = Vec::new();
+        parse_xattr_entries(3, &area, 4, 4, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![Xattr {
+                name: b"user.k".to_vec(),
+                value: b"v1".to_vec()
+            }]
+        );
+        let mut out = Vec::new();
+        assert!(parse_xattr_entries(3, &area[..area.len() - 1], 4, 4, &mut out).is_err());
+    }
+
+    #[test]
+    fn sparse_super_groups() {
+        let f = |g: u64| g <= 1 || [3u64, 5, 7].iter().any(|&b| is_power_of(g, b));
+        let with: Vec<u64> = (0..60).filter(|&g| f(g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49]);
+    }
+}
