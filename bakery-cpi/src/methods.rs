@@ -427,34 +427,14 @@ impl<'a> Cpi<'a> {
             }
             Err(e) => return Err(CpiError::bakery(format!("reading pi {vm_cid}"), e)),
         };
-        match state(&pi) {
-            PiState::Fridge | PiState::Unbaking => {
-                self.log.line(format_args!(
-                    "pi {vm_cid} is {}; nothing to delete",
-                    state(&pi).as_str()
-                ));
-                return Ok(Value::Null);
-            }
-            PiState::Preparing => {
-                self.log.line(format_args!(
-                    "pi {vm_cid} is still being baked; waiting to unbake it"
-                ));
-                match self.bakery.wait_baked(vm_cid, self.config.bake_timeout()) {
-                    Ok(_) => {}
-                    Err(e) if e.status() == Some(409) || e.is_not_found() => {
-                        return Ok(Value::Null);
-                    }
-                    Err(e) => {
-                        return Err(CpiError::bakery(
-                            format!("waiting for pi {vm_cid} to be baked"),
-                            e,
-                        ));
-                    }
-                }
-            }
-            PiState::Baked => {}
+        if matches!(state(&pi), PiState::Fridge | PiState::Unbaking) {
+            self.log.line(format_args!(
+                "pi {vm_cid} is {}; nothing to delete",
+                state(&pi).as_str()
+            ));
+            return Ok(Value::Null);
         }
-        unbake(self.bakery, vm_cid)
+        ensure_unbaked(self.bakery, vm_cid, self.config.bake_timeout())
             .map_err(|e| CpiError::bakery(format!("unbaking pi {vm_cid}"), e))?;
         self.log.line(format_args!("unbaked pi {vm_cid}"));
         Ok(Value::Null)
@@ -810,7 +790,7 @@ impl Undo {
             }
         }
         if let Some(pi) = &self.pi {
-            match undo_bake(bakery, pi) {
+            match ensure_unbaked(bakery, pi, UNDO_WAIT) {
                 Ok(()) => log.line(format_args!("undo: pi {pi} is back in the fridge")),
                 Err(e) => leftovers.push(format!("pi {pi} is still baked ({e})")),
             }
@@ -824,18 +804,29 @@ impl Undo {
     }
 }
 
-/// Put a Pi a failed create_vm baked back into the fridge, whatever state its bake is in.
-fn undo_bake(bakery: &dyn Bakery, pi: &str) -> Result<(), BackendError> {
-    match bakery.pi(pi) {
+/// Make sure a Pi is not baked: unbake it, waiting first for a bake still under way.
+/// A Pi that is unknown, in the fridge or being unbaked is fine.
+fn ensure_unbaked(bakery: &dyn Bakery, pi: &str, wait: Duration) -> Result<(), BackendError> {
+    let mut info = match bakery.pi(pi) {
         Err(e) if e.is_not_found() => return Ok(()),
-        Ok(info) if state(&info) == PiState::Fridge => return Ok(()),
-        Ok(info) if state(&info) == PiState::Preparing => match bakery.wait_baked(pi, UNDO_WAIT) {
-            Err(e) if e.status() == Some(409) || e.is_not_found() => return Ok(()),
-            _ => {}
-        },
-        _ => {}
+        other => other?,
+    };
+    if state(&info) == PiState::Preparing {
+        // Whatever the wait says (baked, bake failed, timeout), look again.
+        let _ = bakery.wait_baked(pi, wait);
+        info = match bakery.pi(pi) {
+            Err(e) if e.is_not_found() => return Ok(()),
+            other => other?,
+        };
     }
-    unbake(bakery, pi)
+    match state(&info) {
+        PiState::Fridge | PiState::Unbaking => Ok(()),
+        PiState::Preparing => Err(BackendError::Other(format!(
+            "pi {pi} is still being baked after {} s",
+            wait.as_secs()
+        ))),
+        PiState::Baked => unbake(bakery, pi),
+    }
 }
 
 /// Unbake; a Pi that turns out not to be baked (any more) is fine.
