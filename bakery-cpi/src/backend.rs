@@ -51,6 +51,8 @@ pub type BackendResult<T> = Result<T, BackendError>;
 pub trait Bakery {
     /// `POST /bakeforms/{name}`: upload an image file (403 when the name exists).
     fn upload_bakeform(&self, name: &str, image: &Path) -> BackendResult<Bakeform>;
+    /// `GET /bakeforms/{name}`: whether the bakeform exists.
+    fn bakeform_exists(&self, name: &str) -> BackendResult<bool>;
     /// `DELETE /bakeforms/{name}` (404 unknown, 409 in use).
     fn delete_bakeform(&self, name: &str) -> BackendResult<()>;
     /// `POST /fridge`: start baking a Pi (404 no free Pi, 400 unknown bakeform).
@@ -105,6 +107,14 @@ impl Bakery for bakery_client::blocking::Client {
         Ok(bakery_client::blocking::Client::upload_bakeform(
             self, name, image, None,
         )?)
+    }
+
+    fn bakeform_exists(&self, name: &str) -> BackendResult<bool> {
+        match bakery_client::blocking::Client::bakeform(self, name) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn delete_bakeform(&self, name: &str) -> BackendResult<()> {

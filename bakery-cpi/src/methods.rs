@@ -216,37 +216,44 @@ impl<'a> Cpi<'a> {
                 "stemcell image {image_path} is not a readable file"
             )));
         }
+        // Replace an existing bakeform (bosh --fix re-uploads): delete it first rather than
+        // streaming the whole image only to be told 403.
+        let exists = self
+            .bakery
+            .bakeform_exists(&name)
+            .map_err(|e| CpiError::bakery(format!("reading bakeform {name}"), e))?;
+        if exists {
+            self.replace_bakeform(&name)?;
+        }
         self.log
             .line(format_args!("uploading {image_path} as bakeform {name}"));
+        let upload_error =
+            |e| CpiError::bakery(format!("uploading {image_path} as bakeform {name}"), e);
         match self.bakery.upload_bakeform(&name, path) {
             Ok(_) => {}
             Err(e) if e.status() == Some(403) => {
-                self.log
-                    .line(format_args!("bakeform {name} exists; replacing it"));
-                match self.bakery.delete_bakeform(&name) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) if e.status() == Some(409) => {
-                        return Err(CpiError::Cloud(format!(
-                            "cannot replace bakeform {name}: pis baked from it are in use ({e})"
-                        )));
-                    }
-                    Err(e) => {
-                        return Err(CpiError::bakery(format!("deleting bakeform {name}"), e));
-                    }
-                }
-                self.bakery.upload_bakeform(&name, path).map_err(|e| {
-                    CpiError::bakery(format!("uploading {image_path} as bakeform {name}"), e)
-                })?;
+                self.replace_bakeform(&name)?;
+                self.bakery
+                    .upload_bakeform(&name, path)
+                    .map_err(upload_error)?;
             }
-            Err(e) => {
-                return Err(CpiError::bakery(
-                    format!("uploading {image_path} as bakeform {name}"),
-                    e,
-                ));
-            }
+            Err(e) => return Err(upload_error(e)),
         }
         Ok(Value::String(name))
+    }
+
+    /// Delete a bakeform a new upload replaces.
+    fn replace_bakeform(&mut self, name: &str) -> Result<(), CpiError> {
+        self.log
+            .line(format_args!("bakeform {name} exists; replacing it"));
+        match self.bakery.delete_bakeform(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if e.status() == Some(409) => Err(CpiError::Cloud(format!(
+                "cannot replace bakeform {name}: pis baked from it are in use ({e})"
+            ))),
+            Err(e) => Err(CpiError::bakery(format!("deleting bakeform {name}"), e)),
+        }
     }
 
     fn delete_stemcell(&mut self, args: Args<'_>) -> Result<Value, CpiError> {

@@ -27,6 +27,7 @@ struct State {
     bake_requests: Vec<BakeRequest>,
     calls: Vec<String>,
     next: u32,
+    exists_says_no: bool,
 }
 
 /// An in-memory bakery following the API's statuses.
@@ -121,6 +122,11 @@ impl Bakery for Fake {
             state: None,
             error: None,
         })
+    }
+
+    fn bakeform_exists(&self, name: &str) -> BackendResult<bool> {
+        let s = self.enter("bakeform_exists")?;
+        Ok(s.bakeforms.contains(name) && !s.exists_says_no)
     }
 
     fn delete_bakeform(&self, name: &str) -> BackendResult<()> {
@@ -604,7 +610,23 @@ fn stemcells_are_replaced_and_deleted_idempotently() {
     assert_eq!(
         calls,
         vec![
+            "bakeform_exists",
             "upload_bakeform",
+            "bakeform_exists",
+            "delete_bakeform",
+            "upload_bakeform"
+        ]
+    );
+    // a bakeform that appears between the check and the upload (403) is replaced as well
+    fake.state.borrow_mut().calls.clear();
+    fake.state.borrow_mut().exists_says_no = true;
+    let again = call(&fake, 2, "create_stemcell", json!([path, props])).expect("replaced");
+    assert_eq!(again, cid);
+    let calls = fake.state.borrow().calls.clone();
+    assert_eq!(
+        calls,
+        vec![
+            "bakeform_exists",
             "upload_bakeform",
             "delete_bakeform",
             "upload_bakeform"
