@@ -525,6 +525,17 @@ fn create_vm_failures_leave_nothing_behind() {
     );
     bakery.fail("poweron", false);
 
+    // the NFS export fails, so the bake fails (409 from the long-poll)
+    bakery.fail("exportfs", true);
+    let run = create(json!({}), &stemcell);
+    check("exportfs failing", &run, false);
+    assert!(
+        run.message().contains("exportfs: broken"),
+        "{}",
+        run.message()
+    );
+    bakery.fail("exportfs", false);
+
     // no space for the ephemeral disk
     let run = create(json!({"ephemeral_disk": 1i64 << 40}), &stemcell);
     check("disk too large", &run, false);
