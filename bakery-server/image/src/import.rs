@@ -629,8 +629,7 @@ fn extract_ext4(
             bytes += files[end].inode.size;
             end += 1;
         }
-        let results: Vec<Result<(u64, Vec<(String, String)>), ImageError>> = files
-            [batch_start..end]
+        let results: Vec<Result<FileOutcome, ImageError>> = files[batch_start..end]
             .par_iter()
             .map(|e| write_file(fs, e, &path_of(e), as_root))
             .collect();
@@ -766,6 +765,9 @@ fn xattr_refused(err: &io::Error, as_root: bool) -> bool {
     }
 }
 
+/// What writing one file produced: xattrs set and (warning, example) pairs.
+type FileOutcome = (u64, Vec<(String, String)>);
+
 /// Creates one regular file with its data, owner, xattrs, mode and times.
 /// Returns the number of xattrs set and (warning, example) pairs.
 fn write_file(
@@ -773,7 +775,7 @@ fn write_file(
     e: &Entry,
     path: &Path,
     as_root: bool,
-) -> Result<(u64, Vec<(String, String)>), ImageError> {
+) -> Result<FileOutcome, ImageError> {
     let out = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -122,7 +122,7 @@ fn gpt_partitions(whole: &Region<'_>) -> Result<Vec<Part>, String> {
     let entries_lba = u64le(&hdr, 72);
     let count = u32le(&hdr, 80).min(256);
     let size = u64::from(u32le(&hdr, 84));
-    if size < 128 || size > 4096 {
+    if !(128..=4096).contains(&size) {
         return Err(format!("GPT entry size {size} is invalid"));
     }
     let mut table = vec![0u8; usize::try_from(u64::from(count) * size).map_err(|e| e.to_string())?];

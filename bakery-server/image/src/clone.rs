@@ -1,0 +1,542 @@
+//! Clones a golden root tree into a new tree with the fastest strategy the file system offers:
+//! a btrfs subvolume snapshot, per-file reflinks (FICLONE: XFS, btrfs, bcachefs …), or a
+//! parallel copy (copy_file_range on all cores, holes kept) on plain ext4.
+//!
+//! The clone is identical in content and metadata: file types, permission bits incl.
+//! setuid/setgid/sticky, owners, atime/mtime with nanoseconds, symlink targets, hardlinks
+//! (as hardlinks within the clone), device numbers, fifos, sockets and extended attributes.
+//! Not preserved: ctime and birth time (the kernel sets them), inode flags (`chattr`).
+//! Owners are set when running as root; otherwise an entry owned by someone else is an error
+//! (an unprivileged user's golden trees are all their own). On any error `dst` is removed.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::error::ImageError;
+use crate::host;
+
+/// How a tree is cloned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloneStrategy {
+    /// One btrfs subvolume snapshot (constant time). Falls back to reflinks when the source
+    /// is not a subvolume.
+    Snapshot,
+    /// Walk the tree and reflink every file's data (FICLONE): metadata work only.
+    Reflink,
+    /// Walk the tree and copy every file's data in parallel with copy_file_range.
+    Copy,
+}
+
+impl fmt::Display for CloneStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloneStrategy::Snapshot => "btrfs-snapshot",
+            CloneStrategy::Reflink => "reflink",
+            CloneStrategy::Copy => "copy",
+        })
+    }
+}
+
+/// What a clone did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloneStats {
+    /// The strategy actually used (a snapshot of a non-subvolume falls back to reflink,
+    /// a reflink refused by the file system to copy).
+    pub strategy: CloneStrategy,
+    /// Regular files (first links).
+    pub files: u64,
+    /// Directories below the root.
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Additional hard links.
+    pub hardlinks: u64,
+    /// Device nodes, fifos and sockets.
+    pub specials: u64,
+    /// Bytes of regular file contents.
+    pub bytes: u64,
+}
+
+const BTRFS_SUPER_MAGIC: libc::c_long = 0x9123_683E;
+/// `_IOW(0x94, 9, int)`
+const FICLONE: libc::c_ulong = 0x4004_9409;
+/// `_IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)` (4096 bytes)
+const BTRFS_IOC_SNAP_CREATE_V2: libc::c_ulong = 0x5000_9417;
+/// Inode number of every btrfs subvolume's root directory.
+const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
+
+/// Picks the fastest strategy for trees under `dir`: btrfs → snapshot; a file system that
+/// accepts FICLONE (tested with two scratch files in `dir`) → reflink; else copy.
+pub fn detect_strategy(dir: &Path) -> CloneStrategy {
+    if fs_type(dir) == Some(BTRFS_SUPER_MAGIC) {
+        return CloneStrategy::Snapshot;
+    }
+    if reflink_works(dir) {
+        CloneStrategy::Reflink
+    } else {
+        CloneStrategy::Copy
+    }
+}
+
+fn fs_type(dir: &Path) -> Option<libc::c_long> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and a zeroed statfs out-parameter.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    #[allow(clippy::unnecessary_cast)]
+    (rc == 0).then_some(st.f_type as libc::c_long)
+}
+
+fn reflink_works(dir: &Path) -> bool {
+    let a = dir.join(format!(".bakery-reflink-probe-{}-a", std::process::id()));
+    let b = dir.join(format!(".bakery-reflink-probe-{}-b", std::process::id()));
+    let ok = (|| -> io::Result<bool> {
+        fs::write(&a, [0x42u8; 4096])?;
+        let src = File::open(&a)?;
+        let dst = OpenOptions::new().write(true).create_new(true).open(&b)?;
+        Ok(ficlone(&src, &dst).is_ok())
+    })()
+    .unwrap_or(false);
+    let _ = fs::remove_file(&a);
+    let _ = fs::remove_file(&b);
+    ok
+}
+
+fn ficlone(src: &File, dst: &File) -> io::Result<()> {
+    // SAFETY: both fds are open; FICLONE takes the source fd as its argument.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Clones the tree `src` into the new path `dst` (which must not exist) with `strategy`.
+///
+/// On success `dst` is a complete, identical copy; on error it is removed. The caller is
+/// expected to pass a temporary name and rename it into place.
+pub fn clone_tree(
+    src: &Path,
+    dst: &Path,
+    strategy: CloneStrategy,
+) -> Result<CloneStats, ImageError> {
+    if fs::symlink_metadata(dst).is_ok() {
+        return Err(ImageError::DestinationExists {
+            path: dst.to_owned(),
+        });
+    }
+    let md = fs::symlink_metadata(src).map_err(|e| ImageError::io("stat", src, e))?;
+    if !md.is_dir() {
+        return Err(ImageError::io(
+            "clone",
+            src,
+            io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        ));
+    }
+    if strategy == CloneStrategy::Snapshot && md.ino() == BTRFS_FIRST_FREE_OBJECTID {
+        match snapshot(src, dst) {
+            Ok(()) => {
+                return Ok(CloneStats {
+                    strategy,
+                    files: 0,
+                    dirs: 0,
+                    symlinks: 0,
+                    hardlinks: 0,
+                    specials: 0,
+                    bytes: 0,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(src = %src.display(), error = %e, "btrfs snapshot failed, cloning with reflinks")
+            }
+        }
+    }
+    let reflink = strategy != CloneStrategy::Copy;
+    let result = walk_clone(src, dst, reflink);
+    if result.is_err() {
+        if let Err(e) = host::remove_tree(dst) {
+            tracing::warn!(dst = %dst.display(), error = %e, "could not remove a failed clone");
+        }
+    }
+    result
+}
+
+#[repr(C)]
+struct SnapArgs {
+    fd: i64,
+    transid: u64,
+    flags: u64,
+    unused: [u64; 4],
+    name: [u8; 4040],
+}
+
+fn snapshot(src: &Path, dst: &Path) -> io::Result<()> {
+    let parent = dst
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dst
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "destination has no name"))?;
+    let name = name.as_bytes();
+    if name.len() >= 4040 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "destination name too long",
+        ));
+    }
+    let src_dir = File::open(src)?;
+    let parent_dir = File::open(parent)?;
+    let mut args = SnapArgs {
+        fd: i64::from(src_dir.as_raw_fd()),
+        transid: 0,
+        flags: 0,
+        unused: [0; 4],
+        name: [0; 4040],
+    };
+    args.name[..name.len()].copy_from_slice(name);
+    // SAFETY: the parent dir fd is open and args is a properly laid out, live struct.
+    let rc = unsafe {
+        libc::ioctl(
+            parent_dir.as_raw_fd(),
+            BTRFS_IOC_SNAP_CREATE_V2 as _,
+            &mut args,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    rel: PathBuf,
+    dir: bool,
+    depth: usize,
+}
+
+fn walk(src: &Path) -> Result<Vec<Node>, ImageError> {
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::new(), 0usize)];
+    while let Some((rel, depth)) = stack.pop() {
+        let here = src.join(&rel);
+        for e in fs::read_dir(&here).map_err(|e| ImageError::io("list", &here, e))? {
+            let e = e.map_err(|e| ImageError::io("list", &here, e))?;
+            let ft = e
+                .file_type()
+                .map_err(|err| ImageError::io("stat", e.path(), err))?;
+            let child = rel.join(e.file_name());
+            if ft.is_dir() {
+                stack.push((child.clone(), depth + 1));
+            }
+            out.push(Node {
+                rel: child,
+                dir: ft.is_dir(),
+                depth: depth + 1,
+            });
+        }
+    }
+    Ok(out)
+}
+
+struct Ctx<'a> {
+    src: &'a Path,
+    dst: &'a Path,
+    reflink: bool,
+    as_root: bool,
+    me: (u32, u32),
+    reflink_refused: std::sync::atomic::AtomicBool,
+}
+
+fn walk_clone(src: &Path, dst: &Path, reflink: bool) -> Result<CloneStats, ImageError> {
+    let nodes = walk(src)?;
+    let ctx = Ctx {
+        src,
+        dst,
+        reflink,
+        as_root: host::is_root(),
+        // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+        me: unsafe { (libc::geteuid(), libc::getegid()) },
+        reflink_refused: std::sync::atomic::AtomicBool::new(false),
+    };
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dst)
+        .map_err(|e| ImageError::io("create", dst, e))?;
+    let mut stats = CloneStats {
+        strategy: if reflink {
+            CloneStrategy::Reflink
+        } else {
+            CloneStrategy::Copy
+        },
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        hardlinks: 0,
+        specials: 0,
+        bytes: 0,
+    };
+    // 1. Directories (parents come before children in walk order).
+    for n in nodes.iter().filter(|n| n.dir) {
+        let p = dst.join(&n.rel);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .map_err(|e| ImageError::io("create", &p, e))?;
+        stats.dirs += 1;
+    }
+    // 2. Everything else in parallel; multiply-linked files wait for a sequential pass.
+    let deferred: Mutex<Vec<(&Node, fs::Metadata)>> = Mutex::new(Vec::new());
+    let counters = [(); 4].map(|_| AtomicU64::new(0)); // files, symlinks, specials, bytes
+    nodes
+        .par_iter()
+        .filter(|n| !n.dir)
+        .try_for_each(|n| -> Result<(), ImageError> {
+            let from = src.join(&n.rel);
+            let md = fs::symlink_metadata(&from).map_err(|e| ImageError::io("stat", &from, e))?;
+            if md.nlink() > 1 && !md.is_dir() {
+                deferred.lock().map_err(|_| poisoned(&from))?.push((n, md));
+                return Ok(());
+            }
+            let kind = clone_entry(&ctx, &n.rel, &md)?;
+            counters[kind].fetch_add(1, Ordering::Relaxed);
+            if kind == 0 {
+                counters[3].fetch_add(md.len(), Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+    // 3. Hardlinked entries: the first name of each inode is cloned, the others linked to it.
+    let mut deferred = deferred.into_inner().map_err(|_| poisoned(src))?;
+    deferred.sort_by(|a, b| a.0.rel.cmp(&b.0.rel));
+    let mut first: HashMap<(u64, u64), &Path> = HashMap::new();
+    for (n, md) in &deferred {
+        let to = dst.join(&n.rel);
+        if let Some(target) = first.get(&(md.dev(), md.ino())) {
+            let target = dst.join(target);
+            fs::hard_link(&target, &to).map_err(|e| ImageError::io("hardlink", &to, e))?;
+            stats.hardlinks += 1;
+            continue;
+        }
+        let kind = clone_entry(&ctx, &n.rel, md)?;
+        counters[kind].fetch_add(1, Ordering::Relaxed);
+        if kind == 0 {
+            counters[3].fetch_add(md.len(), Ordering::Relaxed);
+        }
+        first.insert((md.dev(), md.ino()), &n.rel);
+    }
+    // 4. Directory metadata, deepest level first, each level in parallel.
+    let mut dirs: Vec<&Node> = nodes.iter().filter(|n| n.dir).collect();
+    dirs.sort_by_key(|n| std::cmp::Reverse(n.depth));
+    for level in dirs.chunk_by(|a, b| a.depth == b.depth) {
+        level.par_iter().try_for_each(|n| dir_meta(&ctx, &n.rel))?;
+    }
+    dir_meta(&ctx, Path::new(""))?;
+    stats.files = counters[0].load(Ordering::Relaxed);
+    stats.symlinks = counters[1].load(Ordering::Relaxed);
+    stats.specials = counters[2].load(Ordering::Relaxed);
+    stats.bytes = counters[3].load(Ordering::Relaxed);
+    if ctx.reflink_refused.load(Ordering::Relaxed) {
+        stats.strategy = CloneStrategy::Copy;
+    }
+    Ok(stats)
+}
+
+fn poisoned(p: &Path) -> ImageError {
+    ImageError::io("clone", p, io::Error::other("a worker thread panicked"))
+}
+
+fn owner(ctx: &Ctx<'_>, md: &fs::Metadata, path: &Path) -> Result<Option<(u32, u32)>, ImageError> {
+    let want = (md.uid(), md.gid());
+    if ctx.as_root {
+        return Ok(Some(want));
+    }
+    if want == ctx.me {
+        return Ok(None);
+    }
+    // An unprivileged user may still give a file one of their own groups.
+    if want.0 == ctx.me.0 {
+        return Ok(Some(want));
+    }
+    Err(ImageError::io(
+        "clone owner of",
+        path,
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("owned by uid {} and not running as root", want.0),
+        ),
+    ))
+}
+
+fn copy_xattrs_path(from: &Path, to: &Path) -> Result<(), ImageError> {
+    for (name, value) in
+        host::lgetxattrs(from).map_err(|e| ImageError::io("read xattrs of", from, e))?
+    {
+        host::lsetxattr(to, &name, &value).map_err(|e| ImageError::io("set xattr on", to, e))?;
+    }
+    Ok(())
+}
+
+fn times(md: &fs::Metadata) -> ((i64, u32), (i64, u32)) {
+    (
+        (md.atime(), md.atime_nsec() as u32),
+        (md.mtime(), md.mtime_nsec() as u32),
+    )
+}
+
+/// Clones one non-directory entry. Returns 0 for a file, 1 for a symlink, 2 for a special.
+fn clone_entry(ctx: &Ctx<'_>, rel: &Path, md: &fs::Metadata) -> Result<usize, ImageError> {
+    let from = ctx.src.join(rel);
+    let to = ctx.dst.join(rel);
+    let ft = md.file_type();
+    let own = owner(ctx, md, &from)?;
+    let (atime, mtime) = times(md);
+    if ft.is_file() {
+        let src = File::open(&from).map_err(|e| ImageError::io("open", &from, e))?;
+        let out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+            .map_err(|e| ImageError::io("create", &to, e))?;
+        copy_data(ctx, &src, &out, md).map_err(|e| ImageError::io("copy data into", &to, e))?;
+        if let Some((uid, gid)) = own {
+            host::fchown(&out, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
+        }
+        copy_xattrs_path(&from, &to)?;
+        host::fchmod(&out, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
+        host::futimens(&out, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))?;
+        return Ok(0);
+    }
+    let kind = if ft.is_symlink() {
+        let target: OsString = fs::read_link(&from)
+            .map_err(|e| ImageError::io("read link", &from, e))?
+            .into();
+        symlink(&target, &to).map_err(|e| ImageError::io("symlink", &to, e))?;
+        1
+    } else {
+        let k = if ft.is_char_device() {
+            libc::S_IFCHR
+        } else if ft.is_block_device() {
+            libc::S_IFBLK
+        } else if ft.is_fifo() {
+            libc::S_IFIFO
+        } else {
+            libc::S_IFSOCK
+        };
+        let rdev = md.rdev();
+        host::mknod(
+            &to,
+            k,
+            md.mode() & 0o777,
+            libc::major(rdev),
+            libc::minor(rdev),
+        )
+        .map_err(|e| ImageError::io("mknod", &to, e))?;
+        2
+    };
+    if let Some((uid, gid)) = own {
+        host::lchown(&to, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
+    }
+    copy_xattrs_path(&from, &to)?;
+    if kind == 2 {
+        host::chmod(&to, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
+    }
+    host::lutimens(&to, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))?;
+    Ok(kind)
+}
+
+/// Copies a file's data: a reflink if allowed and possible, else copy_file_range over the
+/// data segments only (holes stay holes).
+fn copy_data(ctx: &Ctx<'_>, src: &File, out: &File, md: &fs::Metadata) -> io::Result<()> {
+    let len = md.len();
+    if len == 0 {
+        return Ok(());
+    }
+    if ctx.reflink && !ctx.reflink_refused.load(Ordering::Relaxed) {
+        match ficlone(src, out) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOTTY)
+                ) =>
+            {
+                ctx.reflink_refused.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if md.blocks() * 512 >= len {
+        return host::copy_range(src, 0, out, 0, len);
+    }
+    // Sparse: copy only the data segments.
+    let mut pos = 0u64;
+    while pos < len {
+        let Some(data) = seek(src, pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        let hole = seek(src, data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+        host::copy_range(src, data, out, data, hole - data)?;
+        pos = hole;
+    }
+    out.set_len(len)
+}
+
+fn seek(f: &File, from: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let off = i64::try_from(from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid fd; lseek has no memory effects.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
+    if r >= 0 {
+        return Ok(Some(r as u64));
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENXIO) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+fn dir_meta(ctx: &Ctx<'_>, rel: &Path) -> Result<(), ImageError> {
+    let from = ctx.src.join(rel);
+    let to = ctx.dst.join(rel);
+    let md = fs::symlink_metadata(&from).map_err(|e| ImageError::io("stat", &from, e))?;
+    if let Some((uid, gid)) = owner(ctx, &md, &from)? {
+        host::lchown(&to, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
+    }
+    copy_xattrs_path(&from, &to)?;
+    host::chmod(&to, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
+    let (atime, mtime) = times(&md);
+    host::lutimens(&to, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_display_as_logged() {
+        assert_eq!(CloneStrategy::Snapshot.to_string(), "btrfs-snapshot");
+        assert_eq!(CloneStrategy::Reflink.to_string(), "reflink");
+        assert_eq!(CloneStrategy::Copy.to_string(), "copy");
+    }
+
+    #[test]
+    fn snapshot_args_match_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<SnapArgs>(), 4096);
+    }
+}
