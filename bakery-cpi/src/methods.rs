@@ -32,51 +32,28 @@ const MAX_RAM_MIB: i64 = 16 * 1024;
 /// How long the undo of a failed create_vm waits for a bake still under way.
 const UNDO_WAIT: Duration = Duration::from_secs(120);
 
-/// Methods the CPI answers without talking to bakery.
-pub fn needs_bakery(method: &str) -> bool {
-    !matches!(
-        method,
-        "info"
-            | "calculate_vm_cloud_properties"
-            | "update_disk"
-            | "snapshot_disk"
-            | "delete_snapshot"
-            | "create_network"
-            | "delete_network"
-            | "current_vm_id"
-            | "configure_networks"
-    ) && is_known(method)
-}
+/// The methods that talk to bakery (all others are answered by [`call_local`]).
+const BAKERY_METHODS: [&str; 15] = [
+    "create_stemcell",
+    "delete_stemcell",
+    "create_vm",
+    "delete_vm",
+    "has_vm",
+    "reboot_vm",
+    "set_vm_metadata",
+    "create_disk",
+    "delete_disk",
+    "has_disk",
+    "attach_disk",
+    "detach_disk",
+    "get_disks",
+    "resize_disk",
+    "set_disk_metadata",
+];
 
-/// Whether `method` is a CPI method at all (v1 or v2).
-pub fn is_known(method: &str) -> bool {
-    matches!(
-        method,
-        "info"
-            | "create_stemcell"
-            | "delete_stemcell"
-            | "create_vm"
-            | "delete_vm"
-            | "has_vm"
-            | "reboot_vm"
-            | "set_vm_metadata"
-            | "calculate_vm_cloud_properties"
-            | "create_disk"
-            | "delete_disk"
-            | "has_disk"
-            | "attach_disk"
-            | "detach_disk"
-            | "get_disks"
-            | "resize_disk"
-            | "set_disk_metadata"
-            | "update_disk"
-            | "snapshot_disk"
-            | "delete_snapshot"
-            | "create_network"
-            | "delete_network"
-            | "current_vm_id"
-            | "configure_networks"
-    )
+/// Whether the method needs a bakery connection (and so a configured `url`).
+pub fn needs_bakery(method: &str) -> bool {
+    BAKERY_METHODS.contains(&method)
 }
 
 /// Answer a request that needs no bakery connection (see [`needs_bakery`]).

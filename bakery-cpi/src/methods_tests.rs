@@ -683,3 +683,17 @@ fn resize_and_metadata() {
     let err = call(&fake, 2, "create_disk", json!([10, {}, null])).unwrap_err();
     assert_eq!(err.bosh_type(), "Bosh::Clouds::NoDiskSpace");
 }
+
+#[test]
+fn every_bakery_method_is_dispatched_and_checks_its_arguments() {
+    let fake = Fake::with_pis(&[]);
+    for method in super::BAKERY_METHODS {
+        let err = call(&fake, 2, method, json!([])).unwrap_err();
+        assert_eq!(err.bosh_type(), "InvalidCall", "{method}: {err}");
+        assert!(err.to_string().contains("is missing"), "{method}: {err}");
+    }
+    assert!(
+        fake.state.borrow().calls.is_empty(),
+        "nothing called bakery"
+    );
+}
