@@ -385,6 +385,13 @@ impl Client {
     /// The file is streamed (never read whole into memory) with
     /// `Content-Type: application/x-raw-disk-image` and its `Content-Length`; `progress`
     /// hears about every chunk. A name that exists → [`Error::Status`] 403.
+    ///
+    /// Before streaming, `GET /bakeforms/{name}` checks whether the name is taken: if it is,
+    /// the upload is not sent and the result is that same 403 (message "bakeform <name>
+    /// already exists"), so gigabytes are not sent only to be refused — and a server that
+    /// refuses early and closes the connection cannot turn the 403 into a broken pipe.
+    /// Any other answer to the check (404, or 405 from a server without that route) goes on
+    /// with the upload.
     pub async fn upload_bakeform(
         &self,
         name: &str,
@@ -397,6 +404,14 @@ impl Client {
         };
         let route = format!("/bakeforms/{}", seg(name)?);
         let file = tokio::fs::File::open(image).await.map_err(io_error)?;
+        if self.bakeform(name).await.is_ok() {
+            return Err(Error::Status {
+                method: Method::POST.to_string(),
+                url: self.url(&route),
+                status: StatusCode::FORBIDDEN.as_u16(),
+                message: format!("bakeform {name} already exists"),
+            });
+        }
         let total = file.metadata().await.map_err(io_error)?.len();
         let mut progress = progress;
         if let Some(report) = progress.as_mut() {

@@ -854,6 +854,31 @@ async fn upload_bakeform_errors() {
 }
 
 #[tokio::test]
+async fn upload_of_an_existing_name_is_refused_before_streaming() {
+    let (server, client) = setup().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let image = dir.path().join("raspios.img");
+    std::fs::write(&image, vec![7u8; 4096]).expect("written");
+    expect(
+        &server,
+        "GET",
+        "/bakeforms/raspios",
+        ResponseTemplate::new(200).set_body_json(bakeform("raspios")),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(bakeform("raspios")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    assert_status(
+        client.upload_bakeform("raspios", &image, None).await,
+        403,
+        "bakeform raspios already exists",
+    );
+}
+
+#[tokio::test]
 async fn bakeform_listing_reading_and_deleting() {
     let (server, client) = setup().await;
     expect(
@@ -1072,51 +1097,60 @@ impl Received {
     }
 }
 
-/// Accepts one connection on a std listener, reads one request with a Content-Length body
-/// byte by byte as it arrives, answers `reply` and hands back what it got.
-fn serve_one(listener: TcpListener, reply: &'static str) -> std::thread::JoinHandle<Received> {
+/// Serves connections on a std listener until one request has a body: requests without one
+/// (the client's existence check) get 404 and `Connection: close`; the request with a
+/// Content-Length body is read as it arrives, answered `reply`, and handed back.
+fn serve_upload(listener: TcpListener, reply: &'static str) -> std::thread::JoinHandle<Received> {
     std::thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut request_line = String::new();
-        reader.read_line(&mut request_line).expect("request line");
-        let mut headers = Vec::new();
         loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("header line");
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).expect("request line");
+            let mut headers = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("header line");
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (k, v) = line.split_once(':').expect("header has a colon");
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
             }
-            let (k, v) = line.split_once(':').expect("header has a colon");
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            let mut received = Received {
+                request_line: request_line.trim_end().to_owned(),
+                headers,
+                body: Vec::new(),
+            };
+            let mut stream = stream;
+            let Some(length) = received.header("content-length") else {
+                let body = r#"{"error":"bakeform not found"}"#;
+                write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .expect("reply written");
+                continue;
+            };
+            let length: usize = length.parse().expect("numeric content-length");
+            let mut chunk = [0u8; 64 * 1024];
+            while received.body.len() < length {
+                let want = chunk.len().min(length - received.body.len());
+                let n = reader.read(&mut chunk[..want]).expect("body read");
+                assert!(n > 0, "client closed after {} bytes", received.body.len());
+                received.body.extend_from_slice(&chunk[..n]);
+            }
+            write!(
+                stream,
+                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                reply.len(),
+                reply
+            )
+            .expect("reply written");
+            return received;
         }
-        let mut received = Received {
-            request_line: request_line.trim_end().to_owned(),
-            headers,
-            body: Vec::new(),
-        };
-        let length: usize = received
-            .header("content-length")
-            .expect("content-length sent")
-            .parse()
-            .expect("numeric content-length");
-        let mut chunk = [0u8; 64 * 1024];
-        while received.body.len() < length {
-            let want = chunk.len().min(length - received.body.len());
-            let n = reader.read(&mut chunk[..want]).expect("body read");
-            assert!(n > 0, "client closed after {} bytes", received.body.len());
-            received.body.extend_from_slice(&chunk[..n]);
-        }
-        let mut stream = stream;
-        write!(
-            stream,
-            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-            reply.len(),
-            reply
-        )
-        .expect("reply written");
-        received
     })
 }
 
@@ -1124,7 +1158,7 @@ fn serve_one(listener: TcpListener, reply: &'static str) -> std::thread::JoinHan
 async fn streamed_upload_reaches_a_real_server_intact() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let handle = serve_one(
+    let handle = serve_upload(
         listener,
         r#"{"name":"big","location":"/srv/bakery/bakeforms/big","state":"importing"}"#,
     );
