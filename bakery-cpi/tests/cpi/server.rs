@@ -426,14 +426,20 @@ fn deploy_and_delete(api_version: u64) {
     }
     bakery.ok("reboot_vm", json!([vm]), api_version);
 
-    // the director's delete
-    bakery.ok("detach_disk", json!([vm, disk]), api_version);
-    assert_eq!(bakery.ok("get_disks", json!([vm]), api_version), json!([]));
-    assert_eq!(
-        bakery.pi_file(&vm, "settings.json")["disks"]["persistent"],
-        json!({})
-    );
+    // the director's delete: v2 detaches first; v1 deletes the VM with the disk still
+    // attached (the director may), which must detach and keep it
+    if api_version >= 2 {
+        bakery.ok("detach_disk", json!([vm, disk]), api_version);
+        assert_eq!(bakery.ok("get_disks", json!([vm]), api_version), json!([]));
+        assert_eq!(
+            bakery.pi_file(&vm, "settings.json")["disks"]["persistent"],
+            json!({})
+        );
+    }
     bakery.ok("delete_vm", json!([vm]), api_version);
+    assert_eq!(bakery.client.disk(&disk).expect("kept").attached_to, None);
+    let run = bakery.cpi("get_disks", json!([vm]), api_version);
+    assert_eq!(run.error_type(), Some("Bosh::Clouds::VMNotFound"));
     assert_eq!(bakery.ok("has_vm", json!([vm]), api_version), json!(false));
     bakery.ok("delete_vm", json!([vm]), api_version);
     assert!(bakery.oven().is_empty());
