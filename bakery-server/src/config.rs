@@ -312,8 +312,9 @@ impl ServeArgs {
         if let Some(db) = self.db_path.clone().or(file.db_path) {
             config.db_path = db;
         }
-        config.ppi = self.ppi.clone().or(file.ppi);
-        config.ppi_config = self.ppi_config.clone().or(file.ppi_config);
+        let set = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        config.ppi = set(self.ppi.clone().or(file.ppi));
+        config.ppi_config = set(self.ppi_config.clone().or(file.ppi_config));
         if let Some(t) = self.ppi_timeout.or(file.ppi_timeout) {
             config.ppi_timeout = parse_seconds("ppi-timeout", t)?;
         }
@@ -350,8 +351,8 @@ impl ServeArgs {
         if let Some(max) = max {
             config.max_image_size = max;
         }
-        config.boot_root_dir = self.boot_root_dir.clone().or(file.boot_root_dir);
-        config.cmdline_template = self.cmdline_template.clone().or(file.cmdline_template);
+        config.boot_root_dir = set(self.boot_root_dir.clone().or(file.boot_root_dir));
+        config.cmdline_template = set(self.cmdline_template.clone().or(file.cmdline_template));
         if let Some(t) = self.tftp_listen.clone().or(file.tftp_listen) {
             config.tftp_listen = if t.eq_ignore_ascii_case("off") {
                 None

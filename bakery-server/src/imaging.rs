@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use bakery_image::ImageError;
 use thiserror::Error;
 
 /// How root trees are cloned on this data dir (chosen once at start-up).
@@ -28,8 +29,21 @@ fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
             copy_tree(&from, &to)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
-        } else {
+        } else if kind.is_file() {
             std::fs::copy(&from, &to)?;
+        } else {
+            // Fifos, sockets and device nodes: never opened (a fifo would block); recreated
+            // with mknod where allowed, else left out with a warning.
+            use std::os::unix::ffi::OsStrExt;
+            use std::os::unix::fs::MetadataExt;
+            let meta = entry.metadata()?;
+            let c_to = std::ffi::CString::new(to.as_os_str().as_bytes())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            // SAFETY: c_to is a valid NUL-terminated path.
+            let rc = unsafe { libc::mknod(c_to.as_ptr(), meta.mode(), meta.rdev()) };
+            if rc != 0 {
+                tracing::warn!(path = %from.display(), error = %std::io::Error::last_os_error(), "special file not cloned");
+            }
         }
     }
     Ok(())
@@ -41,6 +55,9 @@ pub enum ImagingError {
     /// The image itself is unusable (the client's fault): the importer's message.
     #[error("{0}")]
     Image(String),
+    /// Importing failed for a reason on the server's side (I/O, missing tool).
+    #[error("import failed on the server: {0}")]
+    Server(String),
     /// Cloning a root tree failed.
     #[error("cannot clone {src} to {dst}: {reason}")]
     Clone {
@@ -71,7 +88,13 @@ pub fn import(image: &Path, dest: &Path) -> Result<(), ImagingError> {
     };
     bakery_image::import_image(image, dest, &mut progress)
         .map(|summary| tracing::info!(summary = ?summary, "image imported"))
-        .map_err(|e| ImagingError::Image(e.to_string()))
+        .map_err(|e| match e {
+            ImageError::Io { .. }
+            | ImageError::DestinationExists { .. }
+            | ImageError::ToolMissing { .. }
+            | ImageError::ToolFailed { .. } => ImagingError::Server(e.to_string()),
+            other => ImagingError::Image(other.to_string()),
+        })
 }
 
 /// Clones the golden root `src` to `dst` (which must not exist).

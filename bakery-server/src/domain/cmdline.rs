@@ -58,7 +58,7 @@ fn fill_go_field(text: &str, field: &str, value: &str) -> String {
 ///
 /// 1. An operator template fills `{{nfs_server}}`, `{{nfs_root}}`, `{{ip}}` and `{{serial}}`.
 /// 2. Else a bakeform made for the first bakery (`{{.NfsServer}}`/`{{.NfsRoot}}` in its
-///    `cmdline.txt`) gets those two fields filled.
+///    `cmdline.txt`) gets those two fields filled (and its `ip=` replaced by a static network).
 /// 3. Else the bakeform's parameters are kept, minus `root=`, `rootfstype=`, `nfsroot=`,
 ///    `ip=`, `init=`, `rw`, `ro` and `rootwait`, and bakery's NFS-root parameters are appended.
 pub fn render(input: &CmdlineInput<'_>) -> String {
@@ -73,9 +73,18 @@ pub fn render(input: &CmdlineInput<'_>) -> String {
             .to_owned()
     } else if has_go_template(input.bakeform_cmdline) {
         let filled = fill_go_field(input.bakeform_cmdline, "NfsServer", input.nfs_server);
-        fill_go_field(&filled, "NfsRoot", input.nfs_root)
-            .trim()
-            .to_owned()
+        let filled = fill_go_field(&filled, "NfsRoot", input.nfs_root);
+        if input.network.is_some() {
+            let mut params: Vec<String> = filled
+                .split_whitespace()
+                .filter(|p| !p.starts_with("ip="))
+                .map(str::to_owned)
+                .collect();
+            params.push(format!("ip={ip}"));
+            params.join(" ")
+        } else {
+            filled.trim().to_owned()
+        }
     } else {
         let mut params: Vec<String> = input
             .bakeform_cmdline
@@ -141,6 +150,12 @@ mod tests {
             dns: vec!["10.0.0.53".into()],
             hostname: Some("pi21".into()),
         };
+        let mut old = input("root=/dev/nfs nfsroot={{.NfsServer}}:{{.NfsRoot}} ip=dhcp rw");
+        old.network = Some(&net);
+        assert_eq!(
+            render(&old),
+            "root=/dev/nfs nfsroot=10.0.0.2:/srv/bakery/disks/abc rw ip=10.0.0.21::10.0.0.1:255.255.255.0:pi21:eth0:off:10.0.0.53\n"
+        );
         let mut i = input("console=tty1 root=/dev/mmcblk0p2");
         i.network = Some(&net);
         assert!(

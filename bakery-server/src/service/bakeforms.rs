@@ -7,7 +7,7 @@ use bakery_client::Bakeform;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::files::{StreamError, stream_to_file};
+use super::files::{StreamError, drain, stream_to_file};
 use super::{Bakery, ServiceError, io_err};
 use crate::db::DeleteBakeform;
 use crate::domain::names::validate_bakeform_name;
@@ -42,10 +42,16 @@ impl Bakery {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
-        validate_bakeform_name(name)?;
+        let limit = self.config.max_image_size;
+        if let Err(e) = validate_bakeform_name(name) {
+            drain(body, limit).await;
+            return Err(e.into());
+        }
         let location = self.layout.bakeform(name);
         let (key, loc) = (name.to_owned(), location.display().to_string());
         if !self.db(move |s| s.insert_bakeform(&key, &loc)).await? {
+            // The old CPI deletes and re-uploads on this 403: make sure it can read it.
+            drain(body, limit).await;
             return Err(ServiceError::BakeformExists(name.to_owned()));
         }
         tracing::info!(

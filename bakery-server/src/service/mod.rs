@@ -9,12 +9,12 @@ mod repair;
 
 pub use repair::RepairReport;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bakery_client::{Bakeform, Disk, PiInfo, PiState};
 use thiserror::Error;
@@ -36,8 +36,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// Largest file accepted into a Pi's `piConfig/`.
 pub const MAX_PI_FILE: u64 = 64 << 20;
-/// Pis showing up on the boot path while not baked are powered off at most this often.
-const POWER_OFF_DEBOUNCE: Duration = Duration::from_secs(10);
 
 /// Everything a service operation can fail with; mapped to HTTP statuses in one place
 /// (`http::error`).
@@ -296,7 +294,7 @@ pub struct Bakery {
     trash_ready: Arc<Notify>,
     clone_strategy: CloneStrategy,
     cmdline_template: Option<String>,
-    powered_off: Mutex<HashMap<String, Instant>>,
+    powering_off: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Bakery {
@@ -339,7 +337,7 @@ impl Bakery {
             trash_ready: Arc::new(Notify::new()),
             clone_strategy: parts.clone_strategy,
             cmdline_template: parts.cmdline_template,
-            powered_off: Mutex::new(HashMap::new()),
+            powering_off: Mutex::new(HashSet::new()),
         })
     }
 
@@ -607,17 +605,14 @@ impl Bakery {
         Ok(())
     }
 
-    /// Powers off a Pi that showed up on the boot path while not baked, in the background and
-    /// at most once per debounce window.
+    /// Powers off a Pi that showed up on the boot path while not baked, in the background;
+    /// while one power-off of that Pi is running, further requests do not start another.
     pub(crate) fn power_off_stray(self: &Arc<Self>, serial: &str) {
         {
-            let mut recent = self.powered_off.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            recent.retain(|_, at| now.duration_since(*at) < POWER_OFF_DEBOUNCE);
-            if recent.contains_key(serial) {
+            let mut running = self.powering_off.lock().unwrap_or_else(|p| p.into_inner());
+            if !running.insert(serial.to_owned()) {
                 return;
             }
-            recent.insert(serial.to_owned(), now);
         }
         let this = self.clone();
         let serial = serial.to_owned();
@@ -625,6 +620,10 @@ impl Bakery {
             if let Err(e) = this.power(&serial, PowerAction::PowerOff).await {
                 tracing::warn!(serial, error = %e, "cannot power off pi that is not baked");
             }
+            this.powering_off
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&serial);
         });
     }
 

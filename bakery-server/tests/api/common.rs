@@ -1,0 +1,392 @@
+//! The test harness: a temp environment (data dir, exports file, recording exportfs and PPI
+//! scripts) and the real `bakery-server` binary started on a loopback port.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bakery_client::{BakeRequest, PiInfo};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+
+/// A bakeform name every test can bake from (uploaded by [`Server::upload_sample`]).
+pub const OS: &str = "raspios";
+
+/// A test environment: everything under one temp dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("bakery-api-")
+            .tempdir()
+            .unwrap();
+        let env = Env { dir };
+        std::fs::create_dir_all(env.data()).unwrap();
+        let root = env.dir.path().display().to_string();
+        write_script(
+            &env.path("exportfs.sh"),
+            &format!("#!/bin/sh\necho \"$*\" >> {root}/exportfs.log\n"),
+        );
+        // The PPI records `<args> <stdin>` per call and answers as `ppi.mode` says.
+        write_script(
+            &env.path("ppi.sh"),
+            &format!(
+                r#"#!/bin/sh
+input=$(cat)
+echo "$* $input" >> {root}/ppi.log
+mode=$(cat {root}/ppi.mode 2>/dev/null || echo ok)
+case "$mode" in
+  ok) printf ok ;;
+  okline) echo ok ;;
+  fail) echo "relay board 10.9.9.9 unreachable" >&2; exit 3 ;;
+  garbage) echo "maybe later" ;;
+  stderr) printf ok; echo "warning: port 7 flaky" >&2 ;;
+  hang) sleep 30; printf ok ;;
+  slowoff) case "$input" in *poweroff*) sleep 30 ;; esac; printf ok ;;
+esac
+"#
+            ),
+        );
+        std::fs::write(env.path("ppi.json"), "{\"ports\":{}}").unwrap();
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    pub fn exports(&self) -> String {
+        std::fs::read_to_string(self.path("bakery.exports")).unwrap_or_default()
+    }
+
+    pub fn exportfs_calls(&self) -> Vec<String> {
+        read_lines(&self.path("exportfs.log"))
+    }
+
+    pub fn ppi_calls(&self) -> Vec<String> {
+        read_lines(&self.path("ppi.log"))
+    }
+
+    pub fn clear_ppi_calls(&self) {
+        let _ = std::fs::remove_file(self.path("ppi.log"));
+    }
+
+    pub fn set_ppi_mode(&self, mode: &str) {
+        std::fs::write(self.path("ppi.mode"), mode).unwrap();
+    }
+
+    /// The base flags of a test server.
+    pub fn args(&self) -> Vec<String> {
+        let p = |n: &str| self.path(n).display().to_string();
+        vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--tftp-listen".into(),
+            "off".into(),
+            "--data-dir".into(),
+            self.data().display().to_string(),
+            "--nfs-address".into(),
+            "10.0.0.2".into(),
+            "--exports-file".into(),
+            p("bakery.exports"),
+            "--exportfs-cmd".into(),
+            format!("{} -ra", p("exportfs.sh")),
+            "--ppi".into(),
+            p("ppi.sh"),
+            "--ppi-config".into(),
+            p("ppi.json"),
+            "--ppi-timeout".into(),
+            "2".into(),
+            "--power-cycle-pause".into(),
+            "0".into(),
+        ]
+    }
+}
+
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A running `bakery-server`.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub client: Client,
+}
+
+impl Server {
+    pub fn start(env: &Env) -> Server {
+        Server::start_with(env, &[])
+    }
+
+    /// Starts without the given base flags (each with its value).
+    pub fn start_without(env: &Env, flags: &[&str]) -> Server {
+        Server::spawn(env, env.args(), flags, &[])
+    }
+
+    pub fn start_with(env: &Env, extra: &[&str]) -> Server {
+        Server::spawn(env, env.args(), extra, extra)
+    }
+
+    fn spawn(_env: &Env, base: Vec<String>, drop: &[&str], extra: &[&str]) -> Server {
+        // Flags in `extra` replace the same base flags (clap refuses repeated flags).
+        let mut args = Vec::new();
+        let mut i = 0;
+        while i < base.len() {
+            if drop.contains(&base[i].as_str()) {
+                i += 2;
+                continue;
+            }
+            args.push(base[i].clone());
+            i += 1;
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakery-server"));
+        for var in [
+            "BAKERY_ROOT",
+            "NFS_ADDRESS",
+            "DB_PATH",
+            "PPI_PATH",
+            "PPI_CONFIG_PATH",
+            "BAKERY_CONFIG",
+        ] {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
+            .args(&args)
+            .env("BAKERY_LOG", "info,tower_http=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bakery-server starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not report its address: {:?}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Server {
+            child,
+            base: format!("{addr}/api/v1"),
+            log,
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().unwrap()
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.client.delete(self.url(path)).send().unwrap()
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Response {
+        self.client.post(self.url(path)).json(body).send().unwrap()
+    }
+
+    pub fn put_json(&self, path: &str, body: &serde_json::Value) -> Response {
+        self.client.put(self.url(path)).json(body).send().unwrap()
+    }
+
+    pub fn post_bytes(&self, path: &str, body: Vec<u8>) -> Response {
+        self.client.post(self.url(path)).body(body).send().unwrap()
+    }
+
+    /// A Pi shows up on the boot path (how Pis become known), from `addr` when given.
+    pub fn boot_request(&self, serial: &str, file: &str, addr: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .get(self.url(&format!("/files/{serial}/{file}")));
+        if let Some(a) = addr {
+            req = req.header("X-Forwarded-For", a);
+        }
+        req.send().unwrap()
+    }
+
+    /// Registers Pis `00000001..=n` (serials as 8 hex digits).
+    pub fn add_pis(&self, n: u32) -> Vec<String> {
+        (1..=n)
+            .map(|i| {
+                let serial = format!("{i:08x}");
+                let resp = self.boot_request(&serial, "start.elf", None);
+                assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+                serial
+            })
+            .collect()
+    }
+
+    pub fn upload_sample(&self, name: &str) -> Response {
+        let image = std::fs::read(sample_image()).unwrap();
+        self.client
+            .post(self.url(&format!("/bakeforms/{name}")))
+            .header("Content-Type", bakery_client::RAW_IMAGE_CONTENT_TYPE)
+            .body(image)
+            .send()
+            .unwrap()
+    }
+
+    pub fn bake(&self, power_on: bool) -> PiInfo {
+        let req = BakeRequest {
+            bakeform_name: OS.into(),
+            network: None,
+            power_on: Some(power_on),
+        };
+        let resp = self.post_json("/fridge", &serde_json::to_value(&req).unwrap());
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        resp.json().unwrap()
+    }
+
+    pub fn wait_baked(&self, serial: &str) -> Response {
+        self.get(&format!("/oven/{serial}?wait=baked&timeout=30"))
+    }
+
+    /// Bakes a Pi and waits until it is baked.
+    pub fn bake_ready(&self, power_on: bool) -> PiInfo {
+        let pi = self.bake(power_on);
+        let resp = self.wait_baked(&pi.id);
+        assert_eq!(resp.status(), StatusCode::OK);
+        let pi: PiInfo = resp.json().unwrap();
+        assert_eq!(pi.status.code(), 2, "{pi:?}");
+        pi
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A sample Raspberry Pi OS image, built once per test run.
+pub fn sample_image() -> &'static Path {
+    static IMAGE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = IMAGE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sample.img");
+        bakery_image::build_sample_image(&path, &bakery_image::SampleSpec::default())
+            .expect("sample image builds (needs mkfs.ext4, debugfs)");
+        (dir, path)
+    });
+    path
+}
+
+/// A server with the sample bakeform uploaded and `n` Pis registered.
+pub fn ready_server(env: &Env, n: u32) -> (Server, Vec<String>) {
+    let server = Server::start(env);
+    let resp = server.upload_sample(OS);
+    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text());
+    let pis = server.add_pis(n);
+    // New Pis are powered off in the background: let that finish before tests count calls.
+    assert!(eventually(Duration::from_secs(10), || env
+        .ppi_calls()
+        .len()
+        >= n as usize));
+    (server, pis)
+}
+
+/// Every path under `dir`, relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -1,0 +1,11 @@
+//! Integration tests of `bakery-server`: the real binary on a loopback port, real HTTP, a real
+//! SQLite file, real PPI and exportfs scripts, real sample images.
+
+mod bakeforms;
+mod boot;
+mod common;
+mod disks;
+mod pis;
+mod ppi;
+mod recovery;
+mod traversal;
