@@ -13,7 +13,8 @@ use tokio_util::io::ReaderStream;
 use crate::error::{Error, excerpt};
 use crate::types::{
     AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, CreateDiskRequest, Disk, DiskList,
-    ErrorBody, Metadata, PiInfo, PiMap, PiStatus, RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest,
+    ErrorBody, Metadata, PiInfo, PiMap, PiState, PiStatus, RAW_IMAGE_CONTENT_TYPE,
+    ResizeDiskRequest,
 };
 
 /// Default timeout of one request.
@@ -192,7 +193,9 @@ impl Client {
     /// Waits until a Pi is baked, by long-polling `GET /oven/{pi}?wait=baked&timeout=s`.
     ///
     /// Returns the baked Pi; [`Error::Timeout`] when `timeout` passes first; a failed bake is
-    /// the server's 409 as [`Error::Status`] (its message says why).
+    /// the server's 409 as [`Error::Status`] (its message says why); a Pi that is neither
+    /// baked nor being baked (in the fridge, or unbaking) is [`Error::NotBaking`]. Against a
+    /// server without long-poll support (the first one) this polls once a second.
     pub async fn wait_baked(&self, pi: &str, timeout: Duration) -> Result<PiInfo, Error> {
         let deadline = Instant::now() + timeout;
         let path = format!("/oven/{}", seg(pi)?);
@@ -215,6 +218,12 @@ impl Client {
             let info: PiInfo = self.json(call, StatusCode::OK).await?;
             match info.status {
                 PiStatus::InUse => return Ok(info),
+                PiStatus::Preparing if info.state == Some(PiState::Unbaking) => {
+                    return Err(Error::NotBaking {
+                        pi: pi.to_owned(),
+                        state: PiState::Unbaking.as_str().into(),
+                    });
+                }
                 PiStatus::Preparing => {
                     let elapsed = now.elapsed();
                     if elapsed < MIN_POLL_INTERVAL {
@@ -224,12 +233,9 @@ impl Client {
                     }
                 }
                 PiStatus::NotInUse => {
-                    return Err(Error::Contract {
-                        method: Method::GET.to_string(),
-                        url: self.url(&path),
-                        status: 200,
-                        detail: format!("waiting for pi {pi} to be baked, but it is in the fridge"),
-                        body_excerpt: String::new(),
+                    return Err(Error::NotBaking {
+                        pi: pi.to_owned(),
+                        state: "fridge".into(),
                     });
                 }
             }

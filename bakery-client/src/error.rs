@@ -80,6 +80,14 @@ pub enum Error {
         /// The first bytes of the reply body (lossy UTF-8).
         body_excerpt: String,
     },
+    /// `wait_baked` found the Pi neither baked nor being baked.
+    #[error("pi {pi} is not being baked (it is {state})")]
+    NotBaking {
+        /// The Pi waited for.
+        pi: String,
+        /// Its state: `fridge` or `unbaking`.
+        state: String,
+    },
     /// A local file (an image to upload) could not be read.
     #[error("cannot read {path}: {source}")]
     Io {

@@ -359,6 +359,35 @@ async fn wait_baked_reports_a_failed_bake() {
 }
 
 #[tokio::test]
+async fn wait_baked_stops_for_a_pi_that_is_not_baking() {
+    let (server, client) = setup().await;
+    expect(
+        &server,
+        "GET",
+        "/oven/aaaa0001",
+        ResponseTemplate::new(200).set_body_json(pi("aaaa0001", 1)),
+    )
+    .await;
+    expect(
+        &server,
+        "GET",
+        "/oven/aaaa0002",
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"id": "aaaa0002", "status": 3, "state": "unbaking"})),
+    )
+    .await;
+    for (id, state) in [("aaaa0001", "fridge"), ("aaaa0002", "unbaking")] {
+        match client.wait_baked(id, Duration::from_secs(30)).await {
+            Err(Error::NotBaking { pi, state: got }) => {
+                assert_eq!(pi, id);
+                assert_eq!(got, state);
+            }
+            other => panic!("expected not baking, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn wait_baked_gives_up_at_its_deadline() {
     let (server, client) = setup().await;
     Mock::given(method("GET"))

@@ -7,9 +7,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The default base URL: a bakery server on this machine.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/api/v1";
 
+/// The exit codes, shown under `bakery --help`.
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 not found, \
+4 server unreachable, 5 refused (401/403), 6 conflict (409).";
+
 /// Operate a bakery: bake and unbake Pis, upload bakeforms, manage disks.
 #[derive(Debug, Parser)]
-#[command(name = "bakery", version, about, propagate_version = true)]
+#[command(name = "bakery", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Base URL of the bakery API, ending in /api/v1.
     #[arg(long, env = "BAKERY_URL", default_value = DEFAULT_URL, global = true)]
