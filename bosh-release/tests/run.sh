@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh: entry point of the BOSH release checks (called by ci/test).
 # Runs validate.rb (specs, templates rendered with example-properties.yml, manifests,
-# pipeline) and sync-src-test.sh (the layout packaging expects), then, when
+# pipeline), ctl-test.sh (the rendered bin/ctl starting and stopping a stand-in server) and
+# sync-src-test.sh (the layout packaging expects), then, when
 # BAKERY_CHECK_RENDERED=1, check-rendered.sh (the rendered configs against the real
 # binaries). Prints `N passed, M failed` over all of them; exits non-zero on any failure.
 #
@@ -48,6 +49,7 @@ run_suite() {
 }
 
 run_suite validate.rb ruby "$here/validate.rb" --out "$render_dir"
+run_suite ctl-test.sh bash "$here/ctl-test.sh" "$render_dir"
 run_suite sync-src-test.sh bash "$here/sync-src-test.sh"
 if [[ "${BAKERY_CHECK_RENDERED:-}" == 1 ]]; then
   run_suite check-rendered.sh bash "$here/check-rendered.sh" "$render_dir"

@@ -163,6 +163,14 @@ job_dirs.each do |dir|
     end
     true
   end
+  c.check("job #{name}: every declared property is used by a template or monit") do
+    spec = load_yaml(File.join(dir, 'spec'))
+    sources = [File.read(File.join(dir, 'monit'))] +
+              (spec['templates'] || {}).keys.map { |source| File.read(File.join(dir, 'templates', source)) }
+    text = sources.join("\n")
+    unused = (spec['properties'] || {}).keys.reject { |property| text.include?("'#{property}") }
+    expect(unused.empty?, "declared but never read: #{unused.join(', ')}")
+  end
   c.check("job #{name}: every property has a description") do
     spec = load_yaml(File.join(dir, 'spec'))
     missing = (spec['properties'] || {}).reject { |_, d| d.is_a?(Hash) && d['description'].is_a?(String) }.keys
