@@ -43,11 +43,7 @@ pub fn run_with_config_file(
 ) -> io::Result<()> {
     match Config::from_file(path) {
         Ok(config) => run(input, output, Some(config)),
-        Err(e) => {
-            let mut log = Log::new(true);
-            log.line(format_args!("{e}"));
-            respond(output, Err(e.into()), &log)
-        }
+        Err(e) => fail(output, e.into()),
     }
 }
 

@@ -320,6 +320,18 @@ fn deploy_and_delete(api_version: u64) {
         "vm cid is a pi serial: {vm}"
     );
     assert_eq!(bakery.ok("has_vm", json!([vm]), api_version), json!(true));
+    // the same from the context alone (a CPI config's properties), without a config file
+    let from_context = call(
+        None,
+        &json!({"method": "has_vm", "arguments": [vm], "api_version": api_version,
+                "context": {"director_uuid": "dir-1", "request_id": "r", "url": bakery.url}}),
+    );
+    assert_eq!(
+        from_context.response["result"],
+        json!(true),
+        "{}",
+        from_context.response
+    );
     let pi = bakery.client.pi(&vm).expect("pi");
     assert_eq!(pi.status.code(), 2);
     let network = pi.network.as_ref().expect("static network recorded");
