@@ -393,8 +393,8 @@ impl Client {
     /// hears about every chunk. A name that exists → [`Error::Status`] 403.
     ///
     /// Before streaming, `GET /bakeforms/{name}` checks whether the name is taken: if it is,
-    /// the upload is not sent and the result is that same 403 (message "bakeform <name>
-    /// already exists"), so gigabytes are not sent only to be refused — and a server that
+    /// the upload is not sent and the result is that same 403 (message `bakeform <name>
+    /// already exists`), so gigabytes are not sent only to be refused — and a server that
     /// refuses early and closes the connection cannot turn the 403 into a broken pipe.
     /// Any other answer to the check (404, or 405 from a server without that route) goes on
     /// with the upload.

@@ -2,7 +2,8 @@
 //!
 //! The [`types`] module holds the JSON shapes of the API (shared with the server, so the two
 //! cannot drift); the HTTP client itself is behind the default `http` feature: the async
-//! [`Client`] (reqwest with rustls) and its synchronous twin [`blocking::Client`].
+//! [`Client`] (reqwest with rustls) and its synchronous twin [`blocking::Client`]. The `cli`
+//! feature (default) adds the `bakery` operator command line (module `cli`).
 //!
 //! ```no_run
 //! # #[cfg(feature = "http")]
