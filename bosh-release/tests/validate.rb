@@ -295,6 +295,22 @@ c.check('bakery-full: dnsmasq is a proxy-DHCP for the subnet pointing at the TFT
   expect(lines.none? { |l| l.start_with?('enable-tftp') }, 'dnsmasq must not serve TFTP')
 end
 
+dnsmasq = ['/usr/sbin/dnsmasq', *ENV.fetch('PATH', '').split(':').map { |d| File.join(d, 'dnsmasq') }]
+          .find { |path| File.executable?(path) }
+rendered.each do |case_name, files|
+  next unless files['config/dnsmasq.conf']&.include?('dhcp-range=')
+
+  if dnsmasq
+    c.check("#{case_name}: the real dnsmasq accepts the rendered dnsmasq.conf (dnsmasq --test)") do
+      path = File.join(out_dir, case_name, 'jobs/bakery/config/dnsmasq.conf')
+      out, status = Open3.capture2e(dnsmasq, '--test', "--conf-file=#{path}")
+      expect(status.success?, "dnsmasq --test: #{out.strip}")
+    end
+  else
+    puts "SKIP - #{case_name}: dnsmasq --test of the rendered dnsmasq.conf (no dnsmasq; Debian package dnsmasq-base)"
+  end
+end
+
 c.check('bakery-bpm: dnsmasq uses the tftp_server property') do
   text = files_of(rendered, 'bakery-bpm')['config/dnsmasq.conf']
   expect(text.include?('pxe-service=0,"Raspberry Pi Boot",bootcode,10.0.0.3'), text)
