@@ -151,7 +151,8 @@ pub struct ServerConfig {
     pub retries: u32,
     /// Largest block size granted (RFC 2348 allows up to 65464).
     pub max_blksize: u16,
-    /// Largest window size granted (RFC 7440).
+    /// Largest window size granted (RFC 7440); windows are also kept to at most
+    /// [`session::MAX_WINDOW_BYTES`] of payload.
     pub max_windowsize: u16,
     /// Transfers in flight at once; further requests get TFTP error 0 "server busy".
     pub max_transfers: usize,

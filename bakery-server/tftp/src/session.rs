@@ -22,7 +22,14 @@ pub struct Settings {
     pub timeout: Option<Duration>,
 }
 
+/// Most payload bytes in one window: a window larger than the client's socket receive
+/// buffer (208 KiB by default on Linux, counted with per-packet overhead) loses its tail
+/// every time and stalls each window for a timeout, so large blocks get smaller windows.
+pub const MAX_WINDOW_BYTES: u64 = 96 * 1024;
+
 /// Negotiates a request's options against the server's limits for a source of `len` bytes.
+///
+/// The window size is also capped so a window carries at most [`MAX_WINDOW_BYTES`].
 ///
 /// Returns the settings and the options to acknowledge in an OACK (`None`: the client asked
 /// for no option this server knows, so the transfer starts with DATA 1).
@@ -32,13 +39,16 @@ pub fn negotiate(
     max_blksize: u16,
     max_windowsize: u16,
 ) -> (Settings, Option<RequestOptions>) {
+    let blksize = requested
+        .blksize
+        .map(|b| b.min(max_blksize.max(crate::packet::MIN_BLKSIZE)));
+    let window_cap = MAX_WINDOW_BYTES / u64::from(blksize.unwrap_or(DEFAULT_BLKSIZE));
+    let window_cap = window_cap.clamp(1, u64::from(max_windowsize.max(1))) as u16;
     let oack = RequestOptions {
-        blksize: requested
-            .blksize
-            .map(|b| b.min(max_blksize.max(crate::packet::MIN_BLKSIZE))),
+        blksize,
         tsize: requested.tsize.map(|_| len),
         timeout: requested.timeout,
-        windowsize: requested.windowsize.map(|w| w.min(max_windowsize.max(1))),
+        windowsize: requested.windowsize.map(|w| w.min(window_cap)),
     };
     let settings = Settings {
         blksize: oack.blksize.unwrap_or(DEFAULT_BLKSIZE),
@@ -375,6 +385,18 @@ mod tests {
         let oack = oack.expect("options acknowledged");
         assert_eq!(oack.tsize, Some(4242));
         assert_eq!(oack.blksize, Some(1468));
+        let big = RequestOptions {
+            blksize: Some(8192),
+            windowsize: Some(64),
+            ..RequestOptions::default()
+        };
+        assert_eq!(negotiate(&big, 1, 65464, 64).0.windowsize, 12);
+        let huge = RequestOptions {
+            blksize: Some(65464),
+            windowsize: Some(64),
+            ..RequestOptions::default()
+        };
+        assert_eq!(negotiate(&huge, 1, 65464, 64).0.windowsize, 1);
         let (plain, none) = negotiate(&RequestOptions::default(), 10, 1468, 64);
         assert_eq!(none, None);
         assert_eq!(plain.blksize, 512);
