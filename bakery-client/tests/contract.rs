@@ -245,6 +245,33 @@ fn whole_life_cycle_through_the_client() {
     let root_detach = client.detach_disk("1a2b3c4d", &root.id).unwrap_err();
     assert_eq!(root_detach.status(), Some(403), "{root_detach}");
 
+    // metadata, oven, resize and disk metadata
+    let mut metadata = bakery_client::Metadata::new();
+    metadata.insert("deployment".into(), serde_json::json!("cf"));
+    let tagged = client
+        .set_pi_metadata("1a2b3c4d", &metadata)
+        .expect("pi metadata set");
+    assert_eq!(tagged.metadata, metadata);
+    assert_eq!(client.pi("1a2b3c4d").expect("pi").metadata, metadata);
+    assert!(client.oven().expect("oven").contains_key("1a2b3c4d"));
+    assert!(!client.fridge().expect("fridge").contains_key("1a2b3c4d"));
+    let attached_resize = client.resize_disk(&disk.id, 16).unwrap_err();
+    assert_eq!(attached_resize.status(), Some(409), "{attached_resize}");
+    let disk_tagged = client
+        .set_disk_metadata(&disk.id, &metadata)
+        .expect("disk metadata set");
+    assert_eq!(disk_tagged.metadata, metadata);
+    let ephemeral = client
+        .create_disk(&CreateDiskRequest {
+            size: 4,
+            ephemeral: true,
+        })
+        .expect("ephemeral disk created");
+    assert!(ephemeral.ephemeral);
+    client
+        .attach_disk("1a2b3c4d", &ephemeral.id)
+        .expect("ephemeral attached");
+
     // config file round trip
     let settings = br#"{"agent_id":"agent-1","mbus":"nats://10.0.0.2:4222"}"#.to_vec();
     client
@@ -265,7 +292,32 @@ fn whole_life_cycle_through_the_client() {
 
     // detach, unbake, delete disk, delete image
     client.detach_disk("1a2b3c4d", &disk.id).expect("detached");
-    assert_eq!(client.pi("1a2b3c4d").expect("pi").disks.len(), 1);
+    let remaining: Vec<String> = client
+        .pi("1a2b3c4d")
+        .expect("pi")
+        .disks
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(remaining, [root.id.clone(), ephemeral.id.clone()]);
+    let shrink = client.resize_disk(&disk.id, 4).unwrap_err();
+    assert_eq!(shrink.status(), Some(400), "{shrink}");
+    assert_eq!(client.resize_disk(&disk.id, 16).expect("resized").size, 16);
+    let reset = client.reset("1a2b3c4d").expect("reset accepted");
+    assert_eq!(reset.status, PiStatus::Preparing);
+    let rebaked = client
+        .wait_baked("1a2b3c4d", Duration::from_secs(120))
+        .expect("baked again");
+    assert!(
+        rebaked.disks.iter().any(|d| d.id == ephemeral.id),
+        "reset keeps the other disks: {rebaked:?}"
+    );
+    assert_eq!(
+        client
+            .download_pi_file("1a2b3c4d", "settings.json")
+            .expect("piConfig kept"),
+        settings
+    );
     client.power_cycle("1a2b3c4d").expect("power-cycled");
     client.unbake("1a2b3c4d").expect("unbaked");
     let back = wait_for_fridge(&client, "1a2b3c4d");
@@ -273,6 +325,10 @@ fn whole_life_cycle_through_the_client() {
     assert!(
         client.disk_exists(&disk.id).expect("answer"),
         "a detached disk survives the unbake"
+    );
+    assert!(
+        !client.disk_exists(&ephemeral.id).expect("answer"),
+        "an ephemeral disk goes with the unbake"
     );
     assert!(!client.is_baked("1a2b3c4d").expect("answer"));
     let not_baked = client.unbake("1a2b3c4d").unwrap_err();
@@ -336,6 +392,53 @@ fn errors_of_the_real_server_map_to_the_right_variants() {
         other => panic!("expected 400 for a junk image, got {other:?}"),
     }
     assert!(client.bakeform("junk").unwrap_err().is_not_found());
+}
+
+#[test]
+fn cli_life_cycle_against_the_real_server() {
+    let server = server_or_skip!();
+    server.register_pi("bbbb0001");
+    let work = tempfile::tempdir().expect("temp dir");
+    let image = sample_image(work.path());
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(args)
+            .env("BAKERY_URL", &server.base_url)
+            .env_remove("BAKERY_TOKEN")
+            .env("BAKERY_OUTPUT", "json")
+            .output()
+            .expect("bakery runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "bakery {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let json = |args: &[&str]| -> Value { serde_json::from_slice(&run(args)).expect("json") };
+    let image = image.to_str().expect("utf-8 path");
+    assert_eq!(json(&["bakeform", "upload", "cli", image])["name"], "cli");
+    assert_eq!(json(&["bakeform", "list"])["cli"]["state"], "ready");
+    let baked = json(&["pi", "bake", "cli", "--wait", "--wait-timeout", "120"]);
+    assert_eq!(baked["id"], "bbbb0001");
+    assert_eq!(baked["status"], 2);
+    assert_eq!(json(&["pi", "show", "bbbb0001"])["state"], "baked");
+    let disk = json(&["disk", "create", "--size", "4", "--ephemeral"]);
+    let id = disk["id"].as_str().expect("disk id").to_owned();
+    assert!(run(&["disk", "attach", "bbbb0001", &id]).is_empty());
+    assert_eq!(
+        json(&["disk", "list"])["disks"][&id]["attachedTo"],
+        "bbbb0001"
+    );
+    assert!(run(&["disk", "detach", "bbbb0001", &id]).is_empty());
+    assert!(run(&["pi", "power-cycle", "bbbb0001"]).is_empty());
+    assert!(run(&["pi", "unbake", "bbbb0001"]).is_empty());
+    assert!(run(&["disk", "delete", &id]).is_empty());
+    let client = server.client();
+    wait_for_fridge(&client, "bbbb0001");
+    assert!(run(&["bakeform", "delete", "cli"]).is_empty());
+    assert_eq!(json(&["bakeform", "list"]), serde_json::json!({}));
 }
 
 #[test]
