@@ -276,44 +276,31 @@ enum Step {
     FromConfig,
 }
 
-/// The requests before config.txt is known, and after.
-fn sequence(
-    model: Model,
-) -> (
-    &'static [(&'static str, Step)],
-    &'static [(&'static str, Step)],
-) {
+/// The requests of one model's boot, in order.
+fn sequence(model: Model) -> &'static [(&'static str, Step)] {
     match model {
-        Model::Pi3 => (
-            &[
-                ("/bootcode.bin", Step::Required),
-                ("/bootsig.bin", Step::Probe),
-                ("start.elf", Step::Required),
-                ("autoboot.txt", Step::Probe),
-                ("config.txt", Step::Required),
-                ("recovery.elf", Step::Probe),
-            ],
-            &[
-                ("fixup.dat", Step::Required),
-                ("cmdline.txt", Step::Cmdline),
-                ("bcm2710-rpi-3-b.dtb", Step::Required),
-                ("", Step::FromConfig),
-            ],
-        ),
-        Model::Pi4 => (
-            &[
-                ("start4.elf", Step::Required),
-                ("config.txt", Step::Required),
-                ("pieeprom.sig", Step::Probe),
-                ("recover4.elf", Step::Probe),
-            ],
-            &[
-                ("fixup4.dat", Step::Required),
-                ("cmdline.txt", Step::Cmdline),
-                ("bcm2711-rpi-4-b.dtb", Step::Required),
-                ("", Step::FromConfig),
-            ],
-        ),
+        Model::Pi3 => &[
+            ("/bootcode.bin", Step::Required),
+            ("/bootsig.bin", Step::Probe),
+            ("start.elf", Step::Required),
+            ("autoboot.txt", Step::Probe),
+            ("config.txt", Step::Required),
+            ("recovery.elf", Step::Probe),
+            ("fixup.dat", Step::Required),
+            ("cmdline.txt", Step::Cmdline),
+            ("bcm2710-rpi-3-b.dtb", Step::Required),
+            ("", Step::FromConfig),
+        ],
+        Model::Pi4 => &[
+            ("start4.elf", Step::Required),
+            ("config.txt", Step::Required),
+            ("pieeprom.sig", Step::Probe),
+            ("recover4.elf", Step::Probe),
+            ("fixup4.dat", Step::Required),
+            ("cmdline.txt", Step::Cmdline),
+            ("bcm2711-rpi-4-b.dtb", Step::Required),
+            ("", Step::FromConfig),
+        ],
     }
 }
 
@@ -345,8 +332,7 @@ async fn boot_with(
     let started = Instant::now();
     let mut files = Vec::new();
     let mut cmdline = String::new();
-    let (before, after) = sequence(model);
-    for &(name, step) in before.iter().chain(after) {
+    for &(name, step) in sequence(model) {
         if step == Step::FromConfig {
             let config = expected.get("config.txt")?.unwrap_or_default();
             for name in from_config(model, &String::from_utf8_lossy(&config), expected)? {

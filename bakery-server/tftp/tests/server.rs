@@ -593,3 +593,141 @@ async fn shutdown_stops_accepting() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn many_transfers_run_in_parallel() {
+    let mut server = Server::start(ServerConfig::default()).await;
+    let files: Vec<Vec<u8>> = (0..40)
+        .map(|i| noise(100_000 + i * 1000, 100 + i as u64))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        server.put(&format!("f{i}"), data);
+    }
+    let fetches: Vec<_> = (0..files.len())
+        .map(|i| {
+            let addr = server.addr;
+            tokio::spawn(async move {
+                let options = FetchOptions {
+                    blksize: Some(1468),
+                    tsize: true,
+                    windowsize: (i % 2 == 0).then_some(8),
+                    ..FetchOptions::default()
+                };
+                fetch(addr, &format!("f{i}"), &options).await
+            })
+        })
+        .collect();
+    for (i, task) in fetches.into_iter().enumerate() {
+        let fetched = task.await.expect("task").expect("fetch");
+        assert!(fetched.data == files[i], "f{i} differs");
+    }
+    for _ in 0..files.len() {
+        assert_eq!(server.report().await.outcome, Outcome::Sent);
+    }
+}
+
+#[tokio::test]
+async fn serves_over_ipv6_loopback() {
+    let Ok(socket) = UdpSocket::bind("[::1]:0").await else {
+        eprintln!("no ipv6 loopback here; skipped");
+        return;
+    };
+    let addr = socket.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("v6.txt"), b"over ipv6\n").expect("write");
+    let (tx, _reports) = mpsc::unbounded_channel();
+    let provider = Arc::new(DirProvider {
+        root: dir.path().to_owned(),
+        reports: Mutex::new(tx),
+    });
+    tokio::spawn(serve(
+        socket,
+        provider,
+        ServerConfig::default(),
+        std::future::pending(),
+    ));
+    let fetched = fetch(
+        addr,
+        "v6.txt",
+        &FetchOptions {
+            tsize: true,
+            ..FetchOptions::default()
+        },
+    )
+    .await
+    .expect("fetch over ipv6");
+    assert_eq!(fetched.data, b"over ipv6\n");
+}
+
+/// Relays one client's transfer to the server, dropping every `drop_up`th packet from the
+/// client and every `drop_down`th packet from the server.
+async fn lossy_proxy(server: SocketAddr, drop_up: u64, drop_down: u64) -> SocketAddr {
+    let front = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let back = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = front.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut client: Option<SocketAddr> = None;
+        let mut tid: Option<SocketAddr> = None;
+        let (mut up, mut down) = (0u64, 0u64);
+        let mut a = vec![0u8; 70_000];
+        let mut b = vec![0u8; 70_000];
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut a) => {
+                    client = Some(from);
+                    up += 1;
+                    if up % drop_up != 0 {
+                        let _ = back.send_to(&a[..n], tid.unwrap_or(server)).await;
+                    }
+                }
+                Ok((n, from)) = back.recv_from(&mut b) => {
+                    tid = Some(from);
+                    down += 1;
+                    if let (Some(client), true) = (client, down % drop_down != 0) {
+                        let _ = front.send_to(&b[..n], client).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn transfers_survive_packet_loss() {
+    let mut server = Server::start(ServerConfig {
+        timeout: Duration::from_millis(40),
+        retries: 10,
+        ..ServerConfig::default()
+    })
+    .await;
+    let data = noise(150_000, 11);
+    server.put("lossy.bin", &data);
+    for windowsize in [None, Some(8)] {
+        let proxy = lossy_proxy(server.addr, 5, 7).await;
+        let fetched = fetch(
+            proxy,
+            "lossy.bin",
+            &FetchOptions {
+                blksize: Some(1468),
+                windowsize,
+                tsize: true,
+                timeout: Duration::from_millis(40),
+                retries: 10,
+                ..FetchOptions::default()
+            },
+        )
+        .await
+        .expect("fetch through loss");
+        assert!(
+            fetched.data == data,
+            "windowsize {windowsize:?}: bytes differ"
+        );
+        // The final ACK may be lost; then the server gives up on a client that is done.
+        let report = server.report().await;
+        assert!(
+            matches!(report.outcome, Outcome::Sent | Outcome::GaveUp),
+            "{report:?}"
+        );
+    }
+}
