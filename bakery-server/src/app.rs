@@ -100,7 +100,7 @@ impl App {
             config.exports_file.clone(),
             &config.exportfs_cmd,
         ));
-        let clone_strategy = imaging::detect_strategy(&layout.disks);
+        let clone_strategy = imaging::detect_strategy(&layout.tmp);
         tracing::info!(strategy = %clone_strategy, data_dir = %config.data_dir.display(), "clone strategy chosen");
         let bakery = Bakery::new(Parts {
             config,

@@ -201,7 +201,7 @@ async fn resolve_in(dir: &Path, components: &[&str]) -> Option<BootFile> {
         return None;
     }
     let meta = tokio::fs::metadata(&real).await.ok()?;
-    meta.is_file().then(|| BootFile::File {
+    meta.is_file().then_some(BootFile::File {
         path: real,
         len: meta.len(),
     })

@@ -37,7 +37,9 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let (avail, frsize) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(avail.saturating_mul(frsize))
 }
 
 /// Moves `path` (file or tree) into `trash` under a fresh name; missing paths are fine.

@@ -120,7 +120,7 @@ pub struct BakeformRow {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartBake {
     /// This Pi moved from the fridge to preparing.
-    Started(PiRow),
+    Started(Box<PiRow>),
     /// No such bakeform.
     UnknownBakeform,
     /// The bakeform is still importing or failed.
@@ -525,6 +525,17 @@ impl Store {
         })
     }
 
+    /// Records whether a Pi should be powered (restored on start-up); `false` if unknown.
+    pub fn set_power_on(&self, serial: &str, power_on: bool) -> Result<bool, DbError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE pis SET power_on = ?2 WHERE serial = ?1",
+                params![serial, power_on],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
     // ---- the lifecycle ----
 
     /// Picks a Pi from the fridge for `bakeform` and moves it to preparing, with the id its
@@ -565,7 +576,8 @@ impl Store {
                  operation = 'bake', pending_root = ?5 WHERE serial = ?1",
                 params![serial, bakeform, network.map(json), power_on, root_id],
             )?;
-            Ok(get_pi(tx, &serial)?.map_or(StartBake::NoFreePi, StartBake::Started))
+            Ok(get_pi(tx, &serial)?
+                .map_or(StartBake::NoFreePi, |pi| StartBake::Started(Box::new(pi))))
         })
     }
 
@@ -586,21 +598,28 @@ impl Store {
         })
     }
 
-    /// Finishes preparing: the Pi is baked. For a bake, `root` is its new root disk.
-    pub fn finish_prepare(
-        &self,
-        serial: &str,
-        root: Option<&DiskRow>,
-    ) -> Result<PiChange<PiRow>, DbError> {
+    /// Adds the root disk of a Pi being baked (still preparing).
+    pub fn add_root_disk(&self, serial: &str, root: &DiskRow) -> Result<PiChange<()>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(PiChange::UnknownPi);
+            };
+            if pi.state != PiState::Preparing {
+                return Ok(PiChange::WrongState(pi.state));
+            }
+            insert_disk(tx, root)?;
+            Ok(PiChange::Done(()))
+        })
+    }
+
+    /// Finishes preparing: the Pi is baked.
+    pub fn finish_prepare(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
         self.write(|tx| {
             let Some(pi) = get_pi(tx, serial)? else {
                 return Ok(PiChange::UnknownPi);
             };
             if let Err(state) = step(tx, &pi, Event::Prepared)? {
                 return Ok(PiChange::WrongState(state));
-            }
-            if let Some(root) = root {
-                insert_disk(tx, root)?;
             }
             tx.execute(
                 "UPDATE pis SET operation = NULL, pending_root = NULL WHERE serial = ?1",
@@ -1058,7 +1077,14 @@ mod tests {
         );
 
         let root = disk("r1", Some("00000001"), true, false);
-        s.finish_prepare("00000001", Some(&root)).unwrap();
+        assert_eq!(
+            s.add_root_disk("00000001", &root).unwrap(),
+            PiChange::Done(())
+        );
+        assert!(matches!(
+            s.finish_prepare("00000001").unwrap(),
+            PiChange::Done(_)
+        ));
         s.insert_disk(&disk("e1", None, false, true)).unwrap();
         s.insert_disk(&disk("p1", None, false, false)).unwrap();
         assert_eq!(s.attach_disk("00000001", "e1").unwrap(), DiskLink::Done);

@@ -68,44 +68,38 @@ impl Bakery {
     ) {
         let tmp = self.layout.tmp.join(&root_id);
         let dest = self.layout.disk(&root_id);
-        let prepared = self.prepare_root(&serial, &bakeform, &tmp, &dest).await;
-        let result = match prepared {
-            Ok(()) => {
-                let root = DiskRow {
-                    id: root_id.clone(),
-                    location: dest.display().to_string(),
-                    size: 0,
-                    ephemeral: true,
-                    is_root: true,
-                    pi: Some(serial.clone()),
-                    position: 0,
-                    metadata: Metadata::new(),
-                };
-                let key = serial.clone();
-                match self.db(move |s| s.finish_prepare(&key, Some(&root))).await {
-                    Ok(PiChange::Done(_)) => Ok(()),
-                    Ok(other) => {
-                        tracing::error!(serial, outcome = ?other, "pi changed under a running bake");
-                        self.trash(&dest);
-                        return;
-                    }
-                    Err(e) => Err(e),
+        let result = async {
+            self.prepare_root(&serial, &bakeform, &tmp, &dest).await?;
+            let root = DiskRow {
+                id: root_id.clone(),
+                location: dest.display().to_string(),
+                size: 0,
+                ephemeral: true,
+                is_root: true,
+                pi: Some(serial.clone()),
+                position: 0,
+                metadata: Metadata::new(),
+            };
+            let key = serial.clone();
+            match self.db(move |s| s.add_root_disk(&key, &root)).await? {
+                PiChange::Done(()) => {}
+                other => {
+                    return Err(ServiceError::Task(format!(
+                        "pi {serial} changed under a running bake: {other:?}"
+                    )));
                 }
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            self.trash(&tmp);
-            self.trash(&dest);
-            self.fail_preparing(&serial, &e.to_string()).await;
-            return;
+            self.finish_preparing(&serial, power_on).await
         }
-        tracing::info!(serial, state = "baked", bakeform, "bake finished");
-        if let Err(e) = self.after_prepared(&serial, power_on).await {
-            self.fail_baked(&serial, &e.to_string()).await;
-            return;
+        .await;
+        match result {
+            Ok(()) => tracing::info!(serial, state = "baked", bakeform, "bake finished"),
+            Err(e) => {
+                self.trash(&tmp);
+                self.trash(&dest);
+                self.fail_preparing(&serial, &e.to_string()).await;
+            }
         }
-        self.notify_change();
     }
 
     /// Powers the Pi off, clones the bakeform's golden root into `tmp` and renames it to `dest`.
@@ -134,19 +128,29 @@ impl Bakery {
                 tmp.display(),
                 dest.display()
             )))?;
-            tracing::info!(serial, ?strategy, elapsed = ?started.elapsed(), "root cloned");
+            tracing::info!(serial, %strategy, elapsed = ?started.elapsed(), "root cloned");
             Ok(())
         })
         .await
     }
 
-    /// After a Pi is baked: export its disks and power it on if asked.
-    async fn after_prepared(&self, serial: &str, power_on: bool) -> Result<(), ServiceError> {
+    /// The last steps of preparing (its root disk is in place): export its disks, power it
+    /// on if asked, then mark it baked, so a Pi reported baked is exported and powered.
+    async fn finish_preparing(&self, serial: &str, power_on: bool) -> Result<(), ServiceError> {
         self.reexport().await?;
         if power_on {
             self.power(serial, PowerAction::PowerOn).await?;
         }
-        Ok(())
+        let key = serial.to_owned();
+        match self.db(move |s| s.finish_prepare(&key)).await? {
+            PiChange::Done(_) => {
+                self.notify_change();
+                Ok(())
+            }
+            other => Err(ServiceError::Task(format!(
+                "pi {serial} changed while preparing: {other:?}"
+            ))),
+        }
     }
 
     /// Preparing failed: the Pi goes back to the fridge with `reason`.
@@ -162,21 +166,6 @@ impl Bakery {
         }
         self.reexport_logged().await;
         self.notify_change();
-    }
-
-    /// A Pi failed right after being baked (exports or power on): unbake it with `reason`.
-    async fn fail_baked(&self, serial: &str, reason: &str) {
-        tracing::error!(
-            serial,
-            error = reason,
-            "bake failed after the root was made, unbaking"
-        );
-        let key = serial.to_owned();
-        if let Err(e) = self.db(move |s| s.start_unbake(&key)).await {
-            tracing::error!(serial, error = %e, "cannot unbake failed pi");
-            return;
-        }
-        self.finish_unbake(serial, Some(reason)).await;
     }
 
     fn trash_disks(&self, disks: &[DiskRow]) {
@@ -253,16 +242,15 @@ impl Bakery {
         let this = self.clone();
         tokio::spawn(async move {
             let serial = pi.serial.clone();
-            if let Err(e) = this.run_reset(&pi.serial, pi.bakeform.as_deref()).await {
-                this.fail_preparing(&serial, &e.to_string()).await;
-                return;
+            let result = async {
+                this.run_reset(&serial, pi.bakeform.as_deref()).await?;
+                this.finish_preparing(&serial, true).await
             }
-            tracing::info!(serial, state = "baked", "reset finished");
-            if let Err(e) = this.after_prepared(&serial, true).await {
-                this.fail_baked(&serial, &e.to_string()).await;
-                return;
+            .await;
+            match result {
+                Ok(()) => tracing::info!(serial, state = "baked", "reset finished"),
+                Err(e) => this.fail_preparing(&serial, &e.to_string()).await,
             }
-            this.notify_change();
         });
         self.pi(serial).await
     }
@@ -283,6 +271,7 @@ impl Bakery {
         let golden = self.layout.bakeform(bakeform).join("root");
         let strategy = self.clone_strategy;
         let trash = self.layout.trash.clone();
+        let clone_dir = tmp.clone();
         let result = self
             .blocking(move || {
                 imaging::clone_root(&golden, &tmp, strategy)?;
@@ -312,14 +301,10 @@ impl Bakery {
             })
             .await;
         self.trash_ready.notify_one();
-        result?;
-        let key = serial.to_owned();
-        match self.db(move |s| s.finish_prepare(&key, None)).await? {
-            PiChange::Done(_) => Ok(()),
-            other => Err(ServiceError::Task(format!(
-                "pi {serial} changed under a running reset: {other:?}"
-            ))),
+        if result.is_err() {
+            self.trash(&clone_dir);
         }
+        result
     }
 
     /// Power-cycles a baked Pi: off, pause, on.
@@ -334,6 +319,9 @@ impl Bakery {
         self.power(serial, PowerAction::PowerOff).await?;
         tokio::time::sleep(self.config.power_cycle_pause).await;
         self.power(serial, PowerAction::PowerOn).await?;
+        // A Pi baked with powerOn=false is on from now: restore its power after a restart.
+        let key = serial.to_owned();
+        self.db(move |s| s.set_power_on(&key, true)).await?;
         Ok(())
     }
 

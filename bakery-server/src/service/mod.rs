@@ -202,10 +202,10 @@ pub enum ServiceError {
     Imaging(#[from] ImagingError),
     /// The PPI failed.
     #[error(transparent)]
-    Power(#[from] PowerError),
+    Power(Box<PowerError>),
     /// Publishing exports failed.
     #[error(transparent)]
-    Export(#[from] ExportError),
+    Export(Box<ExportError>),
     /// No such route.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -220,6 +220,18 @@ pub enum ServiceError {
     /// A background task died.
     #[error("internal task failed: {0}")]
     Task(String),
+}
+
+impl From<PowerError> for ServiceError {
+    fn from(e: PowerError) -> ServiceError {
+        ServiceError::Power(Box::new(e))
+    }
+}
+
+impl From<ExportError> for ServiceError {
+    fn from(e: ExportError) -> ServiceError {
+        ServiceError::Export(Box::new(e))
+    }
 }
 
 /// Wraps an I/O error with what was being done.

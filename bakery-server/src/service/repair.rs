@@ -50,9 +50,7 @@ impl Bakery {
                         .is_some_and(|d| Path::new(&d.location).is_dir());
                     if root_ok {
                         let key = pi.serial.clone();
-                        if let PiChange::Done(_) =
-                            self.db(move |s| s.finish_prepare(&key, None)).await?
-                        {
+                        if let PiChange::Done(_) = self.db(move |s| s.finish_prepare(&key)).await? {
                             tracing::warn!(
                                 serial = pi.serial,
                                 state = "baked",

@@ -222,7 +222,7 @@ fn exports_go_only_to_each_pis_address() {
     );
     assert_eq!(resp.status(), StatusCode::OK);
     let opts = "(rw,sync,no_subtree_check,no_root_squash)";
-    let mut lines = vec![
+    let mut lines = [
         format!("{} 10.0.0.21{opts}", a.disks[0].location),
         format!("{} 10.0.0.21{opts}", disk.location),
     ];

@@ -3,6 +3,7 @@
 
 mod bakeforms;
 mod boot;
+mod cli;
 mod common;
 mod disks;
 mod pis;
