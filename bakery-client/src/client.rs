@@ -44,7 +44,7 @@ pub struct Progress {
 pub type ProgressFn = Box<dyn FnMut(Progress) + Send>;
 
 /// Configures a [`Client`]: base URL, bearer token, timeouts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     base_url: String,
     token: Option<String>,
@@ -123,7 +123,7 @@ impl ClientBuilder {
 }
 
 /// An async client of one bakery server. Cheap to clone (the connection pool is shared).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base_url: String,
@@ -558,6 +558,34 @@ impl Client {
     }
 }
 
+/// Shows a token as `Some("<redacted>")`, so it never ends up in a log.
+fn redacted(token: &Option<String>) -> Option<&'static str> {
+    token.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("token", &redacted(&self.token))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("upload_timeout", &self.upload_timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .field("token", &redacted(&self.token))
+            .field("timeout", &self.timeout)
+            .field("upload_timeout", &self.upload_timeout)
+            .finish()
+    }
+}
+
 /// A request about to be sent, with what errors need to name.
 struct Call {
     method: Method,
@@ -657,6 +685,22 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let builder = ClientBuilder::new("http://127.0.0.1:8080/api/v1").token("s3cret-value");
+        let shown = format!("{builder:?}");
+        assert!(
+            !shown.contains("s3cret-value") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let client = builder.build().expect("valid url");
+        let shown = format!("{client:?}");
+        assert!(
+            !shown.contains("s3cret-value") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 
     #[test]
