@@ -671,3 +671,15 @@ async fn slow_server_wait_is_bounded() {
     assert_exit(&output, 1, "bakery: pi 1a2b3c4d was not baked within 1 s");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn other_server_errors_exit_1_with_the_status() {
+    let server = MockServer::start().await;
+    mock(&server, "GET", "/bakeforms", ResponseTemplate::new(500)).await;
+    let output = bakery(&server.uri(), &["bakeform", "list"]).await;
+    assert_exit(
+        &output,
+        1,
+        "bakery: bakeforms: server answered 500: internal server error",
+    );
+}

@@ -113,10 +113,7 @@ pub fn exit_status(error: &CliError) -> (u8, String) {
                 ),
                 _ => (
                     EXIT_FAILURE,
-                    format!(
-                        "{subject}: server answered {status}: {}",
-                        said(String::new())
-                    ),
+                    format!("{subject}: server answered {status}: {message}"),
                 ),
             }
         }
