@@ -82,7 +82,7 @@ pub struct ServeArgs {
     /// Data directory holding the database, bakeforms, disks, tmp and trash [default: /var/lib/bakery].
     #[arg(long, env = "BAKERY_ROOT", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// SQLite database file [default: <data-dir>/bakery.db].
+    /// SQLite database file [default: bakery.db in the data dir].
     #[arg(long, env = "DB_PATH", global = true)]
     pub db_path: Option<PathBuf>,
     /// Address Pis mount their NFS disks from (required).

@@ -1,8 +1,30 @@
 //! Bakery server library: inventory, bakes, disks, exports, power, HTTP API and boot path.
 //!
-//! Layers: [`http`] (axum, thin handlers) → [`service`] (orchestration) → [`domain`] (pure
-//! rules) and [`db`] (SQLite); OS-facing adapters behind small traits: [`ppi::Power`],
-//! [`exports::Exporter`], and [`imaging`] for `bakery-image`.
+//! Layers: [`http`] (axum, thin handlers, the one error → status mapping) → [`service`]
+//! (orchestration) → [`domain`] (pure rules: names, lifecycle, cmdline.txt, exports, disks)
+//! and [`db`] (SQLite, the one source of truth); OS-facing adapters behind small traits:
+//! [`ppi::Power`], [`exports::Exporter`], and [`imaging`] for `bakery-image`.
+//!
+//! # API (`/api/v1`)
+//!
+//! The routes of the contract (`specs/api-v1.md`) with their exact statuses, plus:
+//!
+//! - `GET /oven/{piId}?wait=baked&timeout=<seconds>` long-polls (default 60 s, at most 600):
+//!   200 with the Pi as soon as it is baked (exported and, unless `powerOn` was false, powered
+//!   on); 200 with the Pi still preparing (status 3) at the timeout; 200 at once for a Pi being
+//!   unbaked (state `unbaking`); 409 `bake of pi <id> failed: <reason>` when the bake failed
+//!   (the Pi is back in the fridge with `lastError`); 404 for an unknown Pi or one in the
+//!   fridge without a failed bake.
+//! - `POST /fridge` takes `network` (static address rendered into cmdline.txt) and `powerOn`.
+//! - `GET /pis`, `GET /pis/{piId}`, `PUT /oven/{piId}/metadata`, `POST /oven/{piId}/reset`,
+//!   `GET /bakeforms/{name}`, `POST /disks/{id}/resize`, `PUT /disks/{id}/metadata`,
+//!   `GET /files/{name}` (root-level boot files such as `bootcode.bin`).
+//! - Unbake destroys the root disk and the Pi's ephemeral disks; other disks are detached and
+//!   kept (the first server destroyed them all).
+//!
+//! On the HTTP boot path (`GET /files/...`, what HookTFTP forwards) the Pi's address is taken
+//! from `X-Forwarded-For` only when the request comes from a loopback address; the built-in
+//! TFTP server passes the real peer to [`BootFiles::open`].
 
 pub mod app;
 pub mod boot;

@@ -325,8 +325,9 @@ impl Bakery {
         Ok(())
     }
 
-    /// Waits until the Pi is baked (200), its bake failed (`BakeFailed`), or `timeout` passed
-    /// (the current Pi, still preparing).
+    /// Waits until the Pi is baked, its bake failed (`BakeFailed`, the Pi is back in the fridge
+    /// with `lastError`), or `timeout` passed (the current Pi, still preparing). A Pi being
+    /// unbaked is returned at once; one in the fridge without a failed bake is `PiNotInOven`.
     pub async fn wait_baked(
         &self,
         serial: &str,
@@ -339,7 +340,8 @@ impl Bakery {
             changes.borrow_and_update();
             let pi = self.pi(serial).await?;
             match pi.state {
-                Some(PiState::Baked) => return Ok(pi),
+                // Baked; or unbaking, which will never become baked: report it as it is.
+                Some(PiState::Baked | PiState::Unbaking) => return Ok(pi),
                 Some(PiState::Fridge) => {
                     return Err(match pi.last_error {
                         Some(reason) => ServiceError::BakeFailed {
