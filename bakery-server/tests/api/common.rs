@@ -55,6 +55,7 @@ case "$mode" in
   stderr) printf ok; echo "warning: port 7 flaky" >&2 ;;
   hang) sleep 30; printf ok ;;
   slowoff) case "$input" in *poweroff*) sleep 30 ;; esac; printf ok ;;
+  slowon) case "$input" in *poweron*) sleep 30 ;; esac; printf ok ;;
 esac
 "#
             ),

@@ -77,6 +77,82 @@ fn kill_9_mid_bake_then_restart_repairs() {
 }
 
 #[test]
+fn kill_9_with_the_root_made_but_not_powered_removes_the_root() {
+    let env = Env::new();
+    let (mut server, _) = ready_server(&env, 1);
+    // The PPI hangs on power-on: the root is cloned and exported, the Pi still preparing.
+    env.set_ppi_mode("slowon");
+    let pi = server.bake(true);
+    assert!(eventually(Duration::from_secs(10), || entries(
+        &env.data().join("disks")
+    )
+    .len()
+        == 1));
+    let root = env
+        .data()
+        .join("disks")
+        .join(&entries(&env.data().join("disks"))[0]);
+    assert!(root.join("etc/hostname").is_file());
+    let preparing: PiInfo = server.get(&format!("/pis/{}", pi.id)).json().unwrap();
+    assert_eq!(preparing.state, Some(PiState::Preparing));
+    server.kill9();
+
+    env.set_ppi_mode("ok");
+    let server = Server::start(&env);
+    let pi: PiInfo = server.get(&format!("/pis/{}", pi.id)).json().unwrap();
+    assert_eq!(pi.state, Some(PiState::Fridge));
+    assert!(pi.disks.is_empty());
+    assert!(!root.exists(), "the half-made root is removed");
+    assert!(entries(&env.data().join("disks")).is_empty());
+    let disks: bakery_client::DiskList = server.get("/disks").json().unwrap();
+    assert!(disks.disks.is_empty());
+    assert!(eventually(Duration::from_secs(5), || entries(
+        &env.data().join("trash")
+    )
+    .is_empty()));
+    assert!(!env.exports().contains("/disks/"));
+}
+
+#[test]
+fn kill_9_mid_upload_drops_the_bakeform() {
+    use std::io::Write;
+    let env = Env::new();
+    let mut server = Server::start(&env);
+    let addr = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1")
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/bakeforms/partial HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    .unwrap();
+    stream.write_all(&vec![0u8; 1 << 20]).unwrap();
+    assert!(eventually(Duration::from_secs(5), || !entries(
+        &env.data().join("tmp")
+    )
+    .is_empty()));
+    let listed: serde_json::Value = server.get("/bakeforms/partial").json().unwrap();
+    assert_eq!(listed["state"], "importing");
+    server.kill9();
+    drop(stream);
+
+    let server = Server::start(&env);
+    assert_eq!(
+        server.get("/bakeforms/partial").status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(entries(&env.data().join("tmp")).is_empty());
+    assert!(entries(&env.data().join("bakeforms")).is_empty());
+    assert_eq!(
+        server.upload_sample("partial").status(),
+        StatusCode::CREATED
+    );
+}
+
+#[test]
 fn state_survives_a_graceful_restart() {
     let env = Env::new();
     let (mut server, _) = ready_server(&env, 2);
