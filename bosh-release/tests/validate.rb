@@ -398,6 +398,14 @@ rescue RuntimeError => e
   expect(e.message.include?('10.0.0.300/24') && e.message.include?('not a CIDR'), e.message)
 end
 
+c.check('rendering fails with a clear message for a TFTP server that is not an IP address') do
+  bakery_renderer.render_file('templates/dnsmasq.conf.erb',
+                              { 'dnsmasq' => { 'enabled' => true, 'subnet' => '10.0.0.0/24', 'tftp_server' => 'bakery.example' } })
+  raise 'rendered with a host name as TFTP server'
+rescue RuntimeError => e
+  expect(e.message.include?('"bakery.example" is not an IP address'), e.message)
+end
+
 c.check('a template reading an undeclared property fails (the director hides it)') do
   context = BoshTemplate::EvaluationContext.new(BoshTemplate.job_properties(bakery_renderer.job_spec, { 'nope' => 1 }), {})
   context.p('nope')
