@@ -153,6 +153,7 @@ fn fifty_concurrent_bakes_for_ten_pis() {
     let env = Env::new();
     let (server, _) = ready_server(&env, 10);
     let base = server.base.clone();
+    let started = std::time::Instant::now();
     let handles: Vec<_> = (0..50)
         .map(|_| {
             let url = format!("{base}/fridge");
@@ -180,11 +181,16 @@ fn fifty_concurrent_bakes_for_ten_pis() {
         .count();
     assert_eq!(accepted.len(), 10, "{results:?}");
     assert_eq!(refused, 40);
+    let answered = started.elapsed();
     let ids: HashSet<_> = accepted.iter().map(|p| p.id.clone()).collect();
     assert_eq!(ids.len(), 10, "a pi was given twice");
     for id in &ids {
         assert_eq!(server.wait_baked(id).status(), StatusCode::OK);
     }
+    eprintln!(
+        "50 concurrent bake requests answered in {answered:?}; 10 Pis baked after {:?}",
+        started.elapsed()
+    );
     let oven: PiMap = server.get("/oven").json().unwrap();
     assert_eq!(oven.len(), 10);
     let roots: HashSet<_> = oven.values().map(|p| p.disks[0].location.clone()).collect();
