@@ -37,6 +37,7 @@ pub mod http;
 pub mod imaging;
 pub mod ppi;
 pub mod service;
+pub mod tftp;
 
 pub use app::{App, AppError};
 pub use boot::{BootError, BootFile, BootFiles};

@@ -9,4 +9,5 @@ mod disks;
 mod pis;
 mod ppi;
 mod recovery;
+mod tftp;
 mod traversal;

@@ -1,0 +1,59 @@
+//! The boot path over TFTP: [`BootFiles`] as a `bakery-tftp` [`FileProvider`], so the TFTP
+//! server answers exactly what `GET /files/...` answers, with the Pi's real address.
+
+use bakery_tftp::{FileProvider, FileSource, Outcome, ReadRequest, Refusal, TransferReport};
+
+use crate::boot::{BootError, BootFile, BootFiles};
+
+impl FileProvider for BootFiles {
+    async fn open(&self, request: &ReadRequest) -> Result<FileSource, Refusal> {
+        let peer = Some(request.peer.ip());
+        match self.open_path(&request.filename, peer).await {
+            Ok(BootFile::Bytes(bytes)) => Ok(FileSource::Bytes(bytes.into())),
+            Ok(BootFile::File { path, .. }) => {
+                let opened = tokio::task::spawn_blocking(move || {
+                    let file = std::fs::File::open(&path)?;
+                    let len = file.metadata()?.len();
+                    Ok::<_, std::io::Error>(FileSource::File { file, len })
+                })
+                .await;
+                match opened {
+                    Ok(Ok(source)) => Ok(source),
+                    Ok(Err(e)) => {
+                        tracing::warn!(file = request.filename, error = %e, "cannot open boot file");
+                        Err(Refusal::NotFound)
+                    }
+                    Err(e) => {
+                        tracing::error!(file = request.filename, error = %e, "boot file task failed");
+                        Err(Refusal::NotFound)
+                    }
+                }
+            }
+            Err(BootError::NotFound(_)) => Err(Refusal::NotFound),
+            Err(BootError::InvalidPath(e)) => Err(Refusal::AccessViolation(e.to_string())),
+            Err(BootError::Service(e)) => {
+                tracing::error!(file = request.filename, error = %e, "boot file lookup failed");
+                Err(Refusal::NotFound)
+            }
+        }
+    }
+
+    fn finished(&self, report: &TransferReport) {
+        match report.outcome {
+            Outcome::Sent => tracing::debug!(
+                file = report.filename,
+                peer = %report.peer,
+                bytes = report.bytes,
+                elapsed = ?report.elapsed,
+                "tftp transfer done"
+            ),
+            Outcome::Failed | Outcome::GaveUp => tracing::warn!(
+                file = report.filename,
+                peer = %report.peer,
+                outcome = ?report.outcome,
+                "tftp transfer did not complete"
+            ),
+            Outcome::NotFound | Outcome::Refused | Outcome::Aborted => {}
+        }
+    }
+}
