@@ -64,12 +64,18 @@ pub struct App {
 impl App {
     /// Opens the data dir and inventory, chooses the power and exports backends, and repairs
     /// what a previous run left in flight.
-    pub async fn new(config: Config) -> Result<App, AppError> {
+    pub async fn new(mut config: Config) -> Result<App, AppError> {
+        let data_err = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| AppError::DataDir { path, source }
+        };
+        crate::service::Layout::new(&config.data_dir)
+            .create()
+            .map_err(data_err(&config.data_dir))?;
+        // Locations are reported to clients and written to the exports file: make them absolute.
+        config.data_dir =
+            std::fs::canonicalize(&config.data_dir).map_err(data_err(&config.data_dir))?;
         let layout = crate::service::Layout::new(&config.data_dir);
-        layout.create().map_err(|source| AppError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
         let cmdline_template = match &config.cmdline_template {
             Some(path) => {
                 Some(

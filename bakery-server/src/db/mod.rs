@@ -486,12 +486,13 @@ impl Store {
         raws.into_iter().map(pi_from_raw).collect()
     }
 
-    /// Records the address a Pi was seen at; returns the previous one if it changed.
+    /// Records the address a Pi was seen at. When it changed, returns the previous address
+    /// (if any) and the Pi's state; `None` when unchanged or unknown.
     pub fn set_address(
         &self,
         serial: &str,
         address: IpAddr,
-    ) -> Result<Option<Option<IpAddr>>, DbError> {
+    ) -> Result<Option<(Option<IpAddr>, PiState)>, DbError> {
         self.write(|tx| {
             let Some(pi) = get_pi(tx, serial)? else {
                 return Ok(None);
@@ -503,7 +504,7 @@ impl Store {
                 "UPDATE pis SET address = ?2 WHERE serial = ?1",
                 params![serial, address.to_string()],
             )?;
-            Ok(Some(pi.address))
+            Ok(Some((pi.address, pi.state)))
         })
     }
 

@@ -600,7 +600,7 @@ impl Bakery {
     ) -> Result<(), ServiceError> {
         let key = serial.to_owned();
         let change = self.db(move |s| s.set_address(&key, address)).await?;
-        let Some(previous) = change else {
+        let Some((previous, state)) = change else {
             return Ok(());
         };
         match previous {
@@ -612,7 +612,9 @@ impl Bakery {
             ),
             None => tracing::info!(serial, %address, "pi address learned"),
         }
-        self.reexport_logged().await;
+        if matches!(state, PiState::Preparing | PiState::Baked) {
+            self.reexport_logged().await;
+        }
         self.notify_change();
         Ok(())
     }

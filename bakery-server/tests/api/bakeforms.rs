@@ -116,3 +116,22 @@ fn images_over_the_limit_get_413() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[test]
+fn a_relative_data_dir_is_reported_absolute() {
+    let env = Env::new();
+    let cwd = std::env::current_dir().unwrap();
+    let ups = "../".repeat(cwd.components().count() - 1);
+    let relative = format!(
+        "{ups}{}",
+        env.data().display().to_string().trim_start_matches('/')
+    );
+    assert!(std::path::Path::new(&relative).is_relative());
+    let server = Server::start_with(&env, &["--data-dir", &relative]);
+    let bakeform: Bakeform = server.upload_sample(OS).json().unwrap();
+    let canonical = std::fs::canonicalize(env.data()).unwrap();
+    assert_eq!(
+        bakeform.location,
+        canonical.join("bakeforms").join(OS).display().to_string()
+    );
+}
