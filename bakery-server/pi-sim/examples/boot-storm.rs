@@ -5,6 +5,12 @@
 //! Run: `cargo run --release -p pi-sim --example boot-storm -- [--counts 1,10,100]
 //! [--model pi4] [--kernel-mib 8] [--runs 3]` (needs `in.tftpd` from tftpd-hpa; run as root,
 //! tftpd-hpa chroots into the served directory).
+//!
+//! Both servers run in their own processes on loopback; the simulated Pis run in this one.
+//! Columns: median total boot time of one Pi (median over runs), its ratio bakery/tftpd-hpa,
+//! wall time of the whole storm, and CPU seconds the bakery server process used per storm.
+//! `BOOT_STORM_WORKERS=<n>` sets the bakery process's tokio worker threads (default: one
+//! per core), `BOOT_STORM_RUNTIME=current` runs it on a single-threaded runtime.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,13 +38,110 @@ struct Args {
     /// Runs per count; the reported figure is the median over runs of the median boot.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Serve this boot directory with bakery-tftp on a loopback port, print the address on
+    /// stdout and run until stdin closes (the benchmark runs itself this way, so that both
+    /// servers run in their own processes, apart from the simulated Pis).
+    #[arg(long, hide = true)]
+    serve: Option<std::path::PathBuf>,
+}
+
+/// Serves `boot_dir` until stdin closes.
+async fn serve_only(boot_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    println!("{}", socket.local_addr()?);
+    let provider = Arc::new(BootDirProvider::new(boot_dir, "192.0.2.1"));
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        let _ = closed.send(());
+    });
+    let stdin_closed = async {
+        let _ = stdin_closed.await;
+    };
+    serve(socket, provider, ServerConfig::default(), stdin_closed).await?;
+    Ok(())
+}
+
+/// The benchmark run as a child process serving with bakery-tftp.
+struct BakeryProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl BakeryProcess {
+    fn start(boot_dir: &Path) -> Result<BakeryProcess, Box<dyn std::error::Error>> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--serve")
+            .arg(boot_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("no stdout of the server process")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line.trim().parse()?;
+        Ok(BakeryProcess { child, addr })
+    }
+}
+
+impl Drop for BakeryProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 const SERIAL_BASE: u32 = 0x3000_0000;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(boot_dir) = &args.serve {
+        let runtime = match std::env::var("BOOT_STORM_RUNTIME").as_deref() {
+            Ok("current") => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            _ => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                if let Some(workers) = std::env::var("BOOT_STORM_WORKERS")
+                    .ok()
+                    .and_then(|w| w.parse().ok())
+                {
+                    builder.worker_threads(workers);
+                }
+                builder.enable_all().build()?
+            }
+        };
+        return runtime.block_on(serve_only(boot_dir));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+/// CPU seconds (user + system) of process `pid`, from /proc/<pid>/stat in clock ticks of
+/// 1/100 s. (tftpd-hpa's per-transfer children are not reaped with their times, so only
+/// bakery's CPU is measured.)
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    let Some((_, after_comm)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    // Fields after the command name start at field 3 (state); utime is field 14.
+    let fields: Vec<f64> = after_comm
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    fields.iter().skip(11).take(2).sum::<f64>() / 100.0
+}
+
+async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let work = tempfile::tempdir()?;
     let boot_dir = work.path().join("bakeform-boot");
     write_sample_boot_dir(&boot_dir, args.kernel_mib << 20)?;
@@ -50,15 +153,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (0..max).map(|i| format!("{:08x}", SERIAL_BASE + i as u32)),
     )?;
 
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    let bakery = socket.local_addr()?;
-    let provider = Arc::new(BootDirProvider::new(&boot_dir, "192.0.2.1"));
-    tokio::spawn(serve(
-        socket,
-        provider,
-        ServerConfig::default(),
-        std::future::pending(),
-    ));
+    let bakery_process = BakeryProcess::start(&boot_dir)?;
+    let bakery = bakery_process.addr;
     let tftpd = TftpdHpa::start(&tftp_root)?;
 
     println!(
@@ -68,27 +164,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.runs
     );
     println!(
-        "{:>5} {:>14} {:>14} {:>8} {:>16} {:>16}",
-        "pis", "bakery s", "tftpd-hpa s", "ratio", "bakery wall s", "tftpd wall s"
+        "{:>5} {:>10} {:>12} {:>7} {:>12} {:>12} {:>11}",
+        "pis", "bakery s", "tftpd-hpa s", "ratio", "bakery wall", "tftpd wall", "bakery cpu"
     );
     for &count in &args.counts {
         let mut bakery_runs = Vec::new();
         let mut hpa_runs = Vec::new();
+        let mut bakery_cpu = 0.0;
         for _ in 0..args.runs {
-            // Alternate the order so neither server always runs on a warmer machine.
             hpa_runs.push(storm(tftpd.addr(), count, args.model, &boot_dir).await?);
+            let before = cpu_seconds(bakery_process.child.id());
             bakery_runs.push(storm(bakery, count, args.model, &boot_dir).await?);
+            bakery_cpu += cpu_seconds(bakery_process.child.id()) - before;
         }
         let b = median(bakery_runs.iter().map(|r| r.0).collect());
         let h = median(hpa_runs.iter().map(|r| r.0).collect());
         println!(
-            "{:>5} {:>14.3} {:>14.3} {:>8.2} {:>16.3} {:>16.3}",
+            "{:>5} {:>10.3} {:>12.3} {:>7.2} {:>12.3} {:>12.3} {:>11.2}",
             count,
             b.as_secs_f64(),
             h.as_secs_f64(),
             b.as_secs_f64() / h.as_secs_f64(),
             median(bakery_runs.iter().map(|r| r.1).collect()).as_secs_f64(),
             median(hpa_runs.iter().map(|r| r.1).collect()).as_secs_f64(),
+            bakery_cpu / args.runs as f64,
         );
     }
 
