@@ -7,6 +7,12 @@
 //! `cmdline.txt` (rendered per Pi by bakery) must be non-empty and name an NFS root.
 //! [`boot_many`] boots N Pis at once. [`testbed`] has a stand-in bakery for tests and the
 //! boot-storm benchmark.
+//!
+//! The bin: `pi-sim --server 127.0.0.1:69 --count 10 --model pi4 --boot-dir <bakeform boot
+//! dir> [--serial-base 10000000]` prints a summary and exits 1 if any Pi failed.
+//!
+//! The boot-storm benchmark (not part of `cargo test`): `cargo run --release -p pi-sim
+//! --example boot-storm` boots 1, 10 and 100 Pis against bakery-tftp and tftpd-hpa.
 
 pub mod testbed;
 

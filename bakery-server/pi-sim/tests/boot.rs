@@ -237,3 +237,48 @@ async fn pis_boot_from_tftpd_hpa_too() {
     }
     assert!(Path::new(&tftp_root.join(&serials[0]).join("kernel8.img")).exists());
 }
+
+#[tokio::test]
+async fn the_bin_boots_pis_and_prints_a_summary() {
+    let dir = sample();
+    let server = start(BootDirProvider::new(dir.path(), "10.0.0.1")).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pi-sim"))
+        .args([
+            "--server",
+            &server.to_string(),
+            "--count",
+            "3",
+            "--model",
+            "pi3",
+        ])
+        .arg("--boot-dir")
+        .arg(dir.path())
+        .args(["--serial-base", "0000abcd"])
+        .output()
+        .await
+        .expect("pi-sim ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("3 booted, 0 failed"), "{stdout}");
+    assert!(stdout.contains("0000abcd/kernel8.img"), "{stdout}");
+
+    // Against the wrong boot directory every Pi fails, and the exit code says so.
+    let other = tempfile::tempdir().expect("temp dir");
+    write_sample_boot_dir(other.path(), 999_999).expect("other boot dir");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pi-sim"))
+        .args([
+            "--server",
+            &server.to_string(),
+            "--count",
+            "2",
+            "--model",
+            "pi4",
+        ])
+        .arg("--boot-dir")
+        .arg(other.path())
+        .output()
+        .await
+        .expect("pi-sim ran");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("differs from the boot directory"));
+}
