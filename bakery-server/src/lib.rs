@@ -11,10 +11,10 @@
 //!
 //! - `GET /oven/{piId}?wait=baked&timeout=<seconds>` long-polls (default 60 s, at most 600):
 //!   200 with the Pi as soon as it is baked (exported and, unless `powerOn` was false, powered
-//!   on); 200 with the Pi still preparing (status 3) at the timeout; 200 at once for a Pi being
-//!   unbaked (state `unbaking`); 409 `bake of pi <id> failed: <reason>` when the bake failed
-//!   (the Pi is back in the fridge with `lastError`); 404 for an unknown Pi or one in the
-//!   fridge without a failed bake.
+//!   on); 200 with the Pi still preparing (status 3) at the timeout; 200 at once with the Pi
+//!   as it is when it will not be baked (unbaking, or in the fridge without a failed bake);
+//!   409 `bake of pi <id> failed: <reason>` when the bake failed (the Pi is back in the fridge
+//!   with `lastError`); 404 for an unknown Pi.
 //! - `POST /fridge` takes `network` (static address rendered into cmdline.txt) and `powerOn`.
 //! - `GET /pis`, `GET /pis/{piId}`, `PUT /oven/{piId}/metadata`, `POST /oven/{piId}/reset`,
 //!   `GET /bakeforms/{name}`, `POST /disks/{id}/resize`, `PUT /disks/{id}/metadata`,

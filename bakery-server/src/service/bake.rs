@@ -326,8 +326,9 @@ impl Bakery {
     }
 
     /// Waits until the Pi is baked, its bake failed (`BakeFailed`, the Pi is back in the fridge
-    /// with `lastError`), or `timeout` passed (the current Pi, still preparing). A Pi being
-    /// unbaked is returned at once; one in the fridge without a failed bake is `PiNotInOven`.
+    /// with `lastError`), or `timeout` passed (the current Pi, still preparing). A Pi that is
+    /// not going to be baked (unbaking, or in the fridge without a failed bake) is returned at
+    /// once as it is, so the caller sees its status.
     pub async fn wait_baked(
         &self,
         serial: &str,
@@ -343,13 +344,13 @@ impl Bakery {
                 // Baked; or unbaking, which will never become baked: report it as it is.
                 Some(PiState::Baked | PiState::Unbaking) => return Ok(pi),
                 Some(PiState::Fridge) => {
-                    return Err(match pi.last_error {
-                        Some(reason) => ServiceError::BakeFailed {
+                    return match pi.last_error {
+                        Some(reason) => Err(ServiceError::BakeFailed {
                             serial: serial.to_owned(),
                             reason,
-                        },
-                        None => ServiceError::PiNotInOven(serial.to_owned()),
-                    });
+                        }),
+                        None => Ok(pi),
+                    };
                 }
                 _ => {}
             }
