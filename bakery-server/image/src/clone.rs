@@ -416,7 +416,9 @@ fn clone_entry(ctx: &Ctx<'_>, rel: &Path, md: &fs::Metadata) -> Result<usize, Im
         if let Some((uid, gid)) = own {
             host::fchown(&out, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
         }
-        copy_xattrs_path(&from, &to)?;
+        for (name, value) in host::fgetxattrs(&src).map_err(|e| ImageError::io("read xattrs of", &from, e))? {
+            host::fsetxattr(&out, &name, &value).map_err(|e| ImageError::io("set xattr on", &to, e))?;
+        }
         host::fchmod(&out, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
         host::futimens(&out, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))?;
         return Ok(0);

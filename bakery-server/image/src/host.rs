@@ -190,16 +190,38 @@ pub(crate) fn fsetxattr(f: &File, name: &[u8], value: &[u8]) -> io::Result<()> {
 /// Lists and reads every extended attribute of `p` (not following a final symlink).
 pub(crate) fn lgetxattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = cstr(p)?;
-    let mut names = vec![0u8; 4096];
-    let n = loop {
+    read_xattrs(
         // SAFETY: valid path; buffer pointer and length describe a live, writable slice.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        |buf| unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: valid path and name; the buffer describes a live, writable slice.
+        |name, buf| unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )
+}
+
+/// Lists and reads every extended attribute of an open file.
+pub(crate) fn fgetxattrs(f: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let fd = f.as_raw_fd();
+    read_xattrs(
+        // SAFETY: valid fd; buffer pointer and length describe a live, writable slice.
+        |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: valid fd and name; the buffer describes a live, writable slice.
+        |name, buf| unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+    )
+}
+
+fn read_xattrs(
+    list: impl Fn(&mut [u8]) -> isize,
+    get: impl Fn(&CString, &mut [u8]) -> isize,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        let n = list(&mut names);
         if n >= 0 {
             break n as usize;
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
+            Some(libc::ERANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
             Some(libc::ENOTSUP) => return Ok(Vec::new()),
             _ => return Err(e),
         }
@@ -207,12 +229,9 @@ pub(crate) fn lgetxattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let cn = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        let mut val = vec![0u8; 4096];
+        let mut val = vec![0u8; 256];
         loop {
-            // SAFETY: valid path and name; the buffer describes a live, writable slice.
-            let m = unsafe {
-                libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len())
-            };
+            let m = get(&cn, &mut val);
             if m >= 0 {
                 val.truncate(m as usize);
                 break;

@@ -4,6 +4,7 @@
 mod bakeforms;
 mod boot;
 mod cli;
+mod client;
 mod common;
 mod disks;
 mod pis;

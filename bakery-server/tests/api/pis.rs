@@ -105,7 +105,10 @@ fn bake_wait_and_unbake() {
     let resp = server.get("/oven/00000001?wait=baked&timeout=30");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.json::<PiInfo>().unwrap().status.code(), 1);
-    assert_eq!(server.get("/oven/0000abcd?wait=baked").status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get("/oven/0000abcd?wait=baked").status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[test]
