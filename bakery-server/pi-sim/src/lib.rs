@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bakery_tftp::{ClientError, FetchOptions, fetch};
+use bakery_tftp::{ClientError, FetchOptions, fetch, query_size};
 
 /// A Raspberry Pi model, by the way it network-boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,16 +164,21 @@ pub struct BootOptions {
     pub blksize: Option<u16>,
     /// Ask for a window size (a real Pi does not; for benchmarks).
     pub windowsize: Option<u16>,
+    /// Ask for each file's size first (a read request with `tsize`, ended with an ERROR as
+    /// soon as the OACK arrives), as the Pi firmware does; the Pi 3 boot ROM's requests
+    /// for `bootcode.bin` and `bootsig.bin` are single.
+    pub size_queries: bool,
 }
 
 impl Default for BootOptions {
-    /// Timeout 1 s, 5 retries, the model's block size, no window size.
+    /// Timeout 1 s, 5 retries, the model's block size, no window size, size queries.
     fn default() -> Self {
         BootOptions {
             timeout: Duration::from_secs(1),
             retries: 5,
             blksize: None,
             windowsize: None,
+            size_queries: true,
         }
     }
 }
@@ -187,7 +192,7 @@ pub struct FileReport {
     pub found: bool,
     /// Bytes received.
     pub bytes: u64,
-    /// Time for this request.
+    /// Time for this file (its size query included).
     pub elapsed: Duration,
 }
 
@@ -278,11 +283,14 @@ enum Step {
     Probe,
     /// Rendered per Pi; checked for an NFS root.
     Cmdline,
-    /// The kernel and overlays, named by config.txt.
-    FromConfig,
+    /// The overlays config.txt names (`dtoverlay=`).
+    Overlays,
+    /// The kernel config.txt names (`kernel=`, `arm_64bit=`) or the model's default.
+    Kernel,
 }
 
-/// The requests of one model's boot, in order.
+/// The requests of one model's boot, in order; names starting with `/` are at the TFTP
+/// root, the others under `<serial>/`. After the order tftpd-hpa logs for real Pis.
 fn sequence(model: Model) -> &'static [(&'static str, Step)] {
     match model {
         Model::Pi3 => &[
@@ -293,9 +301,13 @@ fn sequence(model: Model) -> &'static [(&'static str, Step)] {
             ("config.txt", Step::Required),
             ("recovery.elf", Step::Probe),
             ("fixup.dat", Step::Required),
-            ("cmdline.txt", Step::Cmdline),
+            ("dt-blob.bin", Step::Probe),
+            ("bootcfg.txt", Step::Probe),
             ("bcm2710-rpi-3-b.dtb", Step::Required),
-            ("", Step::FromConfig),
+            ("overlays/overlay_map.dtb", Step::Probe),
+            ("", Step::Overlays),
+            ("cmdline.txt", Step::Cmdline),
+            ("", Step::Kernel),
         ],
         Model::Pi4 => &[
             ("start4.elf", Step::Required),
@@ -303,9 +315,11 @@ fn sequence(model: Model) -> &'static [(&'static str, Step)] {
             ("pieeprom.sig", Step::Probe),
             ("recover4.elf", Step::Probe),
             ("fixup4.dat", Step::Required),
-            ("cmdline.txt", Step::Cmdline),
             ("bcm2711-rpi-4-b.dtb", Step::Required),
-            ("", Step::FromConfig),
+            ("overlays/overlay_map.dtb", Step::Probe),
+            ("", Step::Overlays),
+            ("cmdline.txt", Step::Cmdline),
+            ("", Step::Kernel),
         ],
     }
 }
@@ -326,6 +340,7 @@ async fn boot_with(
         server,
         serial,
         expected,
+        size_queries: opts.size_queries,
         fetch: FetchOptions {
             blksize: Some(opts.blksize.unwrap_or(model.blksize())),
             tsize: true,
@@ -339,15 +354,16 @@ async fn boot_with(
     let mut files = Vec::new();
     let mut cmdline = String::new();
     for &(name, step) in sequence(model) {
-        if step == Step::FromConfig {
+        if matches!(step, Step::Overlays | Step::Kernel) {
             let config = expected.get("config.txt")?.unwrap_or_default();
-            for name in from_config(model, &String::from_utf8_lossy(&config), expected)? {
-                let step = if name.starts_with("overlays/") {
-                    Step::Probe
-                } else {
-                    Step::Required
-                };
-                files.push(pi.request(&name, step).await?.0);
+            let (overlays, kernel) =
+                from_config(model, &String::from_utf8_lossy(&config), expected)?;
+            if step == Step::Kernel {
+                files.push(pi.request(&kernel, Step::Required).await?.0);
+            } else {
+                for overlay in overlays {
+                    files.push(pi.request(&overlay, Step::Probe).await?.0);
+                }
             }
             continue;
         }
@@ -366,8 +382,12 @@ async fn boot_with(
     })
 }
 
-/// The kernel and overlays config.txt makes the firmware load.
-fn from_config(model: Model, config: &str, expected: &Expected) -> Result<Vec<String>, SimError> {
+/// The overlays and the kernel config.txt makes the firmware load.
+fn from_config(
+    model: Model,
+    config: &str,
+    expected: &Expected,
+) -> Result<(Vec<String>, String), SimError> {
     let mut kernel = None;
     let mut arm_64bit = false;
     let mut overlays = Vec::new();
@@ -394,14 +414,14 @@ fn from_config(model: Model, config: &str, expected: &Expected) -> Result<Vec<St
         None if expected.get("kernel7.img")?.is_some() => "kernel7.img".to_owned(),
         None => "kernel8.img".to_owned(),
     };
-    overlays.push(kernel);
-    Ok(overlays)
+    Ok((overlays, kernel))
 }
 
 struct Pi<'a> {
     server: SocketAddr,
     serial: &'a str,
     expected: &'a Expected,
+    size_queries: bool,
     fetch: FetchOptions,
 }
 
@@ -413,7 +433,14 @@ impl Pi<'_> {
             None => (format!("{}/{name}", self.serial), name),
         };
         let started = Instant::now();
-        let result = fetch(self.server, &path, &self.fetch).await;
+        let query_first = self.size_queries && !name.starts_with('/');
+        let result = match query_first {
+            true => match query_size(self.server, &path, &self.fetch).await {
+                Ok(_) => fetch(self.server, &path, &self.fetch).await,
+                Err(error) => Err(error),
+            },
+            false => fetch(self.server, &path, &self.fetch).await,
+        };
         let elapsed = started.elapsed();
         let want = match step {
             Step::Cmdline => None,
@@ -545,17 +572,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let expected = Expected::new(dir.path());
         let names = |model, config: &str| from_config(model, config, &expected).expect("config");
-        assert_eq!(names(Model::Pi4, ""), ["kernel8.img"]);
-        assert_eq!(names(Model::Pi3, "arm_64bit=1\n"), ["kernel8.img"]);
+        assert_eq!(names(Model::Pi4, ""), (vec![], "kernel8.img".to_owned()));
+        assert_eq!(names(Model::Pi3, "arm_64bit=1\n").1, "kernel8.img");
         assert_eq!(
             names(Model::Pi3, "dtoverlay=vc4-kms-v3d,cma-128\nkernel=zImage\n"),
-            ["overlays/vc4-kms-v3d.dtbo", "zImage"]
+            (
+                vec!["overlays/vc4-kms-v3d.dtbo".to_owned()],
+                "zImage".to_owned()
+            )
         );
         std::fs::write(dir.path().join("kernel7.img"), b"k").expect("write");
         let expected = Expected::new(dir.path());
         assert_eq!(
-            from_config(Model::Pi3, "", &expected).expect("config"),
-            ["kernel7.img"]
+            from_config(Model::Pi3, "", &expected).expect("config").1,
+            "kernel7.img"
         );
     }
 

@@ -54,9 +54,12 @@ async fn pi3_and_pi4_boot_with_every_byte_checked() {
             "0a1b2c3d/config.txt",
             "0a1b2c3d/recovery.elf",
             "0a1b2c3d/fixup.dat",
-            "0a1b2c3d/cmdline.txt",
+            "0a1b2c3d/dt-blob.bin",
+            "0a1b2c3d/bootcfg.txt",
             "0a1b2c3d/bcm2710-rpi-3-b.dtb",
+            "0a1b2c3d/overlays/overlay_map.dtb",
             "0a1b2c3d/overlays/vc4-kms-v3d.dtbo",
+            "0a1b2c3d/cmdline.txt",
             "0a1b2c3d/kernel8.img",
         ]
     );
@@ -64,7 +67,8 @@ async fn pi3_and_pi4_boot_with_every_byte_checked() {
     assert_eq!(
         found,
         [
-            true, false, true, false, true, false, true, true, true, true, true
+            true, false, true, false, true, false, true, false, false, true, false, true, true,
+            true
         ]
     );
     assert!(
@@ -77,7 +81,7 @@ async fn pi3_and_pi4_boot_with_every_byte_checked() {
     let kernel = std::fs::metadata(dir.path().join("kernel8.img"))
         .expect("kernel")
         .len();
-    assert_eq!(report.files[10].bytes, kernel);
+    assert_eq!(report.files[13].bytes, kernel);
 
     let report = boot(
         server,

@@ -128,6 +128,71 @@ pub async fn fetch(
     .await
 }
 
+/// Asks for the size of `filename` the way a Pi's firmware does before loading a file: a
+/// read request with `tsize` (and `blksize` if set in `options`), then an ERROR packet
+/// ("early terminate") as soon as the server answers. `Ok(None)`: the server ignored
+/// options and started sending data.
+pub async fn query_size(
+    server: SocketAddr,
+    filename: &str,
+    options: &FetchOptions,
+) -> Result<Option<u64>, ClientError> {
+    let query = Fetch {
+        server,
+        filename,
+        options,
+    };
+    let socket = query.bind().await?;
+    let rrq = Packet::Rrq(Request {
+        filename: filename.to_owned(),
+        mode: Mode::Octet,
+        options: RequestOptions {
+            blksize: options.blksize,
+            tsize: Some(0),
+            ..RequestOptions::default()
+        },
+    })
+    .to_bytes();
+    let mut abort = Vec::new();
+    packet::encode_error(ErrorCode::NotDefined, "early terminate", &mut abort);
+    let mut buf = vec![0u8; usize::from(packet::MAX_BLKSIZE) + 5];
+    for _ in 0..=options.retries {
+        socket
+            .send_to(&rrq, server)
+            .await
+            .map_err(|e| query.io(e))?;
+        let deadline = Instant::now() + options.timeout;
+        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
+        {
+            let (n, from) = received.map_err(|e| query.io(e))?;
+            if from.ip() != server.ip() {
+                continue;
+            }
+            let size = match packet::parse(&buf[..n]) {
+                Ok(Packet::Oack(oack)) => oack.tsize,
+                Ok(Packet::Data { .. }) => None,
+                Ok(Packet::Error { code, message }) => {
+                    return Err(ClientError::Remote {
+                        filename: filename.to_owned(),
+                        code,
+                        message,
+                    });
+                }
+                _ => continue,
+            };
+            socket
+                .send_to(&abort, from)
+                .await
+                .map_err(|e| query.io(e))?;
+            return Ok(size);
+        }
+    }
+    Err(ClientError::TimedOut {
+        server,
+        filename: filename.to_owned(),
+    })
+}
+
 struct Fetch<'a> {
     server: SocketAddr,
     filename: &'a str,
@@ -150,14 +215,18 @@ impl Fetch<'_> {
         }
     }
 
-    async fn run(self) -> Result<Fetched, ClientError> {
-        let started = Instant::now();
+    async fn bind(&self) -> Result<UdpSocket, ClientError> {
         let bind: SocketAddr = if self.server.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let socket = UdpSocket::bind(bind).await.map_err(|e| self.io(e))?;
+        UdpSocket::bind(bind).await.map_err(|e| self.io(e))
+    }
+
+    async fn run(self) -> Result<Fetched, ClientError> {
+        let started = Instant::now();
+        let socket = self.bind().await?;
         let requested = RequestOptions {
             blksize: self.options.blksize,
             tsize: self.options.tsize.then_some(0),

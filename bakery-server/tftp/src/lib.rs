@@ -33,7 +33,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use client::{ClientError, FetchOptions, Fetched, fetch};
+pub use client::{ClientError, FetchOptions, Fetched, fetch, query_size};
 pub use packet::{Mode, RequestOptions};
 pub use server::serve;
 

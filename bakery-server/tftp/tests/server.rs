@@ -532,6 +532,22 @@ async fn client_error_aborts_the_transfer() {
     packet::encode_error(ErrorCode::NotDefined, "early terminate", &mut abort);
     socket.send_to(&abort, tid).await.expect("send error");
     assert_eq!(server.report().await.outcome, Outcome::Aborted);
+
+    // The client's size query does the same.
+    let options = FetchOptions {
+        blksize: Some(1468),
+        ..FetchOptions::default()
+    };
+    let size = bakery_tftp::query_size(server.addr, "start.elf", &options)
+        .await
+        .expect("size");
+    assert_eq!(size, Some(4000));
+    let report = server.report().await;
+    assert_eq!((report.outcome, report.bytes), (Outcome::Aborted, 0));
+    let missing = bakery_tftp::query_size(server.addr, "nope", &options)
+        .await
+        .expect_err("missing");
+    assert!(missing.is_not_found(), "{missing}");
 }
 
 #[tokio::test]
