@@ -190,6 +190,21 @@ async fn file_over_32_mib_rolls_block_numbers_over() {
     );
     assert_eq!(server.report().await.bytes, data.len() as u64);
 
+    // tftp-hpa: it sends no options, so blksize 512 too.
+    let out = server.dir.path().join("big.hpa");
+    let output = run(tokio::process::Command::new("tftp")
+        .arg("127.0.0.1")
+        .arg(server.addr.port().to_string())
+        .args(["-m", "binary", "-c", "get", "big.img"])
+        .arg(&out))
+    .await;
+    assert!(output.status.success(), "tftp: {output:?}");
+    assert!(
+        std::fs::read(&out).expect("tftp output") == data,
+        "tftp-hpa bytes differ"
+    );
+    assert_eq!(server.report().await.bytes, data.len() as u64);
+
     // This crate's client: windows of 64 blocks of 512 across the rollover.
     let fetched = fetch(
         server.addr,
