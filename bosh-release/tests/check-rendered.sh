@@ -5,6 +5,10 @@
 # The /var/vcap paths in the rendered files are moved under a temporary root first, so the
 # checks need no BOSH VM. A missing binary is a SKIP (exit 0), not a failure.
 #
+# Then, live: the real bakery-server started from a rendered config on a loopback port, and
+# the real bakery-cpi creating, finding and deleting a disk on it through a rendered cpi.json
+# with the url in the request context (as a director CPI config passes it).
+#
 # usage: tests/check-rendered.sh <rendered-dir>   (the --out DIR of tests/validate.rb)
 # Binaries are looked up in $BAKERY_BIN_DIR, then the workspace's target/debug and
 # target/release, then PATH.
@@ -33,7 +37,15 @@ not_ok() { failed=$((failed + 1)); echo "not ok - $1"; }
 skip() { skipped=$((skipped + 1)); echo "SKIP - $1"; }
 
 root="$(mktemp -d)"
-trap 'rm -rf "$root"' EXIT
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$root"
+}
+trap cleanup EXIT
 
 # Copies a rendered file with every /var/vcap/ (and /etc/exports.d/) moved under $root.
 relocate() {
@@ -125,6 +137,56 @@ for config in "${server_configs[@]}"; do
     not_ok "$case_name: bakery-server check-config rejects bakery.toml: $(head -c 800 <<<"$out")"
   fi
 done
+
+# Live: the real bakery-server started from the rendered bakery-defaults config (relocated;
+# loopback port, TFTP off, no exportfs: this is no BOSH VM), and the real bakery-cpi with the
+# rendered bakery-cpi-director-wide cpi.json, which has no url: the url comes in the request
+# context, as the director passes a CPI config entry's properties (manifests/cpi-config.yml).
+live_config="$rendered/bakery-defaults/jobs/bakery/config/bakery.toml"
+live_cpi="$rendered/bakery-cpi-director-wide/jobs/bakery_cpi/config/cpi.json"
+if [[ -z "$server" || -z "$cpi" ]]; then
+  skip "live: bakery-cpi drives bakery-server through the rendered configs (binaries not built)"
+elif [[ ! -f "$live_config" || ! -f "$live_cpi" ]]; then
+  not_ok "live: the bakery-defaults and bakery-cpi-director-wide cases were not rendered"
+else
+  live="$root/live"
+  mkdir -p "$live/data"
+  port="$(ruby -rsocket -e 's = TCPServer.new("127.0.0.1", 0); puts s.addr[1]; s.close')"
+  relocate "$live_config" "$live/bakery.toml"
+  sed -i -e "s#^listen = .*#listen = \"127.0.0.1:$port\"#" -e 's#^tftp_listen = .*#tftp_listen = "off"#' \
+    -e "s#^data_dir = .*#data_dir = \"$live/data\"#" "$live/bakery.toml"
+  printf 'exportfs_cmd = ""\n' >>"$live/bakery.toml"
+  "$server" --config "$live/bakery.toml" >"$live/server.log" 2>&1 &
+  server_pid=$!
+  up=false
+  for _ in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$port/api/v1/fridge" >/dev/null 2>&1; then up=true; break; fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  cpi_call() {
+    local method="$1" arguments="$2"
+    "$cpi" --config "$live_cpi" 2>>"$live/cpi.stderr" <<<"{\"method\":\"$method\",\"arguments\":$arguments,\"context\":{\"director_uuid\":\"check-rendered\",\"request_id\":\"r-$method\",\"url\":\"http://127.0.0.1:$port/api/v1\"},\"api_version\":2}"
+  }
+  result_of() { ruby -rjson -e 'r = JSON.parse(ARGV[0]); abort("error: #{r["error"]}") if r["error"]; puts JSON.generate(r["result"])' "$1"; }
+  if ! $up; then
+    not_ok "live: bakery-server did not come up from the rendered config: $(tail -c 800 "$live/server.log")"
+  else
+    disk="$(result_of "$(cpi_call create_disk '[1024, {}, null]')" 2>&1 | tr -d '"')" || true
+    has_disk="$(result_of "$(cpi_call has_disk "[\"$disk\"]")" 2>&1)" || true
+    has_vm="$(result_of "$(cpi_call has_vm '["1a2b3c4d"]')" 2>&1)" || true
+    deleted="$(result_of "$(cpi_call delete_disk "[\"$disk\"]")" 2>&1)" || true
+    gone="$(result_of "$(cpi_call has_disk "[\"$disk\"]")" 2>&1)" || true
+    if [[ -n "$disk" && "$has_disk" == true && "$has_vm" == false && "$deleted" == null && "$gone" == false ]]; then
+      ok "live: bakery-cpi (url from the context) creates, finds and deletes a disk on bakery-server"
+    else
+      not_ok "live: create_disk=$disk has_disk=$has_disk has_vm=$has_vm delete_disk=$deleted has_disk_after=$gone (cpi stderr: $(tail -c 600 "$live/cpi.stderr"))"
+    fi
+  fi
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+fi
 
 echo "check-rendered: $passed passed, $failed failed, $skipped skipped"
 [[ $failed -eq 0 ]]
