@@ -22,6 +22,7 @@ fi
 
 total_passed=0
 total_failed=0
+total_skipped=0
 
 # Runs one suite, echoing its output, and adds its closing `N passed, M failed` to the totals.
 run_suite() {
@@ -36,12 +37,14 @@ run_suite() {
     total_failed=$((total_failed + 1))
     return
   fi
-  local p f
+  local p f s
   p="${summary%% passed*}"
   f="${summary#*passed, }"
   f="${f%% failed*}"
+  s="$(grep -Eo '[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' <<<"$out" | tail -n 1 | sed -E 's/.*, ([0-9]+) skipped/\1/')"
   total_passed=$((total_passed + p))
   total_failed=$((total_failed + f))
+  total_skipped=$((total_skipped + ${s:-0}))
   if [[ $status -ne 0 && $f -eq 0 ]]; then
     echo "not ok - $name exited $status"
     total_failed=$((total_failed + 1))
@@ -55,5 +58,5 @@ if [[ "${BAKERY_CHECK_RENDERED:-}" == 1 ]]; then
   run_suite check-rendered.sh bash "$here/check-rendered.sh" "$render_dir"
 fi
 
-echo "bosh-release: $total_passed passed, $total_failed failed"
+echo "bosh-release: $total_passed passed, $total_failed failed, $total_skipped skipped"
 [[ $total_failed -eq 0 ]]
