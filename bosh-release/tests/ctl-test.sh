@@ -34,7 +34,7 @@ chmod +x "$ctl"
 # The stand-in records its arguments and environment, then runs until it is stopped.
 cat >"$root/var/vcap/packages/bakery/bin/bakery-server" <<'STANDIN'
 #!/usr/bin/env bash
-echo "args: $* RUST_LOG=$RUST_LOG"
+echo "args: $* BAKERY_LOG=$BAKERY_LOG"
 trap 'echo stopping; exit 0' TERM
 while :; do sleep 0.1; done
 STANDIN
@@ -50,8 +50,8 @@ for _ in $(seq 1 50); do
 done
 pid="$(cat "$pidfile" 2>/dev/null || true)"
 if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
-  && grep -q "args: --config $root/var/vcap/jobs/bakery/config/bakery.toml RUST_LOG=info" "$log"; then
-  ok "ctl start bakery runs bakery-server --config bakery.toml with RUST_LOG, pidfile names it"
+  && grep -q "args: --config $root/var/vcap/jobs/bakery/config/bakery.toml BAKERY_LOG=info" "$log"; then
+  ok "ctl start bakery runs bakery-server --config bakery.toml with BAKERY_LOG, pidfile names it"
 else
   not_ok "ctl start bakery: pid ${pid:-none}, log: $(cat "$log" 2>/dev/null)"
 fi
