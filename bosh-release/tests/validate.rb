@@ -467,6 +467,21 @@ c.check('manifests/bakery.yml deploys the bakery job with declared properties on
   true
 end
 
+c.check('manifests/bakery.yml uses only AZs, vm_types, disk_types and networks of cloud-config.yml') do
+  manifest = load_yaml(File.join(manifests, 'bakery.yml'))
+  cloud = load_yaml(File.join(manifests, 'cloud-config.yml'))
+  names = ->(key) { cloud.fetch(key).map { |entry| entry['name'] } }
+  manifest['instance_groups'].each do |ig|
+    (ig['azs'] || []).each { |az| expect(names.call('azs').include?(az), "#{ig['name']}: az #{az}") }
+    expect(names.call('vm_types').include?(ig['vm_type']), "#{ig['name']}: vm_type #{ig['vm_type']}")
+    if ig['persistent_disk_type']
+      expect(names.call('disk_types').include?(ig['persistent_disk_type']), "#{ig['name']}: disk type #{ig['persistent_disk_type']}")
+    end
+    ig['networks'].each { |n| expect(names.call('networks').include?(n['name']), "#{ig['name']}: network #{n['name']}") }
+  end
+  true
+end
+
 Dir[File.join(manifests, 'ops/*.yml')].sort.each do |ops_file|
   c.check("#{rel(ops_file)} is a list of ops; bakery_cpi properties it sets are declared") do
     ops = load_yaml(ops_file)
