@@ -488,7 +488,9 @@ Dir[File.join(manifests, 'ops/*.yml')].sort.each do |ops_file|
     expect(ops.is_a?(Array) && ops.all? { |op| %w[replace remove].include?(op['type']) && op['path'].start_with?('/') },
            'not a list of replace/remove ops with paths')
     spec = load_yaml(File.join(RELEASE_DIR, 'jobs/bakery_cpi/spec'))
-    ops.select { |op| op['path'].match?(%r{/jobs/name=bakery_cpi}) && op['value'].is_a?(Hash) }.each do |op|
+    cpi_jobs = ops.select { |op| op['value'].is_a?(Hash) && op['value']['name'] == 'bakery_cpi' }
+    expect(!cpi_jobs.empty?, 'no op adds the bakery_cpi job') if File.basename(ops_file) == 'add-bakery-cpi.yml'
+    cpi_jobs.each do |op|
       unknown = BoshTemplate.undeclared(spec, op['value']['properties'] || {})
       expect(unknown.empty?, "undeclared bakery_cpi properties #{unknown.join(', ')}")
     end
