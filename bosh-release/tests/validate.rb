@@ -5,8 +5,9 @@
 # Checks config/final.yml and blobs.yml, every job spec and its templates, every package
 # spec, packaging script and spec.lock, renders every template with the cases of
 # example-properties.yml (writing the results under --out DIR, as
-# DIR/<case>/jobs/<job>/<destination>), checks what came out, and checks the example
-# manifests and the Concourse pipeline. Prints one line per check and `N passed, M failed`.
+# DIR/<case>/jobs/<job>/<destination>; without --out, a temp dir removed at exit), checks
+# what came out, and checks the example manifests and the Concourse pipeline. Prints one
+# line per check and `N passed, M failed, K skipped`.
 #
 # usage: ruby tests/validate.rb [--out DIR]
 
@@ -79,6 +80,7 @@ def rel(path)
 end
 
 out_dir = nil
+temporary_out_dir = nil
 args = ARGV.dup
 until args.empty?
   arg = args.shift
@@ -87,8 +89,13 @@ until args.empty?
   else abort("validate.rb: unknown argument #{arg}")
   end
 end
-out_dir ||= Dir.mktmpdir('bakery-release-rendered-')
-FileUtils.mkdir_p(out_dir)
+if out_dir
+  FileUtils.mkdir_p(out_dir)
+else
+  out_dir = Dir.mktmpdir('bakery-release-rendered-')
+  temporary_out_dir = out_dir
+  at_exit { FileUtils.rm_rf(temporary_out_dir) }
+end
 
 c = Checks.new
 
@@ -541,6 +548,6 @@ c.check('every ci/tasks/*.yml is used by the pipeline') do
   expect(on_disk == used, "task files #{on_disk} vs used #{used}")
 end
 
-puts "rendered templates: #{out_dir}"
+puts "rendered templates: #{out_dir}" unless temporary_out_dir
 puts "validate.rb: #{c.passed} passed, #{c.failed} failed, #{c.skipped} skipped"
 exit(c.failed.zero? ? 0 : 1)
