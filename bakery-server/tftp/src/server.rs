@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::packet::{self, ErrorCode, Packet, PacketError, Request};
 use crate::session::{self, Action, ReadSession};
@@ -143,7 +143,7 @@ async fn transfer<P: FileProvider>(
         elapsed: started.elapsed(),
     };
     match outcome {
-        Outcome::Sent => info!(
+        Outcome::Sent => debug!(
             %peer, file = %report.filename, bytes, elapsed_ms = report.elapsed.as_millis() as u64,
             "tftp: sent"
         ),
