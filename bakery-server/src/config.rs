@@ -124,6 +124,21 @@ pub struct ServeArgs {
     /// Address of the built-in TFTP server, or "off" [default: 0.0.0.0:69].
     #[arg(long, env = "BAKERY_TFTP_LISTEN", global = true)]
     pub tftp_listen: Option<String>,
+    /// API bearer tokens, one per line (`ro:` prefix: read-only); re-read on SIGHUP [default: API open].
+    #[arg(long, env = "BAKERY_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Require a token on the boot path (/api/v1/files/...) too; HookTFTP cannot send one.
+    #[arg(long, env = "BAKERY_BOOT_FILES_REQUIRE_TOKEN", global = true)]
+    pub boot_files_require_token: bool,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key).
+    #[arg(long, env = "BAKERY_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "BAKERY_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Most Pis the inventory holds; unknown serials beyond it are not registered [default: 1024].
+    #[arg(long, env = "BAKERY_MAX_PIS", global = true)]
+    pub max_pis: Option<u32>,
 }
 
 /// The `--config` TOML file: the same keys as the long flags, with `_`.
@@ -146,6 +161,11 @@ struct FileConfig {
     boot_root_dir: Option<PathBuf>,
     cmdline_template: Option<PathBuf>,
     tftp_listen: Option<String>,
+    token_file: Option<PathBuf>,
+    boot_files_require_token: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_pis: Option<u32>,
 }
 
 /// The resolved configuration of a server.
@@ -183,7 +203,27 @@ pub struct Config {
     pub cmdline_template: Option<PathBuf>,
     /// The TFTP server's address; `None` when off.
     pub tftp_listen: Option<SocketAddr>,
+    /// The API token file; `None`: the API is open.
+    pub token_file: Option<PathBuf>,
+    /// Whether the boot path needs a token too.
+    pub boot_files_require_token: bool,
+    /// The HTTPS certificate chain and key (PEM); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Most Pis the inventory holds.
+    pub max_pis: u32,
 }
+
+/// The PEM files HTTPS is served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// The default of `--max-pis`.
+pub const DEFAULT_MAX_PIS: u32 = 1024;
 
 impl Config {
     /// A configuration with defaults for a data dir and NFS address (handy in tests).
@@ -205,6 +245,10 @@ impl Config {
             boot_root_dir: None,
             cmdline_template: None,
             tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
+            token_file: None,
+            boot_files_require_token: false,
+            tls: None,
+            max_pis: DEFAULT_MAX_PIS,
         }
     }
 }
@@ -360,6 +404,36 @@ impl ServeArgs {
                 Some(parse_listen("tftp-listen", &t)?)
             };
         }
+        config.token_file = set(self.token_file.clone().or(file.token_file));
+        config.boot_files_require_token =
+            self.boot_files_require_token || file.boot_files_require_token.unwrap_or(false);
+        config.tls = match (
+            set(self.tls_cert.clone().or(file.tls_cert)),
+            set(self.tls_key.clone().or(file.tls_key)),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(cert), None) => {
+                return Err(bad(
+                    "tls-cert",
+                    cert.display().to_string(),
+                    "needs --tls-key too",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(bad(
+                    "tls-key",
+                    key.display().to_string(),
+                    "needs --tls-cert too",
+                ));
+            }
+        };
+        if let Some(n) = self.max_pis.or(file.max_pis) {
+            if n == 0 {
+                return Err(bad("max-pis", "0", "must be at least 1"));
+            }
+            config.max_pis = n;
+        }
         Ok(config)
     }
 }
@@ -403,6 +477,46 @@ mod tests {
         std::fs::write(&file, "nfs_adress = \"typo\"\n").unwrap();
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn security_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bakery.toml");
+        std::fs::write(
+            &file,
+            "nfs_address = \"10.0.0.2\"\ntoken_file = \"/etc/bakery/tokens\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nmax_pis = 10\nboot_files_require_token = true\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.token_file, Some(PathBuf::from("/etc/bakery/tokens")));
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        assert_eq!(config.max_pis, 10);
+        assert!(config.boot_files_require_token);
+        // An empty key (what a template renders for "unset") means unset.
+        std::fs::write(
+            &file,
+            "nfs_address = \"10.0.0.2\"\ntls_cert = \"\"\ntls_key = \"\"\ntoken_file = \"\"\n",
+        )
+        .unwrap();
+        let config = args.resolve().unwrap();
+        assert_eq!((config.tls, config.token_file), (None, None));
+        assert_eq!(config.max_pis, DEFAULT_MAX_PIS);
+        std::fs::write(&file, "nfs_address = \"10.0.0.2\"\ntls_cert = \"/c.pem\"\n").unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("needs --tls-key"), "{err}");
+        std::fs::write(&file, "nfs_address = \"10.0.0.2\"\nmax_pis = 0\n").unwrap();
+        assert!(args.resolve().is_err());
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod imaging;
 pub mod ppi;
 pub mod service;
 pub mod tftp;
+pub mod tls;
 
 pub use app::{App, AppError};
 pub use boot::{BootError, BootFile, BootFiles};

@@ -1,5 +1,6 @@
 //! The HTTP API (`/api/v1`): the only module that knows axum.
 
+pub mod auth;
 mod error;
 mod extract;
 mod handlers;
