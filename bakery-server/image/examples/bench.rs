@@ -36,7 +36,12 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { sources: Vec::new(), runs: 3, cycles: 5, work: None };
+    let mut a = Args {
+        sources: Vec::new(),
+        runs: 3,
+        cycles: 5,
+        work: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -56,7 +61,11 @@ fn parse_args() -> Args {
 
 fn sh(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sync() {
@@ -115,16 +124,27 @@ fn build_image(img: &Path, stage: &Path, bytes: u64, entries: u64) {
     let f = std::fs::File::create(img).unwrap();
     f.set_len((root_start + root_mib * 2048) * 512).unwrap();
     drop(f);
-    let script = format!("label: dos\nstart={boot_start}, size={}, type=c\nstart={root_start}, type=83\n", boot_mib * 2048);
+    let script = format!(
+        "label: dos\nstart={boot_start}, size={}, type=c\nstart={root_start}, type=83\n",
+        boot_mib * 2048
+    );
     let sfdisk = std::process::Stdio::piped();
-    let mut child = Command::new("sfdisk").arg("-q").arg(img).stdin(sfdisk).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(img)
+        .stdin(sfdisk)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
     let boot_img = img.with_extension("boot");
     let f = std::fs::File::create(&boot_img).unwrap();
     f.set_len(boot_mib << 20).unwrap();
     drop(f);
-    sh(Command::new("mkfs.vfat").args(["-F", "32", "-n", "BOOTFS"]).arg(&boot_img));
+    sh(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "BOOTFS"])
+        .arg(&boot_img));
     let boot_files = img.with_extension("bootfiles");
     std::fs::create_dir_all(&boot_files).unwrap();
     for (name, data) in bakery_image::SampleSpec::default().boot_files {
@@ -132,17 +152,35 @@ fn build_image(img: &Path, stage: &Path, bytes: u64, entries: u64) {
             std::fs::write(boot_files.join(name), data).unwrap();
         }
     }
-    let files: Vec<PathBuf> = std::fs::read_dir(&boot_files).unwrap().map(|e| e.unwrap().path()).collect();
-    sh(Command::new("mcopy").arg("-i").arg(&boot_img).args(&files).arg("::/"));
+    let files: Vec<PathBuf> = std::fs::read_dir(&boot_files)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sh(Command::new("mcopy")
+        .arg("-i")
+        .arg(&boot_img)
+        .args(&files)
+        .arg("::/"));
     std::fs::remove_dir_all(&boot_files).unwrap();
     sh(Command::new("dd")
         .arg(format!("if={}", boot_img.display()))
         .arg(format!("of={}", img.display()))
-        .args(["bs=1M", "conv=notrunc,sparse", "status=none", "oflag=seek_bytes"])
+        .args([
+            "bs=1M",
+            "conv=notrunc,sparse",
+            "status=none",
+            "oflag=seek_bytes",
+        ])
         .arg(format!("seek={}", boot_start * 512)));
     std::fs::remove_file(&boot_img).unwrap();
     sh(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", &format!("offset={}", root_start * 512), "-d"])
+        .args([
+            "-q",
+            "-F",
+            "-E",
+            &format!("offset={}", root_start * 512),
+            "-d",
+        ])
         .arg(stage)
         .arg(img)
         .arg(format!("{root_mib}M")));
@@ -163,41 +201,80 @@ fn main() {
         sh(Command::new("cp").arg("-a").arg(s).arg(stage.join(name)));
     }
     let (entries, bytes) = count(&stage);
-    println!("staged {entries} entries, {:.2} GiB from {:?} in {:.1?}", bytes as f64 / (1u64 << 30) as f64, args.sources, t.elapsed());
+    println!(
+        "staged {entries} entries, {:.2} GiB from {:?} in {:.1?}",
+        bytes as f64 / (1u64 << 30) as f64,
+        args.sources,
+        t.elapsed()
+    );
     let img = w.join("pi.img");
     let t = Instant::now();
     build_image(&img, &stage, bytes, entries);
-    println!("built image {} ({:.2} GiB) in {:.1?}", img.display(), std::fs::metadata(&img).unwrap().len() as f64 / (1u64 << 30) as f64, t.elapsed());
+    println!(
+        "built image {} ({:.2} GiB) in {:.1?}",
+        img.display(),
+        std::fs::metadata(&img).unwrap().len() as f64 / (1u64 << 30) as f64,
+        t.elapsed()
+    );
 
     let runs = args.runs;
     let out = w.join("out");
-    println!("\n== import ({runs} runs, median; baselines copy the staged tree: no loop mounts here)");
+    println!(
+        "\n== import ({runs} runs, median; baselines copy the staged tree: no loop mounts here)"
+    );
     let import = measure(runs, &out, |o| {
         import_image(&img, o, &mut |_| {}).expect("import");
     });
-    let cp = measure(runs, &out, |o| sh(Command::new("cp").arg("-a").arg(&stage).arg(o)));
-    let rsync = measure(runs, &out, |o| sh(Command::new("rsync").arg("-xa").arg(format!("{}/", stage.display())).arg(o)));
-    report("import_image", import, &[("cp -a", cp), ("rsync -xa", rsync)]);
+    let cp = measure(runs, &out, |o| {
+        sh(Command::new("cp").arg("-a").arg(&stage).arg(o))
+    });
+    let rsync = measure(runs, &out, |o| {
+        sh(Command::new("rsync")
+            .arg("-xa")
+            .arg(format!("{}/", stage.display()))
+            .arg(o))
+    });
+    report(
+        "import_image",
+        import,
+        &[("cp -a", cp), ("rsync -xa", rsync)],
+    );
 
     let golden = w.join("bakeform");
     let summary = import_image(&img, &golden, &mut |_| {}).expect("import");
     let src = golden.join("root");
     let detected = detect_strategy(w);
-    println!("\n== bake: clone of the golden root ({} files, {} dirs), detected strategy: {detected}", summary.files, summary.dirs);
+    println!(
+        "\n== bake: clone of the golden root ({} files, {} dirs), detected strategy: {detected}",
+        summary.files, summary.dirs
+    );
     let mut strategies = vec![detected];
     if detected != CloneStrategy::Copy {
         strategies.push(CloneStrategy::Copy);
     }
-    let cp = measure(runs, &out, |o| sh(Command::new("cp").arg("-a").arg(&src).arg(o)));
-    let rsync = measure(runs, &out, |o| sh(Command::new("rsync").arg("-xa").arg(format!("{}/", src.display())).arg(o)));
+    let cp = measure(runs, &out, |o| {
+        sh(Command::new("cp").arg("-a").arg(&src).arg(o))
+    });
+    let rsync = measure(runs, &out, |o| {
+        sh(Command::new("rsync")
+            .arg("-xa")
+            .arg(format!("{}/", src.display()))
+            .arg(o))
+    });
     for s in strategies {
         let d = measure(runs, &out, |o| {
             clone_tree(&src, o, s).expect("clone");
         });
-        report(&format!("clone_tree {s}"), d, &[("cp -a", cp), ("rsync -xa", rsync)]);
+        report(
+            &format!("clone_tree {s}"),
+            d,
+            &[("cp -a", cp), ("rsync -xa", rsync)],
+        );
     }
 
-    println!("\n== bake/unbake cycles ({detected}; unbake = rename into trash, reclaimed in the background)");
+    println!(
+        "\n== bake/unbake cycles ({detected}; unbake = rename into trash, reclaimed in the background)"
+    );
     let trash = w.join("trash");
     std::fs::create_dir(&trash).unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
@@ -223,16 +300,26 @@ fn main() {
     drop(tx);
     let t = Instant::now();
     reaper.join().unwrap();
-    println!("  background reclaim finished {:.2?} after the last unbake", t.elapsed());
+    println!(
+        "  background reclaim finished {:.2?} after the last unbake",
+        t.elapsed()
+    );
     if let (Some(first), Some(max)) = (bakes.first(), bakes.iter().max()) {
-        println!("  bake time spread: first {first:.2?}, slowest {max:.2?} ({:.2}x)", max.as_secs_f64() / first.as_secs_f64());
+        println!(
+            "  bake time spread: first {first:.2?}, slowest {max:.2?} ({:.2}x)",
+            max.as_secs_f64() / first.as_secs_f64()
+        );
     }
 }
 
 fn report(what: &str, d: Duration, baselines: &[(&str, Duration)]) {
     print!("  {what:<26} {:>8.2?}", d);
     for (name, b) in baselines {
-        print!("  | {name} {:>8.2?} (ratio {:.2})", b, d.as_secs_f64() / b.as_secs_f64());
+        print!(
+            "  | {name} {:>8.2?} (ratio {:.2})",
+            b,
+            d.as_secs_f64() / b.as_secs_f64()
+        );
     }
     println!();
 }

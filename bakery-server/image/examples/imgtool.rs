@@ -9,21 +9,36 @@
 use std::path::Path;
 use std::time::Instant;
 
-use bakery_image::{CloneStrategy, ImportPhase, SampleSpec, build_sample_image, clone_tree, detect_strategy, import_image};
+use bakery_image::{
+    CloneStrategy, ImportPhase, SampleSpec, build_sample_image, clone_tree, detect_strategy,
+    import_image,
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let t = Instant::now();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["sample", out, rest @ ..] => {
-            let spec = if rest.contains(&"--legacy") { SampleSpec::legacy_template() } else { SampleSpec::default() };
+            let spec = if rest.contains(&"--legacy") {
+                SampleSpec::legacy_template()
+            } else {
+                SampleSpec::default()
+            };
             build_sample_image(Path::new(out), &spec).map(|()| format!("wrote {out}"))
         }
         ["import", image, dest] => {
             let mut last = None;
             import_image(Path::new(image), Path::new(dest), &mut |p| {
                 if last != Some(p.phase) && p.phase != ImportPhase::Scan {
-                    eprintln!("{:?}: {} entries, {} bytes", p.phase, p.files_total, p.bytes_total);
+                    eprintln!(
+                        "{:?}: {} entries, {} bytes",
+                        p.phase, p.files_total, p.bytes_total
+                    );
                     last = Some(p.phase);
                 }
             })

@@ -173,6 +173,57 @@ pub fn clone_tree(
     result
 }
 
+/// `_IOW(0x94, 14, struct btrfs_ioctl_vol_args)` (4096 bytes)
+const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940E;
+
+#[repr(C)]
+struct VolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+/// Creates `path` as an empty directory; on btrfs as a subvolume, so that
+/// [`CloneStrategy::Snapshot`] can later snapshot it. Falls back to a plain directory when
+/// the subvolume cannot be made.
+pub(crate) fn create_snapshot_root(path: &Path, mode: u32) -> io::Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if fs_type(parent) == Some(BTRFS_SUPER_MAGIC) {
+        match create_subvolume(parent, path) {
+            Ok(()) => return host::chmod(path, mode),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not create a btrfs subvolume, using a directory")
+            }
+        }
+    }
+    fs::DirBuilder::new().mode(mode).create(path)
+}
+
+fn create_subvolume(parent: &Path, path: &Path) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no name"))?;
+    let name = name.as_bytes();
+    if name.len() >= 4088 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    let dir = File::open(parent)?;
+    let mut args = VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    args.name[..name.len()].copy_from_slice(name);
+    // SAFETY: the parent dir fd is open and args is a properly laid out, live struct.
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &mut args) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[repr(C)]
 struct SnapArgs {
     fd: i64,
@@ -416,8 +467,11 @@ fn clone_entry(ctx: &Ctx<'_>, rel: &Path, md: &fs::Metadata) -> Result<usize, Im
         if let Some((uid, gid)) = own {
             host::fchown(&out, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
         }
-        for (name, value) in host::fgetxattrs(&src).map_err(|e| ImageError::io("read xattrs of", &from, e))? {
-            host::fsetxattr(&out, &name, &value).map_err(|e| ImageError::io("set xattr on", &to, e))?;
+        for (name, value) in
+            host::fgetxattrs(&src).map_err(|e| ImageError::io("read xattrs of", &from, e))?
+        {
+            host::fsetxattr(&out, &name, &value)
+                .map_err(|e| ImageError::io("set xattr on", &to, e))?;
         }
         host::fchmod(&out, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
         host::futimens(&out, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))?;
@@ -540,5 +594,6 @@ mod tests {
     #[test]
     fn snapshot_args_match_the_kernel_layout() {
         assert_eq!(std::mem::size_of::<SnapArgs>(), 4096);
+        assert_eq!(std::mem::size_of::<VolArgs>(), 4096);
     }
 }

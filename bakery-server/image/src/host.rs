@@ -194,7 +194,14 @@ pub(crate) fn lgetxattrs(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         // SAFETY: valid path; buffer pointer and length describe a live, writable slice.
         |buf| unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
         // SAFETY: valid path and name; the buffer describes a live, writable slice.
-        |name, buf| unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        |name, buf| unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        },
     )
 }
 
@@ -205,7 +212,9 @@ pub(crate) fn fgetxattrs(f: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         // SAFETY: valid fd; buffer pointer and length describe a live, writable slice.
         |buf| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
         // SAFETY: valid fd and name; the buffer describes a live, writable slice.
-        |name, buf| unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) },
+        |name, buf| unsafe {
+            libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        },
     )
 }
 
