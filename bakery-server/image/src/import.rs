@@ -253,12 +253,19 @@ fn open_ext4<'f>(file: &'f File, part: &Part) -> Result<RawFs<'f>, String> {
     let own = file
         .try_clone()
         .map_err(|e| format!("cannot reopen the image: {e}"))?;
-    ext4_view::Ext4::load(Box::new(Ext4Reader {
+    match ext4_view::Ext4::load(Box::new(Ext4Reader {
         file: own,
         start: part.start,
         len: part.len,
-    }))
-    .map_err(|e| e.to_string())?;
+    })) {
+        Ok(_) => {}
+        // Features ext4-view 1.0 lacks (meta_bg) but the raw reader handles; anything the
+        // raw reader cannot read it rejects itself, by name.
+        Err(ext4_view::Ext4Error::Incompatible(i)) => {
+            tracing::info!(partition = part.index, features = %i, "ext4-view cannot open this file system; using the raw reader alone");
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     RawFs::open(part.region(file)).map_err(|e| e.to_string())
 }
 
@@ -599,9 +606,7 @@ fn extract_ext4(
     };
     progress(p);
 
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dest)
+    crate::clone::create_snapshot_root(dest, 0o700)
         .map_err(|e| ImageError::io("create", dest, e))?;
     let path_of = |e: &Entry| dest.join(&e.rel);
 
