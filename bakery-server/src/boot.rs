@@ -111,17 +111,23 @@ impl BootFiles {
         if !is_serial(serial) {
             return Err(not_found());
         }
-        if self.bakery.register(serial).await? {
-            if let Some(addr) = peer {
-                self.bakery.saw_pi_at(serial, addr).await?;
-            }
-            self.bakery.power_off_stray(serial);
-            return Err(not_found());
+        // Reads first: a booting Pi asks for dozens of files, writes happen only on news.
+        let known = self.bakery.pi_info(serial).await?;
+        let seen_at = |pi: &Option<bakery_client::PiInfo>| {
+            pi.as_ref()
+                .and_then(|p| p.address.as_deref())
+                .and_then(|a| a.parse::<IpAddr>().ok())
+        };
+        if known.is_none() {
+            self.bakery.register(serial).await?;
         }
-        if let Some(addr) = peer {
+        if let Some(addr) = peer.filter(|a| Some(*a) != seen_at(&known)) {
             self.bakery.saw_pi_at(serial, addr).await?;
         }
-        let pi = self.bakery.pi(serial).await?;
+        let Some(pi) = known else {
+            self.bakery.power_off_stray(serial);
+            return Err(not_found());
+        };
         match pi.state {
             Some(PiState::Baked) => {}
             Some(PiState::Fridge) | None => {

@@ -14,10 +14,11 @@ use bakery_client::{
     PiMap, PiState, ResizeDiskRequest,
 };
 use serde::Deserialize;
+use tokio::io::AsyncReadExt;
 
 use super::extract::{JsonBody, PathArgs, QueryArgs};
 use crate::boot::{BootFile, BootFiles};
-use crate::service::{Bakery, DEFAULT_WAIT, ServiceError};
+use crate::service::{Bakery, DEFAULT_WAIT, ServiceError, to_completion};
 
 /// The state every handler gets.
 pub type AppState = State<Arc<Bakery>>;
@@ -51,14 +52,21 @@ async fn boot_reply(file: BootFile) -> Reply<Response> {
             let len = bytes.len() as u64;
             (Body::from(bytes), len)
         }
-        BootFile::File { path, len } => {
+        BootFile::File { path, .. } => {
+            let context = format!("cannot open {}", path.display());
             let f = tokio::fs::File::open(&path)
                 .await
-                .map_err(crate::service::io_err(format!(
-                    "cannot open {}",
-                    path.display()
-                )))?;
-            (Body::from_stream(tokio_util::io::ReaderStream::new(f)), len)
+                .map_err(crate::service::io_err(&context))?;
+            // The length of the file actually opened, so Content-Length always matches.
+            let len = f
+                .metadata()
+                .await
+                .map_err(crate::service::io_err(&context))?
+                .len();
+            (
+                Body::from_stream(tokio_util::io::ReaderStream::new(f.take(len))),
+                len,
+            )
         }
     };
     Ok((
@@ -79,9 +87,11 @@ pub async fn pi_file(
     PathArgs((serial, path)): PathArgs<(String, String)>,
 ) -> Reply<Response> {
     let peer = boot_peer(conn, &headers);
-    let file = BootFiles::new(bakery)
-        .open_path(&format!("{serial}/{path}"), peer)
-        .await?;
+    let file = to_completion(async move {
+        let full = format!("{serial}/{path}");
+        Ok(BootFiles::new(bakery).open_path(&full, peer).await?)
+    })
+    .await?;
     boot_reply(file).await
 }
 
@@ -106,7 +116,8 @@ pub async fn bake(
     State(bakery): AppState,
     JsonBody(request): JsonBody<BakeRequest>,
 ) -> Reply<(StatusCode, Json<PiInfo>)> {
-    Ok((StatusCode::ACCEPTED, Json(bakery.bake(request).await?)))
+    let pi = to_completion(async move { bakery.bake(request).await }).await?;
+    Ok((StatusCode::ACCEPTED, Json(pi)))
 }
 
 /// `GET /oven`.
@@ -160,7 +171,7 @@ pub async fn unbake(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<StatusCode> {
-    bakery.unbake(&serial).await?;
+    to_completion(async move { bakery.unbake(&serial).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -169,7 +180,7 @@ pub async fn power_cycle(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<StatusCode> {
-    bakery.power_cycle(&serial).await?;
+    to_completion(async move { bakery.power_cycle(&serial).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -178,7 +189,8 @@ pub async fn reset(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<(StatusCode, Json<PiInfo>)> {
-    Ok((StatusCode::ACCEPTED, Json(bakery.reset(&serial).await?)))
+    let pi = to_completion(async move { bakery.reset(&serial).await }).await?;
+    Ok((StatusCode::ACCEPTED, Json(pi)))
 }
 
 /// `PUT /oven/{piId}/metadata`.
@@ -196,7 +208,7 @@ pub async fn attach_disk(
     PathArgs(serial): PathArgs<String>,
     JsonBody(request): JsonBody<AttachDiskRequest>,
 ) -> Reply<StatusCode> {
-    bakery.attach_disk(&serial, &request.disk_id).await?;
+    to_completion(async move { bakery.attach_disk(&serial, &request.disk_id).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -205,7 +217,7 @@ pub async fn detach_disk(
     State(bakery): AppState,
     PathArgs((serial, disk)): PathArgs<(String, String)>,
 ) -> Reply<StatusCode> {
-    bakery.detach_disk(&serial, &disk).await?;
+    to_completion(async move { bakery.detach_disk(&serial, &disk).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -215,9 +227,8 @@ pub async fn upload_pi_file(
     PathArgs((serial, name)): PathArgs<(String, String)>,
     body: Body,
 ) -> Reply<StatusCode> {
-    bakery
-        .upload_pi_file(&serial, &name, body.into_data_stream())
-        .await?;
+    let stream = body.into_data_stream();
+    to_completion(async move { bakery.upload_pi_file(&serial, &name, stream).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -265,9 +276,9 @@ pub async fn upload_bakeform(
     PathArgs(name): PathArgs<String>,
     body: Body,
 ) -> Reply<(StatusCode, Json<bakery_client::Bakeform>)> {
-    let bakeform = bakery
-        .import_bakeform(&name, body.into_data_stream())
-        .await?;
+    let stream = body.into_data_stream();
+    let bakeform =
+        to_completion(async move { bakery.import_bakeform(&name, stream).await }).await?;
     Ok((StatusCode::CREATED, Json(bakeform)))
 }
 
@@ -276,7 +287,7 @@ pub async fn delete_bakeform(
     State(bakery): AppState,
     PathArgs(name): PathArgs<String>,
 ) -> Reply<StatusCode> {
-    bakery.delete_bakeform(&name).await?;
+    to_completion(async move { bakery.delete_bakeform(&name).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -290,7 +301,9 @@ pub async fn create_disk(
     State(bakery): AppState,
     JsonBody(request): JsonBody<CreateDiskRequest>,
 ) -> Reply<(StatusCode, Json<bakery_client::Disk>)> {
-    let disk = bakery.create_disk(request.size, request.ephemeral).await?;
+    let disk =
+        to_completion(async move { bakery.create_disk(request.size, request.ephemeral).await })
+            .await?;
     Ok((StatusCode::CREATED, Json(disk)))
 }
 
@@ -307,7 +320,7 @@ pub async fn delete_disk(
     State(bakery): AppState,
     PathArgs(id): PathArgs<String>,
 ) -> Reply<StatusCode> {
-    bakery.delete_disk(&id).await?;
+    to_completion(async move { bakery.delete_disk(&id).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -317,7 +330,8 @@ pub async fn resize_disk(
     PathArgs(id): PathArgs<String>,
     JsonBody(request): JsonBody<ResizeDiskRequest>,
 ) -> Reply<Json<bakery_client::Disk>> {
-    Ok(Json(bakery.resize_disk(&id, request.size).await?))
+    let disk = to_completion(async move { bakery.resize_disk(&id, request.size).await }).await?;
+    Ok(Json(disk))
 }
 
 /// `PUT /disks/{diskId}/metadata`.

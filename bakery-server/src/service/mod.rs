@@ -234,6 +234,18 @@ impl From<ExportError> for ServiceError {
     }
 }
 
+/// Runs a state-changing operation in its own task, so it runs to completion even when the
+/// caller stops waiting (an HTTP client that goes away must not leave a Pi half unbaked).
+pub async fn to_completion<T, F>(operation: F) -> Result<T, ServiceError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, ServiceError>> + Send + 'static,
+{
+    tokio::spawn(operation)
+        .await
+        .map_err(|e| ServiceError::Task(e.to_string()))?
+}
+
 /// Wraps an I/O error with what was being done.
 pub(crate) fn io_err(context: impl Display) -> impl FnOnce(std::io::Error) -> ServiceError {
     move |source| ServiceError::Io {

@@ -152,8 +152,15 @@ fn bake_errors_follow_the_contract() {
     assert!(resp.json::<ErrorBody>().unwrap().error.contains("no route"));
     let resp = server.client.patch(server.url("/fridge")).send().unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let resp = server.get("/oven/00000001?wait=cooked");
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    for query in [
+        "wait=cooked",
+        "wait=baked&timeout=soon",
+        "wait=baked&timeout=-1",
+    ] {
+        let resp = server.get(&format!("/oven/00000001?{query}"));
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(resp.json::<ErrorBody>().is_ok());
+    }
 }
 
 #[test]
