@@ -939,7 +939,8 @@ impl Store {
     pub fn export_entries(&self) -> Result<Vec<ExportEntry>, DbError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT p.serial, d.location, p.address FROM disks d JOIN pis p ON d.pi = p.serial
+            "SELECT p.serial, d.location, p.address, d.rowid, d.is_root
+             FROM disks d JOIN pis p ON d.pi = p.serial
              WHERE p.state IN ('preparing', 'baked') ORDER BY d.location",
         )?;
         let raws = stmt
@@ -951,8 +952,10 @@ impl Store {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
         raws.into_iter()
-            .map(|(serial, path, address)| {
+            .map(|(serial, path, address, row, root)| {
                 let address = match address {
                     Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
                     None => None,
@@ -961,6 +964,8 @@ impl Store {
                     serial,
                     path,
                     address,
+                    row,
+                    root,
                 })
             })
             .collect()

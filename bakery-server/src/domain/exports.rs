@@ -1,8 +1,12 @@
-//! Renders the NFS exports file from the inventory: each Pi's directories exported only to
-//! the address it was last seen at.
+//! Renders the NFS exports from the inventory, for the kernel server (`/etc/exports` lines) or
+//! nfs-ganesha (`EXPORT` blocks): each Pi's directories exported only to the address it was last
+//! seen at, to nobody before that.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+
+use thiserror::Error;
 
 /// The export options used unless the operator sets `--export-options`.
 pub const DEFAULT_EXPORT_OPTIONS: &str = "rw,sync,no_subtree_check,no_root_squash";
@@ -10,6 +14,10 @@ pub const DEFAULT_EXPORT_OPTIONS: &str = "rw,sync,no_subtree_check,no_root_squas
 /// One directory a Pi mounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportEntry {
+    /// The disk's database row id: stable while the disk exists; ganesha export ids derive from it.
+    pub row: i64,
+    /// Whether the directory is the Pi's root disk (else an attached disk holding `disk.img`).
+    pub root: bool,
     /// The serial of the Pi the directory belongs to.
     pub serial: String,
     /// The directory.
@@ -51,29 +59,149 @@ pub fn render(entries: &[ExportEntry], options: &str, scope: ExportScope) -> Str
     out
 }
 
+/// The first ganesha export id bakery uses unless `--ganesha-export-id-base` says otherwise
+/// (ids below it stay free for the operator's own exports).
+pub const DEFAULT_GANESHA_EXPORT_ID_BASE: u16 = 1000;
+
+/// Why ganesha exports could not be rendered.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RenderError {
+    /// A directory cannot be written into a ganesha config safely.
+    #[error("cannot export {path:?} through nfs-ganesha: {reason}")]
+    Path {
+        /// The directory.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// More directories than export ids above the base.
+    #[error("{count} exports do not fit in the ganesha export ids {base}..=65535")]
+    IdsExhausted {
+        /// How many directories.
+        count: usize,
+        /// The first id bakery may use.
+        base: u16,
+    },
+}
+
+/// The ganesha `Export_Id` of every entry, in the order given.
+///
+/// An entry's id is `base + (row - 1) mod (65536 - base)`: it depends only on the disk's own
+/// row id, so it stays the same across bakery restarts and ganesha reloads. Only after the row
+/// ids wrap around the id range can two entries meet; the one with the higher row id then takes
+/// the next free id.
+pub fn ganesha_export_ids(entries: &[ExportEntry], base: u16) -> Result<Vec<u16>, RenderError> {
+    let base = base.max(1);
+    let span = 65536 - i64::from(base);
+    if entries.len() as i64 > span {
+        return Err(RenderError::IdsExhausted {
+            count: entries.len(),
+            base,
+        });
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| entries[i].row);
+    let mut taken = BTreeSet::new();
+    let mut ids = vec![0u16; entries.len()];
+    for i in order {
+        let mut offset = (entries[i].row - 1).rem_euclid(span);
+        while taken.contains(&offset) {
+            offset = (offset + 1) % span;
+        }
+        taken.insert(offset);
+        // offset < span = 65536 - base, so the sum fits in a u16.
+        ids[i] = u16::try_from(i64::from(base) + offset).unwrap_or(u16::MAX);
+    }
+    Ok(ids)
+}
+
+fn ganesha_path(path: &str) -> Result<&str, RenderError> {
+    let bad = |reason| RenderError::Path {
+        path: path.to_owned(),
+        reason,
+    };
+    if !path.starts_with('/') || path == "/" {
+        return Err(bad("not an absolute directory below /"));
+    }
+    if path.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return Err(bad("contains a quote, backslash or control character"));
+    }
+    Ok(path)
+}
+
+/// The nfs-ganesha `EXPORT` blocks for `entries` (sorted by path), meant to be `%include`d from
+/// the operator's `ganesha.conf`.
+///
+/// Each directory is exported with `Access_Type = None` at the export level and read-write only
+/// in a `CLIENT` block naming the Pi's address: an export-level `RW` would let every client in,
+/// whatever the `CLIENT` blocks say. `Pseudo` (the NFSv4 path) is the directory itself, so NFSv3
+/// and NFSv4 mounts name the same path. Squash is `No_Root_Squash` on both kinds of export: a
+/// Pi's root filesystem needs root to own its files, and an attached disk's `disk.img` is
+/// loop-mounted by the Pi's root.
+pub fn render_ganesha(
+    entries: &[ExportEntry],
+    scope: ExportScope,
+    id_base: u16,
+) -> Result<String, RenderError> {
+    let ids = ganesha_export_ids(entries, id_base)?;
+    let mut sorted: Vec<(&ExportEntry, u16)> = entries.iter().zip(ids).collect();
+    sorted.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    let mut out = String::from(
+        "# managed by bakery: rewritten after every change, do not edit; %include it from ganesha.conf\n",
+    );
+    for (entry, id) in sorted {
+        let client = match (scope, entry.address) {
+            (ExportScope::Any, _) => "*".to_owned(),
+            (ExportScope::PiAddress, Some(addr)) => addr.to_string(),
+            (ExportScope::PiAddress, None) => continue,
+        };
+        let path = ganesha_path(&entry.path)?;
+        let kind = if entry.root { "root" } else { "disk" };
+        let _ = write!(
+            out,
+            "\n# pi {serial} {kind}\n\
+             EXPORT {{\n\
+             \tExport_Id = {id};\n\
+             \tPath = \"{path}\";\n\
+             \tPseudo = \"{path}\";\n\
+             \tProtocols = 3, 4;\n\
+             \tSecType = sys;\n\
+             \tAccess_Type = None;\n\
+             \tSquash = No_Root_Squash;\n\
+             \tFSAL {{ Name = VFS; }}\n\
+             \tCLIENT {{ Clients = \"{client}\"; Access_Type = RW; }}\n\
+             }}\n",
+            serial = entry.serial,
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn entry(row: i64, root: bool, serial: &str, path: &str, address: Option<&str>) -> ExportEntry {
+        ExportEntry {
+            row,
+            root,
+            serial: serial.into(),
+            path: path.into(),
+            address: address.map(|a| a.parse().unwrap()),
+        }
+    }
+
+    fn sample() -> Vec<ExportEntry> {
+        vec![
+            entry(2, true, "bbbbbbbb", "/d/disks/2", Some("10.0.0.22")),
+            entry(1, true, "aaaaaaaa", "/d/disks/1", None),
+            entry(3, false, "bbbbbbbb", "/d/my disks/3", Some("fd00::7")),
+        ]
+    }
+
     #[test]
     fn exported_only_to_known_addresses() {
-        let entries = vec![
-            ExportEntry {
-                serial: "bbbbbbbb".into(),
-                path: "/d/disks/2".into(),
-                address: Some("10.0.0.22".parse().unwrap()),
-            },
-            ExportEntry {
-                serial: "aaaaaaaa".into(),
-                path: "/d/disks/1".into(),
-                address: None,
-            },
-            ExportEntry {
-                serial: "bbbbbbbb".into(),
-                path: "/d/my disks/3".into(),
-                address: Some("fd00::7".parse().unwrap()),
-            },
-        ];
+        let entries = sample();
         assert_eq!(
             render(&entries, DEFAULT_EXPORT_OPTIONS, ExportScope::PiAddress),
             "# managed by bakery: rewritten after every change, do not edit\n\
@@ -82,5 +210,85 @@ mod tests {
         );
         let any = render(&entries, "ro", ExportScope::Any);
         assert!(any.contains("/d/disks/1 *(ro)\n"), "{any}");
+    }
+
+    #[test]
+    fn ganesha_blocks_grant_only_the_pis_address() {
+        let text = render_ganesha(&sample(), ExportScope::PiAddress, 1000).unwrap();
+        assert_eq!(
+            text,
+            "# managed by bakery: rewritten after every change, do not edit; %include it from ganesha.conf\n\
+             \n\
+             # pi bbbbbbbb root\n\
+             EXPORT {\n\
+             \tExport_Id = 1001;\n\
+             \tPath = \"/d/disks/2\";\n\
+             \tPseudo = \"/d/disks/2\";\n\
+             \tProtocols = 3, 4;\n\
+             \tSecType = sys;\n\
+             \tAccess_Type = None;\n\
+             \tSquash = No_Root_Squash;\n\
+             \tFSAL { Name = VFS; }\n\
+             \tCLIENT { Clients = \"10.0.0.22\"; Access_Type = RW; }\n\
+             }\n\
+             \n\
+             # pi bbbbbbbb disk\n\
+             EXPORT {\n\
+             \tExport_Id = 1002;\n\
+             \tPath = \"/d/my disks/3\";\n\
+             \tPseudo = \"/d/my disks/3\";\n\
+             \tProtocols = 3, 4;\n\
+             \tSecType = sys;\n\
+             \tAccess_Type = None;\n\
+             \tSquash = No_Root_Squash;\n\
+             \tFSAL { Name = VFS; }\n\
+             \tCLIENT { Clients = \"fd00::7\"; Access_Type = RW; }\n\
+             }\n"
+        );
+        // No export-level grant anywhere: every Access_Type outside a CLIENT block is None.
+        for line in text.lines().filter(|l| l.contains("Access_Type")) {
+            assert!(line.contains("CLIENT") || line.contains("None"), "{line}");
+        }
+        let any = render_ganesha(&sample(), ExportScope::Any, 1000).unwrap();
+        assert!(any.contains("Path = \"/d/disks/1\""), "{any}");
+        assert_eq!(any.matches("Clients = \"*\"").count(), 3, "{any}");
+    }
+
+    #[test]
+    fn ganesha_ids_depend_only_on_the_row() {
+        let all = sample();
+        let ids = ganesha_export_ids(&all, 1000).unwrap();
+        assert_eq!(ids, vec![1001, 1000, 1002]);
+        // Another disk going away does not move an id.
+        let fewer = vec![all[2].clone()];
+        assert_eq!(ganesha_export_ids(&fewer, 1000).unwrap(), vec![1002]);
+        // Rows wrap around the id range; a clash takes the next free id, lower row first.
+        let span = 65536 - 60000;
+        let wrapped = vec![
+            entry(1 + span, false, "a", "/x", None),
+            entry(1, false, "b", "/y", None),
+            entry(span, false, "c", "/z", None),
+        ];
+        assert_eq!(
+            ganesha_export_ids(&wrapped, 60000).unwrap(),
+            vec![60001, 60000, 65535]
+        );
+        let full: Vec<ExportEntry> = (1..=3).map(|r| entry(r, false, "a", "/x", None)).collect();
+        assert_eq!(
+            ganesha_export_ids(&full, 65534),
+            Err(RenderError::IdsExhausted {
+                count: 3,
+                base: 65534
+            })
+        );
+    }
+
+    #[test]
+    fn ganesha_refuses_paths_it_cannot_quote() {
+        for path in ["/d/a\"b", "/d/a\\b", "/d/a\nb", "relative", "/"] {
+            let entries = vec![entry(1, true, "a", path, Some("10.0.0.1"))];
+            let err = render_ganesha(&entries, ExportScope::PiAddress, 1000).unwrap_err();
+            assert!(matches!(err, RenderError::Path { .. }), "{path:?}: {err}");
+        }
     }
 }

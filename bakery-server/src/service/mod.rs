@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::Config;
 use crate::db::{BakeformRow, DbError, DiskRow, PiRow, Store};
 use crate::domain::disks::DiskRuleError;
-use crate::domain::exports::{self, ExportScope};
+use crate::domain::exports::ExportScope;
 use crate::domain::names::NameError;
 use crate::exports::{ExportError, Exporter};
 use crate::fsutil;
@@ -413,7 +413,9 @@ impl Bakery {
         } else {
             ExportScope::PiAddress
         };
-        let content = exports::render(&entries, &self.config.export_options, scope);
+        let content = self
+            .exporter
+            .render(&entries, &self.config.export_options, scope)?;
         self.exporter.publish(&content).await?;
         Ok(())
     }
