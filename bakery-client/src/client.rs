@@ -51,6 +51,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     upload_timeout: Duration,
+    ca_certs: Vec<Vec<u8>>,
 }
 
 impl ClientBuilder {
@@ -63,7 +64,15 @@ impl ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
+            ca_certs: Vec::new(),
         }
+    }
+
+    /// Also trusts the CA certificate(s) in `pem` for an `https` server (e.g. bakery's
+    /// self-signed certificate); the system's roots stay trusted.
+    pub fn ca_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certs.push(pem.into());
+        self
     }
 
     /// Sends `Authorization: Bearer <token>` with every request.
@@ -106,7 +115,23 @@ impl ClientBuilder {
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(invalid("a base url has no query or fragment".into()));
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        for pem in &self.ca_certs {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                Error::InvalidCaCert {
+                    reason: e.to_string(),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(Error::InvalidCaCert {
+                    reason: "no CERTIFICATE block in the pem".into(),
+                });
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .connect_timeout(self.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("bakery-client/", env!("CARGO_PKG_VERSION")))
@@ -571,6 +596,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("upload_timeout", &self.upload_timeout)
+            .field("ca_certs", &self.ca_certs.len())
             .finish()
     }
 }

@@ -21,6 +21,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The CA certificate given to [`crate::ClientBuilder::ca_cert`] is not PEM.
+    #[error("invalid ca certificate: {reason}")]
+    InvalidCaCert {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A name (Pi id, disk id, bakeform, file name) that cannot be put in a URL path:
     /// empty, `.` or `..`.
     #[error("invalid name {name:?}: it cannot be sent as a path segment")]

@@ -23,6 +23,10 @@ pub struct Cli {
     #[arg(long, env = "BAKERY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
+    /// PEM file of a CA to trust for an https URL (e.g. bakery's self-signed certificate).
+    #[arg(long, env = "BAKERY_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// Output format: aligned plain text, or the API's JSON.
     #[arg(long, short, value_enum, env = "BAKERY_OUTPUT", default_value_t = Output::Table, global = true)]
     pub output: Output,

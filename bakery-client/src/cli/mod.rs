@@ -132,7 +132,9 @@ pub fn exit_status(error: &CliError) -> (u8, String) {
                 origin(url)
             ),
         ),
-        Error::InvalidUrl { .. } | Error::InvalidName { .. } => (EXIT_USAGE, source.to_string()),
+        Error::InvalidUrl { .. } | Error::InvalidName { .. } | Error::InvalidCaCert { .. } => {
+            (EXIT_USAGE, source.to_string())
+        }
         _ => (EXIT_FAILURE, format!("{subject}: {source}")),
     }
 }
@@ -166,6 +168,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let mut builder = ClientBuilder::new(cli.url.clone());
     if let Some(token) = cli.token.as_ref().filter(|t| !t.is_empty()) {
         builder = builder.token(token.clone());
+    }
+    if let Some(path) = &cli.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| Error::InvalidCaCert {
+            reason: format!("cannot read {}: {e}", path.display()),
+        });
+        builder = builder.ca_cert(api("ca certificate", pem)?);
     }
     let client = api("bakery url", Client::from_builder(builder))?;
     let out = Printer { format: cli.output };

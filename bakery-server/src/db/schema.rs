@@ -37,4 +37,29 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX disks_by_pi ON disks (pi, position);
     ",
+    // 2: operator visibility: the event log and the boot records of the boot timelines.
+    "
+    CREATE TABLE events (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        time      INTEGER NOT NULL,
+        kind      TEXT NOT NULL,
+        pi        TEXT,
+        bakeform  TEXT,
+        disk      TEXT,
+        message   TEXT
+    );
+    CREATE TABLE boot_records (
+        pi           TEXT NOT NULL,
+        boot         INTEGER NOT NULL,
+        seq          INTEGER NOT NULL,
+        time         INTEGER NOT NULL,
+        file         TEXT NOT NULL,
+        bytes        INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,
+        via          TEXT NOT NULL,
+        elapsed_ms   INTEGER NOT NULL,
+        size_probed  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (pi, boot, seq)
+    );
+    ",
 ];
