@@ -143,13 +143,35 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        let router = crate::http::router(self.bakery.clone());
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        let auth = crate::http::auth::Auth::from_config(self.config()).map_err(ConfigError::from)?;
+        if let Some(auth) = &auth {
+            auth.reload_on_sighup();
+        }
+        let tls = match &self.config().tls {
+            Some(files) => Some(
+                crate::tls::server_config(&files.cert, &files.key).map_err(ConfigError::from)?,
+            ),
+            None => None,
+        };
+        let router = crate::http::auth::protect(crate::http::router(self.bakery.clone()), auth);
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        match tls {
+            Some(tls) => {
+                use axum::serve::ListenerExt;
+                // `tap_io` only so axum's connect-info works for this listener type.
+                let listener = crate::tls::TlsListener::new(listener, tls)
+                    .map_err(AppError::Serve)?
+                    .tap_io(|_| {});
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
         .map_err(AppError::Serve)
     }
 

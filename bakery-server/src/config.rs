@@ -42,6 +42,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The API token file is not usable.
+    #[error(transparent)]
+    TokenFile(#[from] crate::http::auth::TokenFileError),
+    /// The TLS certificate or key is not usable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A required setting is missing.
     #[error("missing setting {0}: give it as a flag, environment variable or in the config file")]
     Missing(&'static str),
@@ -434,6 +440,14 @@ impl ServeArgs {
             }
             config.max_pis = n;
         }
+        // Read the security files now, so a bad one stops the server before it listens (and
+        // `check-config` reports it); the server loads them again when it starts serving.
+        if let Some(path) = &config.token_file {
+            crate::http::auth::TokenSet::load(path)?;
+        }
+        if let Some(tls) = &config.tls {
+            crate::tls::server_config(&tls.cert, &tls.key)?;
+        }
         Ok(config)
     }
 }
@@ -483,9 +497,17 @@ mod tests {
     fn security_settings() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bakery.toml");
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "ro:a-read-only-token-for-tests\n").unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, cert.cert.pem()).unwrap();
+        std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
         std::fs::write(
             &file,
-            "nfs_address = \"10.0.0.2\"\ntoken_file = \"/etc/bakery/tokens\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nmax_pis = 10\nboot_files_require_token = true\n",
+            format!(
+                "nfs_address = \"10.0.0.2\"\ntoken_file = {tokens:?}\ntls_cert = {c:?}\ntls_key = {k:?}\nmax_pis = 10\nboot_files_require_token = true\n"
+            ),
         )
         .unwrap();
         let args = ServeArgs {
@@ -493,12 +515,12 @@ mod tests {
             ..ServeArgs::default()
         };
         let config = args.resolve().unwrap();
-        assert_eq!(config.token_file, Some(PathBuf::from("/etc/bakery/tokens")));
+        assert_eq!(config.token_file, Some(tokens.clone()));
         assert_eq!(
             config.tls,
             Some(TlsFiles {
-                cert: "/c.pem".into(),
-                key: "/k.pem".into()
+                cert: c.clone(),
+                key: k.clone()
             })
         );
         assert_eq!(config.max_pis, 10);
@@ -515,8 +537,75 @@ mod tests {
         std::fs::write(&file, "nfs_address = \"10.0.0.2\"\ntls_cert = \"/c.pem\"\n").unwrap();
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("needs --tls-key"), "{err}");
+        // Unusable files are reported when the configuration is resolved.
+        std::fs::write(&file, format!("nfs_address = \"10.0.0.2\"\ntls_cert = {k:?}\ntls_key = {k:?}\n")).unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("cannot read certificate chain"), "{err}");
+        std::fs::write(&file, format!("nfs_address = \"10.0.0.2\"\ntls_cert = {c:?}\ntls_key = {c:?}\n")).unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("cannot read private key"), "{err}");
+        std::fs::write(&tokens, "# none\n").unwrap();
+        std::fs::write(&file, format!("nfs_address = \"10.0.0.2\"\ntoken_file = {tokens:?}\n")).unwrap();
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("holds no token"), "{err}");
         std::fs::write(&file, "nfs_address = \"10.0.0.2\"\nmax_pis = 0\n").unwrap();
         assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn nfs_backends() {
+        let base = ServeArgs {
+            nfs_address: Some("10.0.0.2".into()),
+            ..ServeArgs::default()
+        };
+        let kernel = base.resolve().unwrap();
+        assert_eq!(kernel.nfs_backend, NfsBackend::Kernel);
+        assert_eq!(kernel.ganesha_pid_file, None);
+        let ganesha = ServeArgs {
+            nfs_backend: Some("ganesha".into()),
+            ..base.clone()
+        };
+        let config = ganesha.resolve().unwrap();
+        assert_eq!(config.nfs_backend, NfsBackend::Ganesha);
+        assert_eq!(config.exports_file, PathBuf::from(DEFAULT_GANESHA_EXPORTS_FILE));
+        assert_eq!(
+            config.ganesha_pid_file,
+            Some(PathBuf::from(DEFAULT_GANESHA_PID_FILE))
+        );
+        assert_eq!(config.exportfs_cmd, "");
+        assert_eq!(config.ganesha_export_id_base, 1000);
+        // An explicit command replaces the signal.
+        let command = ServeArgs {
+            exportfs_cmd: Some("/usr/local/bin/ganesha-reload".into()),
+            ganesha_export_id_base: Some(5000),
+            ..ganesha.clone()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(command.ganesha_pid_file, None);
+        assert_eq!(command.exportfs_cmd, "/usr/local/bin/ganesha-reload");
+        assert_eq!(command.ganesha_export_id_base, 5000);
+        for bad in [
+            ServeArgs {
+                nfs_backend: Some("knfsd".into()),
+                ..base.clone()
+            },
+            ServeArgs {
+                ganesha_pid_file: Some("/run/g.pid".into()),
+                ..base.clone()
+            },
+            ServeArgs {
+                ganesha_pid_file: Some("/run/g.pid".into()),
+                exportfs_cmd: Some("true".into()),
+                ..ganesha.clone()
+            },
+            ServeArgs {
+                ganesha_export_id_base: Some(0),
+                ..ganesha.clone()
+            },
+        ] {
+            assert!(bad.resolve().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -58,7 +58,12 @@ async fn run(cli: Cli) -> Result<(), AppError> {
                 addr: addr.to_string(),
                 source,
             })?;
-            tracing::info!("listening on http://{bound}");
+            let scheme = if app.config().tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!("listening on {scheme}://{bound}");
             app.serve(listener, shutdown_signal()).await
         }
     }

@@ -255,6 +255,20 @@ impl Auth {
         })
     }
 
+    /// The authentication `config` asks for: `None` (and a warning) without a token file.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Auth>, TokenFileError> {
+        let Some(path) = &config.token_file else {
+            tracing::warn!("no --token-file: the API is open to anyone who reaches it");
+            return Ok(None);
+        };
+        let files = if config.boot_files_require_token {
+            FilesPolicy::RequireToken
+        } else {
+            FilesPolicy::Open
+        };
+        Auth::load(path, files).map(Some)
+    }
+
     /// Re-reads the token file; on failure the old tokens stay in force. Returns the new
     /// number of tokens.
     pub fn reload(&self) -> Result<usize, TokenFileError> {
