@@ -7,9 +7,9 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::boot::BootFiles;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, NfsBackend};
 use crate::db::{DbError, Store};
-use crate::exports::{Exporter, KernelExporter};
+use crate::exports::{Exporter, GaneshaExporter, GaneshaReload, KernelExporter};
 use crate::imaging;
 use crate::ppi::{NoPower, Power, ProcessPpi};
 use crate::service::{Bakery, Parts, RepairReport, ServiceError};
@@ -102,10 +102,24 @@ impl App {
                 Arc::new(NoPower)
             }
         };
-        let exporter: Arc<dyn Exporter> = Arc::new(KernelExporter::new(
-            config.exports_file.clone(),
-            &config.exportfs_cmd,
-        ));
+        let exporter: Arc<dyn Exporter> = match config.nfs_backend {
+            NfsBackend::Kernel => Arc::new(KernelExporter::new(
+                config.exports_file.clone(),
+                &config.exportfs_cmd,
+            )),
+            NfsBackend::Ganesha => {
+                let reload = match &config.ganesha_pid_file {
+                    Some(pid_file) => GaneshaReload::Signal(pid_file.clone()),
+                    None => GaneshaReload::command(&config.exportfs_cmd),
+                };
+                tracing::info!(exports_file = %config.exports_file.display(), ?reload, "nfs exports for nfs-ganesha");
+                Arc::new(GaneshaExporter::new(
+                    config.exports_file.clone(),
+                    reload,
+                    config.ganesha_export_id_base,
+                ))
+            }
+        };
         let clone_strategy = imaging::detect_strategy(&layout.tmp);
         tracing::info!(strategy = %clone_strategy, data_dir = %config.data_dir.display(), "clone strategy chosen");
         let bakery = Bakery::new(Parts {

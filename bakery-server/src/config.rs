@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::domain::exports::DEFAULT_EXPORT_OPTIONS;
+use crate::domain::exports::{DEFAULT_EXPORT_OPTIONS, DEFAULT_GANESHA_EXPORT_ID_BASE};
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -138,6 +138,15 @@ pub struct ServeArgs {
     pub boot_files_require_token: bool,
     /// PEM certificate chain: serve HTTPS (needs --tls-key).
     #[arg(long, env = "BAKERY_TLS_CERT", global = true)]
+    /// NFS server: "kernel" (exports(5) lines + exportfs) or "ganesha" (nfs-ganesha EXPORT blocks) [default: kernel].
+    #[arg(long, env = "BAKERY_NFS_BACKEND", global = true)]
+    pub nfs_backend: Option<String>,
+    /// nfs-ganesha's pid file, signalled (SIGHUP) after each rewrite unless --exportfs-cmd is given [default: /var/run/ganesha/ganesha.pid].
+    #[arg(long, env = "BAKERY_GANESHA_PID_FILE", global = true)]
+    pub ganesha_pid_file: Option<PathBuf>,
+    /// First nfs-ganesha Export_Id bakery uses; lower ids stay free for the operator's own exports [default: 1000].
+    #[arg(long, env = "BAKERY_GANESHA_EXPORT_ID_BASE", global = true)]
+    pub ganesha_export_id_base: Option<u16>,
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, env = "BAKERY_TLS_KEY", global = true)]
@@ -175,6 +184,9 @@ struct FileConfig {
 }
 
 /// The resolved configuration of a server.
+    nfs_backend: Option<String>,
+    ganesha_pid_file: Option<PathBuf>,
+    ganesha_export_id_base: Option<u16>,
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address of the HTTP API.
@@ -217,6 +229,12 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Most Pis the inventory holds.
     pub max_pis: u32,
+    /// Which NFS server the exports are written for.
+    pub nfs_backend: NfsBackend,
+    /// With the ganesha backend: the pid file signalled to reload; `None`: `exportfs_cmd` is run.
+    pub ganesha_pid_file: Option<PathBuf>,
+    /// The first nfs-ganesha `Export_Id` bakery uses.
+    pub ganesha_export_id_base: u16,
 }
 
 /// The PEM files HTTPS is served with.
@@ -239,6 +257,22 @@ impl Config {
             db_path: data_dir.join("bakery.db"),
             data_dir,
             nfs_address,
+/// The NFS server bakery writes exports for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NfsBackend {
+    /// The kernel NFS server: `exports(5)` lines, then `--exportfs-cmd`.
+    Kernel,
+    /// nfs-ganesha: `EXPORT` blocks for the operator's `ganesha.conf` to `%include`, then a
+    /// reload (SIGHUP to `--ganesha-pid-file`, or `--exportfs-cmd` when given).
+    Ganesha,
+}
+
+/// Where the ganesha backend's exports file goes unless `--exports-file` says otherwise.
+pub const DEFAULT_GANESHA_EXPORTS_FILE: &str = "/etc/ganesha/bakery.conf";
+
+/// Where nfs-ganesha writes its pid unless `--ganesha-pid-file` says otherwise.
+pub const DEFAULT_GANESHA_PID_FILE: &str = "/var/run/ganesha/ganesha.pid";
+
             ppi: None,
             ppi_config: None,
             ppi_timeout: Duration::from_secs(30),
@@ -259,6 +293,9 @@ impl Config {
     }
 }
 
+            nfs_backend: NfsBackend::Kernel,
+            ganesha_pid_file: None,
+            ganesha_export_id_base: DEFAULT_GANESHA_EXPORT_ID_BASE,
 fn bad(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Value {
         key,
@@ -371,10 +408,44 @@ impl ServeArgs {
         if let Some(t) = self.power_cycle_pause.or(file.power_cycle_pause) {
             config.power_cycle_pause = parse_seconds("power-cycle-pause", t)?;
         }
-        if let Some(f) = self.exports_file.clone().or(file.exports_file) {
+        config.nfs_backend = match self.nfs_backend.clone().or(file.nfs_backend) {
+            None => NfsBackend::Kernel,
+            Some(b) if b.eq_ignore_ascii_case("kernel") => NfsBackend::Kernel,
+            Some(b) if b.eq_ignore_ascii_case("ganesha") => NfsBackend::Ganesha,
+            Some(b) => return Err(bad("nfs-backend", b, "expected kernel or ganesha")),
+        };
+        let exports_file = self.exports_file.clone().or(file.exports_file);
+        let exportfs_cmd = self.exportfs_cmd.clone().or(file.exportfs_cmd);
+        let pid_file = set(self.ganesha_pid_file.clone().or(file.ganesha_pid_file));
+        match config.nfs_backend {
+            NfsBackend::Kernel => {
+                if let Some(p) = pid_file {
+                    return Err(bad(
+                        "ganesha-pid-file",
+                        p.display().to_string(),
+                        "only used with --nfs-backend ganesha",
+                    ));
+                }
+            }
+            NfsBackend::Ganesha => {
+                config.exports_file = PathBuf::from(DEFAULT_GANESHA_EXPORTS_FILE);
+                if exportfs_cmd.is_none() {
+                    config.exportfs_cmd = String::new();
+                    config.ganesha_pid_file =
+                        Some(pid_file.unwrap_or_else(|| PathBuf::from(DEFAULT_GANESHA_PID_FILE)));
+                } else if let Some(p) = pid_file {
+                    return Err(bad(
+                        "ganesha-pid-file",
+                        p.display().to_string(),
+                        "give either it (reload by SIGHUP) or --exportfs-cmd, not both",
+                    ));
+                }
+            }
+        }
+        if let Some(f) = exports_file {
             config.exports_file = f;
         }
-        if let Some(c) = self.exportfs_cmd.clone().or(file.exportfs_cmd) {
+        if let Some(c) = exportfs_cmd {
             config.exportfs_cmd = c;
         }
         if let Some(o) = self.export_options.clone().or(file.export_options) {
@@ -385,6 +456,19 @@ impl ServeArgs {
         }
         config.export_to_any = self.export_to_any || file.export_to_any.unwrap_or(false);
         let max = match (&self.max_image_size, file.max_image_size) {
+        if let Some(base) = self
+            .ganesha_export_id_base
+            .or(file.ganesha_export_id_base)
+        {
+            if base == 0 {
+                return Err(bad(
+                    "ganesha-export-id-base",
+                    "0",
+                    "must be at least 1 (export id 0 is ganesha's NFSv4 root)",
+                ));
+            }
+            config.ganesha_export_id_base = base;
+        }
             (Some(s), _) => Some(parse_size(s)?),
             (None, Some(toml::Value::Integer(n))) => Some(
                 u64::try_from(n)
