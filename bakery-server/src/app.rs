@@ -1,10 +1,11 @@
 //! Assembling and running a bakery server: open the inventory, repair it, serve the API.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 
 use crate::boot::BootFiles;
 use crate::config::{Config, ConfigError, NfsBackend};
@@ -53,6 +54,9 @@ pub enum AppError {
     /// Serving failed.
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
+    /// The built-in TFTP server's socket failed.
+    #[error("tftp server failed: {0}")]
+    Tftp(std::io::Error),
 }
 
 /// A ready bakery: inventory open and repaired.
@@ -64,7 +68,17 @@ pub struct App {
 impl App {
     /// Opens the data dir and inventory, chooses the power and exports backends, and repairs
     /// what a previous run left in flight.
-    pub async fn new(mut config: Config) -> Result<App, AppError> {
+    pub async fn new(config: Config) -> Result<App, AppError> {
+        App::build(config, None).await
+    }
+
+    /// [`App::new`] with `power` switching Pis instead of the configured PPI (the demo's
+    /// simulated Pis).
+    pub async fn with_power(config: Config, power: Arc<dyn Power>) -> Result<App, AppError> {
+        App::build(config, Some(power)).await
+    }
+
+    async fn build(mut config: Config, power: Option<Arc<dyn Power>>) -> Result<App, AppError> {
         let data_err = |path: &std::path::Path| {
             let path = path.to_owned();
             move |source| AppError::DataDir { path, source }
@@ -88,8 +102,9 @@ impl App {
             None => None,
         };
         let store = Store::open(&config.db_path)?;
-        let power: Arc<dyn Power> = match &config.ppi {
-            Some(ppi) => {
+        let power: Arc<dyn Power> = match (power, &config.ppi) {
+            (Some(power), _) => power,
+            (None, Some(ppi)) => {
                 tracing::info!(ppi = %ppi.display(), "power managed by ppi");
                 Arc::new(ProcessPpi::new(
                     ppi.clone(),
@@ -97,7 +112,7 @@ impl App {
                     config.ppi_timeout,
                 ))
             }
-            None => {
+            (None, None) => {
                 tracing::warn!("no --ppi configured: power is not managed");
                 Arc::new(NoPower)
             }
@@ -187,6 +202,48 @@ impl App {
             }
         }
         .map_err(AppError::Serve)
+    }
+
+    /// Binds the built-in TFTP server's socket at `addr`.
+    pub async fn bind_tftp(addr: SocketAddr) -> Result<UdpSocket, AppError> {
+        UdpSocket::bind(addr).await.map_err(|source| AppError::Bind {
+            addr: format!("udp {addr}"),
+            source,
+        })
+    }
+
+    /// Serves the boot path over TFTP on `socket` until `shutdown` completes.
+    pub async fn serve_tftp(
+        &self,
+        socket: UdpSocket,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), AppError> {
+        bakery_tftp::serve(
+            socket,
+            Arc::new(self.boot_files()),
+            bakery_tftp::ServerConfig::default(),
+            shutdown,
+        )
+        .await
+        .map_err(AppError::Tftp)
+    }
+
+    /// Serves the API on `listener` and, when given, TFTP on `tftp`, until `shutdown`
+    /// completes (or either server fails).
+    pub async fn serve_all(
+        self,
+        listener: TcpListener,
+        tftp: Option<UdpSocket>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let Some(socket) = tftp else {
+            return self.serve(listener, shutdown).await;
+        };
+        let tftp_app = self.clone();
+        tokio::select! {
+            result = self.serve(listener, shutdown) => result,
+            result = tftp_app.serve_tftp(socket, std::future::pending()) => result,
+        }
     }
 
     /// [`App::new`] then [`App::serve`].

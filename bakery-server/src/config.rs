@@ -74,6 +74,14 @@ pub struct Cli {
 pub enum Command {
     /// Resolve the configuration, print it and exit (0 if it is valid).
     CheckConfig,
+    /// Run the whole product on loopback with simulated Pis: build a sample bakeform, upload
+    /// it, bake and network-boot N Pis, print what happened, keep serving until Ctrl-C.
+    /// Uses `--data-dir` (default ./demo-data), `--listen` and `--tftp-listen` (default
+    /// 127.0.0.1:0); ignores the other serve flags.
+    Demo(crate::demo::DemoArgs),
+    /// Print a dnsmasq proxy-DHCP configuration snippet sending the subnet's Pis to bakery's
+    /// TFTP server.
+    PrintDnsmasqConfig(crate::dnsmasq::DnsmasqArgs),
 }
 
 /// The serve flags; each can also come from the environment or the `--config` file.

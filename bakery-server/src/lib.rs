@@ -30,6 +30,8 @@ pub mod app;
 pub mod boot;
 pub mod config;
 pub mod db;
+pub mod demo;
+pub mod dnsmasq;
 pub mod domain;
 pub mod exports;
 pub mod fsutil;

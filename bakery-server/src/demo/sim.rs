@@ -1,0 +1,221 @@
+//! The demo's PPI: a [`Power`] whose power-on starts a simulated Pi (`pi-sim`) network-booting
+//! against bakery's own TFTP server, and whose power-off stops it.
+//!
+//! Like a Pi 4 EEPROM, a simulated Pi that gets "file not found" for its first file (bakery
+//! powers a Pi on just before it marks it baked) tries again a moment later, until
+//! [`BOOT_RETRY_WINDOW`] has passed. Every file it fetches is checked against the boot
+//! directory of the bakeform bakery baked it from; the outcome of each boot is recorded and
+//! can be awaited with [`SimPower::wait_booted`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use pi_sim::{BootOptions, BootReport, Model, SimError};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::ppi::{Power, PowerAction, PowerFuture};
+use crate::service::Bakery;
+
+/// How long after power-on a simulated Pi keeps retrying its first file.
+pub const BOOT_RETRY_WINDOW: Duration = Duration::from_secs(60);
+/// Pause between two boot attempts of a simulated Pi.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Time from power-on to the first TFTP request (the bootloader starting up).
+const FIRMWARE_START: Duration = Duration::from_millis(50);
+
+/// The first file a model asks for under its serial directory (its "am I known?" probe).
+pub fn first_file(model: Model) -> &'static str {
+    match model {
+        Model::Pi3 => "start.elf",
+        Model::Pi4 => "start4.elf",
+    }
+}
+
+/// How the last boot of a simulated Pi ended.
+#[derive(Debug, Clone)]
+pub struct BootRecord {
+    /// Boot attempts since power-on (attempts that found the Pi not yet baked included).
+    pub attempts: u32,
+    /// The verified boot, or why it failed.
+    pub outcome: Result<BootReport, String>,
+    /// When it ended, since the power-on.
+    pub after: Duration,
+}
+
+struct Inner {
+    tftp: SocketAddr,
+    model: Model,
+    options: BootOptions,
+    bakery: OnceLock<Weak<Bakery>>,
+    running: Mutex<HashMap<String, AbortHandle>>,
+    boots: watch::Sender<BTreeMap<String, BootRecord>>,
+}
+
+/// Simulated Pis behind the [`Power`] trait. Cheap to clone.
+#[derive(Clone)]
+pub struct SimPower {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SimPower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimPower")
+            .field("tftp", &self.inner.tftp)
+            .field("model", &self.inner.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimPower {
+    /// Simulated Pis of `model` booting from the TFTP server at `tftp`.
+    pub fn new(tftp: SocketAddr, model: Model) -> SimPower {
+        let (boots, _) = watch::channel(BTreeMap::new());
+        SimPower {
+            inner: Arc::new(Inner {
+                tftp,
+                model,
+                options: BootOptions::default(),
+                bakery: OnceLock::new(),
+                running: Mutex::new(HashMap::new()),
+                boots,
+            }),
+        }
+    }
+
+    /// Lets simulated Pis look up which bakeform they were baked from (to check their files).
+    /// Call once, after the [`crate::App`] using this power is built.
+    pub fn attach(&self, bakery: &Arc<Bakery>) {
+        let _ = self.inner.bakery.set(Arc::downgrade(bakery));
+    }
+
+    /// Waits until every Pi in `serials` has a recorded boot, or `timeout` passes; returns the
+    /// records there are.
+    pub async fn wait_booted(
+        &self,
+        serials: &[String],
+        timeout: Duration,
+        mut on_boot: impl FnMut(&str, &BootRecord),
+    ) -> BTreeMap<String, BootRecord> {
+        let mut rx = self.inner.boots.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let snapshot = rx.borrow_and_update().clone();
+            for serial in serials {
+                if let Some(record) = snapshot.get(serial) {
+                    if seen.insert(serial.clone()) {
+                        on_boot(serial, record);
+                    }
+                }
+            }
+            if serials.iter().all(|s| snapshot.contains_key(s)) {
+                return snapshot;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return snapshot,
+            }
+        }
+    }
+
+    fn power_on(&self, serial: &str) {
+        self.stop(serial);
+        self.inner.boots.send_modify(|boots| {
+            boots.remove(serial);
+        });
+        let inner = Arc::clone(&self.inner);
+        let key = serial.to_owned();
+        let task = tokio::spawn(async move {
+            let record = boot_until_served(&inner, &key).await;
+            if let Err(reason) = &record.outcome {
+                tracing::warn!(serial = key, reason, "simulated pi failed to boot");
+            }
+            inner.boots.send_modify(|boots| {
+                boots.insert(key.clone(), record);
+            });
+            if let Ok(mut running) = inner.running.lock() {
+                running.remove(&key);
+            }
+        });
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.insert(serial.to_owned(), task.abort_handle());
+        }
+    }
+
+    fn stop(&self, serial: &str) {
+        let handle = self
+            .inner
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut running| running.remove(serial));
+        if let Some(handle) = handle {
+            handle.abort();
+        }
+    }
+}
+
+impl Power for SimPower {
+    fn power<'a>(&'a self, serial: &'a str, action: PowerAction) -> PowerFuture<'a> {
+        Box::pin(async move {
+            tracing::debug!(serial, action = action.as_str(), "simulated power");
+            match action {
+                PowerAction::PowerOn => self.power_on(serial),
+                PowerAction::PowerOff => self.stop(serial),
+            }
+            Ok(())
+        })
+    }
+
+    fn is_managed(&self) -> bool {
+        true
+    }
+}
+
+/// The boot directory of the bakeform `serial` is baked from, if it is being baked or baked.
+async fn expected_boot_dir(inner: &Inner, serial: &str) -> Option<PathBuf> {
+    let bakery = inner.bakery.get()?.upgrade()?;
+    let pi = bakery.pi_info(serial).await.ok()??;
+    let bakeform = pi.source_bakeform?;
+    Some(bakery.layout().bakeform(&bakeform.name).join("boot"))
+}
+
+/// Boots `serial` like a Pi that was just switched on, retrying while bakery answers "file not
+/// found" for the first file.
+async fn boot_until_served(inner: &Inner, serial: &str) -> BootRecord {
+    let started = Instant::now();
+    let first = format!("{serial}/{}", first_file(inner.model));
+    tokio::time::sleep(FIRMWARE_START).await;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let outcome = match expected_boot_dir(inner, serial).await {
+            Some(dir) => {
+                pi_sim::boot(inner.tftp, serial, inner.model, &dir, &inner.options)
+                    .await
+            }
+            None => Err(SimError::Missing {
+                serial: serial.to_owned(),
+                path: first.clone(),
+            }),
+        };
+        match outcome {
+            Err(SimError::Missing { path, .. })
+                if path == first && started.elapsed() < BOOT_RETRY_WINDOW =>
+            {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            outcome => {
+                return BootRecord {
+                    attempts,
+                    outcome: outcome.map_err(|e| e.to_string()),
+                    after: started.elapsed(),
+                };
+            }
+        }
+    }
+}
