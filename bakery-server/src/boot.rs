@@ -118,8 +118,9 @@ impl BootFiles {
                 .and_then(|p| p.address.as_deref())
                 .and_then(|a| a.parse::<IpAddr>().ok())
         };
-        if known.is_none() {
-            self.bakery.register(serial).await?;
+        if known.is_none() && self.bakery.register(serial).await?.is_none() {
+            // The inventory is full: not registered, not powered off (it is not ours).
+            return Err(not_found());
         }
         if let Some(addr) = peer.filter(|a| Some(*a) != seen_at(&known)) {
             self.bakery.saw_pi_at(serial, addr).await?;

@@ -471,6 +471,31 @@ impl Store {
         })
     }
 
+    /// Registers a Pi in the fridge unless the inventory already holds `max` Pis:
+    /// `Some(true)` if it was new, `Some(false)` if it was known, `None` if the inventory is
+    /// full (nothing written).
+    pub fn register_pi_within(&self, serial: &str, max: u32) -> Result<Option<bool>, DbError> {
+        self.write(|tx| {
+            let known: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM pis WHERE serial = ?1)",
+                params![serial],
+                |r| r.get(0),
+            )?;
+            if known {
+                return Ok(Some(false));
+            }
+            let count: i64 = tx.query_row("SELECT COUNT(*) FROM pis", [], |r| r.get(0))?;
+            if count >= i64::from(max) {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO pis (serial, state, created_at) VALUES (?1, 'fridge', ?2)",
+                params![serial, now()],
+            )?;
+            Ok(Some(true))
+        })
+    }
+
     /// One Pi.
     pub fn pi(&self, serial: &str) -> Result<Option<PiRow>, DbError> {
         get_pi(&self.conn(), serial)

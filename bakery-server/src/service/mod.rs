@@ -591,10 +591,27 @@ impl Bakery {
 
     // ---- the boot path's needs ----
 
-    /// Registers a Pi seen on the boot path; `true` if new.
-    pub(crate) async fn register(&self, serial: &str) -> Result<bool, ServiceError> {
+    /// Registers a Pi seen on the boot path; `Some(true)` if new, `None` when the inventory
+    /// already holds `max_pis` Pis (a flood of made-up serials cannot grow it without bound).
+    pub(crate) async fn register(&self, serial: &str) -> Result<Option<bool>, ServiceError> {
+        static FULL_WARNED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let key = serial.to_owned();
-        let new = self.db(move |s| s.register_pi(&key)).await?;
+        let max = self.config().max_pis;
+        let Some(new) = self.db(move |s| s.register_pi_within(&key, max)).await? else {
+            // Warn at most once a minute: this is what a flood looks like.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let last = FULL_WARNED_AT.swap(now, std::sync::atomic::Ordering::Relaxed);
+            if now.saturating_sub(last) >= 60 {
+                tracing::warn!(
+                    serial,
+                    max_pis = max,
+                    "inventory full (--max-pis): unknown pi not registered"
+                );
+            }
+            return Ok(None);
+        };
         if new {
             tracing::info!(
                 serial,
@@ -603,7 +620,7 @@ impl Bakery {
             );
             self.notify_change();
         }
-        Ok(new)
+        Ok(Some(new))
     }
 
     /// Records the address a Pi was seen at, re-exporting when it changed.
