@@ -137,7 +137,8 @@ fn ganesha_path(path: &str) -> Result<&str, RenderError> {
 /// whatever the `CLIENT` blocks say. `Pseudo` (the NFSv4 path) is the directory itself, so NFSv3
 /// and NFSv4 mounts name the same path. Squash is `No_Root_Squash` on both kinds of export: a
 /// Pi's root filesystem needs root to own its files, and an attached disk's `disk.img` is
-/// loop-mounted by the Pi's root.
+/// loop-mounted by the Pi's root. Client addresses stay unquoted: ganesha refuses a quoted
+/// string where it expects a client.
 pub fn render_ganesha(
     entries: &[ExportEntry],
     scope: ExportScope,
@@ -169,7 +170,7 @@ pub fn render_ganesha(
              \tAccess_Type = None;\n\
              \tSquash = No_Root_Squash;\n\
              \tFSAL {{ Name = VFS; }}\n\
-             \tCLIENT {{ Clients = \"{client}\"; Access_Type = RW; }}\n\
+             \tCLIENT {{ Clients = {client}; Access_Type = RW; }}\n\
              }}\n",
             serial = entry.serial,
         );
@@ -229,7 +230,7 @@ mod tests {
              \tAccess_Type = None;\n\
              \tSquash = No_Root_Squash;\n\
              \tFSAL { Name = VFS; }\n\
-             \tCLIENT { Clients = \"10.0.0.22\"; Access_Type = RW; }\n\
+             \tCLIENT { Clients = 10.0.0.22; Access_Type = RW; }\n\
              }\n\
              \n\
              # pi bbbbbbbb disk\n\
@@ -242,7 +243,7 @@ mod tests {
              \tAccess_Type = None;\n\
              \tSquash = No_Root_Squash;\n\
              \tFSAL { Name = VFS; }\n\
-             \tCLIENT { Clients = \"fd00::7\"; Access_Type = RW; }\n\
+             \tCLIENT { Clients = fd00::7; Access_Type = RW; }\n\
              }\n"
         );
         // No export-level grant anywhere: every Access_Type outside a CLIENT block is None.
@@ -251,7 +252,7 @@ mod tests {
         }
         let any = render_ganesha(&sample(), ExportScope::Any, 1000).unwrap();
         assert!(any.contains("Path = \"/d/disks/1\""), "{any}");
-        assert_eq!(any.matches("Clients = \"*\"").count(), 3, "{any}");
+        assert_eq!(any.matches("Clients = *;").count(), 3, "{any}");
     }
 
     #[test]

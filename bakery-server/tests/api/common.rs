@@ -146,6 +146,13 @@ impl Server {
         Server::spawn(env, env.args(), flags, &[])
     }
 
+    /// Starts without the `drop` base flags (each with its value), with `extra` added.
+    pub fn start_custom(env: &Env, drop: &[&str], extra: &[&str]) -> Server {
+        let mut all = drop.to_vec();
+        all.extend_from_slice(extra);
+        Server::spawn(env, env.args(), &all, extra)
+    }
+
     pub fn start_with(env: &Env, extra: &[&str]) -> Server {
         Server::spawn(env, env.args(), extra, extra)
     }

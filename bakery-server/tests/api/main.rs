@@ -9,6 +9,7 @@ mod common;
 mod disks;
 mod pis;
 mod ppi;
+mod nfs;
 mod recovery;
 mod tftp;
 mod traversal;

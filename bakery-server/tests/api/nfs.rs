@@ -1,0 +1,565 @@
+//! NFS on the wire: a real nfs-ganesha on loopback serving what `bakery-server --nfs-backend
+//! ganesha` exports, read and written with the libnfs-utils clients (`nfs-ls`, `nfs-cat`,
+//! `nfs-cp`) over NFSv3 and NFSv4.
+//!
+//! Needs `ganesha.nfsd` (nfs-ganesha + nfs-ganesha-vfs), `rpcbind` (ganesha will not start
+//! unless it can register with a portmapper) and libnfs-utils, and root (the VFS FSAL opens
+//! files by handle). Without them the test says why and passes, unless `CI` is set: there a
+//! missing tool is a failure, so a CI that forgot to install them cannot stay green.
+//!
+//! The client always comes from 127.0.0.1 (Linux picks that source for every loopback
+//! destination), so "another address" is tested the other way round: a Pi whose boot-path
+//! address is 127.0.0.2 has its export refused to the client at 127.0.0.1.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bakery_client::{Disk, PiInfo};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+/// One ganesha at a time in this binary (rpcbind holds one registration per program).
+static GANESHA: Mutex<()> = Mutex::new(());
+
+/// Where `program` is: on PATH or in an sbin directory (rpcbind lives in /usr/sbin).
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Why ganesha cannot run here, if it cannot.
+fn missing() -> Option<String> {
+    for tool in ["ganesha.nfsd", "rpcbind", "nfs-ls", "nfs-cat", "nfs-cp"] {
+        if which(tool).is_none() {
+            return Some(format!(
+                "{tool} not found (apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils)"
+            ));
+        }
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: nfs-ganesha's VFS FSAL needs root".into());
+    }
+    None
+}
+
+/// Skips (loudly) when ganesha cannot run; fails instead under CI.
+fn ganesha_or_skip(test: &str) -> bool {
+    match missing() {
+        None => true,
+        Some(reason) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: cannot run nfs-ganesha under CI: {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: cannot run nfs-ganesha here: {reason}");
+            false
+        }
+    }
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+fn terminate(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A ganesha on loopback whose config `%include`s bakery's exports file; rpcbind too when none
+/// runs. Both are stopped on drop, also when the test fails.
+struct Ganesha {
+    dir: tempfile::TempDir,
+    child: Child,
+    rpcbind: Option<Child>,
+    nfs_port: u16,
+    mnt_port: u16,
+}
+
+impl Ganesha {
+    fn start() -> Ganesha {
+        let rpcbind = if accepts(111) {
+            None
+        } else {
+            let child = Command::new(which("rpcbind").unwrap())
+                .args(["-f", "-w"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("rpcbind starts");
+            assert!(
+                eventually(Duration::from_secs(10), || accepts(111)),
+                "rpcbind did not listen on port 111"
+            );
+            Some(child)
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("bakery-ganesha-")
+            .tempdir()
+            .unwrap();
+        let ports = free_ports(4);
+        let (nfs_port, mnt_port) = (ports[0], ports[1]);
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        std::fs::write(p("bakery.conf"), "").unwrap();
+        std::fs::create_dir_all(p("recovery")).unwrap();
+        std::fs::write(
+            p("ganesha.conf"),
+            format!(
+                "NFS_CORE_PARAM {{\n\
+                 \tBind_addr = 127.0.0.1;\n\
+                 \tNFS_Port = {nfs_port};\n\
+                 \tMNT_Port = {mnt_port};\n\
+                 \tNLM_Port = {};\n\
+                 \tRquota_Port = {};\n\
+                 \tEnable_NLM = false;\n\
+                 \tEnable_RQUOTA = false;\n\
+                 \tEnable_UDP = false;\n\
+                 \tProtocols = 3, 4;\n\
+                 }}\n\
+                 NFSV4 {{\n\
+                 \tGraceless = true;\n\
+                 \tRecoveryBackend = fs;\n\
+                 \tRecoveryRoot = \"{}\";\n\
+                 }}\n\
+                 %include \"{}\"\n",
+                ports[2],
+                ports[3],
+                p("recovery"),
+                p("bakery.conf"),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(which("ganesha.nfsd").unwrap())
+            .args(["-F", "-N", "NIV_EVENT", "-f"])
+            .arg(p("ganesha.conf"))
+            .arg("-L")
+            .arg(p("ganesha.log"))
+            .arg("-p")
+            .arg(p("ganesha.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ganesha.nfsd starts");
+        let mut ganesha = Ganesha {
+            dir,
+            child,
+            rpcbind,
+            nfs_port,
+            mnt_port,
+        };
+        let up = eventually(Duration::from_secs(20), || {
+            ganesha.log().contains("NFS SERVER INITIALIZED")
+                && accepts(nfs_port)
+                && accepts(mnt_port)
+        });
+        if !up || ganesha.child.try_wait().unwrap().is_some() {
+            panic!("nfs-ganesha did not come up:\n{}", ganesha.log());
+        }
+        ganesha
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("ganesha.log")).unwrap_or_default()
+    }
+
+    fn reloads(&self) -> usize {
+        self.log().matches("initiating export list reload").count()
+    }
+
+    fn url(&self, path: &str, version: u8) -> String {
+        format!(
+            "nfs://127.0.0.1{path}?version={version}&nfsport={}&mountport={}",
+            self.nfs_port, self.mnt_port
+        )
+    }
+
+    /// The bakery flags that point it at this ganesha.
+    fn bakery_flags(&self) -> Vec<String> {
+        vec![
+            "--nfs-backend".into(),
+            "ganesha".into(),
+            "--nfs-address".into(),
+            "127.0.0.1".into(),
+            "--exports-file".into(),
+            self.path("bakery.conf").display().to_string(),
+            "--ganesha-pid-file".into(),
+            self.path("ganesha.pid").display().to_string(),
+        ]
+    }
+}
+
+impl Drop for Ganesha {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+        if let Some(rpcbind) = &mut self.rpcbind {
+            terminate(rpcbind);
+        }
+    }
+}
+
+/// Runs a libnfs tool, killing it after 20 s.
+fn nfs(tool: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool} starts: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{tool} {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stderr = Vec::new();
+    let _ = child.stderr.take().unwrap().read_to_end(&mut stderr);
+    Output {
+        status,
+        stdout: reader.join().unwrap(),
+        stderr,
+    }
+}
+
+fn ok(tool: &str, args: &[&str]) -> Vec<u8> {
+    let out = nfs(tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Whether the export at `path` can be listed (mounted) over NFS `version`.
+fn mountable(g: &Ganesha, path: &str, version: u8) -> bool {
+    nfs("nfs-ls", &[&g.url(path, version)]).status.success()
+}
+
+/// `nfs-ls -R` of an export as (relative path, type letter, size of regular files).
+fn remote_tree(g: &Ganesha, path: &str, version: u8) -> Vec<(String, char, u64)> {
+    let out = ok("nfs-ls", &["-R", &g.url(path, version)]);
+    let mut entries: Vec<(String, char, u64)> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 6 {
+                return None;
+            }
+            // nfs-ls (libnfs 4.0) prints a FIFO's type as 'r'.
+            let kind = match fields[0].chars().next()? {
+                'r' => 'p',
+                k => k,
+            };
+            let size = if kind == '-' {
+                fields[4].parse().ok()?
+            } else {
+                0
+            };
+            Some((fields[5..].join(" "), kind, size))
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// The same view of a local tree, leaving out top-level names in `skip`.
+fn local_tree(root: &Path, skip: &[&str]) -> Vec<(String, char, u64)> {
+    let mut entries: Vec<(String, char, u64)> = tree(root)
+        .into_iter()
+        .filter(|rel| !skip.iter().any(|s| rel == s || rel.starts_with(&format!("{s}/"))))
+        .map(|rel| {
+            let meta = std::fs::symlink_metadata(root.join(&rel)).unwrap();
+            let t = meta.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            let kind = if t.is_dir() {
+                'd'
+            } else if t.is_symlink() {
+                'l'
+            } else if t.is_file() {
+                '-'
+            } else if t.is_char_device() {
+                'c'
+            } else if t.is_block_device() {
+                'b'
+            } else if t.is_fifo() {
+                'p'
+            } else {
+                's'
+            };
+            let size = if kind == '-' { meta.len() } else { 0 };
+            (rel, kind, size)
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+fn plain_name(rel: &str) -> bool {
+    rel.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-/+".contains(c))
+}
+
+fn create_disk(server: &Server, size_mib: i64) -> Disk {
+    let resp = server.post_json("/disks", &json!({ "size": size_mib }));
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.json().unwrap()
+}
+
+fn attach(server: &Server, pi: &str, disk: &str) {
+    let resp = server.post_json(&format!("/oven/{pi}/disks"), &json!({ "diskId": disk }));
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.text());
+}
+
+fn detach(server: &Server, pi: &str, disk: &str) {
+    let resp = server.delete(&format!("/oven/{pi}/disks/{disk}"));
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.text());
+}
+
+fn start_bakery(env: &Env, g: &Ganesha) -> Server {
+    let flags = g.bakery_flags();
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start_custom(env, &["--exportfs-cmd"], &extra)
+}
+
+#[test]
+fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
+    if !ganesha_or_skip("ganesha_serves_each_pi_only_its_own_disks_over_the_wire") {
+        return;
+    }
+    let _one = GANESHA.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let g = Ganesha::start();
+    let env = Env::new();
+    let mut server = start_bakery(&env, &g);
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    // Pi 1 boots from the client's address, Pi 2 from another one.
+    for (serial, addr) in [("00000001", "127.0.0.1"), ("00000002", "127.0.0.2")] {
+        let resp = server.boot_request(serial, "start.elf", Some(addr));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    let baked: Vec<PiInfo> = (0..2).map(|_| server.bake_ready(false)).collect();
+    let pi = |addr: &str| {
+        baked
+            .iter()
+            .find(|p| p.address.as_deref() == Some(addr))
+            .unwrap_or_else(|| panic!("no Pi at {addr}: {baked:?}"))
+            .clone()
+    };
+    let (mine, other) = (pi("127.0.0.1"), pi("127.0.0.2"));
+    let root = mine.disks[0].location.clone();
+    let other_root = other.disks[0].location.clone();
+    let exports = std::fs::read_to_string(g.path("bakery.conf")).unwrap();
+    assert!(exports.contains(&format!("Path = \"{root}\"")), "{exports}");
+    assert!(exports.contains("Clients = 127.0.0.2;"), "{exports}");
+
+    // The baked root over the wire is the bakeform's tree, file for file.
+    let bakeform_root = env.data().join("bakeforms").join(OS).join("root");
+    let golden = local_tree(&bakeform_root, &[]);
+    assert!(golden.len() > 10, "{golden:?}");
+    for version in [3, 4] {
+        let remote: Vec<_> = remote_tree(&g, &root, version)
+            .into_iter()
+            .filter(|(rel, _, _)| rel != "piConfig" && !rel.starts_with("piConfig/"))
+            .collect();
+        assert_eq!(remote, golden, "NFSv{version} listing of {root}");
+    }
+    let mut compared = 0;
+    for (rel, kind, _) in &golden {
+        if *kind != '-' || !plain_name(rel) {
+            continue;
+        }
+        let version = if compared % 2 == 0 { 3 } else { 4 };
+        let got = ok("nfs-cat", &[&g.url(&format!("{root}/{rel}"), version)]);
+        assert_eq!(
+            got,
+            std::fs::read(bakeform_root.join(rel)).unwrap(),
+            "{rel} over NFSv{version}"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 5, "only {compared} files compared");
+
+    // Written through NFS, it lands in the Pi's root on the server.
+    let local = env.path("from-client.txt");
+    for version in [3, 4] {
+        let content = format!("written over NFSv{version}\n");
+        std::fs::write(&local, &content).unwrap();
+        let name = format!("from-nfs-v{version}.txt");
+        ok(
+            "nfs-cp",
+            &[
+                local.to_str().unwrap(),
+                &g.url(&format!("{root}/{name}"), version),
+            ],
+        );
+        assert_eq!(
+            std::fs::read_to_string(Path::new(&root).join(&name)).unwrap(),
+            content
+        );
+    }
+
+    // The other Pi's root is refused to this address, over both versions.
+    for version in [3, 4] {
+        assert!(!mountable(&g, &other_root, version), "NFSv{version} {other_root}");
+    }
+
+    // An attached disk shows its disk.img with its size; detached, it is gone.
+    let disk = create_disk(&server, 16);
+    assert!(!mountable(&g, &disk.location, 3), "unattached disk exported");
+    attach(&server, &mine.id, &disk.id);
+    assert!(eventually(Duration::from_secs(10), || mountable(
+        &g,
+        &disk.location,
+        3
+    )));
+    for version in [3, 4] {
+        assert_eq!(
+            remote_tree(&g, &disk.location, version),
+            vec![("disk.img".to_owned(), '-', 16 << 20)],
+            "NFSv{version}"
+        );
+    }
+    detach(&server, &mine.id, &disk.id);
+    assert!(
+        eventually(Duration::from_secs(10), || !mountable(&g, &disk.location, 3)
+            && !mountable(&g, &disk.location, 4)),
+        "detached disk still exported"
+    );
+
+    // Reloads while a client reads: every read completes, whole.
+    let big = create_disk(&server, 64);
+    attach(&server, &mine.id, &big.id);
+    let big_url = g.url(&format!("{}/disk.img", big.location), 3);
+    assert!(eventually(Duration::from_secs(10), || nfs(
+        "nfs-ls",
+        &[&g.url(&big.location, 3)]
+    )
+    .status
+    .success()));
+    let churn = create_disk(&server, 1);
+    let reloads_before = g.reloads();
+    let reads = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while reads.len() < 3 || (Instant::now() < deadline && reads.len() < 20) {
+                let start = Instant::now();
+                let out = nfs("nfs-cat", &[&big_url]);
+                reads.push((start, Instant::now(), out));
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+            reads
+        });
+        let mut hups = Vec::new();
+        for _ in 0..4 {
+            attach(&server, &other.id, &churn.id);
+            hups.push(Instant::now());
+            std::thread::sleep(Duration::from_millis(150));
+            detach(&server, &other.id, &churn.id);
+            hups.push(Instant::now());
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        (reader.join().unwrap(), hups)
+    });
+    let (reads, hups) = reads;
+    for (_, _, out) in &reads {
+        assert!(
+            out.status.success(),
+            "read during reloads failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout.len(), 64 << 20);
+    }
+    let overlapped = hups
+        .iter()
+        .filter(|h| reads.iter().any(|(a, b, _)| a <= *h && *h <= b))
+        .count();
+    assert!(
+        eventually(Duration::from_secs(5), || g.reloads() >= reloads_before + 8),
+        "ganesha reloaded {} times",
+        g.reloads() - reloads_before
+    );
+    assert!(overlapped > 0, "no reload happened during a read");
+    eprintln!(
+        "nfs: {} reads of 64 MiB during {} reloads ({overlapped} mid-read)",
+        reads.len(),
+        hups.len()
+    );
+
+    // A bakery restart keeps export ids and paths: the same file, the Pi's mount still works.
+    let before = std::fs::read_to_string(g.path("bakery.conf")).unwrap();
+    let reloads_before = g.reloads();
+    server.stop();
+    let server = start_bakery(&env, &g);
+    assert!(eventually(Duration::from_secs(10), || g.reloads()
+        > reloads_before));
+    assert_eq!(
+        std::fs::read_to_string(g.path("bakery.conf")).unwrap(),
+        before
+    );
+    assert!(mountable(&g, &root, 3) && mountable(&g, &root, 4));
+
+    // Unbaked, its root is no longer exported.
+    let resp = server.delete(&format!("/oven/{}", mine.id));
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        eventually(Duration::from_secs(15), || !mountable(&g, &root, 3)
+            && !mountable(&g, &root, 4)),
+        "unbaked root still exported"
+    );
+    assert!(!std::fs::read_to_string(g.path("bakery.conf"))
+        .unwrap()
+        .contains(&root));
+    let elapsed = started.elapsed();
+    eprintln!("nfs: ganesha end-to-end test took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
