@@ -188,7 +188,7 @@ mod tests {
                 "log-dhcp",
             ]
         );
-        assert!(!text.contains("enable-tftp"), "{text}");
+        assert!(!lines.iter().any(|l| l.contains("tftp-root")), "{text}");
     }
 
     #[test]

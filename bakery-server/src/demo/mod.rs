@@ -560,8 +560,12 @@ fn print_summary(output: DemoOutput, summary: &Summary) -> Result<(), DemoError>
                     writeln!(out, "  {}: {error}", row.serial).map_err(DemoError::Output)?;
                 }
             }
-            if let Some(cmdline) = summary.pis.iter().find_map(|r| r.cmdline.as_deref()) {
-                writeln!(out, "\ncmdline.txt as served to {}:\n  {cmdline}", summary.pis[0].serial)
+            let served = summary
+                .pis
+                .iter()
+                .find_map(|r| Some((&r.serial, r.cmdline.as_deref()?)));
+            if let Some((serial, cmdline)) = served {
+                writeln!(out, "\ncmdline.txt as served to {serial}:\n  {cmdline}")
                     .map_err(DemoError::Output)?;
             }
         }

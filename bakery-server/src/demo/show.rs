@@ -13,7 +13,7 @@ pub enum DemoOutput {
     /// Progress and an aligned table on stdout.
     #[default]
     Table,
-    /// Progress on stderr, one JSON summary ([`Summary`]) on stdout.
+    /// Progress on stderr, one JSON summary on stdout.
     Json,
 }
 

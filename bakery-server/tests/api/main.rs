@@ -6,6 +6,7 @@ mod boot;
 mod cli;
 mod client;
 mod common;
+mod demo;
 mod disks;
 mod pis;
 mod ppi;
