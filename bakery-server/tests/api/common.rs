@@ -312,6 +312,19 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the server (e.g. SIGHUP to reload its token file).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
     /// SIGTERM and wait: a graceful stop.
     pub fn stop(&mut self) {
         // SAFETY: kill(2) on our own child's pid.

@@ -12,5 +12,6 @@ mod pis;
 mod ppi;
 mod nfs;
 mod recovery;
+mod security;
 mod tftp;
 mod traversal;
