@@ -136,6 +136,9 @@ pub struct PiInfo {
     /// Addition: why the last bake failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Addition: a summary of the Pi's most recent boot on the boot path, if it booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_boot: Option<BootSummary>,
 }
 
 /// A disk: a directory exported over NFS (`Disk` of the contract).
@@ -262,6 +265,125 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+/// A summary of one boot of a Pi (an addition: `PiInfo.lastBoot`). Times are Unix
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootSummary {
+    /// When the boot's first request arrived.
+    pub started: i64,
+    /// When its latest request ended.
+    pub finished: i64,
+    /// Files sent completely.
+    pub files: u32,
+    /// Bytes of the files sent.
+    pub bytes: u64,
+    /// Requests that failed: not found, refused, aborted mid-transfer, given up or failed
+    /// (size probes not counted).
+    pub failed: u32,
+    /// Milliseconds from the first request to the end of the last file sent.
+    pub time_to_last_file_ms: i64,
+}
+
+/// How one boot-path request ended (an addition: boot timelines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BootOutcome {
+    /// The whole file was sent.
+    Sent,
+    /// No such file, or the Pi may not boot now.
+    NotFound,
+    /// The path was refused (outside the boot directory, not a valid path).
+    Refused,
+    /// A size probe: the Pi read the size and ended the transfer, as Pi firmware does
+    /// before each real fetch (kept only when no fetch of the file followed).
+    Probe,
+    /// The client ended the transfer part way.
+    Aborted,
+    /// The client vanished mid-transfer.
+    GaveUp,
+    /// The server could not read or send the file.
+    Failed,
+}
+
+/// One boot-path request of a Pi, over TFTP or HTTP `/files` (an addition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootRequest {
+    /// When the request ended, Unix milliseconds.
+    pub time: i64,
+    /// The path asked for, as the Pi sent it (`<serial>/start4.elf`, `bootcode.bin`).
+    pub file: String,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// How it ended.
+    pub outcome: BootOutcome,
+    /// `tftp` or `http`.
+    pub via: String,
+    /// How long the transfer took, in milliseconds.
+    pub elapsed_ms: u64,
+    /// Whether a size probe of the same file came just before (folded into this entry).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub size_probed: bool,
+}
+
+/// One boot of a Pi: its requests in order (an addition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Boot {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: BootSummary,
+    /// Every request, oldest first.
+    pub requests: Vec<BootRequest>,
+}
+
+/// The reply of `GET /oven/{piId}/boots` and `GET /pis/{piId}/boots`: the latest boots,
+/// newest first (an addition).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BootList {
+    /// The boots, newest first.
+    pub boots: Vec<Boot>,
+}
+
+/// One state change the server recorded (an addition: `GET /events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Increases by at least one with every event; resume after it with `?since=<id>`.
+    pub id: i64,
+    /// When, Unix milliseconds.
+    pub time: i64,
+    /// What happened: `registered`, `bakeStarted`, `bakeFinished`, `bakeFailed`,
+    /// `unbakeStarted`, `unbaked`, `reset`, `powerOn`, `powerOff`, `diskCreated`,
+    /// `diskDeleted`, `diskAttached`, `diskDetached`, `bakeformImporting`,
+    /// `bakeformImported`, `bakeformFailed`, `bakeformDeleted`.
+    pub kind: String,
+    /// The Pi concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pi: Option<String>,
+    /// The bakeform concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bakeform: Option<String>,
+    /// The disk concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Details, e.g. why a bake failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The reply of `GET /events` (an addition).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventList {
+    /// Events after `since`, oldest first.
+    pub events: Vec<Event>,
+    /// The id of the newest event the server has (0 when none): pass it as `since` to
+    /// see only what happens next.
+    pub last_id: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +409,7 @@ mod tests {
             network: None,
             metadata: Metadata::new(),
             last_error: None,
+            last_boot: None,
         };
         assert_eq!(
             serde_json::to_string(&pi).expect("serializes"),

@@ -304,6 +304,7 @@ mod tests {
             network: None,
             metadata: Metadata::new(),
             last_error: None,
+            last_boot: None,
         };
         let value: Value = serde_json::from_slice(&disks_json(&pi)).expect("json");
         assert_eq!(

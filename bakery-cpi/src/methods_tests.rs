@@ -47,6 +47,7 @@ fn pi_info(id: &str) -> PiInfo {
         network: None,
         metadata: Metadata::new(),
         last_error: None,
+        last_boot: None,
     }
 }
 

@@ -182,6 +182,7 @@ impl App {
             ),
             None => None,
         };
+        let shutdown = self.bakery.observer().close_on(shutdown);
         let router = crate::http::auth::protect(crate::http::router(self.bakery.clone()), auth);
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         match tls {

@@ -82,6 +82,11 @@ impl BootFiles {
         BootFiles { bakery }
     }
 
+    /// Where boot-path requests are reported (timelines, metrics).
+    pub fn observer(&self) -> &Arc<crate::observe::Observer> {
+        self.bakery.observer()
+    }
+
     /// Resolves a full TFTP-style path: `<serial>/<path>` for a Pi's directory, anything else
     /// (e.g. `bootcode.bin`) from the root-level boot directory.
     pub async fn open_path(&self, full: &str, peer: Option<IpAddr>) -> Result<BootFile, BootError> {

@@ -33,13 +33,17 @@ pub mod db;
 pub mod demo;
 pub mod dnsmasq;
 pub mod domain;
+pub mod events;
 pub mod exports;
 pub mod fsutil;
 pub mod http;
 pub mod imaging;
+pub mod metrics;
+pub mod observe;
 pub mod ppi;
 pub mod service;
 pub mod tftp;
+pub mod timeline;
 pub mod tls;
 
 pub use app::{App, AppError};

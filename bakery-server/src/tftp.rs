@@ -39,6 +39,7 @@ impl FileProvider for BootFiles {
     }
 
     fn finished(&self, report: &TransferReport) {
+        self.observer().tftp_finished(report);
         match report.outcome {
             Outcome::Sent => tracing::debug!(
                 file = report.filename,

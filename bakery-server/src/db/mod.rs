@@ -3,6 +3,7 @@
 //! Every state change runs in one `BEGIN IMMEDIATE` transaction. The connection sits behind a
 //! mutex; callers on the async runtime reach it through `spawn_blocking`.
 
+mod observe;
 mod schema;
 
 use std::net::IpAddr;
@@ -16,6 +17,8 @@ use thiserror::Error;
 
 use crate::domain::exports::ExportEntry;
 use crate::domain::lifecycle::{Event, parse_state, transition};
+
+pub use observe::{BootRecordChange, BootRecordRow, EVENTS_KEPT, NewEvent, outcome_str};
 
 /// A failure of the database.
 #[derive(Debug, Error)]

@@ -4,6 +4,9 @@ pub mod auth;
 mod error;
 mod extract;
 mod handlers;
+mod observe;
+pub mod openapi;
+mod status;
 
 use std::sync::Arc;
 
@@ -51,11 +54,23 @@ pub fn router(bakery: Arc<Bakery>) -> Router {
         .route("/disks/{disk_id}", get(h::disk).delete(h::delete_disk))
         .route("/disks/{disk_id}/resize", post(h::resize_disk))
         .route("/disks/{disk_id}/metadata", put(h::disk_metadata))
+        .route("/oven/{pi_id}/boots", get(observe::oven_boots))
+        .route("/pis/{pi_id}/boots", get(observe::pi_boots))
+        .route("/events", get(observe::events))
+        .route("/events/stream", get(observe::event_stream))
+        .route("/openapi.json", get(openapi::serve))
         .method_not_allowed_fallback(h::method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
+        .route("/", get(status::index))
+        .route("/assets/{file}", get(status::asset))
+        .route("/metrics", get(observe::metrics))
         .fallback(h::not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            bakery.clone(),
+            observe::track,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(bakery)
 }

@@ -50,6 +50,7 @@ impl Bakery {
         };
         let serial = pi.serial.clone();
         tracing::info!(serial, state = "preparing", bakeform = name, "bake started");
+        self.observer.event(crate::events::EventKind::BakeStarted.pi(&serial).with_bakeform(&name)).await;
         self.notify_change();
         let this = self.clone();
         let job_serial = serial.clone();
@@ -145,6 +146,7 @@ impl Bakery {
         match self.db(move |s| s.finish_prepare(&key)).await? {
             PiChange::Done(_) => {
                 self.notify_change();
+                self.observer.event(crate::events::EventKind::BakeFinished.pi(serial)).await;
                 Ok(())
             }
             other => Err(ServiceError::Task(format!(
@@ -166,6 +168,7 @@ impl Bakery {
         }
         self.reexport_logged().await;
         self.notify_change();
+        self.observer.event(crate::events::EventKind::BakeFailed.pi(serial).with_message(reason)).await;
     }
 
     fn trash_disks(&self, disks: &[DiskRow]) {
@@ -190,6 +193,7 @@ impl Bakery {
             }
         }
         tracing::info!(serial, state = "unbaking", "unbake started");
+        self.observer.event(crate::events::EventKind::UnbakeStarted.pi(serial)).await;
         self.notify_change();
         self.reexport_logged().await;
         if let Err(e) = self.power(serial, PowerAction::PowerOff).await {
@@ -214,6 +218,7 @@ impl Bakery {
                     destroyed = removed.len(),
                     "unbaked"
                 );
+                self.observer.event(crate::events::EventKind::Unbaked.pi(serial)).await;
             }
             Ok(other) => tracing::error!(serial, outcome = ?other, "cannot finish unbake"),
             Err(e) => tracing::error!(serial, error = %e, "cannot finish unbake"),
@@ -238,6 +243,7 @@ impl Bakery {
             }
         };
         tracing::info!(serial, state = "preparing", "reset started");
+        self.observer.event(crate::events::EventKind::ResetStarted.pi(serial)).await;
         self.notify_change();
         let this = self.clone();
         tokio::spawn(async move {

@@ -90,6 +90,7 @@ impl Bakery {
             return Err(e);
         }
         tracing::info!(disk = id, size, ephemeral, "disk created");
+        self.observer.event(crate::events::EventKind::DiskCreated.disk(&id)).await;
         Ok(self.disk_view(&row))
     }
 
@@ -101,6 +102,7 @@ impl Bakery {
             DeleteDisk::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
                 tracing::info!(disk = id, "disk deleted");
+                self.observer.event(crate::events::EventKind::DiskDeleted.disk(id)).await;
                 Ok(())
             }
             DeleteDisk::NotFound => Ok(()),
@@ -139,6 +141,7 @@ impl Bakery {
         let link = self.db(move |st| st.attach_disk(&s, &d)).await?;
         Self::link_error(serial, id, link)?;
         tracing::info!(serial, disk = id, "disk attached");
+        self.observer.event(crate::events::EventKind::DiskAttached.pi(serial).with_disk(id)).await;
         self.reexport().await?;
         self.notify_change();
         Ok(())
@@ -161,6 +164,7 @@ impl Bakery {
         };
         Self::link_error(serial, id, link)?;
         tracing::info!(serial, disk = id, "disk detached");
+        self.observer.event(crate::events::EventKind::DiskDetached.pi(serial).with_disk(id)).await;
         self.reexport().await?;
         self.notify_change();
         Ok(())

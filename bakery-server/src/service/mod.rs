@@ -28,6 +28,7 @@ use crate::domain::names::NameError;
 use crate::exports::{ExportError, Exporter};
 use crate::fsutil;
 use crate::imaging::{CloneStrategy, ImagingError};
+use crate::observe::Observer;
 use crate::ppi::{Power, PowerAction, PowerError};
 
 /// Longest a long-poll may wait.
@@ -319,6 +320,7 @@ pub struct Bakery {
     clone_strategy: CloneStrategy,
     cmdline_template: Option<String>,
     powering_off: Mutex<HashSet<String>>,
+    observer: Arc<Observer>,
 }
 
 impl std::fmt::Debug for Bakery {
@@ -350,10 +352,12 @@ impl Bakery {
     pub fn new(parts: Parts) -> Arc<Bakery> {
         let layout = Layout::new(&parts.config.data_dir);
         let (changes, _) = watch::channel(0);
+        let store = Arc::new(parts.store);
         Arc::new(Bakery {
+            observer: Observer::new(store.clone()),
             config: parts.config,
             layout,
-            store: Arc::new(parts.store),
+            store,
             power: parts.power,
             exporter: parts.exporter,
             export_lock: tokio::sync::Mutex::new(()),
@@ -368,6 +372,11 @@ impl Bakery {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Events, boot timelines and metrics.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
     }
 
     /// The data dir layout.
@@ -433,8 +442,17 @@ impl Bakery {
         serial: &str,
         action: PowerAction,
     ) -> Result<(), ServiceError> {
-        self.power.power(serial, action).await?;
+        let result = self.power.power(serial, action).await;
         if self.power.is_managed() {
+            self.observer.ppi_call(action.as_str(), result.is_ok());
+        }
+        result?;
+        if self.power.is_managed() {
+            let kind = match action {
+                PowerAction::PowerOn => crate::events::EventKind::PowerOn,
+                PowerAction::PowerOff => crate::events::EventKind::PowerOff,
+            };
+            self.observer.event(kind.pi(serial)).await;
             tracing::info!(serial, action = action.as_str(), "power switched");
         }
         Ok(())
@@ -507,6 +525,7 @@ impl Bakery {
             network: pi.network.clone(),
             metadata: pi.metadata.clone(),
             last_error: pi.last_error.clone(),
+            last_boot: self.observer.timelines().summary(&pi.serial),
         }
     }
 
@@ -618,6 +637,7 @@ impl Bakery {
                 state = "fridge",
                 "new pi registered from the boot path"
             );
+            self.observer.event(crate::events::EventKind::Registered.pi(serial)).await;
             self.notify_change();
         }
         Ok(Some(new))

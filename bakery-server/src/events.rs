@@ -1,0 +1,226 @@
+//! The event log: one event per state change (a Pi registered, a bake started, a disk
+//! attached, ...), stored with an increasing id and broadcast to live followers (the SSE
+//! stream and the status page).
+
+use std::sync::{Arc, Mutex};
+
+use bakery_client::{Event, EventList};
+use tokio::sync::{broadcast, watch};
+
+use crate::db::{DbError, NewEvent, Store};
+use crate::service::ServiceError;
+
+/// Events a follower may fall behind by before it must re-read the log.
+const LIVE_BUFFER: usize = 1024;
+/// Largest page of `GET /events`.
+pub const MAX_PAGE: u32 = 1000;
+
+/// What happened, as the `kind` of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A new Pi showed up on the boot path.
+    Registered,
+    /// A bake started.
+    BakeStarted,
+    /// A bake finished: the Pi is baked.
+    BakeFinished,
+    /// A bake failed; the Pi is back in the fridge.
+    BakeFailed,
+    /// A reset (re-clone of the root) started.
+    ResetStarted,
+    /// An unbake started.
+    UnbakeStarted,
+    /// An unbake finished: the Pi is in the fridge.
+    Unbaked,
+    /// A Pi was powered on.
+    PowerOn,
+    /// A Pi was powered off.
+    PowerOff,
+    /// A disk was created.
+    DiskCreated,
+    /// A disk was deleted.
+    DiskDeleted,
+    /// A disk was attached.
+    DiskAttached,
+    /// A disk was detached.
+    DiskDetached,
+    /// A bakeform upload started importing.
+    BakeformImporting,
+    /// A bakeform was imported.
+    BakeformImported,
+    /// A bakeform import failed.
+    BakeformFailed,
+    /// A bakeform was deleted.
+    BakeformDeleted,
+}
+
+impl EventKind {
+    /// The name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::BakeStarted => "bakeStarted",
+            EventKind::BakeFinished => "bakeFinished",
+            EventKind::BakeFailed => "bakeFailed",
+            EventKind::ResetStarted => "resetStarted",
+            EventKind::UnbakeStarted => "unbakeStarted",
+            EventKind::Unbaked => "unbaked",
+            EventKind::PowerOn => "powerOn",
+            EventKind::PowerOff => "powerOff",
+            EventKind::DiskCreated => "diskCreated",
+            EventKind::DiskDeleted => "diskDeleted",
+            EventKind::DiskAttached => "diskAttached",
+            EventKind::DiskDetached => "diskDetached",
+            EventKind::BakeformImporting => "bakeformImporting",
+            EventKind::BakeformImported => "bakeformImported",
+            EventKind::BakeformFailed => "bakeformFailed",
+            EventKind::BakeformDeleted => "bakeformDeleted",
+        }
+    }
+
+    /// An event of this kind about Pi `serial`.
+    pub fn pi(self, serial: &str) -> NewEvent {
+        NewEvent {
+            kind: self.as_str(),
+            pi: Some(serial.to_owned()),
+            ..NewEvent::default()
+        }
+    }
+
+    /// An event of this kind about bakeform `name`.
+    pub fn bakeform(self, name: &str) -> NewEvent {
+        NewEvent {
+            kind: self.as_str(),
+            bakeform: Some(name.to_owned()),
+            ..NewEvent::default()
+        }
+    }
+
+    /// An event of this kind about disk `id`.
+    pub fn disk(self, id: &str) -> NewEvent {
+        NewEvent {
+            kind: self.as_str(),
+            disk: Some(id.to_owned()),
+            ..NewEvent::default()
+        }
+    }
+}
+
+impl NewEvent {
+    /// The event with `pi` set.
+    pub fn with_pi(mut self, serial: &str) -> NewEvent {
+        self.pi = Some(serial.to_owned());
+        self
+    }
+
+    /// The event with `bakeform` set.
+    pub fn with_bakeform(mut self, name: &str) -> NewEvent {
+        self.bakeform = Some(name.to_owned());
+        self
+    }
+
+    /// The event with `disk` set.
+    pub fn with_disk(mut self, id: &str) -> NewEvent {
+        self.disk = Some(id.to_owned());
+        self
+    }
+
+    /// The event with a message.
+    pub fn with_message(mut self, message: impl std::fmt::Display) -> NewEvent {
+        self.message = Some(message.to_string());
+        self
+    }
+}
+
+struct Inner {
+    store: Arc<Store>,
+    /// Held across insert and broadcast so followers see ids in order.
+    order: Mutex<()>,
+    live: broadcast::Sender<Event>,
+    closing: watch::Sender<bool>,
+}
+
+/// The event log. Cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").finish_non_exhaustive()
+    }
+}
+
+impl EventLog {
+    /// The log stored in `store`.
+    pub fn new(store: Arc<Store>) -> EventLog {
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        EventLog {
+            inner: Arc::new(Inner {
+                store,
+                order: Mutex::new(()),
+                live,
+                closing: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Stores `event` and tells live followers; `None` (logged) if it could not be stored.
+    pub async fn record(&self, event: NewEvent) -> Option<Event> {
+        let inner = self.inner.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let _order = inner.order.lock().unwrap_or_else(|p| p.into_inner());
+            let stored = inner.store.insert_event(&event)?;
+            let _ = inner.live.send(stored.clone());
+            Ok::<_, DbError>(stored)
+        })
+        .await;
+        match stored {
+            Ok(Ok(event)) => {
+                tracing::debug!(id = event.id, kind = event.kind, "event recorded");
+                Some(event)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot record event");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "event task failed");
+                None
+            }
+        }
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) events after `since`, and the newest id.
+    pub async fn since(&self, since: i64, limit: u32) -> Result<EventList, ServiceError> {
+        let store = self.inner.store.clone();
+        let limit = limit.clamp(1, MAX_PAGE);
+        tokio::task::spawn_blocking(move || {
+            let last_id = store.last_event_id()?;
+            let events = store.events_since(since, limit)?;
+            Ok(EventList { events, last_id })
+        })
+        .await
+        .map_err(|e| ServiceError::Task(e.to_string()))?
+    }
+
+    /// Tells live followers to end (the server is shutting down: open streams would hold up
+    /// a graceful shutdown).
+    pub fn close(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Resolves once [`EventLog::close`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let mut rx = self.inner.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
+    }
+
+    /// A receiver of events recorded from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.live.subscribe()
+    }
+}

@@ -1,0 +1,264 @@
+//! The OpenAPI 3 document of the HTTP API (`GET /api/v1/openapi.json`), built with utoipa from
+//! [`OPERATIONS`], the one table of every route the router serves (the integration tests
+//! check the router and this table against each other, so they cannot drift apart).
+
+use axum::Json;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{
+    Content, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder,
+    Required, ResponsesBuilder, Type,
+};
+
+/// What an operation takes or returns as its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// Nothing.
+    None,
+    /// JSON: the named `bakery_client` wire type.
+    Json(&'static str),
+    /// Raw bytes (`application/octet-stream`).
+    Raw,
+    /// Text of the given content type.
+    Text(&'static str),
+}
+
+/// One method on one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operation {
+    /// `get`, `post`, `put` or `delete`.
+    pub method: &'static str,
+    /// The path as axum spells it (`/api/v1/files/{pi_id}/{*path}`).
+    pub path: &'static str,
+    /// A one-line summary.
+    pub summary: &'static str,
+    /// The request body.
+    pub request: BodyKind,
+    /// The body of the success reply.
+    pub reply: BodyKind,
+    /// The statuses it answers, with what each means.
+    pub statuses: &'static [(u16, &'static str)],
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: BodyKind,
+    reply: BodyKind,
+    statuses: &'static [(u16, &'static str)],
+) -> Operation {
+    Operation {
+        method,
+        path,
+        summary,
+        request,
+        reply,
+        statuses,
+    }
+}
+
+use BodyKind::{Json as J, None as N, Raw, Text};
+
+const OK: (u16, &str) = (200, "done");
+const BAD: (u16, &str) = (400, "invalid name, path or body");
+const NO_PI: (u16, &str) = (404, "unknown Pi (or not in the oven)");
+
+/// Every route the server serves.
+pub const OPERATIONS: &[Operation] = &[
+    op("get", "/", "The status page (HTML)", N, Text("text/html"), &[(200, "the page")]),
+    op("get", "/assets/{file}", "A status page asset (JS, CSS)", N, Text("text/plain"), &[(200, "the asset"), (404, "no such asset")]),
+    op("get", "/metrics", "Prometheus metrics (text exposition format)", N, Text("text/plain"), &[(200, "the metrics")]),
+    op("get", "/api/v1/openapi.json", "This document", N, J("OpenAPI"), &[(200, "the document")]),
+    op("get", "/api/v1/files/{name}", "A root-level boot file (e.g. bootcode.bin)", N, Raw, &[(200, "the file"), (404, "no such file"), BAD]),
+    op("get", "/api/v1/files/{pi_id}/{*path}", "A boot file of a Pi (what HookTFTP forwards); registers unknown Pis", N, Raw, &[(200, "the file"), (404, "no such file, or the Pi may not boot"), BAD]),
+    op("get", "/api/v1/fridge", "Pis in the fridge", N, J("PiMap"), &[OK]),
+    op("post", "/api/v1/fridge", "Bake a free Pi from a bakeform", J("BakeRequest"), J("PiInfo"), &[(202, "baking (status 3)"), (400, "unknown or unready bakeform"), (404, "no available Pi found")]),
+    op("get", "/api/v1/oven", "Pis in the oven", N, J("PiMap"), &[OK]),
+    op("get", "/api/v1/oven/{pi_id}", "A Pi in the oven; `?wait=baked&timeout=<s>` long-polls", N, J("PiInfo"), &[OK, NO_PI, (409, "the bake failed")]),
+    op("delete", "/api/v1/oven/{pi_id}", "Unbake a Pi", N, N, &[OK, (403, "not baked"), NO_PI]),
+    op("post", "/api/v1/oven/{pi_id}/powercycle", "Power a baked Pi off and on", N, N, &[OK, (403, "not baked"), NO_PI, (502, "the PPI failed")]),
+    op("post", "/api/v1/oven/{pi_id}/reset", "Re-clone a baked Pi's root from its bakeform", N, J("PiInfo"), &[(202, "resetting"), (403, "not baked"), NO_PI]),
+    op("put", "/api/v1/oven/{pi_id}/metadata", "Replace a Pi's metadata", J("Metadata"), J("PiInfo"), &[OK, BAD, NO_PI]),
+    op("get", "/api/v1/oven/{pi_id}/boots", "Boot timeline of a Pi in the oven, newest boot first", N, J("BootList"), &[OK, NO_PI]),
+    op("post", "/api/v1/oven/{pi_id}/disks", "Attach a disk", J("AttachDiskRequest"), N, &[OK, (404, "unknown Pi or disk"), (409, "attached elsewhere")]),
+    op("delete", "/api/v1/oven/{pi_id}/disks/{disk_id}", "Detach a disk", N, N, &[OK, (403, "the root disk"), (404, "unknown Pi or disk")]),
+    op("post", "/api/v1/oven/{pi_id}/upload/{filename}", "Put a file into the Pi's piConfig/", Raw, N, &[OK, BAD, NO_PI]),
+    op("get", "/api/v1/oven/{pi_id}/download/{filename}", "Get a file from the Pi's piConfig/", N, Raw, &[OK, (404, "unknown Pi or file")]),
+    op("get", "/api/v1/pis", "Every known Pi", N, J("PiMap"), &[OK]),
+    op("get", "/api/v1/pis/{pi_id}", "Any known Pi", N, J("PiInfo"), &[OK, (404, "unknown Pi")]),
+    op("get", "/api/v1/pis/{pi_id}/boots", "Boot timeline of any known Pi, newest boot first", N, J("BootList"), &[OK, (404, "unknown Pi")]),
+    op("get", "/api/v1/bakeforms", "Every bakeform", N, J("BakeformMap"), &[OK]),
+    op("get", "/api/v1/bakeforms/{name}", "One bakeform with its import state", N, J("Bakeform"), &[OK, (404, "unknown bakeform")]),
+    op("post", "/api/v1/bakeforms/{name}", "Upload a raw SD-card image as a bakeform", Raw, J("Bakeform"), &[(201, "imported"), (400, "invalid name or image"), (403, "exists"), (413, "too large")]),
+    op("delete", "/api/v1/bakeforms/{name}", "Delete a bakeform", N, N, &[OK, (404, "unknown bakeform"), (409, "used by a baked Pi")]),
+    op("get", "/api/v1/disks", "Every disk", N, J("DiskList"), &[OK]),
+    op("post", "/api/v1/disks", "Create a disk", J("CreateDiskRequest"), J("Disk"), &[(201, "created"), (400, "size <= 0")]),
+    op("get", "/api/v1/disks/{disk_id}", "One disk", N, J("Disk"), &[OK, (404, "unknown disk")]),
+    op("delete", "/api/v1/disks/{disk_id}", "Delete a disk (unknown ones too)", N, N, &[OK, (409, "attached")]),
+    op("post", "/api/v1/disks/{disk_id}/resize", "Grow a disk", J("ResizeDiskRequest"), J("Disk"), &[OK, BAD, (404, "unknown disk"), (409, "attached")]),
+    op("put", "/api/v1/disks/{disk_id}/metadata", "Replace a disk's metadata", J("Metadata"), J("Disk"), &[OK, BAD, (404, "unknown disk")]),
+    op("get", "/api/v1/events", "Events after `since` (`?since=<id>&limit=<n>`), oldest first", N, J("EventList"), &[OK, BAD]),
+    op("get", "/api/v1/events/stream", "Live events as Server-Sent Events; resumes after `Last-Event-ID` or `?since=`", N, Text("text/event-stream"), &[OK]),
+];
+
+/// The OpenAPI form of an axum path: `{*rest}` becomes `{rest}`.
+pub fn openapi_path(axum_path: &str) -> String {
+    axum_path.replace("{*", "{")
+}
+
+fn method_of(name: &str) -> HttpMethod {
+    match name {
+        "post" => HttpMethod::Post,
+        "put" => HttpMethod::Put,
+        "delete" => HttpMethod::Delete,
+        "patch" => HttpMethod::Patch,
+        _ => HttpMethod::Get,
+    }
+}
+
+fn content(kind: BodyKind) -> Option<(&'static str, Content)> {
+    let object = |description: String| {
+        Content::new(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .build(),
+        ))
+    };
+    let string = |format: Option<utoipa::openapi::SchemaFormat>| {
+        Content::new(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(format)
+                .build(),
+        ))
+    };
+    match kind {
+        BodyKind::None => None,
+        BodyKind::Json(name) => Some((
+            "application/json",
+            object(format!("bakery_client::{name} (see bakery-client/src/types.rs)")),
+        )),
+        BodyKind::Raw => Some((
+            "application/octet-stream",
+            string(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Binary,
+            ))),
+        )),
+        BodyKind::Text(content_type) => Some((content_type, string(None))),
+    }
+}
+
+fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
+    let mut responses = ResponsesBuilder::new();
+    for (i, (status, meaning)) in o.statuses.iter().enumerate() {
+        let mut response = ResponseBuilder::new().description(*meaning);
+        if i == 0 {
+            if let Some((content_type, body)) = content(o.reply) {
+                response = response.content(content_type, body);
+            }
+        } else {
+            response = response.content(
+                "application/json",
+                Content::new(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Object)
+                        .property(
+                            "error",
+                            ObjectBuilder::new().schema_type(Type::String).build(),
+                        )
+                        .required("error")
+                        .build(),
+                )),
+            );
+        }
+        responses = responses.response(status.to_string(), response.build());
+    }
+    let parameters: Vec<_> = openapi_path(o.path)
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}').map(str::to_owned))
+        .map(|name| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+                .build()
+        })
+        .collect();
+    let mut builder = OperationBuilder::new()
+        .summary(Some(o.summary))
+        .operation_id(Some(format!(
+            "{}{}",
+            o.method,
+            o.path.replace(['/', '{', '}', '*', '.'], "_")
+        )))
+        .parameters(Some(parameters))
+        .responses(responses.build());
+    if let Some((content_type, body)) = content(o.request) {
+        builder = builder.request_body(Some(
+            RequestBodyBuilder::new()
+                .content(content_type, body)
+                .required(Some(Required::True))
+                .build(),
+        ));
+    }
+    builder.build()
+}
+
+/// The OpenAPI 3 document of every route in [`OPERATIONS`].
+pub fn document() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for o in OPERATIONS {
+        paths = paths.path(openapi_path(o.path), PathItem::new(method_of(o.method), operation(o)));
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("bakery")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Pi-as-a-Service: bake Raspberry Pis from bakeforms, attach disks, watch \
+                     them boot. Every error reply is `{\"error\": \"<message>\"}`. With a token \
+                     file configured, /api and /metrics need `Authorization: Bearer <token>`.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .build()
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn serve() -> Json<OpenApi> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_in_the_document_once() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut count = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in ["get", "post", "put", "delete", "patch"] {
+                if item.get(method).is_some() {
+                    count += 1;
+                    assert!(
+                        OPERATIONS
+                            .iter()
+                            .any(|o| o.method == method && openapi_path(o.path) == *path),
+                        "{method} {path}"
+                    );
+                }
+            }
+        }
+        assert_eq!(count, OPERATIONS.len());
+        let wildcard = &doc["paths"]["/api/v1/files/{pi_id}/{path}"]["get"]["parameters"];
+        assert_eq!(wildcard.as_array().unwrap().len(), 2, "{wildcard}");
+    }
+}
