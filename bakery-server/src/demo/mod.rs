@@ -224,6 +224,7 @@ pub async fn run(
         return outcome;
     }
     show.line(&poke_hints(&url, &summary));
+    let later_boots = tokio::spawn(show_later_boots(show, power.subscribe()));
     let mut server = server;
     let ended = tokio::select! {
         () = shutdown => {
@@ -232,9 +233,35 @@ pub async fn run(
         }
         ended = &mut server => ended,
     };
+    later_boots.abort();
     match ended {
         Ok(result) => Ok(result?),
         Err(e) => Err(AppError::Serve(std::io::Error::other(e.to_string())).into()),
+    }
+}
+
+/// While serving: a line for each boot that ends (after a power cycle, a new bake...).
+async fn show_later_boots(
+    show: Show,
+    mut boots: tokio::sync::watch::Receiver<std::collections::BTreeMap<String, BootRecord>>,
+) {
+    let mut last = boots
+        .borrow_and_update()
+        .values()
+        .map(|r| r.number)
+        .max()
+        .unwrap_or(0);
+    while boots.changed().await.is_ok() {
+        let new: Vec<(String, BootRecord)> = boots
+            .borrow_and_update()
+            .iter()
+            .filter(|(_, r)| r.number > last)
+            .map(|(s, r)| (s.clone(), r.clone()))
+            .collect();
+        for (serial, record) in new {
+            last = last.max(record.number);
+            show.line(&boot_line(&serial, &record));
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ pub struct BootRecord {
     pub outcome: Result<BootReport, String>,
     /// When it ended, since the power-on.
     pub after: Duration,
+    /// Which boot of this simulation it was (1, 2, ... across all Pis, in the order they ended).
+    pub number: u64,
 }
 
 struct Inner {
@@ -53,6 +56,7 @@ struct Inner {
     bakery: OnceLock<Weak<Bakery>>,
     running: Mutex<HashMap<String, AbortHandle>>,
     boots: watch::Sender<BTreeMap<String, BootRecord>>,
+    ended: AtomicU64,
 }
 
 /// Simulated Pis behind the [`Power`] trait. Cheap to clone.
@@ -82,6 +86,7 @@ impl SimPower {
                 bakery: OnceLock::new(),
                 running: Mutex::new(HashMap::new()),
                 boots,
+                ended: AtomicU64::new(0),
             }),
         }
     }
@@ -122,6 +127,11 @@ impl SimPower {
         }
     }
 
+    /// Every Pi's last boot, updated as boots end.
+    pub fn subscribe(&self) -> watch::Receiver<BTreeMap<String, BootRecord>> {
+        self.inner.boots.subscribe()
+    }
+
     fn power_on(&self, serial: &str) {
         self.stop(serial);
         self.inner.boots.send_modify(|boots| {
@@ -130,7 +140,8 @@ impl SimPower {
         let inner = Arc::clone(&self.inner);
         let key = serial.to_owned();
         let task = tokio::spawn(async move {
-            let record = boot_until_served(&inner, &key).await;
+            let mut record = boot_until_served(&inner, &key).await;
+            record.number = inner.ended.fetch_add(1, Ordering::Relaxed) + 1;
             if let Err(reason) = &record.outcome {
                 tracing::warn!(serial = key, reason, "simulated pi failed to boot");
             }
@@ -214,6 +225,7 @@ async fn boot_until_served(inner: &Inner, serial: &str) -> BootRecord {
                     attempts,
                     outcome: outcome.map_err(|e| e.to_string()),
                     after: started.elapsed(),
+                    number: 0,
                 };
             }
         }
