@@ -464,10 +464,7 @@ impl ServeArgs {
         }
         config.export_to_any = self.export_to_any || file.export_to_any.unwrap_or(false);
         let max = match (&self.max_image_size, file.max_image_size) {
-        if let Some(base) = self
-            .ganesha_export_id_base
-            .or(file.ganesha_export_id_base)
-        {
+        if let Some(base) = self.ganesha_export_id_base.or(file.ganesha_export_id_base) {
             if base == 0 {
                 return Err(bad(
                     "ganesha-export-id-base",
@@ -659,7 +656,10 @@ mod tests {
         };
         let config = ganesha.resolve().unwrap();
         assert_eq!(config.nfs_backend, NfsBackend::Ganesha);
-        assert_eq!(config.exports_file, PathBuf::from(DEFAULT_GANESHA_EXPORTS_FILE));
+        assert_eq!(
+            config.exports_file,
+            PathBuf::from(DEFAULT_GANESHA_EXPORTS_FILE)
+        );
         assert_eq!(
             config.ganesha_pid_file,
             Some(PathBuf::from(DEFAULT_GANESHA_PID_FILE))

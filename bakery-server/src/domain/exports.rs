@@ -123,7 +123,10 @@ fn ganesha_path(path: &str) -> Result<&str, RenderError> {
     if !path.starts_with('/') || path == "/" {
         return Err(bad("not an absolute directory below /"));
     }
-    if path.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+    if path
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
         return Err(bad("contains a quote, backslash or control character"));
     }
     Ok(path)

@@ -126,6 +126,9 @@ mod tests {
         assert!(err.contains("is not a process id"), "{err}");
         std::fs::remove_file(&pid_file).unwrap();
         let err = exporter.publish("x").await.unwrap_err().to_string();
-        assert!(err.contains("ganesha.pid") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("ganesha.pid") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 }

@@ -313,7 +313,11 @@ fn remote_tree(g: &Ganesha, path: &str, version: u8) -> Vec<(String, char, u64)>
 fn local_tree(root: &Path, skip: &[&str]) -> Vec<(String, char, u64)> {
     let mut entries: Vec<(String, char, u64)> = tree(root)
         .into_iter()
-        .filter(|rel| !skip.iter().any(|s| rel == s || rel.starts_with(&format!("{s}/"))))
+        .filter(|rel| {
+            !skip
+                .iter()
+                .any(|s| rel == s || rel.starts_with(&format!("{s}/")))
+        })
         .map(|rel| {
             let meta = std::fs::symlink_metadata(root.join(&rel)).unwrap();
             let t = meta.file_type();
@@ -377,6 +381,44 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
     let started = Instant::now();
     let g = Ganesha::start();
     let env = Env::new();
+
+    // Why bakery writes `Access_Type = None` at the export level: with `RW` there, ganesha lets
+    // every client in, whatever the CLIENT blocks say.
+    let probe = env.path("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    let probe = probe.display().to_string();
+    let loose = format!(
+        "EXPORT {{ Export_Id = 7; Path = \"{probe}\"; Pseudo = \"{probe}\"; Access_Type = RW; \
+         Squash = No_Root_Squash; FSAL {{ Name = VFS; }} \
+         CLIENT {{ Clients = 127.0.0.2; Access_Type = RW; }} }}\n"
+    );
+    std::fs::write(g.path("bakery.conf"), &loose).unwrap();
+    let reloads = g.reloads();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(g.child.id() as i32, libc::SIGHUP);
+    }
+    assert!(eventually(Duration::from_secs(10), || g.reloads() > reloads));
+    assert!(
+        eventually(Duration::from_secs(10), || mountable(&g, &probe, 3)),
+        "export-level RW no longer lets 127.0.0.1 in: {}",
+        g.log()
+    );
+    std::fs::write(
+        g.path("bakery.conf"),
+        loose.replacen("Access_Type = RW;", "Access_Type = None;", 1),
+    )
+    .unwrap();
+    let reloads = g.reloads();
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(g.child.id() as i32, libc::SIGHUP);
+    }
+    assert!(eventually(Duration::from_secs(10), || g.reloads() > reloads));
+    assert!(eventually(Duration::from_secs(10), || !mountable(
+        &g, &probe, 3
+    )));
+
     let mut server = start_bakery(&env, &g);
     assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
     // Pi 1 boots from the client's address, Pi 2 from another one.
@@ -447,12 +489,18 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
 
     // The other Pi's root is refused to this address, over both versions.
     for version in [3, 4] {
-        assert!(!mountable(&g, &other_root, version), "NFSv{version} {other_root}");
+        assert!(
+            !mountable(&g, &other_root, version),
+            "NFSv{version} {other_root}"
+        );
     }
 
     // An attached disk shows its disk.img with its size; detached, it is gone.
     let disk = create_disk(&server, 16);
-    assert!(!mountable(&g, &disk.location, 3), "unattached disk exported");
+    assert!(
+        !mountable(&g, &disk.location, 3),
+        "unattached disk exported"
+    );
     attach(&server, &mine.id, &disk.id);
     assert!(eventually(Duration::from_secs(10), || mountable(
         &g,
@@ -468,8 +516,15 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
     }
     detach(&server, &mine.id, &disk.id);
     assert!(
-        eventually(Duration::from_secs(10), || !mountable(&g, &disk.location, 3)
-            && !mountable(&g, &disk.location, 4)),
+        eventually(Duration::from_secs(10), || !mountable(
+            &g,
+            &disk.location,
+            3
+        ) && !mountable(
+            &g,
+            &disk.location,
+            4
+        )),
         "detached disk still exported"
     );
 
@@ -540,8 +595,7 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
     let reloads_before = g.reloads();
     server.stop();
     let server = start_bakery(&env, &g);
-    assert!(eventually(Duration::from_secs(10), || g.reloads()
-        > reloads_before));
+    assert!(eventually(Duration::from_secs(10), || g.reloads() > reloads_before));
     assert_eq!(
         std::fs::read_to_string(g.path("bakery.conf")).unwrap(),
         before
@@ -556,9 +610,11 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
             && !mountable(&g, &root, 4)),
         "unbaked root still exported"
     );
-    assert!(!std::fs::read_to_string(g.path("bakery.conf"))
-        .unwrap()
-        .contains(&root));
+    assert!(
+        !std::fs::read_to_string(g.path("bakery.conf"))
+            .unwrap()
+            .contains(&root)
+    );
     let elapsed = started.elapsed();
     eprintln!("nfs: ganesha end-to-end test took {elapsed:?}");
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
