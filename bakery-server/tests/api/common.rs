@@ -153,6 +153,11 @@ impl Server {
         Server::spawn(env, env.args(), &all, extra)
     }
 
+    /// Starts without the base flags `drop` (each with its value), with `extra` added.
+    pub fn start_replacing(env: &Env, drop: &[&str], extra: &[&str]) -> Server {
+        Server::spawn(env, env.args(), drop, extra)
+    }
+
     pub fn start_with(env: &Env, extra: &[&str]) -> Server {
         Server::spawn(env, env.args(), extra, extra)
     }

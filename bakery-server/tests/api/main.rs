@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod common;
 mod demo;
+mod netboot;
 mod disks;
 mod pis;
 mod ppi;

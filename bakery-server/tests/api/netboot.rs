@@ -1,0 +1,154 @@
+//! The boot path of the real binary: `--tftp-listen 127.0.0.1:0` starts the built-in TFTP
+//! server (its address logged as `tftp listening on ...`); unknown Pis asking for files are
+//! registered, a baked Pi boots (pi-sim, every byte checked), curl's `tftp://` and tftp-hpa
+//! fetch its files byte for byte, and a Pi that is not baked gets nothing.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use bakery_client::PiState;
+use bakery_tftp::{FetchOptions, fetch};
+use pi_sim::{BootOptions, Model};
+
+use crate::common::*;
+
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    ["/usr/bin", "/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+fn tftp_addr(server: &Server) -> SocketAddr {
+    let mut addr = None;
+    let logged = eventually(Duration::from_secs(10), || {
+        addr = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.split("tftp listening on ").nth(1).map(|a| a.trim().to_owned()));
+        addr.is_some()
+    });
+    assert!(logged, "no tftp address logged: {:?}", server.log.lock().unwrap());
+    addr.unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
+    let env = Env::new();
+    let server = Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
+    let tftp = tftp_addr(&server);
+    let resp = server.upload_sample(OS);
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED, "{:?}", resp.text());
+    let boot_dir = env.data().join("bakeforms").join(OS).join("boot");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Two unknown Pis ask for their first file over TFTP: not found, both now in the fridge.
+    let opts = FetchOptions {
+        tsize: true,
+        blksize: Some(1468),
+        ..FetchOptions::default()
+    };
+    for serial in ["5e5e0001", "5e5e0002"] {
+        let err = runtime
+            .block_on(fetch(tftp, &format!("{serial}/start4.elf"), &opts))
+            .unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+        let pi: bakery_client::PiInfo = server.get(&format!("/pis/{serial}")).json().unwrap();
+        assert_eq!(pi.state, Some(PiState::Fridge));
+        assert_eq!(pi.address.as_deref(), Some("127.0.0.1"));
+    }
+    let baked = server.bake_ready(true).id;
+    let other = if baked == "5e5e0001" { "5e5e0002" } else { "5e5e0001" };
+
+    // The baked Pi boots (Pi 4 sequence, probes and size queries included), every byte checked.
+    let report = runtime
+        .block_on(pi_sim::boot(
+            tftp,
+            &baked,
+            Model::Pi4,
+            &boot_dir,
+            &BootOptions::default(),
+        ))
+        .unwrap();
+    assert!(report.files.iter().filter(|f| f.found).count() >= 7, "{report:?}");
+    assert!(report.cmdline.contains("nfsroot=10.0.0.2:"), "{}", report.cmdline);
+    // The Pi that is not baked gets nothing.
+    let err = runtime
+        .block_on(pi_sim::boot(
+            tftp,
+            other,
+            Model::Pi4,
+            &boot_dir,
+            &BootOptions::default(),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, pi_sim::SimError::Missing { .. }), "{err}");
+
+    let want = std::fs::read(boot_dir.join("start4.elf")).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    match tool("curl") {
+        None => eprintln!("SKIPPED curl tftp:// checks: curl is not installed (apt-get install curl)"),
+        Some(curl) => {
+            for blksize in [None, Some("1468")] {
+                let file = out_dir.path().join("curl-start4.elf");
+                let mut cmd = Command::new(&curl);
+                cmd.arg("-sS").arg("-o").arg(&file);
+                if let Some(b) = blksize {
+                    cmd.args(["--tftp-blksize", b]);
+                }
+                let out = cmd
+                    .arg(format!("tftp://{tftp}/{baked}/start4.elf"))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(std::fs::read(&file).unwrap() == want, "curl got other bytes");
+            }
+            let out = Command::new(&curl)
+                .arg("-sS")
+                .arg("-o")
+                .arg(out_dir.path().join("nothing"))
+                .arg(format!("tftp://{tftp}/{other}/start4.elf"))
+                .output()
+                .unwrap();
+            // curl's exit code 68 is TFTP "file not found".
+            assert_eq!(out.status.code(), Some(68), "curl on another pi's file: {out:?}");
+        }
+    }
+    match tool("tftp") {
+        None => eprintln!("SKIPPED tftp-hpa checks: tftp is not installed (apt-get install tftp-hpa)"),
+        Some(tftp_hpa) => {
+            let get = |path: &str, local: &str| {
+                Command::new(&tftp_hpa)
+                    .current_dir(out_dir.path())
+                    .arg(tftp.ip().to_string())
+                    .arg(tftp.port().to_string())
+                    .args(["-m", "binary", "-c", "get", path, local])
+                    .output()
+                    .unwrap()
+            };
+            let out = get(&format!("{baked}/start4.elf"), "hpa-start4.elf");
+            assert!(out.status.success(), "tftp-hpa: {out:?}");
+            assert!(
+                std::fs::read(out_dir.path().join("hpa-start4.elf")).unwrap() == want,
+                "tftp-hpa got other bytes"
+            );
+            let out = get(&format!("{other}/start4.elf"), "hpa-other.elf");
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // tftp-hpa exits 0 even on a TFTP error; it prints the error and writes nothing.
+            assert!(said.to_lowercase().contains("not found"), "{said}");
+            let got = std::fs::read(out_dir.path().join("hpa-other.elf")).unwrap_or_default();
+            assert!(got.is_empty(), "tftp-hpa fetched another pi's file");
+        }
+    }
+}
