@@ -6,6 +6,7 @@ mod boot;
 mod cli;
 mod client;
 mod common;
+mod crash;
 mod demo;
 mod netboot;
 mod disks;

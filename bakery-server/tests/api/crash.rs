@@ -1,0 +1,274 @@
+//! Crash safety, proven by trial: SIGKILL the real server at a random moment during a bake,
+//! an unbake, a bakeform import, a disk creation or an attach, restart it, and check the
+//! invariants every time: every Pi fridge or baked, baked Pis have their root, nothing in
+//! `tmp/`, no directory in `disks/` or `bakeforms/` the inventory does not know, no bakeform
+//! half visible, and a persistent disk's bytes intact.
+//!
+//! `BAKERY_CRASH_TRIALS` (default 10; 50 for the full run) sets the number of kills,
+//! `BAKERY_CRASH_SEED` replays a run (the seed is printed).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bakery_client::{BakeformMap, BakeformState, Disk, DiskList, PiInfo, PiMap, PiState};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::{Env, OS, Server, entries, eventually, sample_image};
+
+/// xorshift64*: enough randomness to pick moments, replayable from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const PATTERN_MIB: usize = 8;
+
+fn pattern_byte(i: usize) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9)) as u8
+}
+
+/// Fills a persistent disk's image with a known pattern (as a Pi would have written it).
+fn write_pattern(image: &Path) {
+    let bytes: Vec<u8> = (0..PATTERN_MIB << 20).map(pattern_byte).collect();
+    std::fs::write(image, bytes).unwrap();
+}
+
+fn pattern_intact(image: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    if bytes.len() != PATTERN_MIB << 20 {
+        return Err(format!("{}: {} bytes", image.display(), bytes.len()));
+    }
+    match bytes.iter().enumerate().find(|(i, b)| **b != pattern_byte(*i)) {
+        Some((i, _)) => Err(format!("{}: byte {i} changed", image.display())),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Bake,
+    Unbake,
+    Import,
+    CreateDisk,
+    Attach,
+}
+
+/// Starts `op` in the background (its outcome does not matter: the server is killed).
+fn start_op(server: &Server, op: Op, pattern: &str, n: u64) -> std::thread::JoinHandle<()> {
+    let base = server.base.clone();
+    let pis: PiMap = server.get("/pis").json().unwrap();
+    let baked: Vec<String> = pis
+        .values()
+        .filter(|p| p.state == Some(PiState::Baked))
+        .map(|p| p.id.clone())
+        .collect();
+    let pattern = pattern.to_owned();
+    std::thread::spawn(move || {
+        let c = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let url = |p: &str| format!("{base}{p}");
+        let _ = match op {
+            Op::Bake => c
+                .post(url("/fridge"))
+                .json(&json!({"bakeformName": OS}))
+                .send(),
+            Op::Unbake => match baked.first() {
+                Some(pi) => c.delete(url(&format!("/oven/{pi}"))).send(),
+                None => return,
+            },
+            Op::Import => c
+                .post(url(&format!("/bakeforms/crash{n}")))
+                .header("Content-Type", bakery_client::RAW_IMAGE_CONTENT_TYPE)
+                .body(std::fs::read(sample_image()).unwrap())
+                .send(),
+            Op::CreateDisk => c.post(url("/disks")).json(&json!({"size": 4})).send(),
+            Op::Attach => match baked.first() {
+                Some(pi) => c
+                    .post(url(&format!("/oven/{pi}/disks")))
+                    .json(&json!({ "diskId": pattern }))
+                    .send(),
+                None => return,
+            },
+        };
+    })
+}
+
+/// Every invariant a restart must restore; `Err` names the first one broken.
+fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
+    let pis: PiMap = server.get("/pis").json().unwrap();
+    let mut known_disks = HashSet::new();
+    for pi in pis.values() {
+        match pi.state {
+            Some(PiState::Fridge) => {
+                if !pi.disks.is_empty() {
+                    return Err(format!("pi {} in the fridge with disks", pi.id));
+                }
+            }
+            Some(PiState::Baked) => {
+                let root = pi.disks.first().ok_or(format!("baked pi {} without root", pi.id))?;
+                if !Path::new(&root.location).join("etc/hostname").is_file() {
+                    return Err(format!("baked pi {} root {} incomplete", pi.id, root.location));
+                }
+            }
+            other => return Err(format!("pi {} in state {other:?} after restart", pi.id)),
+        }
+        known_disks.extend(pi.disks.iter().map(|d| d.id.clone()));
+    }
+    let disks: DiskList = server.get("/disks").json().unwrap();
+    for disk in disks.disks.values() {
+        known_disks.insert(disk.id.clone());
+        if !Path::new(&disk.location).is_dir() {
+            return Err(format!("disk {} without its directory", disk.id));
+        }
+        if disk.size > 0 {
+            let len = std::fs::metadata(Path::new(&disk.location).join("disk.img"))
+                .map_err(|e| format!("disk {}: {e}", disk.id))?
+                .len();
+            if len != (disk.size as u64) << 20 {
+                return Err(format!("disk {} image is {len} bytes", disk.id));
+            }
+        }
+    }
+    for name in entries(&env.data().join("disks")) {
+        if !known_disks.contains(&name) {
+            return Err(format!("orphan disks/{name}"));
+        }
+    }
+    let tmp = entries(&env.data().join("tmp"));
+    if !tmp.is_empty() {
+        return Err(format!("tmp/ not empty: {tmp:?}"));
+    }
+    let bakeforms: BakeformMap = server.get("/bakeforms").json().unwrap();
+    for b in bakeforms.values() {
+        if b.state.is_some_and(|s| s != BakeformState::Ready) {
+            return Err(format!("bakeform {} visible in state {:?}", b.name, b.state));
+        }
+        let boot = Path::new(&b.location).join("boot");
+        if entries(&boot).is_empty() || !Path::new(&b.location).join("root/etc").is_dir() {
+            return Err(format!("bakeform {} ready but incomplete", b.name));
+        }
+    }
+    for name in entries(&env.data().join("bakeforms")) {
+        if !bakeforms.contains_key(&name) {
+            return Err(format!("orphan bakeforms/{name}"));
+        }
+    }
+    let now: Disk = server
+        .get(&format!("/disks/{}", pattern.id))
+        .json()
+        .map_err(|e| format!("pattern disk gone: {e}"))?;
+    pattern_intact(&Path::new(&now.location).join("disk.img"))
+}
+
+#[test]
+fn sigkill_at_random_moments_keeps_every_invariant() {
+    let trials: u64 = std::env::var("BAKERY_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let seed: u64 = std::env::var("BAKERY_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("crash test: {trials} trials, BAKERY_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let env = Env::new();
+    let mut server = Server::start(&env);
+    // Warm-up, timing each operation once so kills land inside them.
+    let t = Instant::now();
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    let import_ms = t.elapsed().as_millis() as u64;
+    server.add_pis(4);
+    assert!(eventually(Duration::from_secs(10), || env.ppi_calls().len() >= 4));
+    let t = Instant::now();
+    let first: PiInfo = server.bake_ready(false);
+    let bake_ms = t.elapsed().as_millis() as u64;
+    let t = Instant::now();
+    assert_eq!(server.delete(&format!("/oven/{}", first.id)).status(), StatusCode::OK);
+    let unbake_ms = t.elapsed().as_millis() as u64;
+    let pattern: Disk = server
+        .post_json("/disks", &json!({"size": PATTERN_MIB}))
+        .json()
+        .unwrap();
+    write_pattern(&Path::new(&pattern.location).join("disk.img"));
+    println!("crash test: import {import_ms} ms, bake {bake_ms} ms, unbake {unbake_ms} ms");
+
+    let mut counts = std::collections::BTreeMap::new();
+    let mut repaired = 0;
+    for trial in 0..trials {
+        let pis: PiMap = server.get("/pis").json().unwrap();
+        let fridge = pis.values().filter(|p| p.state == Some(PiState::Fridge)).count();
+        let baked = pis.len() - fridge;
+        let op = match rng.below(5) {
+            0 | 1 if fridge > 0 => Op::Bake,
+            0 | 1 => Op::Unbake,
+            2 if baked > 0 => Op::Unbake,
+            2 => Op::Bake,
+            3 => Op::Import,
+            _ if baked > 0 && rng.below(2) == 0 => Op::Attach,
+            _ => Op::CreateDisk,
+        };
+        let window = match op {
+            Op::Bake => bake_ms,
+            Op::Unbake => unbake_ms,
+            Op::Import => import_ms,
+            Op::CreateDisk | Op::Attach => 30,
+        };
+        let delay = Duration::from_millis(rng.below(window + window / 4 + 5));
+        *counts.entry(format!("{op:?}")).or_insert(0) += 1;
+        let job = start_op(&server, op, &pattern.id, trial);
+        std::thread::sleep(delay);
+        server.kill9();
+        let _ = job.join();
+        server = Server::start(&env);
+        if let Err(broken) = check(&env, &server, &pattern) {
+            panic!(
+                "trial {trial} ({op:?} killed after {delay:?}), BAKERY_CRASH_SEED={seed}: {broken}\nlog: {:#?}",
+                server.log.lock().unwrap()
+            );
+        }
+        if ["interrupted", "orphaned directory"]
+            .iter()
+            .any(|w| server.log_contains(w))
+        {
+            repaired += 1;
+        }
+        // Keep the inventory moving: detach the pattern disk now and then.
+        if rng.below(3) == 0 {
+            let disk: Disk = server.get(&format!("/disks/{}", pattern.id)).json().unwrap();
+            if let Some(pi) = disk.attached_to {
+                let resp = server.delete(&format!("/oven/{pi}/disks/{}", pattern.id));
+                assert_eq!(resp.status(), StatusCode::OK);
+            }
+        }
+    }
+    println!("crash test: ops killed {counts:?}; {repaired} restarts had work in flight to repair");
+    // After all that, the server still works end to end.
+    let pis: PiMap = server.get("/pis").json().unwrap();
+    if pis.values().any(|p| p.state == Some(PiState::Fridge)) {
+        let pi = server.bake_ready(false);
+        assert!(Path::new(&pi.disks[0].location).join("etc/hostname").is_file());
+    }
+    check(&env, &server, &pattern).unwrap();
+}
