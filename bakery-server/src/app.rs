@@ -207,10 +207,12 @@ impl App {
 
     /// Binds the built-in TFTP server's socket at `addr`.
     pub async fn bind_tftp(addr: SocketAddr) -> Result<UdpSocket, AppError> {
-        UdpSocket::bind(addr).await.map_err(|source| AppError::Bind {
-            addr: format!("udp {addr}"),
-            source,
-        })
+        UdpSocket::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: format!("udp {addr}"),
+                source,
+            })
     }
 
     /// Serves the boot path over TFTP on `socket` until `shutdown` completes.

@@ -167,7 +167,14 @@ mod tests {
             parse_subnet("10.9.8.7/0").unwrap(),
             (Ipv4Addr::UNSPECIFIED, 0)
         );
-        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0/24", "fd00::/64", "x/24", "10.0.0.0/"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0/24",
+            "fd00::/64",
+            "x/24",
+            "10.0.0.0/",
+        ] {
             let err = parse_subnet(bad).unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");
         }
@@ -224,7 +231,9 @@ mod tests {
             .map(std::path::Path::new)
             .find(|p| p.exists());
         let Some(dnsmasq) = dnsmasq else {
-            eprintln!("SKIPPED dnsmasq_accepts_the_snippet: dnsmasq is not installed (apt-get install dnsmasq-base)");
+            eprintln!(
+                "SKIPPED dnsmasq_accepts_the_snippet: dnsmasq is not installed (apt-get install dnsmasq-base)"
+            );
             return;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -246,7 +255,11 @@ mod tests {
         assert!(said.contains("syntax check OK"), "{said}");
 
         // And the check is real: dnsmasq refuses a broken line.
-        std::fs::write(&file, "dhcp-range=10.1.2.0,proxy,255.255.255.0\npxe-servce=0\n").unwrap();
+        std::fs::write(
+            &file,
+            "dhcp-range=10.1.2.0,proxy,255.255.255.0\npxe-servce=0\n",
+        )
+        .unwrap();
         let out = std::process::Command::new(dnsmasq)
             .arg("--test")
             .arg("-C")

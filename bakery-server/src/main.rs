@@ -4,10 +4,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use bakery_server::{App, AppError, Cli, Command};
 use bakery_server::ServeArgs;
 use bakery_server::demo::{DemoArgs, DemoError};
 use bakery_server::dnsmasq::{DnsmasqArgs, ProxyDhcp};
+use bakery_server::{App, AppError, Cli, Command};
 use clap::Parser;
 
 /// The exit code of each failure (the one place they are chosen).

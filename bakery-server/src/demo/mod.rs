@@ -89,18 +89,20 @@ pub enum DemoError {
         reason: &'static str,
     },
     /// The sample image could not be built.
-    #[error("cannot build the sample bakeform image (needs mkfs.ext4 and debugfs from e2fsprogs): {0}")]
+    #[error(
+        "cannot build the sample bakeform image (needs mkfs.ext4 and debugfs from e2fsprogs): {0}"
+    )]
     Sample(String),
     /// The server could not start or failed.
     #[error(transparent)]
-    App(#[from] AppError),
+    App(Box<AppError>),
     /// A call through the API failed.
     #[error("{what}: {source}")]
     Api {
         /// What the demo was doing.
         what: String,
         /// The client's error.
-        source: bakery_client::Error,
+        source: Box<bakery_client::Error>,
     },
     /// A simulated Pi did not show up in the fridge after asking for its first boot file.
     #[error("simulated pi {serial} did not appear in the fridge: {reason}")]
@@ -127,7 +129,16 @@ pub enum DemoError {
 
 fn api(what: impl Into<String>) -> impl FnOnce(bakery_client::Error) -> DemoError {
     let what = what.into();
-    move |source| DemoError::Api { what, source }
+    move |source| DemoError::Api {
+        what,
+        source: Box::new(source),
+    }
+}
+
+impl From<AppError> for DemoError {
+    fn from(e: AppError) -> DemoError {
+        DemoError::App(Box::new(e))
+    }
 }
 
 /// Runs the demo; `shutdown` ends serving (Ctrl-C) when not `--exit-after-boot`.
@@ -162,8 +173,11 @@ pub async fn run(
         source,
     })?;
     let power = SimPower::new(tftp, args.model);
-    let app = App::with_power(demo_config(&data_dir, listen), std::sync::Arc::new(power.clone()))
-        .await?;
+    let app = App::with_power(
+        demo_config(&data_dir, listen),
+        std::sync::Arc::new(power.clone()),
+    )
+    .await?;
     power.attach(app.bakery());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -180,7 +194,9 @@ pub async fn run(
     let server = tokio::spawn(app.serve_all(listener, Some(tftp_socket), async {
         let _ = stopped.await;
     }));
-    step.done(&format!("bakery serving the API at {url} and TFTP at {tftp}"));
+    step.done(&format!(
+        "bakery serving the API at {url} and TFTP at {tftp}"
+    ));
     let client = Client::new(&url).map_err(api("cannot make an API client"))?;
 
     let result = demo_steps(&show, &args, &client, &power, tftp, &image).await;

@@ -271,8 +271,14 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("SERIAL    STATE  BAKEFORM"), "{text}");
-        assert!(lines[1].contains("booted") && lines[1].contains("42 ms"), "{text}");
-        assert!(lines[1].contains("9/12") && lines[1].contains("MiB"), "{text}");
+        assert!(
+            lines[1].contains("booted") && lines[1].contains("42 ms"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("9/12") && lines[1].contains("MiB"),
+            "{text}"
+        );
         assert!(lines[2].contains("failed"), "{text}");
         let col = lines[0].find("ADDRESS").unwrap();
         assert_eq!(&lines[1][col..col + 9], "127.0.0.1");

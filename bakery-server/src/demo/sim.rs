@@ -205,10 +205,7 @@ async fn boot_until_served(inner: &Inner, serial: &str) -> BootRecord {
     loop {
         attempts += 1;
         let outcome = match expected_boot_dir(inner, serial).await {
-            Some(dir) => {
-                pi_sim::boot(inner.tftp, serial, inner.model, &dir, &inner.options)
-                    .await
-            }
+            Some(dir) => pi_sim::boot(inner.tftp, serial, inner.model, &dir, &inner.options).await,
             None => Err(SimError::Missing {
                 serial: serial.to_owned(),
                 path: first.clone(),

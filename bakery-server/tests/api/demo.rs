@@ -142,7 +142,10 @@ fn demo_refuses_a_foreign_dir_and_reuses_its_own_while_serving_until_stopped() {
         "{}",
         text(&out)
     );
-    assert_eq!(std::fs::read_to_string(data.join("precious.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(data.join("precious.txt")).unwrap(),
+        "mine"
+    );
     std::fs::remove_dir_all(&data).unwrap();
 
     // A first demo (Pi 3s: bootcode.bin from the TFTP root first) with three Pis.
@@ -164,7 +167,11 @@ fn demo_refuses_a_foreign_dir_and_reuses_its_own_while_serving_until_stopped() {
     assert_eq!(rows.len(), 3, "{stdout}");
     for row in &rows {
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(&cells[1..5], ["baked", "sample", "127.0.0.1", "booted"], "{row}");
+        assert_eq!(
+            &cells[1..5],
+            ["baked", "sample", "127.0.0.1", "booted"],
+            "{row}"
+        );
     }
     assert!(stdout.contains("3 of 3 pis booted"), "{stdout}");
 
@@ -208,7 +215,10 @@ fn demo_refuses_a_foreign_dir_and_reuses_its_own_while_serving_until_stopped() {
         .json()
         .unwrap();
     assert_eq!(pis.len(), 2, "the previous demo's Pis are gone: {pis:?}");
-    assert!(pis.values().all(|p| p.state == Some(PiState::Baked)), "{pis:?}");
+    assert!(
+        pis.values().all(|p| p.state == Some(PiState::Baked)),
+        "{pis:?}"
+    );
     let cmdline = reqwest::blocking::get(format!("{url}/files/dec00001/cmdline.txt"))
         .unwrap()
         .text()
@@ -235,7 +245,15 @@ fn assert_no_stray(data: &Path) {
     names.sort();
     for name in &names {
         assert!(
-            [".bakery-demo", "bakeforms", "disks", "tmp", "trash", "exports"].contains(&name.as_str())
+            [
+                ".bakery-demo",
+                "bakeforms",
+                "disks",
+                "tmp",
+                "trash",
+                "exports"
+            ]
+            .contains(&name.as_str())
                 || name.starts_with("bakery.db"),
             "unexpected {name} in the data dir: {names:?}"
         );

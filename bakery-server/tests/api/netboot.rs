@@ -24,25 +24,34 @@ fn tool(name: &str) -> Option<std::path::PathBuf> {
 fn tftp_addr(server: &Server) -> SocketAddr {
     let mut addr = None;
     let logged = eventually(Duration::from_secs(10), || {
-        addr = server
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| l.split("tftp listening on ").nth(1).map(|a| a.trim().to_owned()));
+        addr = server.log.lock().unwrap().iter().find_map(|l| {
+            l.split("tftp listening on ")
+                .nth(1)
+                .map(|a| a.trim().to_owned())
+        });
         addr.is_some()
     });
-    assert!(logged, "no tftp address logged: {:?}", server.log.lock().unwrap());
+    assert!(
+        logged,
+        "no tftp address logged: {:?}",
+        server.log.lock().unwrap()
+    );
     addr.unwrap().parse().unwrap()
 }
 
 #[test]
 fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
     let env = Env::new();
-    let server = Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
+    let server =
+        Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
     let tftp = tftp_addr(&server);
     let resp = server.upload_sample(OS);
-    assert_eq!(resp.status(), reqwest::StatusCode::CREATED, "{:?}", resp.text());
+    assert_eq!(
+        resp.status(),
+        reqwest::StatusCode::CREATED,
+        "{:?}",
+        resp.text()
+    );
     let boot_dir = env.data().join("bakeforms").join(OS).join("boot");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -65,7 +74,11 @@ fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
         assert_eq!(pi.address.as_deref(), Some("127.0.0.1"));
     }
     let baked = server.bake_ready(true).id;
-    let other = if baked == "5e5e0001" { "5e5e0002" } else { "5e5e0001" };
+    let other = if baked == "5e5e0001" {
+        "5e5e0002"
+    } else {
+        "5e5e0001"
+    };
 
     // The baked Pi boots (Pi 4 sequence, probes and size queries included), every byte checked.
     let report = runtime
@@ -77,8 +90,15 @@ fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
             &BootOptions::default(),
         ))
         .unwrap();
-    assert!(report.files.iter().filter(|f| f.found).count() >= 7, "{report:?}");
-    assert!(report.cmdline.contains("nfsroot=10.0.0.2:"), "{}", report.cmdline);
+    assert!(
+        report.files.iter().filter(|f| f.found).count() >= 7,
+        "{report:?}"
+    );
+    assert!(
+        report.cmdline.contains("nfsroot=10.0.0.2:"),
+        "{}",
+        report.cmdline
+    );
     // The Pi that is not baked gets nothing.
     let err = runtime
         .block_on(pi_sim::boot(
@@ -94,7 +114,9 @@ fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
     let want = std::fs::read(boot_dir.join("start4.elf")).unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     match tool("curl") {
-        None => eprintln!("SKIPPED curl tftp:// checks: curl is not installed (apt-get install curl)"),
+        None => {
+            eprintln!("SKIPPED curl tftp:// checks: curl is not installed (apt-get install curl)")
+        }
         Some(curl) => {
             for blksize in [None, Some("1468")] {
                 let file = out_dir.path().join("curl-start4.elf");
@@ -107,8 +129,15 @@ fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
                     .arg(format!("tftp://{tftp}/{baked}/start4.elf"))
                     .output()
                     .unwrap();
-                assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
-                assert!(std::fs::read(&file).unwrap() == want, "curl got other bytes");
+                assert!(
+                    out.status.success(),
+                    "curl: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    std::fs::read(&file).unwrap() == want,
+                    "curl got other bytes"
+                );
             }
             let out = Command::new(&curl)
                 .arg("-sS")
@@ -118,11 +147,17 @@ fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
                 .output()
                 .unwrap();
             // curl's exit code 68 is TFTP "file not found".
-            assert_eq!(out.status.code(), Some(68), "curl on another pi's file: {out:?}");
+            assert_eq!(
+                out.status.code(),
+                Some(68),
+                "curl on another pi's file: {out:?}"
+            );
         }
     }
     match tool("tftp") {
-        None => eprintln!("SKIPPED tftp-hpa checks: tftp is not installed (apt-get install tftp-hpa)"),
+        None => {
+            eprintln!("SKIPPED tftp-hpa checks: tftp is not installed (apt-get install tftp-hpa)")
+        }
         Some(tftp_hpa) => {
             let get = |path: &str, local: &str| {
                 Command::new(&tftp_hpa)
