@@ -10,6 +10,7 @@ mod crash;
 mod demo;
 mod netboot;
 mod disks;
+mod load;
 mod pis;
 mod ppi;
 mod nfs;
