@@ -197,8 +197,9 @@ impl EventLog {
         let store = self.inner.store.clone();
         let limit = limit.clamp(1, MAX_PAGE);
         tokio::task::spawn_blocking(move || {
-            let last_id = store.last_event_id()?;
             let events = store.events_since(since, limit)?;
+            let newest = events.last().map_or(0, |e| e.id);
+            let last_id = store.last_event_id()?.max(newest);
             Ok(EventList { events, last_id })
         })
         .await

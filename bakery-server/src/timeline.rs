@@ -3,8 +3,9 @@
 //! database.
 //!
 //! Grouping: a request for a first-stage file (`start*.elf`, `bootcode.bin`) more than
-//! [`BOOT_GAP_MS`] after the Pi's previous request starts a new boot, and so does any request
-//! after [`IDLE_GAP_MS`] of silence. Root-level requests (a Pi 3 asks for `bootcode.bin`
+//! [`BOOT_GAP_MS`] after the Pi's previous request starts a new boot, and so does one the
+//! current boot already asked for (the Pi started over), and any request after
+//! [`IDLE_GAP_MS`] of silence. Root-level requests (a Pi 3 asks for `bootcode.bin`
 //! before it names its serial) are held per address and join the boot of the next serial
 //! request from that address. A size probe (the firmware reads `tsize` and ends the
 //! transfer) followed by the real fetch of the same file is folded into that fetch.
@@ -42,13 +43,14 @@ pub fn is_kernel(file: &str) -> bool {
     base.starts_with("kernel") && base.ends_with(".img")
 }
 
-/// The summary of a boot's requests (empty input gives zeros).
-pub fn summarize(requests: &[BootRequest]) -> BootSummary {
+/// The summary of a boot's requests; the boot started at `opened` at the latest (a probe
+/// folded into a later fetch leaves no request of its own at the start).
+pub fn summarize(opened: i64, requests: &[BootRequest]) -> BootSummary {
     let started = requests
         .iter()
         .map(|r| r.time - i64::try_from(r.elapsed_ms).unwrap_or(0))
         .min()
-        .unwrap_or(0);
+        .map_or(opened, |first| first.min(opened));
     let finished = requests.iter().map(|r| r.time).max().unwrap_or(started);
     let sent: Vec<&BootRequest> = requests
         .iter()
@@ -180,11 +182,20 @@ impl Timelines {
             .and_then(|b| b.requests.last())
             .map(|r| r.time);
         let gap = last_time.map(|t| now - t);
+        // A first-stage file asked for again (not the fetch after its size probe) means the
+        // Pi started over, however soon.
+        let again = is_first_stage(&request.file)
+            && boots.back().is_some_and(|b| {
+                b.requests
+                    .iter()
+                    .any(|r| r.file == request.file && r.outcome != BootOutcome::Probe)
+            });
         let new_boot = match gap {
             None => true,
             Some(gap) => {
                 gap > IDLE_GAP_MS
                     || (gap > BOOT_GAP_MS && is_first_stage(&request.file))
+                    || again
                     || !claimed.is_empty()
             }
         };
@@ -246,7 +257,8 @@ impl Timelines {
         }
         if let Some(last) = boot.requests.last() {
             if last.outcome == BootOutcome::Sent && is_kernel(&last.file) {
-                recorded.kernel_after_ms = Some(last.time - summarize(&boot.requests).started);
+                recorded.kernel_after_ms =
+                    Some(last.time - summarize(boot.key, &boot.requests).started);
             }
         }
         recorded
@@ -263,7 +275,7 @@ impl Timelines {
                     .iter()
                     .rev()
                     .map(|b| Boot {
-                        summary: summarize(&b.requests),
+                        summary: summarize(b.key, &b.requests),
                         requests: b.requests.clone(),
                     })
                     .collect()
@@ -280,7 +292,7 @@ impl Timelines {
             .get(serial)
             .and_then(|boots| boots.back())
             .filter(|b| !b.requests.is_empty())
-            .map(|b| summarize(&b.requests))
+            .map(|b| summarize(b.key, &b.requests))
     }
 }
 
@@ -334,15 +346,19 @@ mod tests {
             let later = record(&t, req(time + 10, "1a2b3c4d/kernel8.img", BootOutcome::Sent, 1));
             assert!(!later.new_boot, "boot {boot}");
             assert_eq!(later.kernel_after_ms, Some(10));
-            // Within the gap the same file does not start another boot.
-            assert!(!record(&t, req(time + 20, "1a2b3c4d/start4.elf", BootOutcome::Sent, 1)).new_boot);
+            // Within the gap another first-stage file does not start another boot.
+            assert!(!record(&t, req(time + 20, "1a2b3c4d/start.elf", BootOutcome::Sent, 1)).new_boot);
             time += BOOT_GAP_MS + 1000;
         }
         let boots = t.boots(PI).boots;
         assert_eq!(boots.len(), BOOTS_KEPT);
         assert!(boots[0].summary.started > boots[1].summary.started, "newest first");
+        // The same first-stage file asked for again starts a boot at once (a power cycle).
+        assert!(record(&t, req(time, "1a2b3c4d/start4.elf", BootOutcome::Probe, 0)).new_boot);
+        assert!(!record(&t, req(time + 1, "1a2b3c4d/start4.elf", BootOutcome::Sent, 1)).new_boot);
+        assert!(record(&t, req(time + 2, "1a2b3c4d/start4.elf", BootOutcome::NotFound, 0)).new_boot);
         // Any request after a long silence starts a boot too.
-        assert!(record(&t, req(time + IDLE_GAP_MS, "1a2b3c4d/config.txt", BootOutcome::Sent, 1)).new_boot);
+        assert!(record(&t, req(time + 3 + IDLE_GAP_MS, "1a2b3c4d/config.txt", BootOutcome::Sent, 1)).new_boot);
     }
 
     #[test]

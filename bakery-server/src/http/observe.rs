@@ -249,9 +249,15 @@ pub async fn track(State(bakery): AppState, request: Request, next: Next) -> Res
         return response;
     }
     let (parts, body) = response.into_parts();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let counted = CountedBody {
         inner: body,
         sent: 0,
+        length,
         done: false,
         report: Some(BootReport {
             observer: observer.clone(),
@@ -298,6 +304,9 @@ struct BootReport {
 struct CountedBody {
     inner: Body,
     sent: u64,
+    /// The Content-Length announced: once sent, the body is complete even if the server
+    /// never polls for its end.
+    length: Option<u64>,
     done: bool,
     report: Option<BootReport>,
 }
@@ -335,7 +344,9 @@ impl HttpBody for CountedBody {
 impl Drop for CountedBody {
     fn drop(&mut self) {
         if let Some(r) = self.report.take() {
-            let done = self.done || self.inner.is_end_stream();
+            let done = self.done
+                || self.inner.is_end_stream()
+                || self.length.is_some_and(|len| self.sent >= len);
             let outcome = if done {
                 BootOutcome::Sent
             } else {

@@ -18,3 +18,4 @@ mod recovery;
 mod security;
 mod tftp;
 mod traversal;
+mod visibility;
