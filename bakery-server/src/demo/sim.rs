@@ -21,7 +21,7 @@ use tokio::task::AbortHandle;
 use crate::ppi::{Power, PowerAction, PowerFuture};
 use crate::service::Bakery;
 
-/// How long after power-on a simulated Pi keeps retrying its first file.
+/// How long after power-on a simulated Pi keeps retrying its first file (by default).
 pub const BOOT_RETRY_WINDOW: Duration = Duration::from_secs(60);
 /// Pause between two boot attempts of a simulated Pi.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
@@ -53,6 +53,7 @@ struct Inner {
     tftp: SocketAddr,
     model: Model,
     options: BootOptions,
+    retry_window: Duration,
     bakery: OnceLock<Weak<Bakery>>,
     running: Mutex<HashMap<String, AbortHandle>>,
     boots: watch::Sender<BTreeMap<String, BootRecord>>,
@@ -77,12 +78,19 @@ impl std::fmt::Debug for SimPower {
 impl SimPower {
     /// Simulated Pis of `model` booting from the TFTP server at `tftp`.
     pub fn new(tftp: SocketAddr, model: Model) -> SimPower {
+        SimPower::with_retry_window(tftp, model, BOOT_RETRY_WINDOW)
+    }
+
+    /// The same, retrying the first file for `window` after power-on instead of
+    /// [`BOOT_RETRY_WINDOW`].
+    pub fn with_retry_window(tftp: SocketAddr, model: Model, window: Duration) -> SimPower {
         let (boots, _) = watch::channel(BTreeMap::new());
         SimPower {
             inner: Arc::new(Inner {
                 tftp,
                 model,
                 options: BootOptions::default(),
+                retry_window: window,
                 bakery: OnceLock::new(),
                 running: Mutex::new(HashMap::new()),
                 boots,
@@ -213,7 +221,7 @@ async fn boot_until_served(inner: &Inner, serial: &str) -> BootRecord {
         };
         match outcome {
             Err(SimError::Missing { path, .. })
-                if path == first && started.elapsed() < BOOT_RETRY_WINDOW =>
+                if path == first && started.elapsed() < inner.retry_window =>
             {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
@@ -226,5 +234,51 @@ async fn boot_until_served(inner: &Inner, serial: &str) -> BootRecord {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serials(s: &str) -> Vec<String> {
+        vec![s.to_owned()]
+    }
+
+    #[tokio::test]
+    async fn a_pi_never_baked_retries_its_first_file_then_gives_up() {
+        // No bakery attached: the Pi is never baked, every attempt is "not found".
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let power = SimPower::with_retry_window(addr, Model::Pi4, Duration::from_millis(500));
+        power.power("dec00001", PowerAction::PowerOn).await.unwrap();
+        let boots = power
+            .wait_booted(&serials("dec00001"), Duration::from_secs(10), |_, _| {})
+            .await;
+        let record = &boots["dec00001"];
+        assert!(record.attempts >= 2, "{record:?}");
+        assert!(record.after >= Duration::from_millis(500), "{record:?}");
+        assert_eq!(record.number, 1);
+        let err = record.outcome.as_ref().unwrap_err();
+        assert!(err.contains("dec00001/start4.elf"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn power_off_stops_a_booting_pi() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let power = SimPower::with_retry_window(addr, Model::Pi3, Duration::from_millis(400));
+        power.power("dec00002", PowerAction::PowerOn).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        power
+            .power("dec00002", PowerAction::PowerOff)
+            .await
+            .unwrap();
+        let boots = power
+            .wait_booted(&serials("dec00002"), Duration::from_millis(800), |_, _| {})
+            .await;
+        assert!(
+            boots.is_empty(),
+            "a switched-off pi finished a boot: {boots:?}"
+        );
+        assert_eq!(first_file(Model::Pi3), "start.elf");
     }
 }
