@@ -327,7 +327,7 @@ pub fn prepare_data_dir(path: &Path) -> Result<PathBuf, DemoError> {
                     let entry = entry.map_err(io(path))?;
                     let p = entry.path();
                     let removed = match entry.file_type() {
-                        Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+                        Ok(t) if t.is_dir() => remove_tree(&p),
                         _ => std::fs::remove_file(&p),
                     };
                     removed.map_err(io(&p))?;
@@ -342,6 +342,31 @@ pub fn prepare_data_dir(path: &Path) -> Result<PathBuf, DemoError> {
     )
     .map_err(io(&marker))?;
     std::fs::canonicalize(path).map_err(io(path))
+}
+
+/// Removes a tree; directories without write permission for their owner (a root tree's
+/// `proc/` is 0555) are opened up first, as an unprivileged owner may.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+        other => other,
+    }
+}
+
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
+        }
+    }
 }
 
 /// The embedded configuration: everything in the data dir, loopback, no exportfs.
@@ -636,4 +661,73 @@ Ctrl-C stops it; the data stays in {data} until the next demo wipes it.",
         tftp = summary.tftp,
         data = summary.data_dir,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn data_dir_is_made_reused_wiped_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Missing: created and marked.
+        let dir = tmp.path().join("demo");
+        let abs = prepare_data_dir(&dir).unwrap();
+        assert!(abs.is_absolute() && abs.join(MARKER).is_file());
+        // A previous demo's: wiped, read-only directories included.
+        std::fs::create_dir_all(dir.join("disks/x/proc/self")).unwrap();
+        std::fs::write(dir.join("bakery.db"), "old").unwrap();
+        std::fs::set_permissions(
+            dir.join("disks/x/proc"),
+            std::fs::Permissions::from_mode(0o555),
+        )
+        .unwrap();
+        prepare_data_dir(&dir).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [MARKER]);
+        // Empty: used.
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        prepare_data_dir(&empty).unwrap();
+        // Someone else's: refused and untouched.
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("thesis.tex"), "precious").unwrap();
+        let err = prepare_data_dir(&other).unwrap_err();
+        assert!(matches!(err, DemoError::NotADemoDir { .. }), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(other.join("thesis.tex")).unwrap(),
+            "precious"
+        );
+        // A file: refused.
+        let err = prepare_data_dir(&other.join("thesis.tex")).unwrap_err();
+        assert!(matches!(err, DemoError::NotADemoDir { .. }), "{err}");
+    }
+
+    #[test]
+    fn listen_flags_default_to_loopback_and_must_be_on() {
+        assert_eq!(
+            demo_addr("--listen", None).unwrap(),
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            demo_addr("--listen", Some("127.0.0.1:8080"))
+                .unwrap()
+                .port(),
+            8080
+        );
+        assert!(matches!(
+            demo_addr("--tftp-listen", Some("off")),
+            Err(DemoError::Flag { .. })
+        ));
+        assert!(matches!(
+            demo_addr("--listen", Some("nowhere")),
+            Err(DemoError::Flag { .. })
+        ));
+    }
 }
