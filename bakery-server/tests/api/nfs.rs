@@ -7,9 +7,13 @@
 //! files by handle). Without them the test says why and passes, unless `CI` is set: there a
 //! missing tool is a failure, so a CI that forgot to install them cannot stay green.
 //!
-//! The client always comes from 127.0.0.1 (Linux picks that source for every loopback
-//! destination), so "another address" is tested the other way round: a Pi whose boot-path
-//! address is 127.0.0.2 has its export refused to the client at 127.0.0.1.
+//! A client on loopback always comes from 127.0.0.1 (Linux picks that source for every loopback
+//! destination) and libnfs cannot bind another. So ganesha and the clients run in a network
+//! namespace the test makes (and removes), with one extra local route: connecting to 127.0.0.3
+//! there comes from 127.0.0.2. Each Pi's export is then tried from its own address and from the
+//! other Pi's. Where no namespace can be made the test says so and runs on the host's loopback,
+//! checking "another address" one way only (a Pi at 127.0.0.2 refused to the client at
+//! 127.0.0.1); `BAKERY_TEST_NO_NETNS=1` forces that mode.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -96,19 +100,100 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A ganesha on loopback whose config `%include`s bakery's exports file; rpcbind too when none
-/// runs. Both are stopped on drop, also when the test fails.
+/// A private network namespace for ganesha and the clients, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    /// Makes one with loopback up and 127.0.0.3 reached from 127.0.0.2; `None` if it can't.
+    fn make() -> Option<Netns> {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if std::env::var_os("BAKERY_TEST_NO_NETNS").is_some() {
+            eprintln!("nfs: BAKERY_TEST_NO_NETNS set; running on the host's loopback");
+            return None;
+        }
+        let name = format!("bakery-nfs-{}-{n}", std::process::id());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+        };
+        match ip(&["netns", "add", &name]) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                eprintln!(
+                    "nfs: no network namespace ({}); running on the host's loopback",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                eprintln!("nfs: no network namespace (ip: {e}); running on the host's loopback");
+                return None;
+            }
+        }
+        let netns = Netns(name);
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec![
+                "route",
+                "add",
+                "local",
+                "127.0.0.3/32",
+                "dev",
+                "lo",
+                "src",
+                "127.0.0.2",
+                "table",
+                "local",
+            ],
+        ] {
+            let mut all = vec!["netns", "exec", netns.0.as_str(), "ip"];
+            all.extend(args);
+            let out = ip(&all).unwrap();
+            assert!(
+                out.status.success(),
+                "ip {all:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Some(netns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A ganesha whose config `%include`s bakery's exports file, in its own network namespace when
+/// one can be made; rpcbind on the host too when none runs (ganesha registers through its unix
+/// socket). All is stopped and removed on drop, also when the test fails.
 struct Ganesha {
     dir: tempfile::TempDir,
     child: Child,
     rpcbind: Option<Child>,
+    netns: Option<Netns>,
     nfs_port: u16,
     mnt_port: u16,
 }
 
 impl Ganesha {
+    /// A command run where ganesha runs (inside its namespace, if any).
+    fn command(&self, program: &str) -> Command {
+        command_in(self.netns.as_ref(), program)
+    }
+
     fn start() -> Ganesha {
-        let rpcbind = if accepts(111) {
+        let rpcbind = if accepts(111)
+            || std::os::unix::net::UnixStream::connect("/run/rpcbind.sock").is_ok()
+        {
             None
         } else {
             let child = Command::new(which("rpcbind").unwrap())
@@ -127,6 +212,7 @@ impl Ganesha {
             .prefix("bakery-ganesha-")
             .tempdir()
             .unwrap();
+        let netns = Netns::make();
         let ports = free_ports(4);
         let (nfs_port, mnt_port) = (ports[0], ports[1]);
         let p = |n: &str| dir.path().join(n).display().to_string();
@@ -136,7 +222,7 @@ impl Ganesha {
             p("ganesha.conf"),
             format!(
                 "NFS_CORE_PARAM {{\n\
-                 \tBind_addr = 127.0.0.1;\n\
+                 {}\
                  \tNFS_Port = {nfs_port};\n\
                  \tMNT_Port = {mnt_port};\n\
                  \tNLM_Port = {};\n\
@@ -152,6 +238,13 @@ impl Ganesha {
                  \tRecoveryRoot = \"{}\";\n\
                  }}\n\
                  %include \"{}\"\n",
+                // In the namespace ganesha listens on every address (only lo is there); it can't
+                // be told so: getaddrinfo(AI_ADDRCONFIG) finds no address without a non-lo one.
+                if netns.is_some() {
+                    ""
+                } else {
+                    "\tBind_addr = 127.0.0.1;\n"
+                },
                 ports[2],
                 ports[3],
                 p("recovery"),
@@ -159,7 +252,7 @@ impl Ganesha {
             ),
         )
         .unwrap();
-        let child = Command::new(which("ganesha.nfsd").unwrap())
+        let child = command_in(netns.as_ref(), "ganesha.nfsd")
             .args(["-F", "-N", "NIV_EVENT", "-f"])
             .arg(p("ganesha.conf"))
             .arg("-L")
@@ -174,13 +267,14 @@ impl Ganesha {
             dir,
             child,
             rpcbind,
+            netns,
             nfs_port,
             mnt_port,
         };
         let up = eventually(Duration::from_secs(20), || {
-            ganesha.log().contains("NFS SERVER INITIALIZED")
-                && accepts(nfs_port)
-                && accepts(mnt_port)
+            matches!(ganesha.child.try_wait(), Ok(Some(_)))
+                || ganesha.log().contains("NFS SERVER INITIALIZED")
+                    && (ganesha.netns.is_some() || (accepts(nfs_port) && accepts(mnt_port)))
         });
         if !up || ganesha.child.try_wait().unwrap().is_some() {
             panic!("nfs-ganesha did not come up:\n{}", ganesha.log());
@@ -200,9 +294,19 @@ impl Ganesha {
         self.log().matches("initiating export list reload").count()
     }
 
+    /// The URL of `path`, mounted from 127.0.0.1.
     fn url(&self, path: &str, version: u8) -> String {
+        self.url_to("127.0.0.1", path, version)
+    }
+
+    /// The URL of `path`, mounted from 127.0.0.2 (only inside the namespace).
+    fn other_url(&self, path: &str, version: u8) -> String {
+        self.url_to("127.0.0.3", path, version)
+    }
+
+    fn url_to(&self, server: &str, path: &str, version: u8) -> String {
         format!(
-            "nfs://127.0.0.1{path}?version={version}&nfsport={}&mountport={}",
+            "nfs://{server}{path}?version={version}&nfsport={}&mountport={}",
             self.nfs_port, self.mnt_port
         )
     }
@@ -228,12 +332,28 @@ impl Drop for Ganesha {
         if let Some(rpcbind) = &mut self.rpcbind {
             terminate(rpcbind);
         }
+        // The namespace goes after ganesha (field order would drop it before).
+        self.netns.take();
     }
 }
 
-/// Runs a libnfs tool, killing it after 20 s.
-fn nfs(tool: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(tool)
+/// `program` run inside `netns` (`ip netns exec` execs it: the child's pid is the program's).
+fn command_in(netns: Option<&Netns>, program: &str) -> Command {
+    let path = which(program).unwrap_or_else(|| program.into());
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &ns.0]).arg(path);
+            cmd
+        }
+        None => Command::new(path),
+    }
+}
+
+/// Runs a libnfs tool where ganesha runs, killing it after 20 s.
+fn nfs(g: &Ganesha, tool: &str, args: &[&str]) -> Output {
+    let mut child = g
+        .command(tool)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -266,8 +386,8 @@ fn nfs(tool: &str, args: &[&str]) -> Output {
     }
 }
 
-fn ok(tool: &str, args: &[&str]) -> Vec<u8> {
-    let out = nfs(tool, args);
+fn ok(g: &Ganesha, tool: &str, args: &[&str]) -> Vec<u8> {
+    let out = nfs(g, tool, args);
     assert!(
         out.status.success(),
         "{tool} {args:?}: {}",
@@ -278,12 +398,12 @@ fn ok(tool: &str, args: &[&str]) -> Vec<u8> {
 
 /// Whether the export at `path` can be listed (mounted) over NFS `version`.
 fn mountable(g: &Ganesha, path: &str, version: u8) -> bool {
-    nfs("nfs-ls", &[&g.url(path, version)]).status.success()
+    nfs(g, "nfs-ls", &[&g.url(path, version)]).status.success()
 }
 
 /// `nfs-ls -R` of an export as (relative path, type letter, size of regular files).
 fn remote_tree(g: &Ganesha, path: &str, version: u8) -> Vec<(String, char, u64)> {
-    let out = ok("nfs-ls", &["-R", &g.url(path, version)]);
+    let out = ok(g, "nfs-ls", &["-R", &g.url(path, version)]);
     let mut entries: Vec<(String, char, u64)> = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -458,7 +578,7 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
             continue;
         }
         let version = if compared % 2 == 0 { 3 } else { 4 };
-        let got = ok("nfs-cat", &[&g.url(&format!("{root}/{rel}"), version)]);
+        let got = ok(&g, "nfs-cat", &[&g.url(&format!("{root}/{rel}"), version)]);
         assert_eq!(
             got,
             std::fs::read(bakeform_root.join(rel)).unwrap(),
@@ -475,6 +595,7 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
         std::fs::write(&local, &content).unwrap();
         let name = format!("from-nfs-v{version}.txt");
         ok(
+            &g,
             "nfs-cp",
             &[
                 local.to_str().unwrap(),
@@ -493,6 +614,32 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
             !mountable(&g, &other_root, version),
             "NFSv{version} {other_root}"
         );
+    }
+    // From the other Pi's address (inside the namespace) it is the other way round.
+    if g.netns.is_some() {
+        let from_other = |path: &str, version: u8| {
+            nfs(&g, "nfs-ls", &[&g.other_url(path, version)])
+                .status
+                .success()
+        };
+        for version in [3, 4] {
+            assert!(
+                from_other(&other_root, version),
+                "NFSv{version} from 127.0.0.2"
+            );
+            assert!(!from_other(&root, version), "NFSv{version} from 127.0.0.2");
+        }
+        let hostname = ok(
+            &g,
+            "nfs-cat",
+            &[&g.other_url(&format!("{other_root}/etc/hostname"), 3)],
+        );
+        assert_eq!(
+            hostname,
+            std::fs::read(bakeform_root.join("etc/hostname")).unwrap()
+        );
+    } else {
+        eprintln!("nfs: no namespace, so no client at 127.0.0.2: checked one way only");
     }
 
     // An attached disk shows its disk.img with its size; detached, it is gone.
@@ -533,6 +680,7 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
     attach(&server, &mine.id, &big.id);
     let big_url = g.url(&format!("{}/disk.img", big.location), 3);
     assert!(eventually(Duration::from_secs(10), || nfs(
+        &g,
         "nfs-ls",
         &[&g.url(&big.location, 3)]
     )
@@ -546,7 +694,7 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
             let deadline = Instant::now() + Duration::from_secs(8);
             while reads.len() < 3 || (Instant::now() < deadline && reads.len() < 20) {
                 let start = Instant::now();
-                let out = nfs("nfs-cat", &[&big_url]);
+                let out = nfs(&g, "nfs-cat", &[&big_url]);
                 reads.push((start, Instant::now(), out));
                 if Instant::now() > deadline {
                     break;
