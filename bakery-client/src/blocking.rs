@@ -203,4 +203,20 @@ impl Client {
     pub fn bakeform(&self, name: &str) -> Result<Bakeform, Error> {
         self.runtime.block_on(self.inner.bakeform(name))
     }
+    /// Events after `since`; see [`crate::Client::events`].
+    pub fn events(&self, since: i64, limit: Option<u32>) -> Result<crate::EventList, Error> {
+        self.runtime.block_on(self.inner.events(since, limit))
+    }
+
+    /// A Pi's boot timeline; see [`crate::Client::boots`].
+    pub fn boots(&self, pi: &str) -> Result<crate::BootList, Error> {
+        self.runtime.block_on(self.inner.boots(pi))
+    }
+
+    /// Follows live events, one blocking call per event; see
+    /// [`crate::Client::follow_events`].
+    pub fn follow_events(&self, since: Option<i64>) -> Result<crate::EventIter, Error> {
+        let stream = self.runtime.block_on(self.inner.follow_events(since))?;
+        Ok(crate::EventIter::new(stream, self.runtime.clone()))
+    }
 }

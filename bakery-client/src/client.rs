@@ -11,9 +11,10 @@ use serde::de::DeserializeOwned;
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, excerpt};
+use crate::sse::EventStream;
 use crate::types::{
-    AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, CreateDiskRequest, Disk, DiskList,
-    ErrorBody, Metadata, PiInfo, PiMap, PiState, PiStatus, RAW_IMAGE_CONTENT_TYPE,
+    AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, BootList, CreateDiskRequest, Disk,
+    DiskList, ErrorBody, EventList, Metadata, PiInfo, PiMap, PiState, PiStatus, RAW_IMAGE_CONTENT_TYPE,
     ResizeDiskRequest,
 };
 
@@ -496,6 +497,54 @@ impl Client {
     pub async fn bakeform(&self, name: &str) -> Result<Bakeform, Error> {
         let call = self.call(Method::GET, format!("/bakeforms/{}", seg(name)?));
         self.json(call, StatusCode::OK).await
+    }
+
+    /// Events after `since`, oldest first: `GET /events?since=<id>&limit=<n>`.
+    pub async fn events(&self, since: i64, limit: Option<u32>) -> Result<EventList, Error> {
+        let mut path = format!("/events?since={since}");
+        if let Some(limit) = limit {
+            path.push_str(&format!("&limit={limit}"));
+        }
+        let call = self.call(Method::GET, path);
+        self.json(call, StatusCode::OK).await
+    }
+
+    /// A Pi's boot timeline, newest boot first: `GET /pis/{pi}/boots`.
+    pub async fn boots(&self, pi: &str) -> Result<BootList, Error> {
+        let call = self.call(Method::GET, format!("/pis/{}/boots", seg(pi)?));
+        self.json(call, StatusCode::OK).await
+    }
+
+    /// Follows live events (`GET /events/stream`, Server-Sent Events): those after `since`
+    /// when given, else those from now on. The stream has no timeout.
+    pub async fn follow_events(&self, since: Option<i64>) -> Result<EventStream, Error> {
+        let mut path = "/events/stream".to_owned();
+        if let Some(since) = since {
+            path.push_str(&format!("?since={since}"));
+        }
+        let url = self.url(&path);
+        let mut request = self.http.get(&url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| transport_error(&Method::GET, &url, source))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = response.bytes().await.unwrap_or_default();
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| excerpt(&body));
+            return Err(Error::Status {
+                method: "GET".into(),
+                url,
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(EventStream::new(url, response))
     }
 
     // ----- plumbing -----

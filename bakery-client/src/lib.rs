@@ -44,6 +44,8 @@ pub mod cli;
 mod client;
 #[cfg(feature = "http")]
 mod error;
+#[cfg(feature = "http")]
+mod sse;
 
 #[cfg(feature = "http")]
 pub use client::{
@@ -52,3 +54,5 @@ pub use client::{
 };
 #[cfg(feature = "http")]
 pub use error::Error;
+#[cfg(feature = "http")]
+pub use sse::{EventIter, EventStream};

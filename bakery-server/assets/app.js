@@ -81,9 +81,10 @@ function timeline(boot) {
 function lastBootCell(pi, boots) {
   const b = pi.lastBoot;
   if (!b) return el("td", { class: "last-boot" }, "never");
+  const sent = b.files ? b.files + " files, " + bytes(b.bytes) + " in " +
+    (b.timeToLastFileMs / 1000).toFixed(2) + " s" : "nothing sent";
   const summary = el("summary", {},
-    time(b.started) + ": " + b.files + " files, " + bytes(b.bytes) + " in " +
-    (b.timeToLastFileMs / 1000).toFixed(2) + " s" + (b.failed ? ", " + b.failed + " failed" : ""));
+    time(b.started) + ": " + sent + (b.failed ? ", " + b.failed + " failed" : ""));
   const details = el("details", {}, summary);
   const boot = boots && boots.boots && boots.boots[0];
   if (boot) details.append(timeline(boot));
@@ -140,7 +141,7 @@ function addEvent(e) {
   const what = [e.pi && "pi " + e.pi, e.bakeform && "bakeform " + e.bakeform, e.disk && "disk " + e.disk]
     .filter(Boolean).join(", ");
   list.prepend(el("li", { "data-id": e.id, "data-kind": e.kind },
-    time(e.time) + " " + e.kind + (what ? " " + what : "") + (e.message ? ": " + e.message : "")));
+    "#" + e.id + " " + time(e.time) + " " + e.kind + (what ? " " + what : "") + (e.message ? ": " + e.message : "")));
   while (list.children.length > EVENTS_SHOWN) list.lastChild.remove();
 }
 

@@ -57,6 +57,8 @@ pub enum Command {
     /// Disks: list, create, attach, detach, delete.
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// The server's event log (state changes); --follow keeps printing new events.
+    Events(EventsArgs),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell to complete for.
@@ -153,4 +155,18 @@ pub enum DiskCommand {
         /// The disk's id.
         disk: String,
     },
+}
+
+/// `bakery events ...`
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print the events after this id (default: the last --last events).
+    #[arg(long)]
+    pub since: Option<i64>,
+    /// Without --since, how many of the latest events to print first.
+    #[arg(long, default_value_t = 20)]
+    pub last: u32,
+    /// Keep following: print each new event as it happens, until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
 }

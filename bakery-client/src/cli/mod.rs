@@ -7,6 +7,7 @@
 //! 6 conflict (409).
 
 pub mod args;
+pub mod events;
 mod progress;
 pub mod table;
 
@@ -181,6 +182,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pi(command) => pi(&client, &out, command),
         Command::Bakeform(command) => bakeform(&client, &out, command),
         Command::Disk(command) => disk(&client, &out, command),
+        Command::Events(args) => events::run(&client, cli.output, &args),
         Command::Completions { .. } => Ok(()),
     }
 }

@@ -2,6 +2,7 @@
 //! SQLite file, real PPI and exportfs scripts, real sample images.
 
 mod bakeforms;
+mod browser;
 mod boot;
 mod cli;
 mod client;
