@@ -153,9 +153,13 @@ pub async fn run(
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let shown = requested.clone();
     let data_dir = tokio::task::spawn_blocking(move || prepare_data_dir(&requested))
         .await
-        .map_err(|e| DemoError::Sample(e.to_string()))??;
+        .map_err(|e| DemoError::DataDir {
+            path: shown,
+            source: std::io::Error::other(e.to_string()),
+        })??;
     let show = Show::new(args.output);
     show.line(&format!(
         "bakery demo: {} simulated {} Pis, data in {}",
