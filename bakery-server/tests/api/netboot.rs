@@ -187,3 +187,58 @@ fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
         }
     }
 }
+
+#[test]
+fn print_dnsmasq_config_prints_a_proxy_dhcp_snippet_dnsmasq_accepts() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bakery-server"))
+            .env_remove("BAKERY_TFTP_LISTEN")
+            .env_remove("BAKERY_CONFIG")
+            .arg("print-dnsmasq-config")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--subnet", "10.0.0.7/24", "--tftp-server", "10.0.0.2"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "port=0",
+        "dhcp-range=10.0.0.0,proxy,255.255.255.0",
+        "pxe-service=0,\"Raspberry Pi Boot\",bootcode,10.0.0.2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
+    // The TFTP address can come from a specific --tftp-listen.
+    let out = run(&["--subnet", "10.0.0.0/24", "--tftp-listen", "10.0.0.3:69"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bootcode,10.0.0.3"));
+    // Without one: exit 2 and a message naming the flag.
+    let out = run(&["--subnet", "10.0.0.0/24"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tftp-server"));
+    let out = run(&["--subnet", "fd00::/64", "--tftp-server", "10.0.0.2"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let Some(dnsmasq) = ["/usr/sbin/dnsmasq", "/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        eprintln!("SKIPPED dnsmasq --test of the printed snippet: dnsmasq is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bakery.conf");
+    std::fs::write(&conf, &text).unwrap();
+    let out = Command::new(dnsmasq)
+        .arg("--test")
+        .arg("-C")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dnsmasq --test: {out:?}");
+}
