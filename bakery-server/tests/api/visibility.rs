@@ -408,3 +408,45 @@ fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         .sum();
     assert_eq!(served_doc, documented.len());
 }
+
+#[test]
+fn the_cli_lists_and_follows_events() {
+    let cli = std::path::Path::new(env!("CARGO_BIN_EXE_bakery-server")).with_file_name("bakery");
+    if !cli.exists() {
+        eprintln!(
+            "\n!!!! SKIPPED bakery events CLI test: no {} (cargo build -p bakery-client) !!!!\n",
+            cli.display()
+        );
+        return;
+    }
+    let env = Env::new();
+    let (server, _) = ready_server(&env, 1);
+    let out = std::process::Command::new(&cli)
+        .args(["--url", &server.base, "events", "--since", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("bakeformImported") && text.contains("bakeform=raspios"), "{text}");
+    assert!(text.contains("registered") && text.contains("pi=00000001"), "{text}");
+
+    let mut follow = std::process::Command::new(&cli)
+        .args(["--url", &server.base, "-o", "json", "events", "--last", "0", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str::<Event>(&line).unwrap());
+        }
+    });
+    // Give the follower a moment to connect, then bake: its events arrive as JSON lines.
+    std::thread::sleep(Duration::from_millis(500));
+    let pi = server.bake_ready(true);
+    let finished = next_kind(&rx, "bakeFinished");
+    assert_eq!(finished.pi.as_deref(), Some(pi.id.as_str()));
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
