@@ -138,14 +138,6 @@ pub struct ServeArgs {
     /// Address of the built-in TFTP server, or "off" [default: 0.0.0.0:69].
     #[arg(long, env = "BAKERY_TFTP_LISTEN", global = true)]
     pub tftp_listen: Option<String>,
-    /// API bearer tokens, one per line (`ro:` prefix: read-only); re-read on SIGHUP [default: API open].
-    #[arg(long, env = "BAKERY_TOKEN_FILE", global = true)]
-    pub token_file: Option<PathBuf>,
-    /// Require a token on the boot path (/api/v1/files/...) too; HookTFTP cannot send one.
-    #[arg(long, env = "BAKERY_BOOT_FILES_REQUIRE_TOKEN", global = true)]
-    pub boot_files_require_token: bool,
-    /// PEM certificate chain: serve HTTPS (needs --tls-key).
-    #[arg(long, env = "BAKERY_TLS_CERT", global = true)]
     /// NFS server: "kernel" (exports(5) lines + exportfs) or "ganesha" (nfs-ganesha EXPORT blocks) [default: kernel].
     #[arg(long, env = "BAKERY_NFS_BACKEND", global = true)]
     pub nfs_backend: Option<String>,
@@ -155,6 +147,14 @@ pub struct ServeArgs {
     /// First nfs-ganesha Export_Id bakery uses; lower ids stay free for the operator's own exports [default: 1000].
     #[arg(long, env = "BAKERY_GANESHA_EXPORT_ID_BASE", global = true)]
     pub ganesha_export_id_base: Option<u16>,
+    /// API bearer tokens, one per line (`ro:` prefix: read-only); re-read on SIGHUP [default: API open].
+    #[arg(long, env = "BAKERY_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Require a token on the boot path (/api/v1/files/...) too; HookTFTP cannot send one.
+    #[arg(long, env = "BAKERY_BOOT_FILES_REQUIRE_TOKEN", global = true)]
+    pub boot_files_require_token: bool,
+    /// PEM certificate chain: serve HTTPS (needs --tls-key).
+    #[arg(long, env = "BAKERY_TLS_CERT", global = true)]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(long, env = "BAKERY_TLS_KEY", global = true)]
@@ -184,6 +184,9 @@ struct FileConfig {
     boot_root_dir: Option<PathBuf>,
     cmdline_template: Option<PathBuf>,
     tftp_listen: Option<String>,
+    nfs_backend: Option<String>,
+    ganesha_pid_file: Option<PathBuf>,
+    ganesha_export_id_base: Option<u16>,
     token_file: Option<PathBuf>,
     boot_files_require_token: Option<bool>,
     tls_cert: Option<PathBuf>,
@@ -192,9 +195,6 @@ struct FileConfig {
 }
 
 /// The resolved configuration of a server.
-    nfs_backend: Option<String>,
-    ganesha_pid_file: Option<PathBuf>,
-    ganesha_export_id_base: Option<u16>,
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address of the HTTP API.
@@ -229,6 +229,12 @@ pub struct Config {
     pub cmdline_template: Option<PathBuf>,
     /// The TFTP server's address; `None` when off.
     pub tftp_listen: Option<SocketAddr>,
+    /// Which NFS server the exports are written for.
+    pub nfs_backend: NfsBackend,
+    /// With the ganesha backend: the pid file signalled to reload; `None`: `exportfs_cmd` is run.
+    pub ganesha_pid_file: Option<PathBuf>,
+    /// The first nfs-ganesha `Export_Id` bakery uses.
+    pub ganesha_export_id_base: u16,
     /// The API token file; `None`: the API is open.
     pub token_file: Option<PathBuf>,
     /// Whether the boot path needs a token too.
@@ -237,12 +243,6 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Most Pis the inventory holds.
     pub max_pis: u32,
-    /// Which NFS server the exports are written for.
-    pub nfs_backend: NfsBackend,
-    /// With the ganesha backend: the pid file signalled to reload; `None`: `exportfs_cmd` is run.
-    pub ganesha_pid_file: Option<PathBuf>,
-    /// The first nfs-ganesha `Export_Id` bakery uses.
-    pub ganesha_export_id_base: u16,
 }
 
 /// The PEM files HTTPS is served with.
@@ -257,14 +257,6 @@ pub struct TlsFiles {
 /// The default of `--max-pis`.
 pub const DEFAULT_MAX_PIS: u32 = 1024;
 
-impl Config {
-    /// A configuration with defaults for a data dir and NFS address (handy in tests).
-    pub fn new(data_dir: PathBuf, nfs_address: String) -> Config {
-        Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            db_path: data_dir.join("bakery.db"),
-            data_dir,
-            nfs_address,
 /// The NFS server bakery writes exports for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NfsBackend {
@@ -281,6 +273,14 @@ pub const DEFAULT_GANESHA_EXPORTS_FILE: &str = "/etc/ganesha/bakery.conf";
 /// Where nfs-ganesha writes its pid unless `--ganesha-pid-file` says otherwise.
 pub const DEFAULT_GANESHA_PID_FILE: &str = "/var/run/ganesha/ganesha.pid";
 
+impl Config {
+    /// A configuration with defaults for a data dir and NFS address (handy in tests).
+    pub fn new(data_dir: PathBuf, nfs_address: String) -> Config {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            db_path: data_dir.join("bakery.db"),
+            data_dir,
+            nfs_address,
             ppi: None,
             ppi_config: None,
             ppi_timeout: Duration::from_secs(30),
@@ -293,6 +293,9 @@ pub const DEFAULT_GANESHA_PID_FILE: &str = "/var/run/ganesha/ganesha.pid";
             boot_root_dir: None,
             cmdline_template: None,
             tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
+            nfs_backend: NfsBackend::Kernel,
+            ganesha_pid_file: None,
+            ganesha_export_id_base: DEFAULT_GANESHA_EXPORT_ID_BASE,
             token_file: None,
             boot_files_require_token: false,
             tls: None,
@@ -301,9 +304,6 @@ pub const DEFAULT_GANESHA_PID_FILE: &str = "/var/run/ganesha/ganesha.pid";
     }
 }
 
-            nfs_backend: NfsBackend::Kernel,
-            ganesha_pid_file: None,
-            ganesha_export_id_base: DEFAULT_GANESHA_EXPORT_ID_BASE,
 fn bad(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Value {
         key,
@@ -456,14 +456,6 @@ impl ServeArgs {
         if let Some(c) = exportfs_cmd {
             config.exportfs_cmd = c;
         }
-        if let Some(o) = self.export_options.clone().or(file.export_options) {
-            if o.is_empty() || o.contains(|c: char| c.is_whitespace() || c == '(' || c == ')') {
-                return Err(bad("export-options", o, "expected comma-separated options"));
-            }
-            config.export_options = o;
-        }
-        config.export_to_any = self.export_to_any || file.export_to_any.unwrap_or(false);
-        let max = match (&self.max_image_size, file.max_image_size) {
         if let Some(base) = self.ganesha_export_id_base.or(file.ganesha_export_id_base) {
             if base == 0 {
                 return Err(bad(
@@ -474,6 +466,14 @@ impl ServeArgs {
             }
             config.ganesha_export_id_base = base;
         }
+        if let Some(o) = self.export_options.clone().or(file.export_options) {
+            if o.is_empty() || o.contains(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+                return Err(bad("export-options", o, "expected comma-separated options"));
+            }
+            config.export_options = o;
+        }
+        config.export_to_any = self.export_to_any || file.export_to_any.unwrap_or(false);
+        let max = match (&self.max_image_size, file.max_image_size) {
             (Some(s), _) => Some(parse_size(s)?),
             (None, Some(toml::Value::Integer(n))) => Some(
                 u64::try_from(n)

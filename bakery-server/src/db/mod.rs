@@ -977,11 +977,11 @@ impl Store {
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, bool>(4)?,
         raws.into_iter()
             .map(|(serial, path, address, row, root)| {
                 let address = match address {
@@ -989,11 +989,11 @@ impl Store {
                     None => None,
                 };
                 Ok(ExportEntry {
+                    row,
+                    root,
                     serial,
                     path,
                     address,
-                    row,
-                    root,
                 })
             })
             .collect()
