@@ -156,8 +156,12 @@ impl SimPower {
             inner.boots.send_modify(|boots| {
                 boots.insert(key.clone(), record);
             });
+            // Forget this boot's handle, unless a later power-on already replaced it.
+            let me = tokio::task::id();
             if let Ok(mut running) = inner.running.lock() {
-                running.remove(&key);
+                if running.get(&key).map(AbortHandle::id) == Some(me) {
+                    running.remove(&key);
+                }
             }
         });
         if let Ok(mut running) = self.inner.running.lock() {
