@@ -14,8 +14,8 @@ use crate::error::{Error, excerpt};
 use crate::sse::EventStream;
 use crate::types::{
     AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, BootList, CreateDiskRequest, Disk,
-    DiskList, ErrorBody, EventList, Metadata, PiInfo, PiMap, PiState, PiStatus, RAW_IMAGE_CONTENT_TYPE,
-    ResizeDiskRequest,
+    DiskList, ErrorBody, EventList, Metadata, PiInfo, PiMap, PiState, PiStatus,
+    RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest,
 };
 
 /// Default timeout of one request.

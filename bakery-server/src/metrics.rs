@@ -133,8 +133,16 @@ impl Metrics {
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
             r.register("bakery_pis", "Pis by lifecycle state", m.pis.clone());
-            r.register("bakery_bakes", "Bakes (and resets) started", m.bakes.clone());
-            r.register("bakery_bake_failures", "Bakes that failed", m.bake_failures.clone());
+            r.register(
+                "bakery_bakes",
+                "Bakes (and resets) started",
+                m.bakes.clone(),
+            );
+            r.register(
+                "bakery_bake_failures",
+                "Bakes that failed",
+                m.bake_failures.clone(),
+            );
             r.register(
                 "bakery_bake_duration_seconds",
                 "Time from a bake's start to the Pi being baked",
@@ -165,13 +173,21 @@ impl Metrics {
                 "HTTP /files boot-path requests by outcome",
                 m.http_boot_files.clone(),
             );
-            r.register("bakery_ppi_calls", "PPI calls by action", m.ppi_calls.clone());
+            r.register(
+                "bakery_ppi_calls",
+                "PPI calls by action",
+                m.ppi_calls.clone(),
+            );
             r.register(
                 "bakery_ppi_failures",
                 "PPI calls that failed, by action",
                 m.ppi_failures.clone(),
             );
-            r.register("bakery_events", "Events recorded, by kind", m.events.clone());
+            r.register(
+                "bakery_events",
+                "Events recorded, by kind",
+                m.events.clone(),
+            );
             r.register(
                 "bakery_http_requests",
                 "HTTP requests by method, matched route and status",
@@ -230,8 +246,14 @@ mod tests {
         assert!(text.contains("bakery_pis{state=\"baked\"} 2"), "{text}");
         assert!(text.contains("bakery_pis{state=\"fridge\"} 0"), "{text}");
         assert!(text.contains("bakery_bakes_total 1"), "{text}");
-        assert!(text.contains("bakery_tftp_transfers_total{outcome=\"sent\"} 1"), "{text}");
-        assert!(text.contains("# TYPE bakery_bake_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains("bakery_tftp_transfers_total{outcome=\"sent\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE bakery_bake_duration_seconds histogram"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

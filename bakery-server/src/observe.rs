@@ -132,10 +132,7 @@ impl Observer {
             .inc();
         let kind = event.kind;
         if let Some(pi) = event.pi.as_deref() {
-            let mut running = self
-                .bakes_running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut running = self.bakes_running.lock().unwrap_or_else(|p| p.into_inner());
             if kind == EventKind::BakeStarted.as_str() || kind == EventKind::ResetStarted.as_str() {
                 m.bakes.inc();
                 running.insert(pi.to_owned(), Instant::now());
@@ -232,7 +229,10 @@ impl Observer {
         }
         if let Some(tx) = &self.persist {
             if !changes.is_empty() && tx.send(changes).is_err() {
-                tracing::warn!(serial, "boot record writer stopped: timeline kept in memory only");
+                tracing::warn!(
+                    serial,
+                    "boot record writer stopped: timeline kept in memory only"
+                );
             }
         }
     }

@@ -177,10 +177,7 @@ impl Timelines {
             .filter(|r| now - r.time < PENDING_MS)
             .collect();
         let boots = inner.pis.entry(serial.to_owned()).or_default();
-        let last_time = boots
-            .back()
-            .and_then(|b| b.requests.last())
-            .map(|r| r.time);
+        let last_time = boots.back().and_then(|b| b.requests.last()).map(|r| r.time);
         let gap = last_time.map(|t| now - t);
         // A first-stage file asked for again (not the fetch after its size probe) means the
         // Pi started over, however soon.
@@ -322,7 +319,10 @@ mod tests {
     fn probes_fold_into_the_fetch_that_follows() {
         let t = Timelines::new();
         record(&t, req(1000, "1a2b3c4d/start4.elf", BootOutcome::Probe, 0));
-        record(&t, req(1100, "1a2b3c4d/start4.elf", BootOutcome::Sent, 4096));
+        record(
+            &t,
+            req(1100, "1a2b3c4d/start4.elf", BootOutcome::Sent, 4096),
+        );
         record(&t, req(1200, "1a2b3c4d/dt-blob.bin", BootOutcome::Probe, 0));
         record(&t, req(1300, "1a2b3c4d/config.txt", BootOutcome::Sent, 10));
         let boots = t.boots(PI).boots;
@@ -331,10 +331,17 @@ mod tests {
         assert_eq!(r.len(), 3, "{r:?}");
         assert!(r[0].size_probed);
         assert_eq!(r[0].outcome, BootOutcome::Sent);
-        assert_eq!(r[1].outcome, BootOutcome::Probe, "a probe without a fetch stays");
+        assert_eq!(
+            r[1].outcome,
+            BootOutcome::Probe,
+            "a probe without a fetch stays"
+        );
         let s = &boots[0].summary;
         assert_eq!((s.files, s.bytes, s.failed), (2, 4106, 0));
-        assert_eq!((s.started, s.finished, s.time_to_last_file_ms), (1000, 1300, 300));
+        assert_eq!(
+            (s.started, s.finished, s.time_to_last_file_ms),
+            (1000, 1300, 300)
+        );
     }
 
     #[test]
@@ -343,22 +350,57 @@ mod tests {
         let mut time = 0;
         for boot in 0..12 {
             assert!(record(&t, req(time, "1a2b3c4d/start4.elf", BootOutcome::Sent, 1)).new_boot);
-            let later = record(&t, req(time + 10, "1a2b3c4d/kernel8.img", BootOutcome::Sent, 1));
+            let later = record(
+                &t,
+                req(time + 10, "1a2b3c4d/kernel8.img", BootOutcome::Sent, 1),
+            );
             assert!(!later.new_boot, "boot {boot}");
             assert_eq!(later.kernel_after_ms, Some(10));
             // Within the gap another first-stage file does not start another boot.
-            assert!(!record(&t, req(time + 20, "1a2b3c4d/start.elf", BootOutcome::Sent, 1)).new_boot);
+            assert!(
+                !record(
+                    &t,
+                    req(time + 20, "1a2b3c4d/start.elf", BootOutcome::Sent, 1)
+                )
+                .new_boot
+            );
             time += BOOT_GAP_MS + 1000;
         }
         let boots = t.boots(PI).boots;
         assert_eq!(boots.len(), BOOTS_KEPT);
-        assert!(boots[0].summary.started > boots[1].summary.started, "newest first");
+        assert!(
+            boots[0].summary.started > boots[1].summary.started,
+            "newest first"
+        );
         // The same first-stage file asked for again starts a boot at once (a power cycle).
         assert!(record(&t, req(time, "1a2b3c4d/start4.elf", BootOutcome::Probe, 0)).new_boot);
-        assert!(!record(&t, req(time + 1, "1a2b3c4d/start4.elf", BootOutcome::Sent, 1)).new_boot);
-        assert!(record(&t, req(time + 2, "1a2b3c4d/start4.elf", BootOutcome::NotFound, 0)).new_boot);
+        assert!(
+            !record(
+                &t,
+                req(time + 1, "1a2b3c4d/start4.elf", BootOutcome::Sent, 1)
+            )
+            .new_boot
+        );
+        assert!(
+            record(
+                &t,
+                req(time + 2, "1a2b3c4d/start4.elf", BootOutcome::NotFound, 0)
+            )
+            .new_boot
+        );
         // Any request after a long silence starts a boot too.
-        assert!(record(&t, req(time + 3 + IDLE_GAP_MS, "1a2b3c4d/config.txt", BootOutcome::Sent, 1)).new_boot);
+        assert!(
+            record(
+                &t,
+                req(
+                    time + 3 + IDLE_GAP_MS,
+                    "1a2b3c4d/config.txt",
+                    BootOutcome::Sent,
+                    1
+                )
+            )
+            .new_boot
+        );
     }
 
     #[test]
@@ -370,7 +412,12 @@ mod tests {
         t.record_unclaimed(peer, req(110, "bootsig.bin", BootOutcome::NotFound, 0));
         t.record_unclaimed(other, req(120, "bootcode.bin", BootOutcome::Sent, 52000));
         let mut changes = Vec::new();
-        t.record(PI, Some(peer), req(200, "1a2b3c4d/start.elf", BootOutcome::Sent, 9), &mut changes);
+        t.record(
+            PI,
+            Some(peer),
+            req(200, "1a2b3c4d/start.elf", BootOutcome::Sent, 9),
+            &mut changes,
+        );
         let boots = t.boots(PI).boots;
         let files: Vec<&str> = boots[0].requests.iter().map(|r| r.file.as_str()).collect();
         assert_eq!(files, ["bootcode.bin", "bootsig.bin", "1a2b3c4d/start.elf"]);
@@ -382,7 +429,17 @@ mod tests {
         assert_eq!(puts, 3);
         // Held too long: not claimed.
         t.record_unclaimed(other, req(300, "bootcode.bin", BootOutcome::Sent, 1));
-        t.record("99999999", Some(other), req(300 + PENDING_MS + 1, "99999999/start.elf", BootOutcome::Sent, 1), &mut Vec::new());
+        t.record(
+            "99999999",
+            Some(other),
+            req(
+                300 + PENDING_MS + 1,
+                "99999999/start.elf",
+                BootOutcome::Sent,
+                1,
+            ),
+            &mut Vec::new(),
+        );
         assert_eq!(t.boots("99999999").boots[0].requests.len(), 1);
     }
 
@@ -390,9 +447,24 @@ mod tests {
     fn failures_are_counted_and_records_reload() {
         let t = Timelines::new();
         let mut changes = Vec::new();
-        t.record(PI, None, req(1, "1a2b3c4d/start4.elf", BootOutcome::Sent, 5), &mut changes);
-        t.record(PI, None, req(2, "1a2b3c4d/../x", BootOutcome::Refused, 0), &mut changes);
-        t.record(PI, None, req(3, "1a2b3c4d/kernel8.img", BootOutcome::GaveUp, 7), &mut changes);
+        t.record(
+            PI,
+            None,
+            req(1, "1a2b3c4d/start4.elf", BootOutcome::Sent, 5),
+            &mut changes,
+        );
+        t.record(
+            PI,
+            None,
+            req(2, "1a2b3c4d/../x", BootOutcome::Refused, 0),
+            &mut changes,
+        );
+        t.record(
+            PI,
+            None,
+            req(3, "1a2b3c4d/kernel8.img", BootOutcome::GaveUp, 7),
+            &mut changes,
+        );
         assert_eq!(t.summary(PI).unwrap().failed, 2);
         let rows: Vec<BootRecordRow> = changes
             .into_iter()

@@ -194,7 +194,18 @@ impl Store {
             "SELECT pi, boot, seq, time, file, bytes, outcome, via, elapsed_ms, size_probed
              FROM boot_records ORDER BY pi, boot, seq",
         )?;
-        type Raw = (String, i64, i64, i64, String, i64, String, String, i64, bool);
+        type Raw = (
+            String,
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+            String,
+            String,
+            i64,
+            bool,
+        );
         let rows = stmt.query_map([], |row| {
             Ok::<Raw, _>((
                 row.get(0)?,

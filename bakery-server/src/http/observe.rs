@@ -219,7 +219,7 @@ pub async fn track(State(bakery): AppState, request: Request, next: Next) -> Res
         .path()
         .strip_prefix(FILES_PREFIX)
         .filter(|_| route.starts_with(FILES_PREFIX))
-        .map(|p| percent_decode(p));
+        .map(percent_decode);
     let peer = boot_peer(&request);
     let response = next.run(request).await;
     let status = response.status();
@@ -273,7 +273,9 @@ pub async fn track(State(bakery): AppState, request: Request, next: Next) -> Res
 /// kept as sent).
 fn percent_decode(path: &str) -> String {
     fn hex(b: u8) -> Option<u8> {
-        char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
     }
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

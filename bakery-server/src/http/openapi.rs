@@ -7,8 +7,8 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, Para
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::{
-    Content, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder,
-    Required, ResponsesBuilder, Type,
+    Content, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Required,
+    ResponsesBuilder, Type,
 };
 
 /// What an operation takes or returns as its body.
@@ -65,7 +65,8 @@ const OK: (u16, &str) = (200, "done");
 const BAD: (u16, &str) = (400, "invalid name, path or body");
 const NO_PI: (u16, &str) = (404, "unknown Pi (or not in the oven)");
 
-/// Every route the server serves.
+/// Every route the server serves (one line each: a table).
+#[rustfmt::skip]
 pub const OPERATIONS: &[Operation] = &[
     op("get", "/", "The status page (HTML)", N, Text("text/html"), &[(200, "the page")]),
     op("get", "/assets/{file}", "A status page asset (JS, CSS)", N, Text("text/plain"), &[(200, "the asset"), (404, "no such asset")]),
@@ -139,7 +140,9 @@ fn content(kind: BodyKind) -> Option<(&'static str, Content)> {
         BodyKind::None => None,
         BodyKind::Json(name) => Some((
             "application/json",
-            object(format!("bakery_client::{name} (see bakery-client/src/types.rs)")),
+            object(format!(
+                "bakery_client::{name} (see bakery-client/src/types.rs)"
+            )),
         )),
         BodyKind::Raw => Some((
             "application/octet-stream",
@@ -178,7 +181,12 @@ fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
     }
     let parameters: Vec<_> = openapi_path(o.path)
         .split('/')
-        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}').map(str::to_owned))
+        .filter_map(|segment| {
+            segment
+                .strip_prefix('{')?
+                .strip_suffix('}')
+                .map(str::to_owned)
+        })
         .map(|name| {
             ParameterBuilder::new()
                 .name(name)
@@ -212,7 +220,10 @@ fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
 pub fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
     for o in OPERATIONS {
-        paths = paths.path(openapi_path(o.path), PathItem::new(method_of(o.method), operation(o)));
+        paths = paths.path(
+            openapi_path(o.path),
+            PathItem::new(method_of(o.method), operation(o)),
+        );
     }
     OpenApiBuilder::new()
         .info(

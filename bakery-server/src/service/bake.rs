@@ -9,6 +9,7 @@ use bakery_client::{BakeRequest, BakeformState, Metadata, PiInfo, PiState};
 use super::{Bakery, ServiceError, io_err};
 use crate::db::{DiskRow, PiChange, StartBake};
 use crate::domain::names::{validate_bakeform_name, validate_serial};
+use crate::events::EventKind;
 use crate::imaging;
 use crate::ppi::PowerAction;
 
@@ -50,7 +51,9 @@ impl Bakery {
         };
         let serial = pi.serial.clone();
         tracing::info!(serial, state = "preparing", bakeform = name, "bake started");
-        self.observer.event(crate::events::EventKind::BakeStarted.pi(&serial).with_bakeform(&name)).await;
+        self.observer
+            .event(EventKind::BakeStarted.pi(&serial).with_bakeform(&name))
+            .await;
         self.notify_change();
         let this = self.clone();
         let job_serial = serial.clone();
@@ -146,7 +149,9 @@ impl Bakery {
         match self.db(move |s| s.finish_prepare(&key)).await? {
             PiChange::Done(_) => {
                 self.notify_change();
-                self.observer.event(crate::events::EventKind::BakeFinished.pi(serial)).await;
+                self.observer
+                    .event(EventKind::BakeFinished.pi(serial))
+                    .await;
                 Ok(())
             }
             other => Err(ServiceError::Task(format!(
@@ -168,7 +173,9 @@ impl Bakery {
         }
         self.reexport_logged().await;
         self.notify_change();
-        self.observer.event(crate::events::EventKind::BakeFailed.pi(serial).with_message(reason)).await;
+        self.observer
+            .event(EventKind::BakeFailed.pi(serial).with_message(reason))
+            .await;
     }
 
     fn trash_disks(&self, disks: &[DiskRow]) {
@@ -193,7 +200,9 @@ impl Bakery {
             }
         }
         tracing::info!(serial, state = "unbaking", "unbake started");
-        self.observer.event(crate::events::EventKind::UnbakeStarted.pi(serial)).await;
+        self.observer
+            .event(EventKind::UnbakeStarted.pi(serial))
+            .await;
         self.notify_change();
         self.reexport_logged().await;
         if let Err(e) = self.power(serial, PowerAction::PowerOff).await {
@@ -218,7 +227,7 @@ impl Bakery {
                     destroyed = removed.len(),
                     "unbaked"
                 );
-                self.observer.event(crate::events::EventKind::Unbaked.pi(serial)).await;
+                self.observer.event(EventKind::Unbaked.pi(serial)).await;
             }
             Ok(other) => tracing::error!(serial, outcome = ?other, "cannot finish unbake"),
             Err(e) => tracing::error!(serial, error = %e, "cannot finish unbake"),
@@ -243,7 +252,9 @@ impl Bakery {
             }
         };
         tracing::info!(serial, state = "preparing", "reset started");
-        self.observer.event(crate::events::EventKind::ResetStarted.pi(serial)).await;
+        self.observer
+            .event(EventKind::ResetStarted.pi(serial))
+            .await;
         self.notify_change();
         let this = self.clone();
         tokio::spawn(async move {

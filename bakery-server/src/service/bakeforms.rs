@@ -11,6 +11,7 @@ use super::files::{StreamError, drain, stream_to_file};
 use super::{Bakery, ServiceError, io_err};
 use crate::db::DeleteBakeform;
 use crate::domain::names::validate_bakeform_name;
+use crate::events::EventKind;
 use crate::imaging;
 
 impl Bakery {
@@ -59,14 +60,18 @@ impl Bakery {
             state = "importing",
             "bakeform upload started"
         );
-        self.observer.event(crate::events::EventKind::BakeformImporting.bakeform(name)).await;
+        self.observer
+            .event(EventKind::BakeformImporting.bakeform(name))
+            .await;
         let id = uuid::Uuid::new_v4();
         let image = self.layout.tmp.join(format!("upload-{id}.img"));
         let staging = self.layout.tmp.join(format!("import-{id}"));
         let result = self.import_steps(name, body, &image, &staging).await;
         let _ = tokio::fs::remove_file(&image).await;
         if let Err(e) = &result {
-            self.observer.event(crate::events::EventKind::BakeformFailed.bakeform(name).with_message(e)).await;
+            self.observer
+                .event(EventKind::BakeformFailed.bakeform(name).with_message(e))
+                .await;
             self.trash(&staging);
             let key = name.to_owned();
             if let Err(e) = self.db(move |s| s.forget_bakeform(&key)).await {
@@ -75,7 +80,9 @@ impl Bakery {
         }
         let bakeform = result?;
         tracing::info!(bakeform = name, state = "ready", "bakeform imported");
-        self.observer.event(crate::events::EventKind::BakeformImported.bakeform(name)).await;
+        self.observer
+            .event(EventKind::BakeformImported.bakeform(name))
+            .await;
         Ok(bakeform)
     }
 
@@ -141,7 +148,9 @@ impl Bakery {
             DeleteBakeform::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
                 tracing::info!(bakeform = name, "bakeform deleted");
-                self.observer.event(crate::events::EventKind::BakeformDeleted.bakeform(name)).await;
+                self.observer
+                    .event(EventKind::BakeformDeleted.bakeform(name))
+                    .await;
                 Ok(())
             }
             DeleteBakeform::NotFound => Err(ServiceError::BakeformNotFound(name.to_owned())),

@@ -6,6 +6,7 @@ use super::{Bakery, ServiceError, io_err};
 use crate::db::{DeleteDisk, DiskLink, DiskRow};
 use crate::domain::disks::{check_new_size, check_resize, mib_to_bytes};
 use crate::domain::names::{validate_disk_id, validate_serial};
+use crate::events::EventKind;
 use crate::fsutil;
 
 /// The image file inside a disk's directory.
@@ -90,7 +91,7 @@ impl Bakery {
             return Err(e);
         }
         tracing::info!(disk = id, size, ephemeral, "disk created");
-        self.observer.event(crate::events::EventKind::DiskCreated.disk(&id)).await;
+        self.observer.event(EventKind::DiskCreated.disk(&id)).await;
         Ok(self.disk_view(&row))
     }
 
@@ -102,7 +103,7 @@ impl Bakery {
             DeleteDisk::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
                 tracing::info!(disk = id, "disk deleted");
-                self.observer.event(crate::events::EventKind::DiskDeleted.disk(id)).await;
+                self.observer.event(EventKind::DiskDeleted.disk(id)).await;
                 Ok(())
             }
             DeleteDisk::NotFound => Ok(()),
@@ -141,7 +142,9 @@ impl Bakery {
         let link = self.db(move |st| st.attach_disk(&s, &d)).await?;
         Self::link_error(serial, id, link)?;
         tracing::info!(serial, disk = id, "disk attached");
-        self.observer.event(crate::events::EventKind::DiskAttached.pi(serial).with_disk(id)).await;
+        self.observer
+            .event(EventKind::DiskAttached.pi(serial).with_disk(id))
+            .await;
         self.reexport().await?;
         self.notify_change();
         Ok(())
@@ -164,7 +167,9 @@ impl Bakery {
         };
         Self::link_error(serial, id, link)?;
         tracing::info!(serial, disk = id, "disk detached");
-        self.observer.event(crate::events::EventKind::DiskDetached.pi(serial).with_disk(id)).await;
+        self.observer
+            .event(EventKind::DiskDetached.pi(serial).with_disk(id))
+            .await;
         self.reexport().await?;
         self.notify_change();
         Ok(())

@@ -25,6 +25,7 @@ use crate::db::{BakeformRow, DbError, DiskRow, PiRow, Store};
 use crate::domain::disks::DiskRuleError;
 use crate::domain::exports::ExportScope;
 use crate::domain::names::NameError;
+use crate::events::EventKind;
 use crate::exports::{ExportError, Exporter};
 use crate::fsutil;
 use crate::imaging::{CloneStrategy, ImagingError};
@@ -449,8 +450,8 @@ impl Bakery {
         result?;
         if self.power.is_managed() {
             let kind = match action {
-                PowerAction::PowerOn => crate::events::EventKind::PowerOn,
-                PowerAction::PowerOff => crate::events::EventKind::PowerOff,
+                PowerAction::PowerOn => EventKind::PowerOn,
+                PowerAction::PowerOff => EventKind::PowerOff,
             };
             self.observer.event(kind.pi(serial)).await;
             tracing::info!(serial, action = action.as_str(), "power switched");
@@ -637,7 +638,7 @@ impl Bakery {
                 state = "fridge",
                 "new pi registered from the boot path"
             );
-            self.observer.event(crate::events::EventKind::Registered.pi(serial)).await;
+            self.observer.event(EventKind::Registered.pi(serial)).await;
             self.notify_change();
         }
         Ok(Some(new))

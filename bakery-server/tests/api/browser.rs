@@ -27,10 +27,14 @@ pub struct Browser {
 
 /// The Chromium executable, if installed.
 pub fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 fn cloexec_pipe() -> (RawFd, RawFd) {
@@ -204,7 +208,11 @@ fn base64_decode(text: &str) -> Vec<u8> {
     let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
     let mut out = Vec::with_capacity(clean.len() / 4 * 3);
     for chunk in clean.chunks(4) {
-        let digits: Vec<u32> = chunk.iter().filter(|c| **c != b'=').map(|c| value(*c)).collect();
+        let digits: Vec<u32> = chunk
+            .iter()
+            .filter(|c| **c != b'=')
+            .map(|c| value(*c))
+            .collect();
         let mut n = 0u32;
         for (i, d) in digits.iter().enumerate() {
             n |= d << (18 - 6 * i);
@@ -238,7 +246,9 @@ fn rows(browser: &mut Browser) -> Value {
 #[test]
 fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
     let Some(exe) = chromium() else {
-        eprintln!("\n!!!! SKIPPED browser test: chromium is not installed (apt-get install chromium) !!!!\n");
+        eprintln!(
+            "\n!!!! SKIPPED browser test: chromium is not installed (apt-get install chromium) !!!!\n"
+        );
         return;
     };
     let env = Env::new();
@@ -266,27 +276,45 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
     let want = serde_json::to_string(&want).unwrap();
     assert_eq!(rows(&mut browser), json!(want));
     // The baked Pi shows its bakeform, address and last boot; the bakeform is listed ready.
-    let text = browser.eval(&format!("document.getElementById('pi-{}').innerText", baked.id));
+    let text = browser.eval(&format!(
+        "document.getElementById('pi-{}').innerText",
+        baked.id
+    ));
     assert!(text.as_str().unwrap().contains(OS), "{text}");
     assert!(text.as_str().unwrap().contains("1 files"), "{text}");
-    assert_eq!(browser.eval(&format!("document.getElementById('bakeform-{OS}').dataset.state")), json!("ready"));
+    assert_eq!(
+        browser.eval(&format!(
+            "document.getElementById('bakeform-{OS}').dataset.state"
+        )),
+        json!("ready")
+    );
 
     // A bake started through the API shows up without a reload, then turns baked.
     browser.eval("window.notReloaded = true");
     let second = server.bake(true);
     let row = format!("document.getElementById('pi-{}').dataset.state", second.id);
     assert!(
-        browser.wait_for(&format!("['preparing', 'baked'].includes({row})"), Duration::from_secs(20)),
+        browser.wait_for(
+            &format!("['preparing', 'baked'].includes({row})"),
+            Duration::from_secs(20)
+        ),
         "{}",
         rows(&mut browser)
     );
-    assert_eq!(server.wait_baked(&second.id).status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        server.wait_baked(&second.id).status(),
+        reqwest::StatusCode::OK
+    );
     assert!(browser.wait_for(&format!("{row} === 'baked'"), Duration::from_secs(20)));
     assert!(browser.wait_for(
         "[...document.querySelectorAll('#events li')].some(li => li.dataset.kind === 'bakeFinished')",
         Duration::from_secs(5)
     ));
-    assert_eq!(browser.eval("window.notReloaded === true"), json!(true), "the page reloaded");
+    assert_eq!(
+        browser.eval("window.notReloaded === true"),
+        json!(true),
+        "the page reloaded"
+    );
 
     let png = browser.screenshot();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
@@ -298,7 +326,9 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
 #[test]
 fn the_status_page_asks_for_a_token_once_and_keeps_it_for_the_session() {
     let Some(exe) = chromium() else {
-        eprintln!("\n!!!! SKIPPED browser test: chromium is not installed (apt-get install chromium) !!!!\n");
+        eprintln!(
+            "\n!!!! SKIPPED browser test: chromium is not installed (apt-get install chromium) !!!!\n"
+        );
         return;
     };
     let env = Env::new();
@@ -308,12 +338,26 @@ fn the_status_page_asks_for_a_token_once_and_keeps_it_for_the_session() {
     let server = Server::start_with(&env, &["--token-file", &tokens]);
     let root = server.base.trim_end_matches("/api/v1").to_owned();
     // The page itself is public; the API behind it is not.
-    assert_eq!(server.client.get(format!("{root}/")).send().unwrap().status(), reqwest::StatusCode::OK);
-    assert_eq!(server.get("/pis").status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        server
+            .client
+            .get(format!("{root}/"))
+            .send()
+            .unwrap()
+            .status(),
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(
+        server.get("/pis").status(),
+        reqwest::StatusCode::UNAUTHORIZED
+    );
 
     let mut browser = Browser::start(&exe);
     browser.navigate(&format!("{root}/"));
-    assert!(browser.wait_for("!document.getElementById('login').hidden", Duration::from_secs(20)));
+    assert!(browser.wait_for(
+        "!document.getElementById('login').hidden",
+        Duration::from_secs(20)
+    ));
     browser.eval(&format!(
         "document.getElementById('token').value = '{token}'; \
          document.getElementById('login').requestSubmit(); true"
@@ -326,9 +370,18 @@ fn the_status_page_asks_for_a_token_once_and_keeps_it_for_the_session() {
         "{}",
         browser.eval("document.body.innerText")
     );
-    assert_eq!(browser.eval("sessionStorage.getItem('bakeryToken')"), json!(token));
+    assert_eq!(
+        browser.eval("sessionStorage.getItem('bakeryToken')"),
+        json!(token)
+    );
     // A reload keeps the token: no second prompt.
     browser.navigate(&format!("{root}/"));
-    assert!(browser.wait_for("document.body.dataset.loaded === 'true'", Duration::from_secs(20)));
-    assert_eq!(browser.eval("document.getElementById('login').hidden"), json!(true));
+    assert!(browser.wait_for(
+        "document.body.dataset.loaded === 'true'",
+        Duration::from_secs(20)
+    ));
+    assert_eq!(
+        browser.eval("document.getElementById('login').hidden"),
+        json!(true)
+    );
 }

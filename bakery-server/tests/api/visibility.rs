@@ -25,7 +25,11 @@ fn tftp_addr(server: &Server) -> SocketAddr {
         });
         addr.is_some()
     });
-    assert!(logged, "no tftp address logged: {:?}", server.log.lock().unwrap());
+    assert!(
+        logged,
+        "no tftp address logged: {:?}",
+        server.log.lock().unwrap()
+    );
     addr.unwrap().parse().unwrap()
 }
 
@@ -43,7 +47,11 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 fn scrape(server: &Server) -> String {
-    let resp = server.client.get(server.base.replace("/api/v1", "/metrics")).send().unwrap();
+    let resp = server
+        .client
+        .get(server.base.replace("/api/v1", "/metrics"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
@@ -71,15 +79,22 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
     assert!(matches!(err, pi_sim::SimError::Missing { .. }), "{err}");
     // The TFTP server reports a transfer just after its last packet: give it a moment.
     let mut fridge = BootList::default();
-    assert!(eventually(Duration::from_secs(5), || {
-        fridge = boots(&server, &format!("/pis/{serial}/boots"));
-        !fridge.boots.is_empty()
-    }), "{:?}", server.log.lock().unwrap());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            fridge = boots(&server, &format!("/pis/{serial}/boots"));
+            !fridge.boots.is_empty()
+        }),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
     assert_eq!(fridge.boots.len(), 1, "{fridge:?}");
     assert_eq!(fridge.boots[0].requests[0].outcome, BootOutcome::NotFound);
     assert_eq!(fridge.boots[0].summary.files, 0);
     // Not in the oven: the oven route says so.
-    assert_eq!(server.get(&format!("/oven/{serial}/boots")).status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get(&format!("/oven/{serial}/boots")).status(),
+        StatusCode::NOT_FOUND
+    );
 
     let pi = server.bake_ready(true);
     assert_eq!(pi.id, serial);
@@ -95,10 +110,13 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
     assert!(sent_by_sim.len() >= 7, "{report:?}");
 
     let mut list = BootList::default();
-    assert!(eventually(Duration::from_secs(5), || {
-        list = boots(&server, &format!("/oven/{serial}/boots"));
-        list.boots.len() == 2 && list.boots[0].summary.files as usize >= sent_by_sim.len()
-    }), "{list:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            list = boots(&server, &format!("/oven/{serial}/boots"));
+            list.boots.len() == 2 && list.boots[0].summary.files as usize >= sent_by_sim.len()
+        }),
+        "{list:?}"
+    );
     // The failed boot from the fridge is kept apart, older.
     assert_eq!(list.boots[1], fridge.boots[0]);
     let newest = &list.boots[0];
@@ -109,22 +127,45 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
         .map(|r| r.file.clone())
         .collect();
     for file in &sent_by_sim {
-        let full = if file.contains('/') { file.clone() } else { format!("{serial}/{file}") };
-        assert!(sent.contains(&full) || sent.contains(file), "{file} missing from {sent:?}");
+        let full = if file.contains('/') {
+            file.clone()
+        } else {
+            format!("{serial}/{file}")
+        };
+        assert!(
+            sent.contains(&full) || sent.contains(file),
+            "{file} missing from {sent:?}"
+        );
     }
-    assert!(newest.summary.files as usize >= sent_by_sim.len(), "{:?}", newest.summary);
+    assert!(
+        newest.summary.files as usize >= sent_by_sim.len(),
+        "{:?}",
+        newest.summary
+    );
     assert_eq!(newest.summary.bytes, report.bytes(), "{:?}", newest.summary);
     assert_eq!(newest.summary.failed, 0, "{newest:?}");
     // The firmware's size queries before each fetch are folded into the fetch.
     assert!(newest.requests.iter().any(|r| r.size_probed), "{newest:?}");
     assert!(newest.requests.iter().all(|r| r.via == "tftp"));
     // Files the Pi probes for but the bakeform lacks are "not found", not failures.
-    assert!(newest.requests.iter().any(|r| r.outcome == BootOutcome::NotFound));
+    assert!(
+        newest
+            .requests
+            .iter()
+            .any(|r| r.outcome == BootOutcome::NotFound)
+    );
 
     // A refused request (a path out of the boot directory) is recorded as refused.
-    let fetch_opts = FetchOptions { tsize: true, ..FetchOptions::default() };
+    let fetch_opts = FetchOptions {
+        tsize: true,
+        ..FetchOptions::default()
+    };
     let err = runtime
-        .block_on(fetch(tftp, &format!("{serial}/../../bakery.db"), &fetch_opts))
+        .block_on(fetch(
+            tftp,
+            &format!("{serial}/../../bakery.db"),
+            &fetch_opts,
+        ))
         .unwrap_err();
     assert!(!err.is_not_found(), "{err}");
     // And over HTTP (what HookTFTP forwards): a file sent, one refused.
@@ -141,10 +182,19 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
         done
     }));
     let latest = latest.unwrap();
-    let tail: Vec<_> = latest.boots[0].requests.iter().rev().take(3).rev().collect();
+    let tail: Vec<_> = latest.boots[0]
+        .requests
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .collect();
     assert_eq!(tail[0].file, format!("{serial}/../../bakery.db"));
     assert_eq!(tail[0].outcome, BootOutcome::Refused);
-    assert_eq!((tail[1].via.as_str(), tail[1].outcome), ("http", BootOutcome::Sent));
+    assert_eq!(
+        (tail[1].via.as_str(), tail[1].outcome),
+        ("http", BootOutcome::Sent)
+    );
     assert_eq!(tail[1].bytes, config_len);
     assert_eq!(tail[2].file, format!("{serial}/a\\b"));
     assert_eq!(tail[2].outcome, BootOutcome::Refused);
@@ -154,7 +204,10 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
     let info: PiInfo = server.get(&format!("/pis/{serial}")).json().unwrap();
     let last = info.last_boot.expect("lastBoot");
     assert_eq!(last, latest.boots[0].summary);
-    assert!(last.time_to_last_file_ms >= 0 && last.finished >= last.started, "{last:?}");
+    assert!(
+        last.time_to_last_file_ms >= 0 && last.finished >= last.started,
+        "{last:?}"
+    );
 
     // Metrics saw the transfers and the kernel's delivery.
     let text = scrape(&server);
@@ -163,8 +216,14 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
     assert!(metric(&text, "bakery_tftp_transfers_total{outcome=\"refused\"}").unwrap() >= 1.0);
     assert!(metric(&text, "bakery_tftp_transfers_total{outcome=\"probe\"}").unwrap() >= 1.0);
     assert!(metric(&text, "bakery_tftp_bytes_total").unwrap() >= report.bytes() as f64);
-    assert!(metric(&text, "bakery_time_to_boot_seconds_count").unwrap() >= 1.0, "{text}");
-    assert_eq!(metric(&text, "bakery_http_boot_files_total{outcome=\"refused\"}"), Some(1.0));
+    assert!(
+        metric(&text, "bakery_time_to_boot_seconds_count").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "bakery_http_boot_files_total{outcome=\"refused\"}"),
+        Some(1.0)
+    );
 
     // Timelines survive a restart (written behind to the database).
     std::thread::sleep(Duration::from_millis(300));
@@ -176,7 +235,10 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
 
 /// Reads an SSE stream in a thread; each event's JSON arrives on the channel.
 fn follow(server: &Server, query: &str, last_event_id: Option<i64>) -> mpsc::Receiver<Event> {
-    let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .unwrap();
     let mut req = client.get(server.url(&format!("/events/stream{query}")));
     if let Some(id) = last_event_id {
         req = req.header("Last-Event-ID", id.to_string());
@@ -219,21 +281,34 @@ fn state_changes_are_events_listed_by_id_and_streamed_live() {
     let (server, pis) = ready_server(&env, 2);
     let all: EventList = server.get("/events").json().unwrap();
     let kinds: Vec<&str> = all.events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(&kinds[..2], ["bakeformImporting", "bakeformImported"], "{kinds:?}");
+    assert_eq!(
+        &kinds[..2],
+        ["bakeformImporting", "bakeformImported"],
+        "{kinds:?}"
+    );
     let registered: Vec<&str> = all
         .events
         .iter()
         .filter(|e| e.kind == "registered")
         .filter_map(|e| e.pi.as_deref())
         .collect();
-    assert_eq!(registered, pis.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(all.events.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    assert_eq!(
+        registered,
+        pis.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        all.events.windows(2).all(|w| w[0].id < w[1].id),
+        "ids increase"
+    );
     assert_eq!(all.last_id, all.events.last().unwrap().id);
 
     // Live: a follower from now on, and one replaying from the start.
     let live = follow(&server, "", None);
     let replay = follow(&server, "?since=0", None);
-    assert_eq!(replay.recv_timeout(Duration::from_secs(5)).unwrap().id, all.events[0].id);
+    assert_eq!(
+        replay.recv_timeout(Duration::from_secs(5)).unwrap().id,
+        all.events[0].id
+    );
 
     let pi = server.bake_ready(true);
     let started = next_kind(&live, "bakeStarted");
@@ -250,14 +325,26 @@ fn state_changes_are_events_listed_by_id_and_streamed_live() {
         .unwrap();
     assert_eq!(
         server
-            .post_json(&format!("/oven/{}/disks", pi.id), &serde_json::json!({"diskId": disk.id}))
+            .post_json(
+                &format!("/oven/{}/disks", pi.id),
+                &serde_json::json!({"diskId": disk.id})
+            )
             .status(),
         StatusCode::OK
     );
-    assert_eq!(next_kind(&live, "diskCreated").disk.as_deref(), Some(disk.id.as_str()));
+    assert_eq!(
+        next_kind(&live, "diskCreated").disk.as_deref(),
+        Some(disk.id.as_str())
+    );
     let attached = next_kind(&live, "diskAttached");
-    assert_eq!((attached.pi.as_deref(), attached.disk.as_deref()), (Some(pi.id.as_str()), Some(disk.id.as_str())));
-    assert_eq!(server.delete(&format!("/oven/{}", pi.id)).status(), StatusCode::OK);
+    assert_eq!(
+        (attached.pi.as_deref(), attached.disk.as_deref()),
+        (Some(pi.id.as_str()), Some(disk.id.as_str()))
+    );
+    assert_eq!(
+        server.delete(&format!("/oven/{}", pi.id)).status(),
+        StatusCode::OK
+    );
     next_kind(&live, "unbakeStarted");
     next_kind(&live, "unbaked");
 
@@ -269,11 +356,17 @@ fn state_changes_are_events_listed_by_id_and_streamed_live() {
     assert!(failed.message.unwrap().contains("broken"));
 
     // Resuming: Last-Event-ID wins over since, and pages follow `limit`.
-    let page: EventList = server.get(&format!("/events?since={}&limit=2", started.id)).json().unwrap();
+    let page: EventList = server
+        .get(&format!("/events?since={}&limit=2", started.id))
+        .json()
+        .unwrap();
     assert_eq!(page.events.len(), 2);
     assert!(page.events[0].id > started.id && page.events[0].id <= on.id);
     let resumed = follow(&server, "?since=0", Some(started.id));
-    assert_eq!(resumed.recv_timeout(Duration::from_secs(5)).unwrap(), page.events[0]);
+    assert_eq!(
+        resumed.recv_timeout(Duration::from_secs(5)).unwrap(),
+        page.events[0]
+    );
     assert!(page.last_id > page.events[1].id);
     let resp = server.get("/events?since=abc");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
@@ -284,11 +377,19 @@ fn metrics_are_exposed_and_change_with_bakes_and_requests() {
     let env = Env::new();
     let (server, _) = ready_server(&env, 2);
     let before = scrape(&server);
-    assert_eq!(metric(&before, "bakery_pis{state=\"fridge\"}"), Some(2.0), "{before}");
+    assert_eq!(
+        metric(&before, "bakery_pis{state=\"fridge\"}"),
+        Some(2.0),
+        "{before}"
+    );
     assert_eq!(metric(&before, "bakery_pis{state=\"baked\"}"), Some(0.0));
     assert_eq!(metric(&before, "bakery_bakes_total"), Some(0.0));
     // The two new Pis were powered off through the PPI.
-    assert_eq!(metric(&before, "bakery_ppi_calls_total{action=\"poweroff\"}"), Some(2.0), "{before}");
+    assert_eq!(
+        metric(&before, "bakery_ppi_calls_total{action=\"poweroff\"}"),
+        Some(2.0),
+        "{before}"
+    );
     for family in [
         "# TYPE bakery_bake_duration_seconds histogram",
         "# TYPE bakery_time_to_boot_seconds histogram",
@@ -310,24 +411,43 @@ fn metrics_are_exposed_and_change_with_bakes_and_requests() {
     assert_eq!(server.get("/oven/00000099").status(), StatusCode::NOT_FOUND);
 
     let after = scrape(&server);
-    assert_eq!(metric(&after, "bakery_pis{state=\"baked\"}"), Some(1.0), "{after}");
-    assert_eq!(metric(&after, "bakery_pis{state=\"fridge\"}"), Some(1.0));
-    assert_eq!(metric(&after, "bakery_bakes_total"), Some(2.0));
-    assert_eq!(metric(&after, "bakery_bake_failures_total"), Some(1.0));
-    assert_eq!(metric(&after, "bakery_bake_duration_seconds_count"), Some(1.0));
-    assert!(metric(&after, "bakery_ppi_failures_total{action=\"poweroff\"}").unwrap_or(0.0)
-        + metric(&after, "bakery_ppi_failures_total{action=\"poweron\"}").unwrap_or(0.0) >= 1.0, "{after}");
-    assert!(
-        metric(&after, "bakery_http_requests_total{method=\"POST\",route=\"/api/v1/fridge\",status=\"202\"}")
-            == Some(2.0),
-        "{after}"
-    );
     assert_eq!(
-        metric(&after, "bakery_http_requests_total{method=\"GET\",route=\"/api/v1/oven/{pi_id}\",status=\"404\"}"),
+        metric(&after, "bakery_pis{state=\"baked\"}"),
         Some(1.0),
         "{after}"
     );
-    assert!(after.contains("bakery_events_total{kind=\"bakeFailed\"} 1"), "{after}");
+    assert_eq!(metric(&after, "bakery_pis{state=\"fridge\"}"), Some(1.0));
+    assert_eq!(metric(&after, "bakery_bakes_total"), Some(2.0));
+    assert_eq!(metric(&after, "bakery_bake_failures_total"), Some(1.0));
+    assert_eq!(
+        metric(&after, "bakery_bake_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert!(
+        metric(&after, "bakery_ppi_failures_total{action=\"poweroff\"}").unwrap_or(0.0)
+            + metric(&after, "bakery_ppi_failures_total{action=\"poweron\"}").unwrap_or(0.0)
+            >= 1.0,
+        "{after}"
+    );
+    assert!(
+        metric(
+            &after,
+            "bakery_http_requests_total{method=\"POST\",route=\"/api/v1/fridge\",status=\"202\"}"
+        ) == Some(2.0),
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "bakery_http_requests_total{method=\"GET\",route=\"/api/v1/oven/{pi_id}\",status=\"404\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        after.contains("bakery_events_total{kind=\"bakeFailed\"} 1"),
+        "{after}"
+    );
 }
 
 /// Every (method, path) the router serves, read from its `Debug` form: axum prints each
@@ -372,7 +492,10 @@ fn router_routes(router: &axum::Router) -> BTreeSet<(String, String)> {
 fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
     use bakery_server::http::openapi::{OPERATIONS, openapi_path};
     let env = Env::new();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let served = runtime.block_on(async {
         let mut config = bakery_server::Config::new(env.data(), "10.0.0.2".into());
         config.exports_file = env.path("bakery.exports");
@@ -380,7 +503,10 @@ fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         let app = bakery_server::App::new(config).await.unwrap();
         router_routes(&bakery_server::http::router(app.bakery().clone()))
     });
-    assert!(served.len() > 20, "the router walk found too little: {served:?}");
+    assert!(
+        served.len() > 20,
+        "the router walk found too little: {served:?}"
+    );
     assert!(served.contains(&("get".to_owned(), "/api/v1/files/{pi_id}/{*path}".to_owned())));
     let documented: BTreeSet<(String, String)> = OPERATIONS
         .iter()
@@ -388,8 +514,14 @@ fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         .collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
-    assert!(undocumented.is_empty(), "served but not in openapi.rs OPERATIONS: {undocumented:?}");
-    assert!(unserved.is_empty(), "in OPERATIONS but not served: {unserved:?}");
+    assert!(
+        undocumented.is_empty(),
+        "served but not in openapi.rs OPERATIONS: {undocumented:?}"
+    );
+    assert!(
+        unserved.is_empty(),
+        "in OPERATIONS but not served: {unserved:?}"
+    );
 
     // The document the binary serves has every one of them.
     let server = Server::start(&env);
@@ -397,7 +529,10 @@ fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     for (method, path) in &documented {
         let op = &doc["paths"][openapi_path(path)][method];
-        assert!(op.is_object(), "{method} {path} missing from the served document");
+        assert!(
+            op.is_object(),
+            "{method} {path} missing from the served document"
+        );
         assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
     }
     let served_doc: usize = doc["paths"]
@@ -425,13 +560,32 @@ fn the_cli_lists_and_follows_events() {
         .args(["--url", &server.base, "events", "--since", "0"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("bakeformImported") && text.contains("bakeform=raspios"), "{text}");
-    assert!(text.contains("registered") && text.contains("pi=00000001"), "{text}");
+    assert!(
+        text.contains("bakeformImported") && text.contains("bakeform=raspios"),
+        "{text}"
+    );
+    assert!(
+        text.contains("registered") && text.contains("pi=00000001"),
+        "{text}"
+    );
 
     let mut follow = std::process::Command::new(&cli)
-        .args(["--url", &server.base, "-o", "json", "events", "--last", "0", "--follow"])
+        .args([
+            "--url",
+            &server.base,
+            "-o",
+            "json",
+            "events",
+            "--last",
+            "0",
+            "--follow",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
