@@ -84,6 +84,8 @@ pub struct Metrics {
     pub tftp_bytes: Counter,
     /// TFTP transfers that failed on the server's side or whose client vanished.
     pub tftp_errors: Counter,
+    /// TFTP windows (or OACKs) sent again after a timeout.
+    pub tftp_retransmissions: Counter,
     /// HTTP `/files` boot-path requests by outcome.
     pub http_boot_files: Family<OutcomeLabel, Counter>,
     /// PPI calls by action.
@@ -123,6 +125,7 @@ impl Metrics {
             tftp_transfers: Family::default(),
             tftp_bytes: Counter::default(),
             tftp_errors: Counter::default(),
+            tftp_retransmissions: Counter::default(),
             http_boot_files: Family::default(),
             ppi_calls: Family::default(),
             ppi_failures: Family::default(),
@@ -167,6 +170,11 @@ impl Metrics {
                 "bakery_tftp_errors",
                 "TFTP transfers that failed on the server or whose client vanished",
                 m.tftp_errors.clone(),
+            );
+            r.register(
+                "bakery_tftp_retransmissions",
+                "TFTP windows (or option acknowledgements) sent again after a timeout",
+                m.tftp_retransmissions.clone(),
             );
             r.register(
                 "bakery_http_boot_files",

@@ -169,6 +169,7 @@ impl Observer {
             })
             .inc();
         m.tftp_bytes.inc_by(report.bytes);
+        m.tftp_retransmissions.inc_by(report.retransmissions);
         if matches!(report.outcome, Outcome::GaveUp | Outcome::Failed) {
             m.tftp_errors.inc();
         }

@@ -396,6 +396,7 @@ fn metrics_are_exposed_and_change_with_bakes_and_requests() {
         "# TYPE bakery_tftp_transfers counter",
         "# TYPE bakery_tftp_bytes counter",
         "# TYPE bakery_tftp_errors counter",
+        "# TYPE bakery_tftp_retransmissions counter",
         "# TYPE bakery_ppi_failures counter",
         "# TYPE bakery_http_requests counter",
     ] {

@@ -121,6 +121,9 @@ pub struct TransferReport {
     pub outcome: Outcome,
     /// Time from receiving the request to the end of the transfer.
     pub elapsed: Duration,
+    /// Times a window of DATA (or the OACK) was sent again because no acknowledgement came
+    /// in time.
+    pub retransmissions: u64,
 }
 
 /// How a read request ended.

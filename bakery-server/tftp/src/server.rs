@@ -128,7 +128,16 @@ async fn transfer<P: FileProvider>(
         options: request.options,
     };
     let opened = provider.open(&read_request).await;
-    let (outcome, bytes) = match run(&config, local_ip, &read_request, opened).await {
+    let mut retransmissions = 0;
+    let ran = run(
+        &config,
+        local_ip,
+        &read_request,
+        opened,
+        &mut retransmissions,
+    )
+    .await;
+    let (outcome, bytes) = match ran {
         Ok(done) => done,
         Err(error) => {
             warn!(%peer, file = %read_request.filename, %error, "tftp: transfer failed");
@@ -141,6 +150,7 @@ async fn transfer<P: FileProvider>(
         bytes,
         outcome,
         elapsed: started.elapsed(),
+        retransmissions,
     };
     match outcome {
         Outcome::Sent => debug!(
@@ -152,12 +162,14 @@ async fn transfer<P: FileProvider>(
     provider.finished(&report);
 }
 
-/// Runs one transfer on a new socket; returns how it ended and the bytes acknowledged.
+/// Runs one transfer on a new socket; returns how it ended and the bytes acknowledged, and
+/// counts the windows (or OACKs) it sent again after a timeout in `retransmissions`.
 async fn run(
     config: &ServerConfig,
     local_ip: IpAddr,
     request: &ReadRequest,
     opened: Result<FileSource, Refusal>,
+    retransmissions: &mut u64,
 ) -> io::Result<(Outcome, u64)> {
     let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     socket.connect(request.peer).await?;
@@ -224,7 +236,13 @@ async fn run(
             Action::Aborted => return Ok((Outcome::Aborted, session.acked_bytes())),
         }
         action = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-            Err(_elapsed) => session.on_timeout(),
+            Err(_elapsed) => {
+                let next = session.on_timeout();
+                if matches!(next, Action::SendOack(_) | Action::SendData { .. }) {
+                    *retransmissions += 1;
+                }
+                next
+            }
             Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
                 return Ok((Outcome::GaveUp, session.acked_bytes()));
             }
