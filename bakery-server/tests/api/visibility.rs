@@ -278,7 +278,7 @@ fn next_kind(rx: &mpsc::Receiver<Event>, kind: &str) -> Event {
 #[test]
 fn state_changes_are_events_listed_by_id_and_streamed_live() {
     let env = Env::new();
-    let (server, pis) = ready_server(&env, 2);
+    let (mut server, pis) = ready_server(&env, 2);
     let all: EventList = server.get("/events").json().unwrap();
     let kinds: Vec<&str> = all.events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
@@ -370,6 +370,12 @@ fn state_changes_are_events_listed_by_id_and_streamed_live() {
     assert!(page.last_id > page.events[1].id);
     let resp = server.get("/events?since=abc");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Open streams do not hold up a graceful stop: they end, and the server exits.
+    let started = std::time::Instant::now();
+    server.stop();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(live.recv_timeout(Duration::from_secs(5)).is_err(), "the stream ended");
 }
 
 #[test]
