@@ -3,6 +3,7 @@
 //! Every state change runs in one `BEGIN IMMEDIATE` transaction. The connection sits behind a
 //! mutex; callers on the async runtime reach it through `spawn_blocking`.
 
+mod exports;
 mod observe;
 mod schema;
 
@@ -50,6 +51,12 @@ pub enum DbError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] rusqlite::Error),
+    /// More directories to export than there are export numbers.
+    #[error("{wanted} directories to export, but only {max} export numbers", max = crate::domain::exports::EXPORT_NUMBERS)]
+    ExportNumbersExhausted {
+        /// How many numbers would be in use.
+        wanted: usize,
+    },
     /// A stored value could not be understood.
     #[error("corrupt database value in {what}: {value:?}")]
     Corrupt {
@@ -963,40 +970,9 @@ impl Store {
     // ---- exports ----
 
     /// Every directory that must be exported: the disks of Pis that are preparing or baked,
-    /// each with its Pi's address.
+    /// each with its Pi's address and stable export number (numbered in `db/exports.rs`).
     pub fn export_entries(&self) -> Result<Vec<ExportEntry>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT p.serial, d.location, p.address, d.rowid, d.is_root
-             FROM disks d JOIN pis p ON d.pi = p.serial
-             WHERE p.state IN ('preparing', 'baked') ORDER BY d.location",
-        )?;
-        let raws = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, bool>(4)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        raws.into_iter()
-            .map(|(serial, path, address, row, root)| {
-                let address = match address {
-                    Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
-                    None => None,
-                };
-                Ok(ExportEntry {
-                    row,
-                    root,
-                    serial,
-                    path,
-                    address,
-                })
-            })
-            .collect()
+        self.write(exports::export_entries)
     }
 }
 

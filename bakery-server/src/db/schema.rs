@@ -62,4 +62,17 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pi, boot, seq)
     );
     ",
+    // 3: stable NFS export numbers (nfs-ganesha Export_Id = base + number), handed out
+    // round-robin; see db/exports.rs.
+    "
+    CREATE TABLE export_numbers (
+        disk    TEXT PRIMARY KEY NOT NULL,
+        number  INTEGER NOT NULL UNIQUE
+    );
+    CREATE TABLE export_number_next (
+        id    INTEGER PRIMARY KEY CHECK (id = 0),
+        next  INTEGER NOT NULL
+    );
+    INSERT INTO export_number_next (id, next) VALUES (0, 0);
+    ",
 ];

@@ -14,8 +14,9 @@ pub const DEFAULT_EXPORT_OPTIONS: &str = "rw,sync,no_subtree_check,no_root_squas
 /// One directory a Pi mounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportEntry {
-    /// The disk's database row id: stable while the disk exists; ganesha export ids derive from it.
-    pub row: i64,
+    /// The disk's export number: given when it is first exported, kept while the disk exists,
+    /// in `0..EXPORT_NUMBERS`; ganesha export ids derive from it.
+    pub number: i64,
     /// Whether the directory is the Pi's root disk (else an attached disk holding `disk.img`).
     pub root: bool,
     /// The serial of the Pi the directory belongs to.
@@ -63,6 +64,9 @@ pub fn render(entries: &[ExportEntry], options: &str, scope: ExportScope) -> Str
 /// (ids below it stay free for the operator's own exports).
 pub const DEFAULT_GANESHA_EXPORT_ID_BASE: u16 = 1000;
 
+/// How many export numbers there are: one per ganesha export id from the default base up.
+pub const EXPORT_NUMBERS: i64 = 65536 - DEFAULT_GANESHA_EXPORT_ID_BASE as i64;
+
 /// Why ganesha exports could not be rendered.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RenderError {
@@ -86,10 +90,10 @@ pub enum RenderError {
 
 /// The ganesha `Export_Id` of every entry, in the order given.
 ///
-/// An entry's id is `base + (row - 1) mod (65536 - base)`: it depends only on the disk's own
-/// row id, so it stays the same across bakery restarts and ganesha reloads. Only after the row
-/// ids wrap around the id range can two entries meet; the one with the higher row id then takes
-/// the next free id.
+/// An entry's id is `base + number mod (65536 - base)`: it depends only on the disk's own
+/// export number, so it stays the same across bakery restarts and ganesha reloads. With the
+/// default base every number has its own id; with a higher base two numbers can meet, and the
+/// higher one then takes the next free id.
 pub fn ganesha_export_ids(entries: &[ExportEntry], base: u16) -> Result<Vec<u16>, RenderError> {
     let base = base.max(1);
     let span = 65536 - i64::from(base);
@@ -100,11 +104,11 @@ pub fn ganesha_export_ids(entries: &[ExportEntry], base: u16) -> Result<Vec<u16>
         });
     }
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&i| entries[i].row);
+    order.sort_by_key(|&i| entries[i].number);
     let mut taken = BTreeSet::new();
     let mut ids = vec![0u16; entries.len()];
     for i in order {
-        let mut offset = (entries[i].row - 1).rem_euclid(span);
+        let mut offset = entries[i].number.rem_euclid(span);
         while taken.contains(&offset) {
             offset = (offset + 1) % span;
         }
@@ -185,9 +189,15 @@ pub fn render_ganesha(
 mod tests {
     use super::*;
 
-    fn entry(row: i64, root: bool, serial: &str, path: &str, address: Option<&str>) -> ExportEntry {
+    fn entry(
+        number: i64,
+        root: bool,
+        serial: &str,
+        path: &str,
+        address: Option<&str>,
+    ) -> ExportEntry {
         ExportEntry {
-            row,
+            number,
             root,
             serial: serial.into(),
             path: path.into(),
@@ -197,9 +207,9 @@ mod tests {
 
     fn sample() -> Vec<ExportEntry> {
         vec![
-            entry(2, true, "bbbbbbbb", "/d/disks/2", Some("10.0.0.22")),
-            entry(1, true, "aaaaaaaa", "/d/disks/1", None),
-            entry(3, false, "bbbbbbbb", "/d/my disks/3", Some("fd00::7")),
+            entry(1, true, "bbbbbbbb", "/d/disks/2", Some("10.0.0.22")),
+            entry(0, true, "aaaaaaaa", "/d/disks/1", None),
+            entry(2, false, "bbbbbbbb", "/d/my disks/3", Some("fd00::7")),
         ]
     }
 
@@ -259,25 +269,26 @@ mod tests {
     }
 
     #[test]
-    fn ganesha_ids_depend_only_on_the_row() {
+    fn ganesha_ids_depend_only_on_the_number() {
         let all = sample();
         let ids = ganesha_export_ids(&all, 1000).unwrap();
         assert_eq!(ids, vec![1001, 1000, 1002]);
         // Another disk going away does not move an id.
         let fewer = vec![all[2].clone()];
         assert_eq!(ganesha_export_ids(&fewer, 1000).unwrap(), vec![1002]);
-        // Rows wrap around the id range; a clash takes the next free id, lower row first.
+        // With a higher base numbers wrap around the id range; a clash takes the next free
+        // id, lower number first.
         let span = 65536 - 60000;
         let wrapped = vec![
-            entry(1 + span, false, "a", "/x", None),
-            entry(1, false, "b", "/y", None),
-            entry(span, false, "c", "/z", None),
+            entry(span, false, "a", "/x", None),
+            entry(0, false, "b", "/y", None),
+            entry(span - 1, false, "c", "/z", None),
         ];
         assert_eq!(
             ganesha_export_ids(&wrapped, 60000).unwrap(),
             vec![60001, 60000, 65535]
         );
-        let full: Vec<ExportEntry> = (1..=3).map(|r| entry(r, false, "a", "/x", None)).collect();
+        let full: Vec<ExportEntry> = (0..3).map(|n| entry(n, false, "a", "/x", None)).collect();
         assert_eq!(
             ganesha_export_ids(&full, 65534),
             Err(RenderError::IdsExhausted {
