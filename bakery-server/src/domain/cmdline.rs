@@ -105,7 +105,8 @@ pub fn render(input: &CmdlineInput<'_>) -> String {
         params.push("rootwait".to_owned());
         params.join(" ")
     };
-    format!("{line}\n")
+    // One line, whatever a template or bakeform held: the firmware reads a single line.
+    format!("{}\n", line.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod disks;
 pub mod exports;
 pub mod lifecycle;
 pub mod names;
+pub mod network;
 
 pub use lifecycle::{Event, TransitionError, transition};
 pub use names::NameError;

@@ -32,6 +32,10 @@ impl Bakery {
         if validate_bakeform_name(&name).is_err() {
             return Err(ServiceError::UnknownBakeform(name));
         }
+        if let Some(net) = &request.network {
+            crate::domain::network::check_network(net)
+                .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        }
         let root_id = uuid::Uuid::new_v4().to_string();
         let power_on = request.power_on.unwrap_or(true);
         let (n, net, id) = (name.clone(), request.network.clone(), root_id.clone());

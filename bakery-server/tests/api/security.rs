@@ -385,6 +385,17 @@ fn input_limits_give_clear_4xx_and_507() {
     }
     let resp = server.get(&format!("/pis/{}", "0".repeat(300)));
     assert!(resp.status() == StatusCode::BAD_REQUEST || resp.status() == StatusCode::NOT_FOUND);
+    // A static network goes into cmdline.txt: only addresses and a host name get there.
+    for network in [
+        json!({"ip": "10.0.0.5 init=/bin/sh", "netmask": "255.255.255.0"}),
+        json!({"ip": "10.0.0.5", "netmask": "255.255.255.0", "hostname": "pi\ninit=/bin/sh"}),
+        json!({"ip": "10.0.0.5", "netmask": "255.255.255.0", "dns": ["10.0.0.53 quiet"]}),
+    ] {
+        let (status, _, error) =
+            error_of(server.post_json("/fridge", &json!({"bakeformName": OS, "network": network})));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{network}");
+        assert!(error.contains("network "), "{error}");
+    }
     // The boot path: odd serials and paths register nobody.
     for (serial, file) in [("0000abcdx", "start.elf"), ("0000ABCD", "start.elf")] {
         let resp = server.boot_request(serial, file, None);
