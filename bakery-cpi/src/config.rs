@@ -1,7 +1,7 @@
 //! The CPI's configuration: the JSON file the CPI job renders, overridden by the request context.
 //!
 //! ```json
-//! {"url": "http://10.0.0.2:8080/api/v1", "token": "secret",
+//! {"url": "http://10.0.0.2:8080/api/v1", "token": "secret", "ca_cert": "-----BEGIN CERTIFICATE-----...",
 //!  "agent": {"mbus": "nats://nats:pw@10.0.0.3:4222",
 //!            "blobstore": {"provider": "dav", "options": {"endpoint": "http://10.0.0.3:25250"}},
 //!            "ntp": ["0.pool.ntp.org"]},
@@ -116,6 +116,10 @@ pub struct Config {
     /// Bearer token for the bakery API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// PEM of the CA that signed bakery's HTTPS certificate (for an `https` url with a
+    /// certificate of the operator's own CA); the system's roots stay trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
     /// Agent options written into the settings on every Pi.
     #[serde(default)]
     pub agent: AgentOptions,
@@ -206,6 +210,9 @@ impl Config {
         if let Some(token) = &self.token {
             builder = builder.token(token.clone());
         }
+        if let Some(pem) = self.ca_cert.as_ref().filter(|p| !p.trim().is_empty()) {
+            builder = builder.ca_cert(pem.as_bytes().to_vec());
+        }
         bakery_client::blocking::Client::from_builder(builder).map_err(|e| ConfigError::Client {
             url: url.to_string(),
             reason: e.to_string(),
@@ -242,6 +249,7 @@ mod tests {
             .expect("merges");
         assert_eq!(merged.url().expect("url"), "http://ctx/api/v1");
         assert_eq!(merged.token.as_deref(), Some("file-token"));
+        assert_eq!(merged.ca_cert, None);
         assert_eq!(merged.mbus().expect("mbus"), "nats://ctx");
         assert_eq!(merged.bake_timeout(), Duration::from_secs(5));
     }
@@ -279,5 +287,26 @@ mod tests {
         assert!(err.to_string().contains("cpi.json"), "{err}");
         let err = Config::from_file(&dir.path().join("missing.json")).unwrap_err();
         assert!(err.to_string().contains("missing.json"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod ca_cert_tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_cert_that_is_not_pem_is_a_client_error() {
+        let config = Config {
+            url: Some("https://127.0.0.1:1/api/v1".into()),
+            ca_cert: Some("not a certificate".into()),
+            ..Config::default()
+        };
+        let err = config.client().unwrap_err().to_string();
+        assert!(err.contains("invalid ca certificate"), "{err}");
+        let blank = Config {
+            ca_cert: Some("  ".into()),
+            ..config
+        };
+        assert!(blank.client().is_ok());
     }
 }
