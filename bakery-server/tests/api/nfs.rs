@@ -763,6 +763,28 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
             .unwrap()
             .contains(&root)
     );
+
+    // Baked again at once: the new root has a new export id (ganesha would refuse the old one
+    // for a new path) and is served.
+    let export_id = |text: &str, path: &str| {
+        let block = text.split("EXPORT {").find(|b| b.contains(path)).unwrap();
+        block
+            .lines()
+            .find(|l| l.contains("Export_Id"))
+            .unwrap()
+            .to_owned()
+    };
+    let again = server.bake_ready(false);
+    assert_eq!(again.id, mine.id);
+    let new_root = again.disks[0].location.clone();
+    let text = std::fs::read_to_string(g.path("bakery.conf")).unwrap();
+    assert_ne!(export_id(&text, &new_root), export_id(&before, &root));
+    assert!(
+        eventually(Duration::from_secs(10), || mountable(&g, &new_root, 3)
+            && mountable(&g, &new_root, 4)),
+        "new root not served: {}",
+        g.log()
+    );
     let elapsed = started.elapsed();
     eprintln!("nfs: ganesha end-to-end test took {elapsed:?}");
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
