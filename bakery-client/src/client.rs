@@ -118,11 +118,10 @@ impl ClientBuilder {
         }
         let mut http = reqwest::Client::builder();
         for pem in &self.ca_certs {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                Error::InvalidCaCert {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::InvalidCaCert {
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             if certs.is_empty() {
                 return Err(Error::InvalidCaCert {
                     reason: "no CERTIFICATE block in the pem".into(),

@@ -172,7 +172,8 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        let auth = crate::http::auth::Auth::from_config(self.config()).map_err(ConfigError::from)?;
+        let auth =
+            crate::http::auth::Auth::from_config(self.config()).map_err(ConfigError::from)?;
         if let Some(auth) = &auth {
             auth.reload_on_sighup();
         }

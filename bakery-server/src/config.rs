@@ -627,14 +627,26 @@ mod tests {
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("needs --tls-key"), "{err}");
         // Unusable files are reported when the configuration is resolved.
-        std::fs::write(&file, format!("nfs_address = \"10.0.0.2\"\ntls_cert = {k:?}\ntls_key = {k:?}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!("nfs_address = \"10.0.0.2\"\ntls_cert = {k:?}\ntls_key = {k:?}\n"),
+        )
+        .unwrap();
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("cannot read certificate chain"), "{err}");
-        std::fs::write(&file, format!("nfs_address = \"10.0.0.2\"\ntls_cert = {c:?}\ntls_key = {c:?}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!("nfs_address = \"10.0.0.2\"\ntls_cert = {c:?}\ntls_key = {c:?}\n"),
+        )
+        .unwrap();
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("cannot read private key"), "{err}");
         std::fs::write(&tokens, "# none\n").unwrap();
-        std::fs::write(&file, format!("nfs_address = \"10.0.0.2\"\ntoken_file = {tokens:?}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!("nfs_address = \"10.0.0.2\"\ntoken_file = {tokens:?}\n"),
+        )
+        .unwrap();
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("holds no token"), "{err}");
         std::fs::write(&file, "nfs_address = \"10.0.0.2\"\nmax_pis = 0\n").unwrap();

@@ -47,14 +47,21 @@ pub fn cpi_request(data: &[u8]) {
     }
     let mut out = Vec::new();
     bakery_cpi::run(&mut &data[..], &mut out, Some(config)).expect("writing to a Vec");
-    let reply: serde_json::Value = serde_json::from_slice(&out)
-        .unwrap_or_else(|e| panic!("cpi reply is not json ({e}): {:?}", String::from_utf8_lossy(&out)));
+    let reply: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
+        panic!(
+            "cpi reply is not json ({e}): {:?}",
+            String::from_utf8_lossy(&out)
+        )
+    });
     let object = reply.as_object().expect("cpi reply is an object");
     for key in ["result", "error", "log"] {
         assert!(object.contains_key(key), "cpi reply lacks {key}: {reply}");
     }
     if parsed.is_err() {
-        assert!(!object["error"].is_null(), "unparsable request answered without error");
+        assert!(
+            !object["error"].is_null(),
+            "unparsable request answered without error"
+        );
     }
 }
 
@@ -81,7 +88,10 @@ pub fn image_file(path: &std::path::Path, dir: &std::path::Path) {
     names.sort();
     let image_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     names.retain(|n| Some(n) != image_name.as_ref() && n != "imported");
-    assert!(names.is_empty(), "import wrote outside its destination: {names:?}");
+    assert!(
+        names.is_empty(),
+        "import wrote outside its destination: {names:?}"
+    );
     let _ = std::fs::remove_dir_all(&dest);
 }
 

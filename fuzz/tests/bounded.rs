@@ -28,7 +28,9 @@ fn seed() -> u64 {
 }
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
@@ -146,7 +148,14 @@ fn image_random_bytes_and_crafted_tables() {
     run(
         "image",
         iterations(300),
-        &[b"\x55\xaa", b"\x0c", b"\x83", b"\xef\x53", b"FAT32   ", b"\0\0\0\0"],
+        &[
+            b"\x55\xaa",
+            b"\x0c",
+            b"\x83",
+            b"\xef\x53",
+            b"FAT32   ",
+            b"\0\0\0\0",
+        ],
         bakery_fuzz::image,
     );
 }
@@ -161,7 +170,10 @@ fn image_corrupted_real_images() {
     let spec = bakery_image::SampleSpec {
         boot_files: vec![
             ("start4.elf".into(), vec![7; 3000]),
-            ("cmdline.txt".into(), b"console=tty1 root=/dev/mmcblk0p2\n".to_vec()),
+            (
+                "cmdline.txt".into(),
+                b"console=tty1 root=/dev/mmcblk0p2\n".to_vec(),
+            ),
             ("overlays/a.dtbo".into(), vec![1; 100]),
         ],
         root_files: vec![

@@ -24,7 +24,9 @@ pub enum NetworkError {
         value: String,
     },
     /// The host name is not an RFC 1123 host name.
-    #[error("network hostname {0:?} is not a host name (letters, digits, '-' and '.', at most 253 characters)")]
+    #[error(
+        "network hostname {0:?} is not a host name (letters, digits, '-' and '.', at most 253 characters)"
+    )]
     Hostname(String),
 }
 
@@ -91,7 +93,8 @@ mod tests {
 
     #[test]
     fn anything_that_could_reach_the_kernel_command_line_is_refused() {
-        let cases: Vec<Box<dyn Fn(&mut StaticNetwork)>> = vec![
+        type Change = Box<dyn Fn(&mut StaticNetwork)>;
+        let cases: Vec<Change> = vec![
             Box::new(|n| n.ip = "10.0.0.21 init=/bin/sh".into()),
             Box::new(|n| n.ip = "fe80::1".into()),
             Box::new(|n| n.netmask = "24".into()),

@@ -115,7 +115,10 @@ impl IntoResponse for AuthError {
         tracing::info!(status = status.as_u16(), reason = %self, "request refused by authentication");
         (
             status,
-            [(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))],
+            [(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            )],
             Json(ErrorBody {
                 error: self.to_string(),
             }),
@@ -305,13 +308,18 @@ impl Auth {
                         }
                     });
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP: tokens are not reloaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP: tokens are not reloaded")
+                }
             }
         }
     }
 
     fn current(&self) -> Arc<TokenSet> {
-        self.tokens.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether requests to `path` need a token.
@@ -323,7 +331,12 @@ impl Auth {
     }
 
     /// Decides a request: `Ok` to let it through.
-    pub fn authorize(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), AuthError> {
+    pub fn authorize(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), AuthError> {
         if !self.protects(path) {
             return Ok(());
         }
@@ -353,10 +366,7 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     }
     let start = rest.iter().position(|b| *b != b' ')?;
     let token = &rest[start..];
-    let end = token
-        .iter()
-        .rposition(|b| *b != b' ')
-        .map_or(0, |i| i + 1);
+    let end = token.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
     Some(&token[..end])
 }
 
@@ -419,7 +429,10 @@ mod tests {
     #[test]
     fn parse_refuses_short_odd_and_empty_files_without_showing_tokens() {
         let e = TokenSet::parse(Path::new("t"), "# c\nshort\n").unwrap_err();
-        assert_eq!(e.to_string(), "token file t line 2: token is shorter than 16 characters");
+        assert_eq!(
+            e.to_string(),
+            "token file t line 2: token is shorter than 16 characters"
+        );
         let e = TokenSet::parse(Path::new("t"), "abc def ghi jkl mno pqr\n").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
         assert!(!e.to_string().contains("abc"), "{e}");
@@ -451,8 +464,14 @@ mod tests {
         let wrong = headers("Bearer nope-nope-nope-nope-nope");
         let get = Method::GET;
         let post = Method::POST;
-        assert_eq!(a.authorize(&get, "/api/v1/oven", &none), Err(AuthError::Missing));
-        assert_eq!(a.authorize(&get, "/api/v1/oven", &wrong), Err(AuthError::Invalid));
+        assert_eq!(
+            a.authorize(&get, "/api/v1/oven", &none),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            a.authorize(&get, "/api/v1/oven", &wrong),
+            Err(AuthError::Invalid)
+        );
         assert_eq!(a.authorize(&get, "/api/v1/oven", &ro), Ok(()));
         assert_eq!(a.authorize(&post, "/api/v1/fridge", &admin), Ok(()));
         assert!(matches!(
@@ -463,18 +482,33 @@ mod tests {
             a.authorize(&Method::DELETE, "/api/v1/disks/x", &ro),
             Err(AuthError::ReadOnly { .. })
         ));
-        assert_eq!(a.authorize(&get, "/metrics", &none), Err(AuthError::Missing));
-        assert_eq!(a.authorize(&get, "/api/v1/files/0000abcd/start4.elf", &none), Ok(()));
+        assert_eq!(
+            a.authorize(&get, "/metrics", &none),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            a.authorize(&get, "/api/v1/files/0000abcd/start4.elf", &none),
+            Ok(())
+        );
         assert_eq!(a.authorize(&get, "/", &none), Ok(()));
         // Not the boot path: a doubled slash or a prefix look-alike is protected.
-        assert_eq!(a.authorize(&get, "/api/v1//files/x", &none), Err(AuthError::Missing));
-        assert_eq!(a.authorize(&get, "/api/v1/filesx/y", &none), Err(AuthError::Missing));
+        assert_eq!(
+            a.authorize(&get, "/api/v1//files/x", &none),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            a.authorize(&get, "/api/v1/filesx/y", &none),
+            Err(AuthError::Missing)
+        );
         let strict = auth(FilesPolicy::RequireToken);
         assert_eq!(
             strict.authorize(&get, "/api/v1/files/0000abcd/start4.elf", &none),
             Err(AuthError::Missing)
         );
-        assert_eq!(strict.authorize(&get, "/api/v1/files/bootcode.bin", &ro), Ok(()));
+        assert_eq!(
+            strict.authorize(&get, "/api/v1/files/bootcode.bin", &ro),
+            Ok(())
+        );
     }
 
     #[test]
@@ -487,7 +521,10 @@ mod tests {
         let ro = headers(&format!("Bearer {RO}"));
         std::fs::write(&file, format!("ro:{RO}\n")).unwrap();
         assert_eq!(a.reload().unwrap(), 1);
-        assert_eq!(a.authorize(&Method::GET, "/api/v1/pis", &admin), Err(AuthError::Invalid));
+        assert_eq!(
+            a.authorize(&Method::GET, "/api/v1/pis", &admin),
+            Err(AuthError::Invalid)
+        );
         assert_eq!(a.authorize(&Method::GET, "/api/v1/pis", &ro), Ok(()));
         std::fs::remove_file(&file).unwrap();
         assert!(a.reload().is_err());

@@ -50,7 +50,11 @@ fn pattern_intact(image: &Path) -> Result<(), String> {
     if bytes.len() != PATTERN_MIB << 20 {
         return Err(format!("{}: {} bytes", image.display(), bytes.len()));
     }
-    match bytes.iter().enumerate().find(|(i, b)| **b != pattern_byte(*i)) {
+    match bytes
+        .iter()
+        .enumerate()
+        .find(|(i, b)| **b != pattern_byte(*i))
+    {
         Some((i, _)) => Err(format!("{}: byte {i} changed", image.display())),
         None => Ok(()),
     }
@@ -119,9 +123,15 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
                 }
             }
             Some(PiState::Baked) => {
-                let root = pi.disks.first().ok_or(format!("baked pi {} without root", pi.id))?;
+                let root = pi
+                    .disks
+                    .first()
+                    .ok_or(format!("baked pi {} without root", pi.id))?;
                 if !Path::new(&root.location).join("etc/hostname").is_file() {
-                    return Err(format!("baked pi {} root {} incomplete", pi.id, root.location));
+                    return Err(format!(
+                        "baked pi {} root {} incomplete",
+                        pi.id, root.location
+                    ));
                 }
             }
             other => return Err(format!("pi {} in state {other:?} after restart", pi.id)),
@@ -155,7 +165,10 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
     let bakeforms: BakeformMap = server.get("/bakeforms").json().unwrap();
     for b in bakeforms.values() {
         if b.state.is_some_and(|s| s != BakeformState::Ready) {
-            return Err(format!("bakeform {} visible in state {:?}", b.name, b.state));
+            return Err(format!(
+                "bakeform {} visible in state {:?}",
+                b.name, b.state
+            ));
         }
         let boot = Path::new(&b.location).join("boot");
         if entries(&boot).is_empty() || !Path::new(&b.location).join("root/etc").is_dir() {
@@ -200,12 +213,18 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
     assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
     let import_ms = t.elapsed().as_millis() as u64;
     server.add_pis(4);
-    assert!(eventually(Duration::from_secs(10), || env.ppi_calls().len() >= 4));
+    assert!(eventually(Duration::from_secs(10), || env
+        .ppi_calls()
+        .len()
+        >= 4));
     let t = Instant::now();
     let first: PiInfo = server.bake_ready(false);
     let bake_ms = t.elapsed().as_millis() as u64;
     let t = Instant::now();
-    assert_eq!(server.delete(&format!("/oven/{}", first.id)).status(), StatusCode::OK);
+    assert_eq!(
+        server.delete(&format!("/oven/{}", first.id)).status(),
+        StatusCode::OK
+    );
     let unbake_ms = t.elapsed().as_millis() as u64;
     let pattern: Disk = server
         .post_json("/disks", &json!({"size": PATTERN_MIB}))
@@ -218,7 +237,10 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
     let mut repaired = 0;
     for trial in 0..trials {
         let pis: PiMap = server.get("/pis").json().unwrap();
-        let fridge = pis.values().filter(|p| p.state == Some(PiState::Fridge)).count();
+        let fridge = pis
+            .values()
+            .filter(|p| p.state == Some(PiState::Fridge))
+            .count();
         let baked = pis.len() - fridge;
         let op = match rng.below(5) {
             0 | 1 if fridge > 0 => Op::Bake,
@@ -256,7 +278,10 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
         }
         // Keep the inventory moving: detach the pattern disk now and then.
         if rng.below(3) == 0 {
-            let disk: Disk = server.get(&format!("/disks/{}", pattern.id)).json().unwrap();
+            let disk: Disk = server
+                .get(&format!("/disks/{}", pattern.id))
+                .json()
+                .unwrap();
             if let Some(pi) = disk.attached_to {
                 let resp = server.delete(&format!("/oven/{pi}/disks/{}", pattern.id));
                 assert_eq!(resp.status(), StatusCode::OK);
@@ -268,7 +293,11 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
     let pis: PiMap = server.get("/pis").json().unwrap();
     if pis.values().any(|p| p.state == Some(PiState::Fridge)) {
         let pi = server.bake_ready(false);
-        assert!(Path::new(&pi.disks[0].location).join("etc/hostname").is_file());
+        assert!(
+            Path::new(&pi.disks[0].location)
+                .join("etc/hostname")
+                .is_file()
+        );
     }
     check(&env, &server, &pattern).unwrap();
 }

@@ -90,7 +90,7 @@ async fn client_loop(
         .timeout(ANSWER_BOUND)
         .build()
         .unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1) * 0x1000_0001);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) * 0x1000_0001));
     let mut tally = Tally::default();
     let mut mine: Vec<String> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -107,13 +107,19 @@ async fn client_loop(
                 };
                 ("read", http.get(format!("{base}{path}")))
             }
-            12..=14 => ("disk", http.post(format!("{base}/disks")).json(&json!({"size": 4}))),
+            12..=14 => (
+                "disk",
+                http.post(format!("{base}/disks")).json(&json!({"size": 4})),
+            ),
             15 | 16 => (
                 "metadata",
                 http.put(format!("{base}/oven/{pi}/metadata"))
                     .json(&json!({"client": id})),
             ),
-            17 => ("wait", http.get(format!("{base}/oven/{pi}?wait=baked&timeout=1"))),
+            17 => (
+                "wait",
+                http.get(format!("{base}/oven/{pi}?wait=baked&timeout=1")),
+            ),
             18 if mine.len() < 2 => (
                 "bake",
                 http.post(format!("{base}/fridge"))
@@ -131,7 +137,9 @@ async fn client_loop(
         let resp = match reply {
             Ok(resp) => resp,
             Err(e) => {
-                tally.failures.push(format!("{kind}: no answer after {took:?}: {e}"));
+                tally
+                    .failures
+                    .push(format!("{kind}: no answer after {took:?}: {e}"));
                 continue;
             }
         };
@@ -154,7 +162,10 @@ async fn client_loop(
                 if let Ok(disk) = resp.json::<bakery_client::Disk>().await
                     && rng.below(2) == 0
                 {
-                    let r = http.delete(format!("{base}/disks/{}", disk.id)).send().await;
+                    let r = http
+                        .delete(format!("{base}/disks/{}", disk.id))
+                        .send()
+                        .await;
                     match r {
                         Ok(r) if r.status() == StatusCode::OK => {
                             *tally.statuses.entry(("delete", 200)).or_insert(0) += 1;
@@ -187,7 +198,8 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let env = Env::new();
-    let server = Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
+    let server =
+        Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
     let tftp = tftp_addr(&server);
     assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
     // 50 Pis baked for the storm (serials 1..=50), then 20 more in the fridge for the clients.
@@ -291,7 +303,10 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
     let boots: usize = storms.iter().map(|(_, r)| r.len()).sum();
     let boot_failures: Vec<String> = storms
         .iter()
-        .flat_map(|(_, r)| r.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())))
+        .flat_map(|(_, r)| {
+            r.iter()
+                .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        })
         .collect();
     let storm_times: Vec<Duration> = storms.iter().map(|(t, _)| *t).collect();
     println!(
@@ -309,8 +324,16 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
         rss_before / 1024,
         rss_after / 1024
     );
-    assert!(failures.is_empty(), "{} failures: {:?}", failures.len(), &failures[..failures.len().min(20)]);
-    assert!(!storms.is_empty() && boot_failures.is_empty(), "{boot_failures:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(20)]
+    );
+    assert!(
+        !storms.is_empty() && boot_failures.is_empty(),
+        "{boot_failures:?}"
+    );
     assert!(slowest < ANSWER_BOUND, "slowest answer {slowest:?}");
     assert!(
         rss_after < rss_before + 256 * 1024,

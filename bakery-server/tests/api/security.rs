@@ -51,8 +51,11 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error, "missing bearer token");
     assert!(challenge.unwrap().starts_with("Bearer"));
-    let (status, challenge, error) =
-        error_of(with(c.get(server.url("/pis")), "not-a-token-we-know-at-all").send().unwrap());
+    let (status, challenge, error) = error_of(
+        with(c.get(server.url("/pis")), "not-a-token-we-know-at-all")
+            .send()
+            .unwrap(),
+    );
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error, "invalid token");
     assert!(challenge.unwrap().contains("invalid_token"));
@@ -63,7 +66,9 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = with(c.get(server.url("/pis")), &ADMIN[..ADMIN.len() - 1]).send().unwrap();
+    let resp = with(c.get(server.url("/pis")), &ADMIN[..ADMIN.len() - 1])
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // Unknown routes under /api are refused before routing (nothing to learn without a token).
     assert_eq!(server.get("/nope").status(), StatusCode::UNAUTHORIZED);
@@ -88,7 +93,8 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
         c.delete(server.url(&format!("/disks/{}", disk.id))),
         c.put(server.url(&format!("/disks/{}/metadata", disk.id)))
             .json(&json!({"a": 1})),
-        c.post(server.url("/fridge")).json(&json!({"bakeformName": OS})),
+        c.post(server.url("/fridge"))
+            .json(&json!({"bakeformName": OS})),
     ] {
         let (status, challenge, error) = error_of(with(req, READER).send().unwrap());
         assert_eq!(status, StatusCode::FORBIDDEN);
@@ -107,7 +113,9 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
     // The boot path stays open (Pis cannot send tokens): an unknown Pi registers.
     let resp = server.boot_request("0000abcd", "start4.elf", None);
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = with(c.get(server.url("/pis/0000abcd")), READER).send().unwrap();
+    let resp = with(c.get(server.url("/pis/0000abcd")), READER)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 
     // The typed client passes its token through; without one it gets 401.
@@ -177,8 +185,14 @@ fn the_boot_path_can_require_a_token_too() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = with(c.get(server.url("/pis/0000abcd")), ADMIN).send().unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "refused requests register nobody");
+    let resp = with(c.get(server.url("/pis/0000abcd")), ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "refused requests register nobody"
+    );
     let resp = with(c.get(server.url("/files/0000abcd/start4.elf")), READER)
         .send()
         .unwrap();
@@ -223,7 +237,10 @@ fn unusable_token_files_and_certificates_stop_the_server() {
     let (code, err) = run_to_exit(&env, &["--token-file", &file]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("line 2: token is shorter than 16"), "{err}");
-    assert!(!err.contains("tiny"), "the token itself is not shown: {err}");
+    assert!(
+        !err.contains("tiny"),
+        "the token itself is not shown: {err}"
+    );
 
     let file = write_tokens(&env, "# nobody\n");
     let (code, err) = run_to_exit(&env, &["--token-file", &file]);
@@ -270,14 +287,21 @@ fn https_with_a_certificate_from_our_own_ca() {
         env.path("key.pem").display().to_string(),
     );
     let server = token_server(&env, &["--tls-cert", &c, "--tls-key", &k]);
-    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
 
     // A client that does not know the CA refuses the server.
     let resp = with(server.client.get(server.url("/pis")), ADMIN).send();
     assert!(resp.is_err(), "{resp:?}");
     // Plain HTTP to the HTTPS port gets no API answer.
     let plain = server.base.replacen("https://", "http://", 1);
-    let resp = Client::new().get(format!("{plain}/pis")).bearer_auth(ADMIN).send();
+    let resp = Client::new()
+        .get(format!("{plain}/pis"))
+        .bearer_auth(ADMIN)
+        .send();
     assert!(resp.map(|r| r.status() != StatusCode::OK).unwrap_or(true));
 
     // A client trusting the CA gets through, with the token rules in force.
@@ -299,8 +323,9 @@ fn https_with_a_certificate_from_our_own_ca() {
     );
 
     // A client stuck in its handshake holds up nobody else.
-    let stalled = std::net::TcpStream::connect(server.base["https://".len()..].split('/').next().unwrap())
-        .unwrap();
+    let stalled =
+        std::net::TcpStream::connect(server.base["https://".len()..].split('/').next().unwrap())
+            .unwrap();
     let typed = bakery_client::blocking::Client::from_builder(
         ClientBuilder::new(server.base.clone())
             .token(ADMIN)
@@ -338,7 +363,10 @@ fn input_limits_give_clear_4xx_and_507() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
     let meta = json!({"k": "v".repeat(100 * 1024)});
-    let resp = server.put_json("/disks/00000000-0000-0000-0000-000000000000/metadata", &meta);
+    let resp = server.put_json(
+        "/disks/00000000-0000-0000-0000-000000000000/metadata",
+        &meta,
+    );
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Disk sizes: not positive, absurd, beyond free space, not a number.
     for size in [json!(0), json!(-1), json!(i64::MIN)] {
@@ -366,7 +394,10 @@ fn input_limits_give_clear_4xx_and_507() {
     let disk: bakery_client::Disk = resp.json().unwrap();
     let resize = |size: serde_json::Value| {
         server
-            .post_json(&format!("/disks/{}/resize", disk.id), &json!({ "size": size }))
+            .post_json(
+                &format!("/disks/{}/resize", disk.id),
+                &json!({ "size": size }),
+            )
             .status()
     };
     assert_eq!(resize(json!(4)), StatusCode::BAD_REQUEST);
@@ -442,15 +473,23 @@ fn a_pi_gets_only_its_own_boot_files_and_exports() {
     let a: PiInfo = server.bake_ready(true);
     let b: PiInfo = server.bake_ready(true);
     // A's serial directory serves A's cmdline (A's root), B's serves B's.
-    let cmd_a = server.boot_request(&a.id, "cmdline.txt", Some("10.0.0.41")).text().unwrap();
-    let cmd_b = server.boot_request(&b.id, "cmdline.txt", Some("10.0.0.42")).text().unwrap();
+    let cmd_a = server
+        .boot_request(&a.id, "cmdline.txt", Some("10.0.0.41"))
+        .text()
+        .unwrap();
+    let cmd_b = server
+        .boot_request(&b.id, "cmdline.txt", Some("10.0.0.42"))
+        .text()
+        .unwrap();
     assert!(cmd_a.contains(&a.disks[0].location) && !cmd_a.contains(&b.disks[0].location));
     assert!(cmd_b.contains(&b.disks[0].location) && !cmd_b.contains(&a.disks[0].location));
     // The third Pi is not baked: its directory gives nothing, whoever asks.
     let fridge: PiMap = server.get("/fridge").json().unwrap();
     let c = fridge.keys().next().unwrap().clone();
     assert_eq!(
-        server.boot_request(&c, "start.elf", Some("10.0.0.41")).status(),
+        server
+            .boot_request(&c, "start.elf", Some("10.0.0.41"))
+            .status(),
         StatusCode::NOT_FOUND
     );
     // No way out of a serial's directory into another's.
@@ -464,15 +503,25 @@ fn a_pi_gets_only_its_own_boot_files_and_exports() {
         assert!((400..500).contains(&status), "{path}: {status}");
     }
     // Each root is exported only to its own Pi's address; a disk only to its Pi's.
-    let disk: bakery_client::Disk = server.post_json("/disks", &json!({"size": 8})).json().unwrap();
-    let resp = server.post_json(&format!("/oven/{}/disks", a.id), &json!({"diskId": disk.id}));
+    let disk: bakery_client::Disk = server
+        .post_json("/disks", &json!({"size": 8}))
+        .json()
+        .unwrap();
+    let resp = server.post_json(
+        &format!("/oven/{}/disks", a.id),
+        &json!({"diskId": disk.id}),
+    );
     assert_eq!(resp.status(), StatusCode::OK);
     let exports = env.exports();
     let lines: Vec<&str> = exports.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(lines.len(), 3, "{exports}");
     for line in &lines {
         let (path, client) = line.split_once(' ').unwrap();
-        let want = if path == b.disks[0].location { "10.0.0.42(" } else { "10.0.0.41(" };
+        let want = if path == b.disks[0].location {
+            "10.0.0.42("
+        } else {
+            "10.0.0.41("
+        };
         assert!(client.starts_with(want), "{line}");
         assert!(!client.contains('*') && !client.contains('/'), "{line}");
     }
@@ -483,8 +532,16 @@ fn raw_get(server: &Server, path: &str) -> u16 {
     use std::io::{Read, Write};
     let host = server.base["http://".len()..].split('/').next().unwrap();
     let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
-    reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    reply
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
