@@ -34,6 +34,21 @@ impl PiStatus {
     }
 }
 
+/// On the wire a status is the number 1, 2 or 3.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for PiStatus {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some([1, 2, 3]))
+            .description(Some("1 not in use (fridge), 2 in use (baked), 3 preparing"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for PiStatus {}
+
 impl From<PiStatus> for u8 {
     fn from(status: PiStatus) -> u8 {
         status.code()
@@ -55,6 +70,7 @@ impl TryFrom<u8> for PiStatus {
 
 /// The server's lifecycle state of a Pi (an addition to the contract, field `state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PiState {
     /// Known, not in use.
@@ -91,6 +107,7 @@ impl PiState {
 /// A static network configuration for a Pi, rendered into its `cmdline.txt` as the kernel's
 /// `ip=<ip>::<gateway>:<netmask>:<hostname>:eth0:off` parameter (an addition to the contract).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StaticNetwork {
     /// The Pi's address, e.g. `10.0.0.21`.
     pub ip: String,
@@ -109,6 +126,7 @@ pub struct StaticNetwork {
 
 /// A Pi as the API reports it (`PiInfo` of the contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PiInfo {
     /// The serial number: the name of the directory the Pi asks for over TFTP.
@@ -143,6 +161,7 @@ pub struct PiInfo {
 
 /// A disk: a directory exported over NFS (`Disk` of the contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
     /// The disk's UUID.
@@ -166,6 +185,7 @@ pub struct Disk {
 
 /// An uploaded SD-card image (`Bakeform` of the contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Bakeform {
     /// The bakeform's name.
@@ -182,6 +202,7 @@ pub struct Bakeform {
 
 /// The import state of a bakeform (an addition to the contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BakeformState {
     /// The upload is stored and being imported.
@@ -194,6 +215,7 @@ pub enum BakeformState {
 
 /// Body of `POST /fridge`: bake a Pi.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BakeRequest {
     /// The bakeform to bake the Pi from.
@@ -209,6 +231,7 @@ pub struct BakeRequest {
 
 /// Body of `POST /disks`: create a disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDiskRequest {
     /// The size in MiB (must be > 0).
@@ -220,6 +243,7 @@ pub struct CreateDiskRequest {
 
 /// Body of `POST /oven/{piId}/disks`: attach a disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AttachDiskRequest {
     /// The disk to attach.
@@ -228,6 +252,7 @@ pub struct AttachDiskRequest {
 
 /// Body of `POST /disks/{diskId}/resize` (an addition): grow a detached disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResizeDiskRequest {
     /// The new size in MiB; must not be smaller than the current one.
     pub size: i64,
@@ -235,6 +260,7 @@ pub struct ResizeDiskRequest {
 
 /// Reply of `GET /disks`: `{"disks": {id: Disk}}`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskList {
     /// Every disk, by id.
     #[serde(default)]
@@ -253,6 +279,7 @@ pub type Metadata = BTreeMap<String, serde_json::Value>;
 
 /// The body of every error reply: `{"error": "..."}` (the contract's shape for 404 on bake).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What went wrong, lowercase, naming the input.
     pub error: String,
@@ -268,6 +295,7 @@ fn is_false(value: &bool) -> bool {
 /// A summary of one boot of a Pi (an addition: `PiInfo.lastBoot`). Times are Unix
 /// milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BootSummary {
     /// When the boot's first request arrived.
@@ -287,6 +315,7 @@ pub struct BootSummary {
 
 /// How one boot-path request ended (an addition: boot timelines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum BootOutcome {
     /// The whole file was sent.
@@ -308,6 +337,7 @@ pub enum BootOutcome {
 
 /// One boot-path request of a Pi, over TFTP or HTTP `/files` (an addition).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BootRequest {
     /// When the request ended, Unix milliseconds.
@@ -329,6 +359,7 @@ pub struct BootRequest {
 
 /// One boot of a Pi: its requests in order (an addition).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Boot {
     /// The summary.
@@ -341,6 +372,7 @@ pub struct Boot {
 /// The reply of `GET /oven/{piId}/boots` and `GET /pis/{piId}/boots`: the latest boots,
 /// newest first (an addition).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BootList {
     /// The boots, newest first.
     pub boots: Vec<Boot>,
@@ -348,6 +380,7 @@ pub struct BootList {
 
 /// One state change the server recorded (an addition: `GET /events`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// Increases by at least one with every event; resume after it with `?since=<id>`.
@@ -375,6 +408,7 @@ pub struct Event {
 
 /// The reply of `GET /events` (an addition).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventList {
     /// Events after `since`, oldest first.

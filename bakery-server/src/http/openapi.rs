@@ -3,12 +3,14 @@
 //! check the router and this table against each other, so they cannot drift apart).
 
 use axum::Json;
+use utoipa::ToSchema;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::{
-    Content, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Required,
-    ResponsesBuilder, Type,
+    ComponentsBuilder, Content, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, PathItem,
+    PathsBuilder, Ref, RefOr, Required, ResponsesBuilder, Type,
 };
 
 /// What an operation takes or returns as its body.
@@ -119,15 +121,27 @@ fn method_of(name: &str) -> HttpMethod {
     }
 }
 
-fn content(kind: BodyKind) -> Option<(&'static str, Content)> {
-    let object = |description: String| {
-        Content::new(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .description(Some(description))
-                .build(),
-        ))
+/// The schema of a JSON body named in the table: a reference to the wire type's component,
+/// a map of them, or free-form.
+fn json_schema(name: &str) -> RefOr<Schema> {
+    let map_of = |item: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(Ref::from_schema_name(item)))
+            .into()
     };
+    match name {
+        "PiMap" => map_of("PiInfo"),
+        "BakeformMap" => map_of("Bakeform"),
+        "Metadata" | "OpenAPI" => ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(name))
+            .into(),
+        component => Ref::from_schema_name(component).into(),
+    }
+}
+
+fn content(kind: BodyKind) -> Option<(&'static str, Content)> {
     let string = |format: Option<utoipa::openapi::SchemaFormat>| {
         Content::new(Some(
             ObjectBuilder::new()
@@ -138,12 +152,7 @@ fn content(kind: BodyKind) -> Option<(&'static str, Content)> {
     };
     match kind {
         BodyKind::None => None,
-        BodyKind::Json(name) => Some((
-            "application/json",
-            object(format!(
-                "bakery_client::{name} (see bakery-client/src/types.rs)"
-            )),
-        )),
+        BodyKind::Json(name) => Some(("application/json", Content::new(Some(json_schema(name))))),
         BodyKind::Raw => Some((
             "application/octet-stream",
             string(Some(utoipa::openapi::SchemaFormat::KnownFormat(
@@ -152,6 +161,28 @@ fn content(kind: BodyKind) -> Option<(&'static str, Content)> {
         )),
         BodyKind::Text(content_type) => Some((content_type, string(None))),
     }
+}
+
+/// The component schemas: every wire type of `bakery_client` the table names, with the
+/// types they contain, derived from the types themselves (utoipa reads their serde names).
+fn components() -> utoipa::openapi::Components {
+    fn add<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) {
+        out.push((T::name().into_owned(), T::schema()));
+        T::schemas(out);
+    }
+    let mut schemas = Vec::new();
+    add::<bakery_client::PiInfo>(&mut schemas);
+    add::<bakery_client::Bakeform>(&mut schemas);
+    add::<bakery_client::BakeRequest>(&mut schemas);
+    add::<bakery_client::AttachDiskRequest>(&mut schemas);
+    add::<bakery_client::CreateDiskRequest>(&mut schemas);
+    add::<bakery_client::ResizeDiskRequest>(&mut schemas);
+    add::<bakery_client::Disk>(&mut schemas);
+    add::<bakery_client::DiskList>(&mut schemas);
+    add::<bakery_client::BootList>(&mut schemas);
+    add::<bakery_client::EventList>(&mut schemas);
+    add::<bakery_client::ErrorBody>(&mut schemas);
+    ComponentsBuilder::new().schemas_from_iter(schemas).build()
 }
 
 fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
@@ -165,16 +196,7 @@ fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
         } else {
             response = response.content(
                 "application/json",
-                Content::new(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::Object)
-                        .property(
-                            "error",
-                            ObjectBuilder::new().schema_type(Type::String).build(),
-                        )
-                        .required("error")
-                        .build(),
-                )),
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
             );
         }
         responses = responses.response(status.to_string(), response.build());
@@ -238,6 +260,7 @@ pub fn document() -> OpenApi {
                 .build(),
         )
         .paths(paths.build())
+        .components(Some(components()))
         .build()
 }
 
@@ -271,5 +294,52 @@ mod tests {
         assert_eq!(count, OPERATIONS.len());
         let wildcard = &doc["paths"]["/api/v1/files/{pi_id}/{path}"]["get"]["parameters"];
         assert_eq!(wildcard.as_array().unwrap().len(), 2, "{wildcard}");
+    }
+
+    fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => out.push(r.to_owned()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves_and_schemas_use_the_wire_names() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 30, "{found:?}");
+        for r in &found {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} does not resolve"
+            );
+        }
+        let pi = &doc["components"]["schemas"]["PiInfo"];
+        let props = pi["properties"].as_object().unwrap();
+        for key in [
+            "id",
+            "status",
+            "disks",
+            "sourceBakeform",
+            "lastBoot",
+            "lastError",
+        ] {
+            assert!(props.contains_key(key), "PiInfo.{key} missing: {pi}");
+        }
+        assert_eq!(pi["required"], serde_json::json!(["id", "status"]), "{pi}");
+        let status = &doc["components"]["schemas"]["PiStatus"];
+        assert_eq!(status["enum"], serde_json::json!([1, 2, 3]), "{status}");
+        let outcome = &doc["components"]["schemas"]["BootOutcome"];
+        assert!(outcome.to_string().contains("notFound"), "{outcome}");
     }
 }

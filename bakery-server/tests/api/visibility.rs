@@ -374,8 +374,15 @@ fn state_changes_are_events_listed_by_id_and_streamed_live() {
     // Open streams do not hold up a graceful stop: they end, and the server exits.
     let started = std::time::Instant::now();
     server.stop();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(live.recv_timeout(Duration::from_secs(5)).is_err(), "the stream ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        live.recv_timeout(Duration::from_secs(5)).is_err(),
+        "the stream ended"
+    );
 }
 
 #[test]
@@ -549,6 +556,21 @@ fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         .map(|item| item.as_object().unwrap().len())
         .sum();
     assert_eq!(served_doc, documented.len());
+
+    // What the server sends fits the schemas: every key of a real PiInfo is a property.
+    assert_eq!(
+        server.boot_request("1a2b3c4d", "start4.elf", None).status(),
+        StatusCode::NOT_FOUND
+    );
+    let pi: serde_json::Value = server.get("/pis/1a2b3c4d").json().unwrap();
+    let schema = &doc["components"]["schemas"]["PiInfo"]["properties"];
+    for key in pi.as_object().unwrap().keys() {
+        assert!(
+            schema.get(key).is_some(),
+            "PiInfo.{key} is not in the schema: {schema}"
+        );
+    }
+    assert!(pi.get("lastBoot").is_some(), "{pi}");
 }
 
 #[test]
