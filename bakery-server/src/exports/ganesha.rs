@@ -54,7 +54,8 @@ impl GaneshaExporter {
     }
 }
 
-/// Reads ganesha's pid and sends it SIGHUP.
+/// Reads ganesha's pid and sends it SIGHUP, unless that pid is some other program (a stale pid
+/// file after ganesha died and its pid was reused: SIGHUP would kill most programs).
 async fn signal_reload(pid_file: &std::path::Path) -> Result<(), ExportError> {
     let failed = |reason: String| ExportError::Signal {
         pid_file: pid_file.to_owned(),
@@ -69,6 +70,14 @@ async fn signal_reload(pid_file: &std::path::Path) -> Result<(), ExportError> {
         .ok()
         .filter(|pid| *pid > 1)
         .ok_or_else(|| failed(format!("{:?} is not a process id", text.trim())))?;
+    if let Ok(comm) = tokio::fs::read_to_string(format!("/proc/{pid}/comm")).await {
+        let comm = comm.trim();
+        if !comm.contains("ganesha") {
+            return Err(failed(format!(
+                "process {pid} is {comm:?}, not nfs-ganesha (stale pid file?)"
+            )));
+        }
+    }
     // SAFETY: kill(2) takes plain integers; a pid > 1 never addresses a process group.
     let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
     if rc != 0 {
@@ -101,10 +110,10 @@ mod tests {
     #[tokio::test]
     async fn signals_the_pid_in_the_pid_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        // A stand-in whose process name is ganesha's (the name comes from the file name).
+        let fake = dir.path().join("ganesha.nfsd");
+        std::fs::copy("/bin/sleep", &fake).unwrap();
+        let mut child = std::process::Command::new(&fake).arg("30").spawn().unwrap();
         let pid_file = dir.path().join("ganesha.pid");
         std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
         let exporter = GaneshaExporter::new(
@@ -120,6 +129,18 @@ mod tests {
             std::fs::read_to_string(dir.path().join("bakery.conf")).unwrap(),
             "# nothing\n"
         );
+
+        // Another program behind the pid is left alone.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pid_file, other.id().to_string()).unwrap();
+        let err = exporter.publish("x").await.unwrap_err().to_string();
+        assert!(err.contains("not nfs-ganesha"), "{err}");
+        assert!(other.try_wait().unwrap().is_none(), "sleep was signalled");
+        other.kill().unwrap();
+        other.wait().unwrap();
 
         std::fs::write(&pid_file, "garbage").unwrap();
         let err = exporter.publish("x").await.unwrap_err().to_string();
