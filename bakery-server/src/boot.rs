@@ -123,6 +123,13 @@ impl BootFiles {
                 .and_then(|p| p.address.as_deref())
                 .and_then(|a| a.parse::<IpAddr>().ok())
         };
+        if let Some(addr) = peer
+            && let Some(reason) =
+                crate::isolation::pinned_refusal(&self.bakery, serial, addr, known.as_ref()).await?
+        {
+            tracing::warn!(serial, peer = %addr, reason, "boot request refused (--pin-pi-addresses)");
+            return Err(not_found());
+        }
         if known.is_none() && self.bakery.register(serial).await?.is_none() {
             // The inventory is full: not registered, not powered off (it is not ours).
             return Err(not_found());

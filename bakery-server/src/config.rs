@@ -162,6 +162,10 @@ pub struct ServeArgs {
     /// Most Pis the inventory holds; unknown serials beyond it are not registered [default: 1024].
     #[arg(long, env = "BAKERY_MAX_PIS", global = true)]
     pub max_pis: Option<u32>,
+    /// One address, one Pi: refuse boot requests for a Pi from another Pi's address or, for a
+    /// Pi in the oven, from any address but its own (use with DHCP reservations).
+    #[arg(long, env = "BAKERY_PIN_PI_ADDRESSES", global = true)]
+    pub pin_pi_addresses: bool,
 }
 
 /// The `--config` TOML file: the same keys as the long flags, with `_`.
@@ -192,6 +196,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_pis: Option<u32>,
+    pin_pi_addresses: Option<bool>,
 }
 
 /// The resolved configuration of a server.
@@ -243,6 +248,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Most Pis the inventory holds.
     pub max_pis: u32,
+    /// Whether the boot path pins Pis to their addresses.
+    pub pin_pi_addresses: bool,
 }
 
 /// The PEM files HTTPS is served with.
@@ -300,6 +307,7 @@ impl Config {
             boot_files_require_token: false,
             tls: None,
             max_pis: DEFAULT_MAX_PIS,
+            pin_pi_addresses: false,
         }
     }
 }
@@ -529,6 +537,7 @@ impl ServeArgs {
             }
             config.max_pis = n;
         }
+        config.pin_pi_addresses = self.pin_pi_addresses || file.pin_pi_addresses.unwrap_or(false);
         // Read the security files now, so a bad one stops the server before it listens (and
         // `check-config` reports it); the server loads them again when it starts serving.
         if let Some(path) = &config.token_file {

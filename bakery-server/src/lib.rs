@@ -38,6 +38,7 @@ pub mod exports;
 pub mod fsutil;
 pub mod http;
 pub mod imaging;
+pub mod isolation;
 pub mod metrics;
 pub mod observe;
 pub mod ppi;

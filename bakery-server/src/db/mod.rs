@@ -506,6 +506,18 @@ impl Store {
         })
     }
 
+    /// The Pi other than `serial` last seen at `address`, if any.
+    pub fn pi_serial_at(&self, address: IpAddr, serial: &str) -> Result<Option<String>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT serial FROM pis WHERE address = ?1 AND serial != ?2 LIMIT 1")?;
+        let mut rows = stmt.query(params![address.to_string(), serial])?;
+        Ok(match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        })
+    }
+
     /// One Pi.
     pub fn pi(&self, serial: &str) -> Result<Option<PiRow>, DbError> {
         get_pi(&self.conn(), serial)

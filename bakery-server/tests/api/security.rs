@@ -545,3 +545,56 @@ fn raw_get(server: &Server, path: &str) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn pinned_addresses_keep_each_pis_files_and_exports_to_itself() {
+    let env = Env::new();
+    let server = Server::start_with(&env, &["--pin-pi-addresses"]);
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    for (serial, addr) in [("0000000a", "10.0.0.41"), ("0000000b", "10.0.0.42")] {
+        let resp = server.boot_request(serial, "start4.elf", Some(addr));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    assert!(eventually(Duration::from_secs(10), || env
+        .ppi_calls()
+        .len()
+        >= 2));
+    let first: PiInfo = server.bake_ready(true);
+    server.bake_ready(true);
+    let (own, other) = if first.id == "0000000a" {
+        ("10.0.0.41", "10.0.0.42")
+    } else {
+        ("10.0.0.42", "10.0.0.41")
+    };
+    let root = &first.disks[0].location;
+    assert_eq!(
+        server
+            .boot_request(&first.id, "start4.elf", Some(own))
+            .status(),
+        StatusCode::OK
+    );
+    assert!(env.exports().contains(&format!("{root} {own}(")));
+    // The other Pi, and a host that is no Pi, get nothing of it; its export stays put.
+    for from in [other, "10.0.0.99"] {
+        let resp = server.boot_request(&first.id, "cmdline.txt", Some(from));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{from}");
+        assert!(env.exports().contains(&format!("{root} {own}(")), "{from}");
+        assert!(
+            !env.exports().contains(&format!("{root} {from}(")),
+            "{from}"
+        );
+    }
+    assert!(server.log_contains("boot request refused (--pin-pi-addresses)"));
+    // A Pi's address cannot register made-up serials.
+    let resp = server.boot_request("0000000c", "start4.elf", Some(own));
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.get("/pis/0000000c").status(), StatusCode::NOT_FOUND);
+    // Once unbaked, a Pi may come back from another address.
+    assert_eq!(
+        server.delete(&format!("/oven/{}", first.id)).status(),
+        StatusCode::OK
+    );
+    server.boot_request(&first.id, "start4.elf", Some("10.0.0.77"));
+    let pi: PiInfo = server.get(&format!("/pis/{}", first.id)).json().unwrap();
+    assert_eq!(pi.address.as_deref(), Some("10.0.0.77"));
+}
