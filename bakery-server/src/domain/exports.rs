@@ -164,7 +164,11 @@ pub fn render_ganesha(
             (ExportScope::PiAddress, None) => continue,
         };
         let path = ganesha_path(&entry.path)?;
-        let kind = if entry.root { "root" } else { "disk" };
+        let kind = if entry.root {
+            "root: its / (No_Root_Squash: the Pi's root owns its files)"
+        } else {
+            "disk: holds disk.img (No_Root_Squash: the Pi's root loop-mounts it)"
+        };
         let _ = write!(
             out,
             "\n# pi {serial} {kind}\n\
@@ -233,7 +237,7 @@ mod tests {
             text,
             "# managed by bakery: rewritten after every change, do not edit; %include it from ganesha.conf\n\
              \n\
-             # pi bbbbbbbb root\n\
+             # pi bbbbbbbb root: its / (No_Root_Squash: the Pi's root owns its files)\n\
              EXPORT {\n\
              \tExport_Id = 1001;\n\
              \tPath = \"/d/disks/2\";\n\
@@ -246,7 +250,7 @@ mod tests {
              \tCLIENT { Clients = 10.0.0.22; Access_Type = RW; }\n\
              }\n\
              \n\
-             # pi bbbbbbbb disk\n\
+             # pi bbbbbbbb disk: holds disk.img (No_Root_Squash: the Pi's root loop-mounts it)\n\
              EXPORT {\n\
              \tExport_Id = 1002;\n\
              \tPath = \"/d/my disks/3\";\n\
