@@ -178,9 +178,12 @@ impl App {
             auth.reload_on_sighup();
         }
         let tls = match &self.config().tls {
-            Some(files) => Some(
-                crate::tls::server_config(&files.cert, &files.key).map_err(ConfigError::from)?,
-            ),
+            Some(files) => {
+                let certs = crate::tls::CertStore::load(&files.cert, &files.key)
+                    .map_err(ConfigError::from)?;
+                certs.reload_on_sighup();
+                Some(certs.server_config().map_err(ConfigError::from)?)
+            }
             None => None,
         };
         let shutdown = self.bakery.observer().close_on(shutdown);

@@ -1,12 +1,12 @@
 //! HTTPS for the API: a rustls server configuration from PEM files (ring provider, TLS 1.2
-//! and 1.3, HTTP/1.1 by ALPN), and [`TlsListener`], an `axum::serve` listener that does each
-//! TLS handshake in its own task (with a time limit), so a slow or silent client cannot hold
-//! up the accepting of others.
+//! and 1.3, HTTP/1.1 by ALPN) whose certificate is re-read on SIGHUP ([`CertStore`]), and
+//! [`TlsListener`], an `axum::serve` listener that does each TLS handshake in its own task
+//! (with a time limit), so a slow or silent client cannot hold up the accepting of others.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -16,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::server::TlsStream;
 
 /// How long a client may take to finish its TLS handshake.
@@ -55,8 +57,17 @@ pub enum TlsError {
 }
 
 /// A rustls server configuration from a PEM certificate chain and a PEM private key
-/// (PKCS#8, PKCS#1 or SEC1).
+/// (PKCS#8, PKCS#1 or SEC1), with the certificate fixed.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    CertStore::load(cert, key)?.server_config()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a certificate chain and its key, checking that they belong together.
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificate {
@@ -73,21 +84,95 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         path: key.to_owned(),
         reason: e.to_string(),
     })?;
-    let config_err = |source| TlsError::Config {
-        cert: cert.to_owned(),
-        key: key.to_owned(),
-        source,
-    };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(config_err)?
-    .with_no_client_auth()
-    .with_single_cert(chain, private)
-    .map_err(config_err)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    let certified =
+        CertifiedKey::from_der(chain, private, &provider()).map_err(|source| TlsError::Config {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
+    Ok(Arc::new(certified))
+}
+
+/// The server's certificate and key, re-read from their files on [`CertStore::reload`] (a
+/// bad pair leaves the one in force), so certificates rotate without a restart.
+#[derive(Debug)]
+pub struct CertStore {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    /// Reads the pair.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertStore>, TlsError> {
+        Ok(Arc::new(CertStore {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(certified_key(cert, key)?),
+        }))
+    }
+
+    /// Re-reads the pair; on failure the pair in force stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        match certified_key(&self.cert, &self.key) {
+            Ok(pair) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = pair;
+                tracing::info!(cert = %self.cert.display(), "tls certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tls certificate not reloaded: the previous one stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the pair on every SIGHUP, in the background, for the life of the process.
+    pub fn reload_on_sighup(self: &Arc<Self>) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let store = self.clone();
+            match signal(SignalKind::hangup()) {
+                Ok(mut hup) => {
+                    tokio::spawn(async move {
+                        while hup.recv().await.is_some() {
+                            let _ = store.reload();
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP: certificates are not reloaded")
+                }
+            }
+        }
+    }
+
+    /// A server configuration answering with the pair in force at each handshake.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|source| TlsError::Config {
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                source,
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
 }
 
 /// A listener of TLS connections for `axum::serve`: a background task accepts TCP

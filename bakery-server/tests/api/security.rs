@@ -350,6 +350,37 @@ fn https_with_a_certificate_from_our_own_ca() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("invalid ca certificate"), "{err}");
+
+    // Rotation: a certificate from another CA, then SIGHUP; a broken pair is not taken.
+    let (ca2, cert2, key2) = certificates();
+    std::fs::write(env.path("cert.pem"), &cert2).unwrap();
+    std::fs::write(env.path("key.pem"), &key2).unwrap();
+    server.signal(libc::SIGHUP);
+    let trusting = |ca: &str| {
+        Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    assert!(eventually(Duration::from_secs(10), || {
+        with(trusting(&ca2).get(server.url("/pis")), ADMIN)
+            .send()
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    }));
+    assert!(
+        with(trusting(&ca).get(server.url("/pis")), ADMIN)
+            .send()
+            .is_err()
+    );
+    std::fs::write(env.path("key.pem"), &key).unwrap();
+    server.signal(libc::SIGHUP);
+    assert!(eventually(Duration::from_secs(10), || server
+        .log_contains("tls certificate not reloaded")));
+    let resp = with(trusting(&ca2).get(server.url("/pis")), ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
 
 #[test]
