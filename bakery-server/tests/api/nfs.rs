@@ -789,3 +789,117 @@ fn ganesha_serves_each_pi_only_its_own_disks_over_the_wire() {
     eprintln!("nfs: ganesha end-to-end test took {elapsed:?}");
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
 }
+
+/// What can be proven without nfs-ganesha (this runs everywhere): the exact `EXPORT` block a
+/// baked Pi gets, a bake failing with a clear message while ganesha is not running, and the
+/// reload signal reaching the process in the pid file.
+#[test]
+fn ganesha_backend_writes_export_blocks_and_signals_the_pid_file() {
+    let env = Env::new();
+    let conf = env.path("bakery-ganesha.conf");
+    let pid_file = env.path("ganesha.pid");
+    let mut server = Server::start_custom(
+        &env,
+        &["--exportfs-cmd"],
+        &[
+            "--nfs-backend",
+            "ganesha",
+            "--exports-file",
+            conf.to_str().unwrap(),
+            "--ganesha-pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    let resp = server.boot_request("0000abcd", "start.elf", Some("10.0.0.21"));
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // No ganesha: the bake fails and says why.
+    let pi = server.bake(false);
+    let resp = server.wait_baked(&pi.id);
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let text = resp.text().unwrap();
+    assert!(
+        text.contains("cannot signal nfs-ganesha to reload") && text.contains("ganesha.pid"),
+        "{text}"
+    );
+
+    // A stand-in named like ganesha (so its process name is) that counts the SIGHUPs it gets.
+    let fake = env.path("ganesha.nfsd");
+    std::fs::copy("/bin/bash", &fake).unwrap();
+    let hups = env.path("hups.log");
+    let ganesha = KillOnDrop(
+        Command::new(&fake)
+            .arg("-c")
+            .arg(format!(
+                "trap 'echo hup >> {}' HUP; while :; do sleep 0.05; done",
+                hups.display()
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(&pid_file, format!("{}\n", ganesha.0.id())).unwrap();
+    let baked = server.bake_ready(false);
+    let root = &baked.disks[0].location;
+    let written = std::fs::read_to_string(&conf).unwrap();
+    let block = written
+        .split("\n\n")
+        .find(|b| b.contains(root.as_str()))
+        .unwrap_or_else(|| panic!("no block for {root}: {written}"));
+    let id_line = block.lines().find(|l| l.contains("Export_Id")).unwrap();
+    let id: u16 = id_line
+        .trim()
+        .trim_start_matches("Export_Id = ")
+        .trim_end_matches(';')
+        .parse()
+        .unwrap();
+    assert!(id >= 1000, "{id_line}");
+    assert_eq!(
+        block,
+        format!(
+            "# pi 0000abcd root: its / (No_Root_Squash: the Pi's root owns its files)\n\
+             EXPORT {{\n\
+             \tExport_Id = {id};\n\
+             \tPath = \"{root}\";\n\
+             \tPseudo = \"{root}\";\n\
+             \tProtocols = 3, 4;\n\
+             \tSecType = sys;\n\
+             \tAccess_Type = None;\n\
+             \tSquash = No_Root_Squash;\n\
+             \tFSAL {{ Name = VFS; }}\n\
+             \tCLIENT {{ Clients = 10.0.0.21; Access_Type = RW; }}\n\
+             }}\n"
+        )
+    );
+    assert!(!written.contains('*'), "{written}");
+    assert!(
+        eventually(Duration::from_secs(5), || !read_lines(&hups).is_empty()),
+        "no SIGHUP reached the pid in the pid file"
+    );
+
+    // Unbaked: the block is gone, and ganesha is told again.
+    let before = read_lines(&hups).len();
+    assert_eq!(
+        server.delete(&format!("/oven/{}", baked.id)).status(),
+        StatusCode::OK
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        !std::fs::read_to_string(&conf)
+            .unwrap()
+            .contains(root.as_str())
+    }));
+    assert!(eventually(Duration::from_secs(5), || read_lines(&hups)
+        .len()
+        > before));
+    server.stop();
+}
+
+/// A child killed when the test ends, also when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
