@@ -72,6 +72,16 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // Unknown routes under /api are refused before routing (nothing to learn without a token).
     assert_eq!(server.get("/nope").status(), StatusCode::UNAUTHORIZED);
+    // Spellings that do not start with /api/ reach no API route.
+    for path in [
+        "/%61pi/v1/pis",
+        "//api/v1/pis",
+        "/API/v1/pis",
+        "/api/v1/%66iles/../pis",
+    ] {
+        let status = raw_get(&server, path);
+        assert!(status == 401 || status == 404, "{path}: {status}");
+    }
 
     // Admin: everything.
     let resp = with(c.get(server.url("/pis")), ADMIN).send().unwrap();
