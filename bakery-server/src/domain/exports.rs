@@ -36,6 +36,12 @@ pub enum ExportScope {
     Any,
 }
 
+/// How a Pi's address is written: an IPv4 address seen on a dual-stack socket
+/// (`::ffff:10.0.0.21`) as the IPv4 address the NFS server will see it connect from.
+fn client(addr: IpAddr) -> String {
+    addr.to_canonical().to_string()
+}
+
 fn quote_path(path: &str) -> String {
     if path.chars().any(|c| c.is_whitespace() || c == '"') {
         format!("\"{}\"", path.replace('"', "\\042"))
@@ -52,7 +58,7 @@ pub fn render(entries: &[ExportEntry], options: &str, scope: ExportScope) -> Str
     for entry in sorted {
         let client = match (scope, entry.address) {
             (ExportScope::Any, _) => "*".to_owned(),
-            (ExportScope::PiAddress, Some(addr)) => addr.to_string(),
+            (ExportScope::PiAddress, Some(addr)) => client(addr),
             (ExportScope::PiAddress, None) => continue,
         };
         let _ = writeln!(out, "{} {client}({options})", quote_path(&entry.path));
@@ -160,7 +166,7 @@ pub fn render_ganesha(
     for (entry, id) in sorted {
         let client = match (scope, entry.address) {
             (ExportScope::Any, _) => "*".to_owned(),
-            (ExportScope::PiAddress, Some(addr)) => addr.to_string(),
+            (ExportScope::PiAddress, Some(addr)) => client(addr),
             (ExportScope::PiAddress, None) => continue,
         };
         let path = ganesha_path(&entry.path)?;
@@ -300,6 +306,15 @@ mod tests {
                 base: 65534
             })
         );
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_written_as_ipv4() {
+        let entries = vec![entry(0, true, "a", "/d/disks/1", Some("::ffff:10.0.0.21"))];
+        let kernel = render(&entries, "rw", ExportScope::PiAddress);
+        assert!(kernel.contains("/d/disks/1 10.0.0.21(rw)\n"), "{kernel}");
+        let ganesha = render_ganesha(&entries, ExportScope::PiAddress, 1000).unwrap();
+        assert!(ganesha.contains("Clients = 10.0.0.21;"), "{ganesha}");
     }
 
     #[test]
