@@ -78,7 +78,19 @@ function timeline(boot) {
   return list;
 }
 
-function lastBootCell(pi, boots) {
+// Fills an opened boot summary with the timeline of the Pi's latest boot.
+async function loadTimeline(details, id) {
+  try {
+    const boots = await api("/pis/" + id + "/boots");
+    const boot = boots.boots && boots.boots[0];
+    details.querySelector(".timeline")?.remove();
+    if (boot) details.append(timeline(boot));
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+function lastBootCell(pi) {
   const b = pi.lastBoot;
   if (!b) return el("td", { class: "last-boot" }, "never");
   const sent = b.files ? b.files + " files, " + bytes(b.bytes) + " in " +
@@ -86,19 +98,16 @@ function lastBootCell(pi, boots) {
   const summary = el("summary", {},
     time(b.started) + ": " + sent + (b.failed ? ", " + b.failed + " failed" : ""));
   const details = el("details", {}, summary);
-  const boot = boots && boots.boots && boots.boots[0];
-  if (boot) details.append(timeline(boot));
+  details.addEventListener("toggle", () => { if (details.open) loadTimeline(details, pi.id); });
   return el("td", { class: "last-boot" }, details);
 }
 
 async function renderPis() {
   const pis = Object.values(await api("/pis")).sort((a, b) => a.id.localeCompare(b.id));
-  const boots = await Promise.all(pis.map((pi) =>
-    pi.lastBoot ? api("/pis/" + pi.id + "/boots").catch(() => null) : Promise.resolve(null)));
   const open = new Set([...document.querySelectorAll("#pis details[open]")]
     .map((d) => d.closest("tr").dataset.id));
   const body = el("tbody");
-  pis.forEach((pi, i) => {
+  pis.forEach((pi) => {
     const state = pi.state || { 1: "fridge", 2: "baked", 3: "preparing" }[pi.status];
     const disks = (pi.disks || []).map((d, j) =>
       el("div", { class: "mono" }, (j === 0 ? "root " : "") + d.id.slice(0, 8) + (d.size ? " " + d.size + " MiB" : "")));
@@ -109,7 +118,7 @@ async function renderPis() {
       el("td", {}, pi.sourceBakeform ? pi.sourceBakeform.name : ""),
       el("td", { class: "mono" }, pi.address || ""),
       el("td", {}, ...disks),
-      lastBootCell(pi, boots[i]));
+      lastBootCell(pi));
     body.append(row);
   });
   document.querySelector("#pis tbody").replaceWith(body);
@@ -229,5 +238,8 @@ document.getElementById("login").addEventListener("submit", (ev) => {
   sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
   start();
 });
+
+// Boots make no events: refresh now and then so last boots stay current.
+setInterval(() => { if (document.body.dataset.loaded) refreshSoon(); }, 10000);
 
 start();

@@ -30,6 +30,11 @@ pub const IDLE_GAP_MS: i64 = 300_000;
 pub const PENDING_MS: i64 = 60_000;
 /// Addresses with root-level requests held at once.
 const PENDING_ADDRESSES: usize = 4096;
+/// Root-level requests held per address.
+const PENDING_PER_ADDRESS: usize = 16;
+/// Pis with a timeline: requests naming further serials are not recorded (anything on the
+/// boot network can ask for any serial's directory).
+pub const PIS_KEPT: usize = 4096;
 
 /// Whether `file` (a path as the Pi asked for it) is a first-stage boot file.
 pub fn is_first_stage(file: &str) -> bool {
@@ -155,7 +160,7 @@ impl Timelines {
         }
         let held = inner.pending.entry(peer).or_default();
         held.retain(|r| now - r.time < PENDING_MS);
-        if held.len() < REQUESTS_KEPT {
+        if held.len() < PENDING_PER_ADDRESS {
             held.push(request);
         }
     }
@@ -176,6 +181,9 @@ impl Timelines {
             .into_iter()
             .filter(|r| now - r.time < PENDING_MS)
             .collect();
+        if inner.pis.len() >= PIS_KEPT && !inner.pis.contains_key(serial) {
+            return Recorded::default();
+        }
         let boots = inner.pis.entry(serial.to_owned()).or_default();
         let last_time = boots.back().and_then(|b| b.requests.last()).map(|r| r.time);
         let gap = last_time.map(|t| now - t);

@@ -152,10 +152,10 @@ impl Bakery {
         let key = serial.to_owned();
         match self.db(move |s| s.finish_prepare(&key)).await? {
             PiChange::Done(_) => {
-                self.notify_change();
                 self.observer
                     .event(EventKind::BakeFinished.pi(serial))
                     .await;
+                self.notify_change();
                 Ok(())
             }
             other => Err(ServiceError::Task(format!(
@@ -176,10 +176,10 @@ impl Bakery {
             Err(e) => tracing::error!(serial, error = %e, "cannot return pi to the fridge"),
         }
         self.reexport_logged().await;
-        self.notify_change();
         self.observer
             .event(EventKind::BakeFailed.pi(serial).with_message(reason))
             .await;
+        self.notify_change();
     }
 
     fn trash_disks(&self, disks: &[DiskRow]) {

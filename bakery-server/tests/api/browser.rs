@@ -289,6 +289,24 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
         json!("ready")
     );
 
+    // Opening the last boot shows its timeline, file by file.
+    browser.eval(&format!(
+        "document.querySelector('#pi-{} details').open = true",
+        baked.id
+    ));
+    assert!(
+        browser.wait_for(
+            &format!(
+                "[...document.querySelectorAll('#pi-{} .timeline li')]\
+                 .some(li => li.textContent.includes('config.txt sent'))",
+                baked.id
+            ),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        browser.eval("document.getElementById('pis').innerText")
+    );
+
     // A bake started through the API shows up without a reload, then turns baked.
     browser.eval("window.notReloaded = true");
     let second = server.bake(true);
