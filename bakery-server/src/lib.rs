@@ -21,6 +21,11 @@
 //!   `GET /files/{name}` (root-level boot files such as `bootcode.bin`).
 //! - Unbake destroys the root disk and the Pi's ephemeral disks; other disks are detached and
 //!   kept (the first server destroyed them all).
+//! - Operator visibility ([`observe::Observer`]): `GET /events?since=&limit=` and the SSE
+//!   stream `GET /events/stream` ([`events`]), boot timelines `GET /pis/{piId}/boots` and
+//!   `GET /oven/{piId}/boots` ([`timeline`], summarised as `PiInfo.lastBoot`), `GET
+//!   /openapi.json` ([`http::openapi`]); outside `/api/v1`: `GET /metrics` ([`metrics`]) and
+//!   the status page `GET /` with its `/assets/{file}`.
 //!
 //! On the HTTP boot path (`GET /files/...`, what HookTFTP forwards) the Pi's address is taken
 //! from `X-Forwarded-For` only when the request comes from a loopback address; the built-in
