@@ -20,7 +20,9 @@
 //!   background thread reclaims; the bake times of successive cycles should stay flat.
 //!
 //! Caches are warm for every contender (each runs once unmeasured first); `sync` runs
-//! before each measurement so the previous run's writeback is not billed to the next.
+//! before each measurement so the previous run's writeback is not billed to the next, and
+//! outputs are deleted only after a contender's last run, followed by a 12 s pause (ext4's
+//! allocator is slow for ~10 s after a large removal; see `recently_deleted` in the kernel).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,6 +97,10 @@ fn measure(runs: usize, scratch: &Path, mut f: impl FnMut(&Path)) -> Duration {
     }
     remove_tree(scratch).expect("clean");
     sync();
+    // ext4 skips inodes deleted in the last ~10 s when allocating (recently_deleted()), which
+    // makes creating files right after a large removal several times slower: let it pass so
+    // the next contender is not billed for this one's cleanup.
+    std::thread::sleep(Duration::from_secs(12));
     median(times)
 }
 
@@ -272,22 +278,42 @@ fn main() {
         );
     }
 
-    println!(
-        "\n== bake/unbake cycles ({detected}; unbake = rename into trash, reclaimed in the background)"
-    );
-    let trash = w.join("trash");
+    for deferred in [false, true] {
+        cycles(w, &src, detected, args.cycles, deferred);
+    }
+}
+
+/// Bake/unbake cycles: clone, then unbake by renaming into a trash dir. The trash is
+/// reclaimed by a background thread either at once or only after the last cycle.
+fn cycles(w: &Path, src: &Path, strategy: CloneStrategy, n: usize, deferred: bool) {
+    let how = if deferred {
+        "after the last cycle"
+    } else {
+        "at once, in the background"
+    };
+    println!("\n== bake/unbake cycles ({strategy}; unbake = rename into trash, reclaimed {how})");
+    let trash = w.join(format!("trash-{deferred}"));
     std::fs::create_dir(&trash).unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
     let reaper = std::thread::spawn(move || {
+        let mut later = Vec::new();
         for p in rx {
+            if deferred {
+                later.push(p);
+            } else {
+                remove_tree(&p).expect("reclaim");
+            }
+        }
+        for p in later {
             remove_tree(&p).expect("reclaim");
         }
     });
     let mut bakes = Vec::new();
-    for i in 0..args.cycles {
+    for i in 0..n {
         let pi = w.join(format!("pi-{i}"));
+        sync();
         let t = Instant::now();
-        clone_tree(&src, &pi, detected).expect("clone");
+        clone_tree(src, &pi, strategy).expect("clone");
         let bake = t.elapsed();
         let t = Instant::now();
         let gone = trash.join(format!("pi-{i}"));
@@ -301,7 +327,7 @@ fn main() {
     let t = Instant::now();
     reaper.join().unwrap();
     println!(
-        "  background reclaim finished {:.2?} after the last unbake",
+        "  reclaim finished {:.2?} after the last unbake",
         t.elapsed()
     );
     if let (Some(first), Some(max)) = (bakes.first(), bakes.iter().max()) {
@@ -310,6 +336,8 @@ fn main() {
             max.as_secs_f64() / first.as_secs_f64()
         );
     }
+    sync();
+    std::thread::sleep(Duration::from_secs(12));
 }
 
 fn report(what: &str, d: Duration, baselines: &[(&str, Duration)]) {

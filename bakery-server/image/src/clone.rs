@@ -48,7 +48,7 @@ impl fmt::Display for CloneStrategy {
     }
 }
 
-/// What a clone did.
+/// What a clone did. A btrfs snapshot walks nothing and reports zero counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloneStats {
     /// The strategy actually used (a snapshot of a non-subvolume falls back to reflink,
@@ -164,7 +164,14 @@ pub fn clone_tree(
         }
     }
     let reflink = strategy != CloneStrategy::Copy;
+    let started = std::time::Instant::now();
     let result = walk_clone(src, dst, reflink);
+    if let Ok(s) = &result {
+        tracing::debug!(
+            src = %src.display(), dst = %dst.display(), strategy = %s.strategy, files = s.files,
+            bytes = s.bytes, elapsed_ms = started.elapsed().as_millis() as u64, "cloned tree"
+        );
+    }
     if result.is_err() {
         if let Err(e) = host::remove_tree(dst) {
             tracing::warn!(dst = %dst.display(), error = %e, "could not remove a failed clone");

@@ -94,6 +94,14 @@ pub enum ImageError {
         /// The reader's error.
         reason: String,
     },
+    /// A file system reader failed on the image in a way it does not describe (it panicked).
+    #[error("image {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The image path.
+        path: PathBuf,
+        /// What is known.
+        reason: String,
+    },
     /// A name inside the image cannot be used on the host (empty, `.`/`..`, contains `/` or NUL).
     #[error("unsafe file name {name:?} in {parent} inside the image")]
     UnsafeName {

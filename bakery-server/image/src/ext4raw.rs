@@ -512,32 +512,23 @@ impl<'f> RawFs<'f> {
                 break;
             }
             if top != 0 {
-                self.indirect(
-                    inode.ino,
-                    top,
-                    level,
-                    logical,
+                let mut walk = MapWalk {
+                    ino: inode.ino,
                     file_blocks,
-                    &mut push,
-                    budget,
-                )?;
+                    budget: &mut *budget,
+                    push: &mut push,
+                };
+                self.indirect(&mut walk, top, level, logical)?;
             }
             logical += span;
         }
         Ok(())
     }
 
-    fn indirect(
-        &self,
-        ino: u32,
-        block: u64,
-        level: u32,
-        first: u64,
-        file_blocks: u64,
-        push: &mut dyn FnMut(u64, u64),
-        budget: &mut u64,
-    ) -> Result<()> {
-        *budget = budget
+    fn indirect(&self, w: &mut MapWalk<'_>, block: u64, level: u32, first: u64) -> Result<()> {
+        let (ino, file_blocks) = (w.ino, w.file_blocks);
+        *w.budget = w
+            .budget
             .checked_sub(1)
             .ok_or_else(|| RawError(format!("inode {ino} has a looping block map")))?;
         let data = self.block(ino, block)?;
@@ -553,9 +544,9 @@ impl<'f> RawFs<'f> {
                 continue;
             }
             if level == 1 {
-                push(logical, ptr);
+                (w.push)(logical, ptr);
             } else {
-                self.indirect(ino, ptr, level - 1, logical, file_blocks, push, budget)?;
+                self.indirect(w, ptr, level - 1, logical)?;
             }
         }
         Ok(())
@@ -699,6 +690,14 @@ impl<'f> RawFs<'f> {
         }
         Ok(out)
     }
+}
+
+/// State of one walk over an old-style (ext2/3) block map.
+struct MapWalk<'p> {
+    ino: u32,
+    file_blocks: u64,
+    budget: &'p mut u64,
+    push: &'p mut dyn FnMut(u64, u64),
 }
 
 fn is_power_of(mut n: u64, base: u64) -> bool {

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, symlink};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -93,7 +94,9 @@ pub struct ImportSummary {
     pub xattrs: u64,
     /// Bytes of regular file contents in `root/` (apparent sizes).
     pub bytes: u64,
-    /// Things that could not be preserved (only when not running as root), one line each.
+    /// Things that could not be preserved, one line per kind with a count and examples: only
+    /// when not running as root (owners, device nodes, privileged xattrs) or when the
+    /// destination file system refuses xattrs.
     pub warnings: Vec<String>,
 }
 
@@ -181,9 +184,9 @@ pub fn import_image(
     }));
     let result = match result {
         Ok(r) => r,
-        Err(_) => Err(ImageError::Ext4 {
-            path: image.display().to_string(),
-            reason: "a file system reader crashed on corrupt data".into(),
+        Err(_) => Err(ImageError::Corrupt {
+            path: image.to_owned(),
+            reason: "a file system reader crashed on its data".into(),
         }),
     };
     if result.is_err() {
@@ -675,7 +678,7 @@ fn extract_ext4(
                 let target = fs
                     .symlink_target(&e.inode)
                     .map_err(|err| ext4_err(&e.rel, err))?;
-                symlink(OsString::from_vec_bytes(target), &path)
+                symlink(OsString::from_vec(target), &path)
                     .map_err(|err| ImageError::io("symlink", &path, err))?;
                 summary.symlinks += 1;
             }
@@ -751,16 +754,6 @@ fn extract_ext4(
     Ok(())
 }
 
-trait FromVecBytes {
-    fn from_vec_bytes(v: Vec<u8>) -> Self;
-}
-
-impl FromVecBytes for OsString {
-    fn from_vec_bytes(v: Vec<u8>) -> Self {
-        std::os::unix::ffi::OsStringExt::from_vec(v)
-    }
-}
-
 /// Whether an xattr failure is a policy matter (warn) rather than an import failure.
 fn xattr_refused(err: &io::Error, as_root: bool) -> bool {
     match err.raw_os_error() {
@@ -789,12 +782,14 @@ fn write_file(
         .map_err(|err| ImageError::io("create", path, err))?;
     let bs = fs.block_size();
     let part = fs.part();
+    let mut written_to = 0;
     for run in fs.runs(&e.inode).map_err(|err| ext4_err(&e.rel, err))? {
         let start = run.logical * bs;
         let end = ((run.logical + run.len) * bs).min(e.inode.size);
         if start >= end {
             continue;
         }
+        written_to = end;
         host::copy_range(
             part.file(),
             part.start() + run.physical * bs,
@@ -804,8 +799,11 @@ fn write_file(
         )
         .map_err(|err| ImageError::io("copy data into", path, err))?;
     }
-    out.set_len(e.inode.size)
-        .map_err(|err| ImageError::io("set length of", path, err))?;
+    // A trailing hole (or an empty file with a size) still needs the length set.
+    if written_to < e.inode.size {
+        out.set_len(e.inode.size)
+            .map_err(|err| ImageError::io("set length of", path, err))?;
+    }
     if let Some((uid, gid)) = owner_of(&e.inode, as_root) {
         host::fchown(&out, uid, gid).map_err(|err| ImageError::io("set owner of", path, err))?;
     }

@@ -7,6 +7,37 @@
 //!   snapshot, reflinks or a parallel copy.
 //! - [`remove_tree`]: removes a tree even where read-only directories would stop `rm -rf`
 //!   for an unprivileged user.
+//!
+//! No HTTP, no database, no knowledge of Pis: callers give paths and get [`ImageError`]s
+//! whose messages can be shown as they are.
+//!
+//! # How an image is read
+//! The partition table with `mbrman` (MBR, logical partitions) or a small GPT reader
+//! (protective MBR; CRCs not checked). Partition 1 is the boot partition: FAT via `fatfs`
+//! (read-only), or ext4. Partition 2 is the ext4 root: `ext4-view` validates it (superblock,
+//! checksums, features, journal) and a small raw reader in this crate walks it, because
+//! ext4-view 1.0 exposes no inode numbers (hardlinks), link counts, device numbers or xattrs
+//! and re-resolves every path. File data goes from the image to the new files with
+//! `copy_file_range` (holes stay holes), in parallel.
+//!
+//! # Metadata
+//! Preserved in the root tree (import and clone): file types (regular, directory, symlink,
+//! hardlinks as hardlinks, character/block devices with major/minor, fifos, sockets),
+//! permission bits incl. setuid/setgid/sticky, uid/gid, atime and mtime with nanoseconds,
+//! sparse holes, extended attributes (`user.`, `trusted.`, `security.` incl. file
+//! capabilities, POSIX ACLs). Boot files from FAT: names, contents, directories, mtimes
+//! (FAT's local time read as UTC); modes 0644/0755.
+//!
+//! Not preserved: ctime and birth time (set by the kernel), inode flags (`chattr +i` …),
+//! FAT attributes (hidden/system/archive). Rejected with an error naming the inode: inline
+//! data, xattr values in separate inodes (`ea_inode`), encryption, casefolding, file systems
+//! whose journal needs recovery.
+//!
+//! # Without root
+//! Import: owners are not set (everything belongs to the caller; counted in
+//! [`ImportSummary::warnings`]), device nodes are skipped (listed in the warnings),
+//! privileged xattrs the kernel refuses are listed too. Clone: an entry owned by another
+//! user is an error. As root both preserve everything exactly or fail.
 
 mod clone;
 mod error;
