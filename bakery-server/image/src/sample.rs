@@ -690,12 +690,13 @@ fn debugfs_fixups(fs_file: &Path, fx: &Fixups) -> Result<(), ImageError> {
         }
     }
     for (path, uid, gid) in &fx.owners {
+        let p = q(path);
+        // mkfs.ext4 -d copies the staged ctime (the build's wall clock): pin it too.
         script.push_str(&format!(
-            "sif {} uid {uid}\nsif {} gid {gid}\n",
-            q(path),
-            q(path)
+            "sif {p} uid {uid}\nsif {p} gid {gid}\nsif {p} ctime @{SAMPLE_MTIME}\n"
         ));
     }
+    script.push_str(&format!("sif / ctime @{SAMPLE_MTIME}\n"));
     for dir in fx
         .dirs
         .iter()

@@ -126,6 +126,8 @@ fn same_spec_gives_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
     build_sample_image(&a, &SampleSpec::legacy_template()).unwrap();
+    // Cross a second boundary so any wall-clock time leaking into the image shows.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     build_sample_image(&b, &SampleSpec::legacy_template()).unwrap();
     assert!(
         std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
