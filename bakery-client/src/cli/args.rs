@@ -88,6 +88,14 @@ pub enum PiCommand {
         /// The Pi's serial number.
         id: String,
     },
+    /// Show a Pi's boot timeline: every file of its latest boot and how it ended.
+    Boots {
+        /// The Pi's serial number.
+        id: String,
+        /// Every kept boot (up to 10), not only the latest.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `bakery pi bake ...`

@@ -7,7 +7,7 @@ use std::io::Write;
 use super::args::{EventsArgs, Output};
 use super::{CliError, api};
 use crate::blocking::Client;
-use crate::types::Event;
+use crate::types::{BootList, BootOutcome, Event};
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds.
 pub fn utc(ms: i64) -> String {
@@ -91,6 +91,59 @@ pub fn run(client: &Client, format: Output, args: &EventsArgs) -> Result<(), Cli
     Ok(())
 }
 
+/// The table view of boot timelines (newest boot first): a summary line, then each request
+/// with its time since the boot started.
+pub fn boots_table(list: &BootList) -> String {
+    if list.boots.is_empty() {
+        return "no boots recorded\n".to_owned();
+    }
+    let mut out = String::new();
+    for (i, boot) in list.boots.iter().enumerate() {
+        let s = &boot.summary;
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "boot started {}: {} files, {} bytes, last file after {} ms, {} failed\n",
+            utc(s.started),
+            s.files,
+            s.bytes,
+            s.time_to_last_file_ms,
+            s.failed
+        ));
+        let rows: Vec<Vec<String>> = boot
+            .requests
+            .iter()
+            .map(|r| {
+                let outcome = serde_json::to_value(r.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                vec![
+                    format!("+{:.3}s", (r.time - s.started) as f64 / 1000.0),
+                    r.via.clone(),
+                    r.file.clone(),
+                    if r.size_probed {
+                        format!("{outcome} (size probed)")
+                    } else {
+                        outcome
+                    },
+                    if r.outcome == BootOutcome::Sent {
+                        r.bytes.to_string()
+                    } else {
+                        "-".to_owned()
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&super::table::render(
+            &["AT", "VIA", "FILE", "OUTCOME", "BYTES"],
+            &rows,
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +170,56 @@ mod tests {
             line(&event),
             "     7  1970-01-01 00:00:00  bakeFailed          pi=1a2b3c4d  ppi failed"
         );
+    }
+
+    #[test]
+    fn a_boot_table_lists_each_request_after_its_summary() {
+        use crate::types::{Boot, BootRequest, BootSummary};
+        let request = |time, file: &str, outcome, bytes| BootRequest {
+            time,
+            file: file.into(),
+            bytes,
+            outcome,
+            via: "tftp".into(),
+            elapsed_ms: 0,
+            size_probed: file.ends_with(".elf"),
+        };
+        let list = BootList {
+            boots: vec![Boot {
+                summary: BootSummary {
+                    started: 1000,
+                    finished: 1250,
+                    files: 1,
+                    bytes: 4096,
+                    failed: 0,
+                    time_to_last_file_ms: 250,
+                },
+                requests: vec![
+                    request(1100, "1a2b3c4d/start4.elf", BootOutcome::Sent, 4096),
+                    request(1250, "1a2b3c4d/dt-blob.bin", BootOutcome::NotFound, 0),
+                ],
+            }],
+        };
+        let text = boots_table(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "boot started 1970-01-01 00:00:01: 1 files, 4096 bytes, last file after 250 ms, 0 failed"
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["AT", "VIA", "FILE", "OUTCOME", "BYTES"]
+        );
+        assert!(
+            lines[2].contains("+0.100s")
+                && lines[2].contains("sent (size probed)")
+                && lines[2].ends_with("4096"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("notFound") && lines[3].ends_with('-'),
+            "{text}"
+        );
+        assert_eq!(boots_table(&BootList::default()), "no boots recorded\n");
     }
 }

@@ -229,6 +229,13 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
             api(format!("pi {id}"), client.power_cycle(&id))?;
             out.done(&format!("power-cycled pi {id}"))
         }
+        PiCommand::Boots { id, all } => {
+            let mut list = api(format!("pi {id}"), client.boots(&id))?;
+            if !all {
+                list.boots.truncate(1);
+            }
+            out.print(&list, || events::boots_table(&list))
+        }
     }
 }
 

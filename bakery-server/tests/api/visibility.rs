@@ -634,4 +634,26 @@ fn the_cli_lists_and_follows_events() {
     assert_eq!(finished.pi.as_deref(), Some(pi.id.as_str()));
     let _ = follow.kill();
     let _ = follow.wait();
+
+    // `bakery pi boots` shows the timeline.
+    assert_eq!(
+        server.boot_request(&pi.id, "config.txt", None).status(),
+        StatusCode::OK
+    );
+    let out = std::process::Command::new(&cli)
+        .args(["--url", &server.base, "pi", "boots", &pi.id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("boot started "), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("config.txt"))
+        .unwrap_or_default();
+    assert!(line.contains("http") && line.contains("sent"), "{text}");
 }
