@@ -153,6 +153,11 @@ pub async fn run(
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let show = Show::new(args.output);
+    let wipe = requested
+        .join(MARKER)
+        .is_file()
+        .then(|| show.step("removing the previous demo's data"));
     let shown = requested.clone();
     let data_dir = tokio::task::spawn_blocking(move || prepare_data_dir(&requested))
         .await
@@ -160,7 +165,9 @@ pub async fn run(
             path: shown,
             source: std::io::Error::other(e.to_string()),
         })??;
-    let show = Show::new(args.output);
+    if let Some(step) = wipe {
+        step.done("previous demo's data removed");
+    }
     show.line(&format!(
         "bakery demo: {} simulated {} Pis, data in {}",
         args.pis,
