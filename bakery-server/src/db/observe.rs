@@ -243,3 +243,83 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bakery.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn events_get_increasing_ids_and_page_after_since() {
+        let (_dir, store) = store();
+        assert_eq!(store.last_event_id().unwrap(), 0);
+        let ids: Vec<i64> = (0..5)
+            .map(|i| {
+                let event = NewEvent {
+                    kind: "diskCreated",
+                    disk: Some(format!("d{i}")),
+                    ..NewEvent::default()
+                };
+                store.insert_event(&event).unwrap().id
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(store.last_event_id().unwrap(), ids[4]);
+        let page = store.events_since(ids[1], 2).unwrap();
+        assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), &ids[2..4]);
+        assert_eq!(page[0].disk.as_deref(), Some("d2"));
+        assert_eq!(page[0].kind, "diskCreated");
+        assert!(store.events_since(ids[4], 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn boot_records_are_put_replaced_and_pruned() {
+        let (_dir, store) = store();
+        let row = |boot: i64, seq: i64, outcome: BootOutcome| BootRecordRow {
+            pi: "1a2b3c4d".into(),
+            boot,
+            seq,
+            request: BootRequest {
+                time: boot + seq,
+                file: format!("1a2b3c4d/f{seq}"),
+                bytes: 7,
+                outcome,
+                via: "tftp".into(),
+                elapsed_ms: 3,
+                size_probed: outcome == BootOutcome::Sent,
+            },
+        };
+        store
+            .apply_boot_records(&[
+                BootRecordChange::Put(row(100, 0, BootOutcome::Probe)),
+                BootRecordChange::Put(row(100, 0, BootOutcome::Sent)),
+                BootRecordChange::Put(row(100, 1, BootOutcome::GaveUp)),
+                BootRecordChange::Put(row(200, 0, BootOutcome::Refused)),
+            ])
+            .unwrap();
+        let rows = store.boot_records().unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                row(100, 0, BootOutcome::Sent),
+                row(100, 1, BootOutcome::GaveUp),
+                row(200, 0, BootOutcome::Refused)
+            ]
+        );
+        store
+            .apply_boot_records(&[BootRecordChange::PruneBefore {
+                pi: "1a2b3c4d".into(),
+                boot: 200,
+            }])
+            .unwrap();
+        assert_eq!(
+            store.boot_records().unwrap(),
+            vec![row(200, 0, BootOutcome::Refused)]
+        );
+    }
+}
