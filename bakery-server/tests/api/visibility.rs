@@ -61,7 +61,8 @@ fn scrape(server: &Server) -> String {
 #[test]
 fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_recorded() {
     let env = Env::new();
-    let mut server = Server::start_with(&env, &["--tftp-listen", "127.0.0.2:0"]);
+    let mut server =
+        Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
     let tftp = tftp_addr(&server);
     assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
     let boot_dir = env.data().join("bakeforms").join(OS).join("boot");
