@@ -106,6 +106,27 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/v1/events/stream", "Live events as Server-Sent Events; resumes after `Last-Event-ID` or `?since=`", N, Text("text/event-stream"), &[OK]),
 ];
 
+/// Optional query parameters and headers: method, path, where, name, type, meaning.
+type OptionalParameter = (
+    &'static str,
+    &'static str,
+    ParameterIn,
+    &'static str,
+    Type,
+    &'static str,
+);
+
+/// The optional query parameters and headers of the routes that take any.
+#[rustfmt::skip]
+const OPTIONAL_PARAMETERS: &[OptionalParameter] = &[
+    ("get", "/api/v1/oven/{pi_id}", ParameterIn::Query, "wait", Type::String, "`baked`: long-poll until the Pi is baked (or its bake failed)"),
+    ("get", "/api/v1/oven/{pi_id}", ParameterIn::Query, "timeout", Type::Integer, "seconds a long-poll waits (default 60, at most 600)"),
+    ("get", "/api/v1/events", ParameterIn::Query, "since", Type::Integer, "only events with a larger id (default 0)"),
+    ("get", "/api/v1/events", ParameterIn::Query, "limit", Type::Integer, "at most this many events (default and maximum 1000)"),
+    ("get", "/api/v1/events/stream", ParameterIn::Query, "since", Type::Integer, "replay the events after this id first"),
+    ("get", "/api/v1/events/stream", ParameterIn::Header, "Last-Event-ID", Type::Integer, "resume after this event id (wins over `since`)"),
+];
+
 /// The OpenAPI form of an axum path: `{*rest}` becomes `{rest}`.
 pub fn openapi_path(axum_path: &str) -> String {
     axum_path.replace("{*", "{")
@@ -217,6 +238,20 @@ fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
                 .build()
         })
+        .chain(
+            OPTIONAL_PARAMETERS
+                .iter()
+                .filter(|(method, path, ..)| *method == o.method && *path == o.path)
+                .map(|(_, _, place, name, kind, description)| {
+                    ParameterBuilder::new()
+                        .name(*name)
+                        .parameter_in(place.clone())
+                        .required(Required::False)
+                        .description(Some(*description))
+                        .schema(Some(ObjectBuilder::new().schema_type(kind.clone()).build()))
+                        .build()
+                }),
+        )
         .collect();
     let mut builder = OperationBuilder::new()
         .summary(Some(o.summary))
@@ -292,6 +327,22 @@ mod tests {
             }
         }
         assert_eq!(count, OPERATIONS.len());
+        let events = &doc["paths"]["/api/v1/events"]["get"]["parameters"];
+        let names: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["since", "limit"], "{events}");
+        for (method, path, ..) in OPTIONAL_PARAMETERS {
+            assert!(
+                OPERATIONS
+                    .iter()
+                    .any(|o| o.method == *method && o.path == *path),
+                "{method} {path} takes parameters but is no operation"
+            );
+        }
         let wildcard = &doc["paths"]["/api/v1/files/{pi_id}/{path}"]["get"]["parameters"];
         assert_eq!(wildcard.as_array().unwrap().len(), 2, "{wildcard}");
     }
