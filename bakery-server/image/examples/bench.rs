@@ -20,9 +20,9 @@
 //!   background thread reclaims; the bake times of successive cycles should stay flat.
 //!
 //! Caches are warm for every contender (each runs once unmeasured first); `sync` runs
-//! before each measurement so the previous run's writeback is not billed to the next, and
-//! outputs are deleted only after a contender's last run, followed by a 12 s pause (ext4's
-//! allocator is slow for ~10 s after a large removal; see `recently_deleted` in the kernel).
+//! before each measurement so the previous run's writeback is not billed to the next;
+//! outputs are kept until the end (see `measure`), so the work dir needs about
+//! (2 × runs + 2) × 3 copies of the tree.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,8 +80,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Runs `f` once unmeasured, then `runs` times measured, each into a fresh output path
-/// under `scratch`. Outputs are removed only after all runs (and synced), so no run pays
-/// for the deletion (and discards) of the one before.
+/// under `scratch`. Nothing is deleted until the whole benchmark ends: on ext4 without a
+/// journal the inode allocator skips inodes freed in the last 60 s (`recently_deleted()` in
+/// the kernel), so creating files right after a large removal is several times slower, and
+/// one contender's cleanup would be billed to the next.
 fn measure(runs: usize, scratch: &Path, mut f: impl FnMut(&Path)) -> Duration {
     let mut times = Vec::new();
     std::fs::create_dir_all(scratch).expect("scratch dir");
@@ -95,12 +97,6 @@ fn measure(runs: usize, scratch: &Path, mut f: impl FnMut(&Path)) -> Duration {
             times.push(d);
         }
     }
-    remove_tree(scratch).expect("clean");
-    sync();
-    // ext4 skips inodes deleted in the last ~10 s when allocating (recently_deleted()), which
-    // makes creating files right after a large removal several times slower: let it pass so
-    // the next contender is not billed for this one's cleanup.
-    std::thread::sleep(Duration::from_secs(12));
     median(times)
 }
 
@@ -224,17 +220,16 @@ fn main() {
     );
 
     let runs = args.runs;
-    let out = w.join("out");
     println!(
         "\n== import ({runs} runs, median; baselines copy the staged tree: no loop mounts here)"
     );
-    let import = measure(runs, &out, |o| {
+    let import = measure(runs, &w.join("out-import"), |o| {
         import_image(&img, o, &mut |_| {}).expect("import");
     });
-    let cp = measure(runs, &out, |o| {
+    let cp = measure(runs, &w.join("out-import-cp"), |o| {
         sh(Command::new("cp").arg("-a").arg(&stage).arg(o))
     });
-    let rsync = measure(runs, &out, |o| {
+    let rsync = measure(runs, &w.join("out-import-rsync"), |o| {
         sh(Command::new("rsync")
             .arg("-xa")
             .arg(format!("{}/", stage.display()))
@@ -258,17 +253,17 @@ fn main() {
     if detected != CloneStrategy::Copy {
         strategies.push(CloneStrategy::Copy);
     }
-    let cp = measure(runs, &out, |o| {
+    let cp = measure(runs, &w.join("out-clone-cp"), |o| {
         sh(Command::new("cp").arg("-a").arg(&src).arg(o))
     });
-    let rsync = measure(runs, &out, |o| {
+    let rsync = measure(runs, &w.join("out-clone-rsync"), |o| {
         sh(Command::new("rsync")
             .arg("-xa")
             .arg(format!("{}/", src.display()))
             .arg(o))
     });
     for s in strategies {
-        let d = measure(runs, &out, |o| {
+        let d = measure(runs, &w.join(format!("out-clone-{s}")), |o| {
             clone_tree(&src, o, s).expect("clone");
         });
         report(
@@ -336,8 +331,6 @@ fn cycles(w: &Path, src: &Path, strategy: CloneStrategy, n: usize, deferred: boo
             max.as_secs_f64() / first.as_secs_f64()
         );
     }
-    sync();
-    std::thread::sleep(Duration::from_secs(12));
 }
 
 fn report(what: &str, d: Duration, baselines: &[(&str, Duration)]) {
