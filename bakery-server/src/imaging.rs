@@ -44,7 +44,24 @@ pub fn import(image: &Path, dest: &Path) -> Result<(), ImagingError> {
             tracing::info!(image = %image.display(), phase = ?p.phase, files = p.files_total, bytes = p.bytes_total, "import phase");
         }
     };
-    bakery_image::import_image(image, dest, &mut progress)
+    // The readers of partition tables and file systems parse the uploader's bytes: should one
+    // of them (or a library under it) panic on a crafted image, that is a bad image, not a
+    // failed server task.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        bakery_image::import_image(image, dest, &mut progress)
+    }));
+    let result = outcome.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        tracing::error!(image = %image.display(), why, "image reader panicked");
+        ImagingError::Image(format!(
+            "the image could not be read (reader failed: {why})"
+        ))
+    })?;
+    result
         .map(|summary| tracing::info!(summary = ?summary, "image imported"))
         .map_err(|e| match e {
             ImageError::Io { .. }

@@ -50,6 +50,19 @@ pub(crate) fn partitions(file: &File, path: &Path, len: u64) -> Result<Vec<Part>
     if mbr0[510..512] != [0x55, 0xAA] {
         return Err(no_table("no MBR boot signature (55 AA) at byte 510".into()));
     }
+    // A used entry starting at sector 0 would overlap the table itself; refusing it here also
+    // keeps mbrman from panicking on a table whose used entries all start there (found by
+    // the `image` fuzz target).
+    for i in 0..4 {
+        let entry = &mbr0[446 + 16 * i..446 + 16 * (i + 1)];
+        let start = u32::from_le_bytes([entry[8], entry[9], entry[10], entry[11]]);
+        if entry[4] != 0 && start == 0 {
+            return Err(no_table(format!(
+                "partition {} starts at sector 0, over the partition table",
+                i + 1
+            )));
+        }
+    }
     let mut reader = Region::new(file, 0, len);
     let mbr = mbrman::MBR::read_from(&mut reader, 512)
         .map_err(|e| no_table(format!("invalid MBR: {e}")))?;
