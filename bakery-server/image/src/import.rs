@@ -115,6 +115,32 @@ pub fn import_image(
             path: dest.to_owned(),
         });
     }
+    let created = std::cell::Cell::new(false);
+    // The readers (ours, mbrman, fatfs, ext4-view) parse untrusted bytes: a panic in any of
+    // them is a corrupt image, never a crashed caller.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        import_into(image, dest, progress, &created)
+    }));
+    let result = outcome.unwrap_or_else(|_| {
+        Err(ImageError::Corrupt {
+            path: image.to_owned(),
+            reason: "a file system reader crashed on its data".into(),
+        })
+    });
+    if result.is_err() && created.get() {
+        if let Err(e) = host::remove_tree(dest) {
+            tracing::warn!(dest = %dest.display(), error = %e, "could not remove a failed import");
+        }
+    }
+    result
+}
+
+fn import_into(
+    image: &Path,
+    dest: &Path,
+    progress: &mut dyn FnMut(ImportProgress),
+    created: &std::cell::Cell<bool>,
+) -> Result<ImportSummary, ImageError> {
     let file = File::open(image).map_err(|e| ImageError::io("open image", image, e))?;
     let len = file
         .metadata()
@@ -142,59 +168,45 @@ pub fn import_image(
     })?;
 
     fs::create_dir(dest).map_err(|e| ImageError::io("create", dest, e))?;
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut summary = ImportSummary::default();
-        let mut warnings = Warnings::default();
-        let boot_dir = dest.join("boot");
-        match boot_kind {
-            BootKind::Fat => {
-                summary.boot_fs = import_fat(&file, &boot, &boot_dir, &mut summary, progress)?;
-            }
-            BootKind::Ext4 => {
-                let fs =
-                    open_ext4(&file, &boot).map_err(|reason| ImageError::BootNotFatOrExt4 {
-                        index: boot.index,
-                        reason,
-                    })?;
-                let mut boot_summary = ImportSummary::default();
-                let mut boot_warnings = Warnings::default();
-                extract_ext4(
-                    &fs,
-                    &boot_dir,
-                    ImportPhase::Boot,
-                    &mut boot_summary,
-                    &mut boot_warnings,
-                    progress,
-                )?;
-                summary.boot_fs = "ext4".into();
-                summary.boot_files = boot_summary.files;
-                summary.boot_bytes = boot_summary.bytes;
-            }
+    created.set(true);
+    let mut summary = ImportSummary::default();
+    let mut warnings = Warnings::default();
+    let boot_dir = dest.join("boot");
+    match boot_kind {
+        BootKind::Fat => {
+            summary.boot_fs = import_fat(&file, &boot, &boot_dir, &mut summary, progress)?;
         }
-        extract_ext4(
-            &root_fs,
-            &dest.join("root"),
-            ImportPhase::Root,
-            &mut summary,
-            &mut warnings,
-            progress,
-        )?;
-        summary.warnings = warnings.lines();
-        Ok(summary)
-    }));
-    let result = match result {
-        Ok(r) => r,
-        Err(_) => Err(ImageError::Corrupt {
-            path: image.to_owned(),
-            reason: "a file system reader crashed on its data".into(),
-        }),
-    };
-    if result.is_err() {
-        if let Err(e) = host::remove_tree(dest) {
-            tracing::warn!(dest = %dest.display(), error = %e, "could not remove a failed import");
+        BootKind::Ext4 => {
+            let fs = open_ext4(&file, &boot).map_err(|reason| ImageError::BootNotFatOrExt4 {
+                index: boot.index,
+                reason,
+            })?;
+            let mut boot_summary = ImportSummary::default();
+            let mut boot_warnings = Warnings::default();
+            extract_ext4(
+                &fs,
+                &boot_dir,
+                ImportPhase::Boot,
+                &mut boot_summary,
+                &mut boot_warnings,
+                progress,
+            )?;
+            summary.boot_fs = "ext4".into();
+            summary.boot_files = boot_summary.files;
+            summary.boot_bytes = boot_summary.bytes;
         }
     }
-    result
+    extract_ext4(
+        &root_fs,
+        &dest.join("root"),
+        ImportPhase::Root,
+        &mut summary,
+        &mut warnings,
+        progress,
+    )?;
+    summary.warnings = warnings.lines();
+    tracing::debug!(image = %image.display(), dest = %dest.display(), files = summary.files, bytes = summary.bytes, "imported image");
+    Ok(summary)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -247,6 +247,17 @@ fn bad_images_are_rejected_and_leave_nothing() {
     f.write_all_at(&[0x55, 0xAA], 510).unwrap();
     assert_rejected(&bare, "lists no partitions");
 
+    // A used entry starting at sector 0, over the table itself (mbrman panicked on this).
+    let at_zero = d.join("at-zero.img");
+    let f = fs::File::create(&at_zero).unwrap();
+    f.set_len(4 << 20).unwrap();
+    let mut entry = [0u8; 16];
+    entry[4] = 0x0c;
+    entry[12..16].copy_from_slice(&2048u32.to_le_bytes());
+    f.write_all_at(&entry, 446).unwrap();
+    f.write_all_at(&[0x55, 0xAA], 510).unwrap();
+    assert_rejected(&at_zero, "partition 1 starts at sector 0");
+
     // A good image whose partition 2 holds no ext4, and one whose boot holds garbage.
     let good = d.join("good.img");
     build_sample_image(&good, &SampleSpec::default()).unwrap();
