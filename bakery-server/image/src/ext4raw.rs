@@ -269,6 +269,12 @@ impl<'f> RawFs<'f> {
         if blocks_per_group == 0 || inodes_per_group == 0 || inodes_count == 0 {
             return err("superblock has zero blocks or inodes per group");
         }
+        // Each group's block and inode bitmaps are one block each.
+        if blocks_per_group > 8 * block_size || u64::from(inodes_per_group) > 8 * block_size {
+            return err(format!(
+                "superblock claims {blocks_per_group} blocks and {inodes_per_group} inodes per group, more than one bitmap block holds"
+            ));
+        }
         if !(128..=block_size).contains(&inode_size) || !inode_size.is_power_of_two() {
             return err(format!("invalid inode size {inode_size}"));
         }
