@@ -23,6 +23,12 @@ fn detected_strategy_clones_an_identical_tree() {
     let src = dir.path().join("golden");
     stage_full_tree(&src);
     let strategy = detect_strategy(dir.path());
+    let probes: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("probe"))
+        .collect();
+    assert!(probes.is_empty(), "detect_strategy left {probes:?}");
     let dst = dir.path().join("pi-1");
     let stats = clone_tree(&src, &dst, strategy).unwrap();
     assert_same_tree(&src, &dst, true);
