@@ -348,15 +348,19 @@ fn walk_clone(src: &Path, dst: &Path, reflink: bool) -> Result<CloneStats, Image
         specials: 0,
         bytes: 0,
     };
-    // 1. Directories (parents come before children in walk order).
-    for n in nodes.iter().filter(|n| n.dir) {
-        let p = dst.join(&n.rel);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&p)
-            .map_err(|e| ImageError::io("create", &p, e))?;
-        stats.dirs += 1;
+    // 1. Directories: one depth level at a time, each level in parallel.
+    let mut dirs: Vec<&Node> = nodes.iter().filter(|n| n.dir).collect();
+    dirs.sort_by_key(|n| n.depth);
+    for level in dirs.chunk_by(|a, b| a.depth == b.depth) {
+        level.par_iter().try_for_each(|n| {
+            let p = dst.join(&n.rel);
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&p)
+                .map_err(|e| ImageError::io("create", &p, e))
+        })?;
     }
+    stats.dirs = dirs.len() as u64;
     // 2. Everything else in parallel; multiply-linked files wait for a sequential pass.
     let deferred: Mutex<Vec<(&Node, fs::Metadata)>> = Mutex::new(Vec::new());
     let counters = [(); 4].map(|_| AtomicU64::new(0)); // files, symlinks, specials, bytes
