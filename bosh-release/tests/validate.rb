@@ -211,6 +211,11 @@ examples.fetch('cases').each do |example|
   c.check("#{case_name}: every template of job #{job} renders") do
     renderer = BoshTemplate::JobRenderer.new(job_dir)
     files = renderer.render_all(example['properties'] || {}, example['spec'] || {})
+    # The inputs, for check-rendered.sh (e.g. print-dnsmasq-config with the same subnet).
+    FileUtils.mkdir_p(File.join(out_dir, case_name))
+    File.write(File.join(out_dir, case_name, 'case.json'),
+               JSON.pretty_generate('job' => job, 'properties' => example['properties'] || {},
+                                    'spec' => renderer.default_spec.merge(example['spec'] || {})))
     files.each do |destination, content|
       path = File.join(out_dir, case_name, 'jobs', job, destination)
       FileUtils.mkdir_p(File.dirname(path))
@@ -254,12 +259,13 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
   job = '/var/vcap/jobs/bakery/config'
   want = {
     'listen' => '0.0.0.0:8080', 'data_dir' => '/var/vcap/store/bakery', 'nfs_address' => '10.0.0.2',
-    'tftp_listen' => '0.0.0.0:69', 'exports_file' => '/etc/exports.d/bakery.exports',
+    'tftp_listen' => '0.0.0.0:69', 'nfs_backend' => 'kernel', 'exports_file' => '/etc/exports.d/bakery.exports',
     'max_image_size' => 8_589_934_592, 'export_options' => 'rw,sync,no_subtree_check,no_root_squash',
     'ppi' => '/var/vcap/packages/bakery-simpleweb-ppi/bin/bakery-simpleweb-ppi',
     'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30.0, 'power_cycle_pause' => 2.5,
     'export_to_any' => false, 'cmdline_template' => "#{job}/cmdline-template",
-    'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key"
+    'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key",
+    'boot_files_require_token' => true, 'max_pis' => 200
   }
   expect(toml == want, "got #{toml.inspect}")
   expect(toml['ppi_timeout'].is_a?(Float), 'ppi_timeout must be a TOML float (bakery-server reads f64)')
@@ -278,12 +284,14 @@ end
 c.check('bakery-defaults: bakery.toml has only the defaults and the instance address as NFS address') do
   toml = parse_simple_toml(files_of(rendered, 'bakery-defaults')['config/bakery.toml'])
   expect(toml['nfs_address'] == '192.168.50.4', "nfs_address #{toml['nfs_address'].inspect}")
-  expect(toml.keys.sort == %w[data_dir exports_file listen nfs_address tftp_listen], "keys #{toml.keys.sort}")
+  expect(toml.keys.sort == %w[data_dir exports_file listen nfs_address nfs_backend tftp_listen], "keys #{toml.keys.sort}")
+  expect(toml['nfs_backend'] == 'kernel' && toml['exports_file'] == '/etc/exports.d/bakery.exports', toml.inspect)
 end
 
 c.check('bakery-full: token, TLS and PPI config files hold the property values') do
   files = files_of(rendered, 'bakery-full')
-  expect(files['config/token'] == 's3cr3t-token-"quoted"', "token file #{files['config/token'].inspect}")
+  want_tokens = %(s3cr3t-token-"quoted"\nnext-admin-token-0123456789\nro:metrics-read-only-0123456789\n)
+  expect(files['config/token'] == want_tokens, "token file #{files['config/token'].inspect}")
   expect(files['config/tls.crt'].include?("CERT\n-----END CERTIFICATE-----"), 'tls.crt lacks the certificate')
   expect(files['config/tls.key'].include?('KEY'), 'tls.key lacks the key')
   ppi = JSON.parse(files['config/ppi-config'])
@@ -365,7 +373,8 @@ end
 c.check('bakery-cpi-explicit: cpi.json has the url, token, agent and numbers from the properties') do
   cpi = JSON.parse(files_of(rendered, 'bakery-cpi-explicit')['config/cpi.json'])
   want = {
-    'url' => 'http://10.0.0.2:8080/api/v1', 'token' => 's3cr3t-token-"quoted"',
+    'url' => 'https://10.0.0.2:8080/api/v1', 'token' => 's3cr3t-token-"quoted"',
+    'ca_cert' => "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
     'default_ephemeral_disk_mib' => 4096, 'bake_timeout_seconds' => 600,
     'agent' => {
       'mbus' => 'nats://nats:nats-password@10.0.0.6:4222', 'ntp' => ['10.0.0.1'],
@@ -418,6 +427,104 @@ c.check('rendering fails with a clear message for a TFTP server that is not an I
   raise 'rendered with a host name as TFTP server'
 rescue RuntimeError => e
   expect(e.message.include?('"bakery.example" is not an IP address'), e.message)
+end
+
+c.check('bakery-ganesha: bakery.toml selects ganesha, its include path, pid file and export ids; no exportfs') do
+  toml = parse_simple_toml(files_of(rendered, 'bakery-ganesha')['config/bakery.toml'])
+  expect(toml['nfs_backend'] == 'ganesha', toml.inspect)
+  expect(toml['exports_file'] == '/etc/ganesha/bakery.conf', "exports_file #{toml['exports_file'].inspect}")
+  expect(toml['ganesha_pid_file'] == '/var/vcap/sys/run/nfs-ganesha/ganesha.pid', toml.inspect)
+  expect(toml['ganesha_export_id_base'] == 2000, "export id base #{toml['ganesha_export_id_base'].inspect} (must be a TOML integer)")
+  expect(!toml.key?('exportfs_cmd'), 'exportfs_cmd rendered: it would replace the SIGHUP')
+end
+
+c.check('bakery-ganesha: pre-start checks that ganesha.conf includes the exports file, not for exportfs') do
+  pre_start = files_of(rendered, 'bakery-ganesha')['bin/pre-start']
+  expect(pre_start.include?('ganesha_config=/etc/ganesha/ganesha.conf'), pre_start)
+  expect(pre_start.include?(%(include_line=\\%include\\ \\"/etc/ganesha/bakery.conf\\")), pre_start)
+  expect(pre_start.include?('exit 1') && !pre_start.include?('command -v exportfs'), 'pre-start checks exportfs or never fails')
+  bpm = YAML.safe_load(files_of(rendered, 'bakery-ganesha')['config/bpm.yml'])
+  volumes = bpm['processes'][0].dig('unsafe', 'unrestricted_volumes')
+  expect(volumes == [{ 'path' => '/etc/ganesha', 'writable' => true }], volumes.inspect)
+end
+
+c.check('bakery-ganesha-bpm: ganesha reloaded by the command; bpm mounts the exports file dir only') do
+  files = files_of(rendered, 'bakery-ganesha-bpm')
+  toml = parse_simple_toml(files['config/bakery.toml'])
+  expect(toml['exports_file'] == '/var/vcap/data/ganesha/bakery.conf' && toml['exportfs_cmd'] == '/var/vcap/jobs/nfs-ganesha/bin/reload', toml.inspect)
+  expect(!toml.key?('ganesha_pid_file') && !toml.key?('ganesha_export_id_base'), toml.inspect)
+  volumes = YAML.safe_load(files['config/bpm.yml'])['processes'][0].dig('unsafe', 'unrestricted_volumes')
+  expect(volumes == [{ 'path' => '/var/vcap/data/ganesha', 'writable' => true }], volumes.inspect)
+  expect(files['bin/pre-start'].include?('ganesha_config=/var/vcap/jobs/nfs-ganesha/config/ganesha.conf'), files['bin/pre-start'])
+end
+
+c.check('bakery-hooktftp: TFTP off, Pis pinned, inventory capped, token on, boot path open') do
+  files = files_of(rendered, 'bakery-hooktftp')
+  toml = parse_simple_toml(files['config/bakery.toml'])
+  expect(toml['tftp_listen'] == 'off' && toml['pin_pi_addresses'] == true && toml['max_pis'] == 64, toml.inspect)
+  expect(toml['token_file'] == '/var/vcap/jobs/bakery/config/token' && !toml.key?('boot_files_require_token'), toml.inspect)
+  expect(files['config/token'] == "hooktftp-admin-token-0123456789\n", files['config/token'].inspect)
+  lines = files['config/dnsmasq.conf'].lines.map(&:strip)
+  expect(lines.include?('pxe-service=0,"Raspberry Pi Boot",bootcode,10.0.0.7'), lines.inspect)
+  expect(!lines.include?('log-dhcp'), 'log-dhcp though dnsmasq.log_dhcp is false')
+end
+
+c.check('bakery-defaults: no token, no TLS, no security settings in bakery.toml') do
+  toml = parse_simple_toml(files_of(rendered, 'bakery-defaults')['config/bakery.toml'])
+  unexpected = %w[token_file tls_cert tls_key boot_files_require_token max_pis pin_pi_addresses ganesha_pid_file] & toml.keys
+  expect(unexpected.empty?, "rendered #{unexpected}")
+end
+
+# Manifests the director would accept but bakery-server could not use (or could not use
+# safely) fail at render time, with a message that names the properties.
+[
+  ['a ganesha pid file together with a reload command',
+   { 'nfs' => { 'backend' => 'ganesha', 'exportfs_cmd' => '/bin/true', 'ganesha' => { 'pid_file' => '/run/g.pid' } } },
+   'bakery.nfs.ganesha.pid_file and bakery.nfs.exportfs_cmd are both set'],
+  ['a ganesha pid file with the kernel backend',
+   { 'nfs' => { 'ganesha' => { 'pid_file' => '/run/g.pid' } } }, 'bakery.nfs.ganesha.pid_file is set but bakery.nfs.backend is kernel'],
+  ['an NFS backend that does not exist', { 'nfs' => { 'backend' => 'knfsd' } }, 'bakery.nfs.backend "knfsd" is not kernel or ganesha'],
+  ['export id base 0', { 'nfs' => { 'backend' => 'ganesha', 'ganesha' => { 'export_id_base' => 0 } } },
+   'bakery.nfs.ganesha.export_id_base 0 is not a number from 1 to 65535'],
+  ['a token on the boot path with TFTP off (HookTFTP cannot send one)',
+   { 'tftp_listen' => 'off', 'token' => 'a-long-enough-admin-token', 'boot_files_require_token' => true },
+   'bakery.tftp_listen off: Pis boot through HookTFTP'],
+  ['a token on the boot path without any token', { 'boot_files_require_token' => true }, 'needs a token: set bakery.token'],
+  ['max_pis 0', { 'max_pis' => 0 }, 'bakery.max_pis 0 is not a whole number of at least 1']
+].each do |what, bakery, message|
+  c.check("rendering bakery.toml fails for #{what}") do
+    bakery_renderer.render_file('templates/bakery.toml.erb', { 'bakery' => bakery })
+    raise 'rendered'
+  rescue RuntimeError => e
+    raise if e.message == 'rendered'
+
+    expect(e.message.include?(message), "message #{e.message.inspect} lacks #{message.inspect}")
+  end
+end
+
+c.check('rendering bakery.toml fails for ganesha under bpm without a reload command') do
+  bakery_renderer.render_file('templates/bakery.toml.erb', { 'bpm' => { 'enabled' => true }, 'bakery' => { 'nfs' => { 'backend' => 'ganesha' } } })
+  raise 'rendered'
+rescue RuntimeError => e
+  expect(e.message.include?('needs bakery.nfs.exportfs_cmd'), e.message)
+end
+
+[
+  ['a short token', { 'token' => 'short' }, 'bakery.token is not a usable token'],
+  ['a token with a space', { 'extra_tokens' => ['has a space but is long'] }, 'bakery.extra_tokens[0] is not a usable token'],
+  ['an admin token that reads as read-only', { 'token' => 'ro:looks-read-only-token' }, 'bakery.token starts with ro:'],
+  ['a short read-only token', { 'read_only_tokens' => ['x' * 20, 'tiny'] }, 'bakery.read_only_tokens[1] is not a usable token']
+].each do |what, bakery, message|
+  c.check("rendering the token file fails for #{what}, without showing the token") do
+    bakery_renderer.render_file('templates/token.erb', { 'bakery' => bakery })
+    raise 'rendered'
+  rescue RuntimeError => e
+    raise if e.message == 'rendered'
+
+    expect(e.message.include?(message), "message #{e.message.inspect} lacks #{message.inspect}")
+    secrets = [bakery['token'], *bakery['extra_tokens'], *bakery['read_only_tokens']].compact
+    expect(secrets.none? { |t| e.message.include?(t) }, 'the message shows the token')
+  end
 end
 
 c.check('a template reading an undeclared property fails (the director hides it)') do
