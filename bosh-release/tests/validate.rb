@@ -547,6 +547,8 @@ c.check('manifests/cpi-config.yml declares uniquely named CPIs, bakery ones with
   expect(!bakery.empty?, 'no cpi of type bakery')
   bakery.each do |cpi|
     expect(cpi.dig('properties', 'url').to_s.end_with?('/api/v1'), "cpi #{cpi['name']}: properties.url does not end in /api/v1")
+    unknown = cpi['properties'].keys - %w[url token ca_cert agent default_ephemeral_disk_mib bake_timeout_seconds]
+    expect(unknown.empty?, "cpi #{cpi['name']}: properties #{unknown} are no cpi.json keys")
   end
   true
 end
@@ -579,6 +581,34 @@ c.check('manifests/bakery.yml deploys the bakery job with declared properties on
     expect(unknown.empty?, "job #{job['name']}: undeclared properties #{unknown.join(', ')}")
   end
   true
+end
+
+c.check('manifests/bakery.yml renders with its variables filled in: HTTPS, tokens, boot path closed') do
+  manifest = load_yaml(File.join(manifests, 'bakery.yml'))
+  job = manifest['instance_groups'].flat_map { |ig| ig['jobs'] }.find { |j| j['name'] == 'bakery' }
+  pem = "-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"
+  values = {
+    'bakery_ip' => '10.0.0.10', 'pi_subnet' => '10.0.0.0/24', 'relay_board_ip' => '10.0.0.5',
+    'bakery_token' => 'a' * 32, 'bakery_read_only_token' => 'b' * 32,
+    'bakery_tls' => { 'certificate' => pem, 'private_key' => "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n", 'ca' => pem }
+  }
+  # Replaces every ((name)) (a whole value, or part of a string) as the director would.
+  interpolate = lambda do |node|
+    case node
+    when Hash then node.transform_values { |v| interpolate.call(v) }
+    when Array then node.map { |v| interpolate.call(v) }
+    when /\A\(\(([a-z_]+)\)\)\z/ then values.fetch(Regexp.last_match(1))
+    when String then node.gsub(/\(\(([a-z_]+)\)\)/) { values.fetch(Regexp.last_match(1)) }
+    else node
+    end
+  end
+  files = BoshTemplate::JobRenderer.new(File.join(RELEASE_DIR, 'jobs/bakery'))
+                                   .render_all(interpolate.call(job['properties']), 'ip' => '10.0.0.10')
+  toml = parse_simple_toml(files['config/bakery.toml'])
+  expect(toml['tls_cert'] && toml['token_file'] && toml['boot_files_require_token'] == true && toml['pin_pi_addresses'] == true,
+         toml.inspect)
+  expect(files['config/token'] == "#{'a' * 32}\nro:#{'b' * 32}\n", files['config/token'].inspect)
+  expect(files['config/dnsmasq.conf'].include?('pxe-service=0,"Raspberry Pi Boot",bootcode,10.0.0.10'), files['config/dnsmasq.conf'])
 end
 
 c.check('manifests/bakery.yml uses only AZs, vm_types, disk_types and networks of cloud-config.yml') do
