@@ -149,7 +149,7 @@ fi
 # What check-config must resolve each case's bakery.toml to (lines of its `Config {...}`
 # output): proof that bakery-server reads the rendered keys the way the properties mean them.
 declare -A resolved=(
-  [bakery-full]='nfs_backend: Kernel,|boot_files_require_token: true,|max_pis: 200,|pin_pi_addresses: false,|tftp_listen: Some(|token_file: Some(|tls: Some(|ppi_timeout: 30s,|power_cycle_pause: 2.5s,'
+  [bakery-full]='nfs_backend: Kernel,|db_path: "ROOT/var/vcap/store/bakery/db/bakery.db",|boot_root_dir: Some(|boot_files_require_token: true,|max_pis: 200,|pin_pi_addresses: false,|tftp_listen: Some(|token_file: Some(|tls: Some(|ppi_timeout: 30s,|power_cycle_pause: 2.5s,'
   [bakery-defaults]='nfs_backend: Kernel,|nfs_address: "192.168.50.4",|exports_file: "ROOT/etc/exports.d/bakery.exports",|token_file: None,|tls: None,|max_pis: 1024,'
   [bakery-ganesha]='nfs_backend: Ganesha,|exports_file: "ROOT/etc/ganesha/bakery.conf",|exportfs_cmd: "",|ganesha_pid_file: Some(|"ROOT/var/vcap/sys/run/nfs-ganesha/ganesha.pid",|ganesha_export_id_base: 2000,'
   [bakery-ganesha-bpm]='nfs_backend: Ganesha,|exports_file: "ROOT/var/vcap/data/ganesha/bakery.conf",|exportfs_cmd: "ROOT/var/vcap/jobs/nfs-ganesha/bin/reload",|ganesha_pid_file: None,'
@@ -172,7 +172,7 @@ install_case() {
   grep -Eo "\"$root/var/vcap/(store|data)/[^\"]*\"" "$relocated" | tr -d '"' | while IFS= read -r dir; do
     case "$dir" in
       */config/*) ;;
-      *.conf) mkdir -p "$(dirname "$dir")" ;;
+      *.conf | *.db) mkdir -p "$(dirname "$dir")" ;;
       *) mkdir -p "$dir" ;;
     esac
   done
@@ -215,6 +215,25 @@ for config in "${server_configs[@]}"; do
     fi
   fi
 done
+
+# Every setting bakery-server has (its long flags, which are its TOML keys with `_`) must be
+# rendered by some case, so a setting added to the server and not to the job shows up here.
+# `config` is the file itself.
+if [[ -z "$server" ]]; then
+  missing "every bakery-server setting is rendered by some case (no bakery-server binary built)"
+elif [[ ${#server_configs[@]} -gt 0 ]]; then
+  mapfile -t settings < <("$server" --help | grep -Eo '^[[:space:]]+--[a-z][a-z-]+' | sed -e 's/^[[:space:]]*--//' -e 's/-/_/g' \
+    | grep -vx -e config -e help -e version)
+  unrendered=()
+  for key in "${settings[@]}"; do
+    grep -qh "^$key = " "${server_configs[@]}" || unrendered+=("$key")
+  done
+  if [[ ${#settings[@]} -gt 10 && ${#unrendered[@]} -eq 0 ]]; then
+    ok "every bakery-server setting (${#settings[@]} in its --help) is rendered by some case of example-properties.yml"
+  else
+    not_ok "bakery-server settings no case renders (a job property missing?): ${unrendered[*]:-<none>} (of ${#settings[@]} settings)"
+  fi
+fi
 
 # --- dnsmasq.conf = print-dnsmasq-config ------------------------------------------------------
 
@@ -295,6 +314,7 @@ start_live() {
   cp "$relocated" "$live/bakery.toml"
   toml_set "$live/bakery.toml" listen "\"127.0.0.1:$port\""
   toml_set "$live/bakery.toml" data_dir "\"$live/data\""
+  if grep -q '^db_path = ' "$live/bakery.toml"; then toml_set "$live/bakery.toml" db_path "\"$live/data/bakery.db\""; fi
   toml_set "$live/bakery.toml" exportfs_cmd '""'
   tftp="$(sed -n 's/^tftp_listen = "\(.*\)"$/\1/p' "$live/bakery.toml")"
   [[ "${tftp,,}" == off ]] || toml_set "$live/bakery.toml" tftp_listen '"127.0.0.1:0"'

@@ -259,6 +259,7 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
   job = '/var/vcap/jobs/bakery/config'
   want = {
     'listen' => '0.0.0.0:8080', 'data_dir' => '/var/vcap/store/bakery', 'nfs_address' => '10.0.0.2',
+    'db_path' => '/var/vcap/store/bakery/db/bakery.db', 'boot_root_dir' => '/var/vcap/store/bakery/boot-root',
     'tftp_listen' => '0.0.0.0:69', 'nfs_backend' => 'kernel', 'exports_file' => '/etc/exports.d/bakery.exports',
     'max_image_size' => 8_589_934_592, 'export_options' => 'rw,sync,no_subtree_check,no_root_squash',
     'ppi' => '/var/vcap/packages/bakery-simpleweb-ppi/bin/bakery-simpleweb-ppi',
