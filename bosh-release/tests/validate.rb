@@ -442,7 +442,7 @@ end
 c.check('bakery-ganesha: pre-start checks that ganesha.conf includes the exports file, not for exportfs') do
   pre_start = files_of(rendered, 'bakery-ganesha')['bin/pre-start']
   expect(pre_start.include?('ganesha_config=/etc/ganesha/ganesha.conf'), pre_start)
-  expect(pre_start.include?(%(include_line=\\%include\\ \\"/etc/ganesha/bakery.conf\\")), pre_start)
+  expect(pre_start.include?('exports_file=/etc/ganesha/bakery.conf') && pre_start.include?(%(include_line="%include \\"$exports_file\\"")), pre_start)
   expect(pre_start.include?('exit 1') && !pre_start.include?('command -v exportfs'), 'pre-start checks exportfs or never fails')
   bpm = YAML.safe_load(files_of(rendered, 'bakery-ganesha')['config/bpm.yml'])
   volumes = bpm['processes'][0].dig('unsafe', 'unrestricted_volumes')
