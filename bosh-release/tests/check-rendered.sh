@@ -19,7 +19,7 @@
 # - bakery-full (token + TLS): HTTPS with the rendered token file (admin, extra and read-only
 #   tokens), the boot path closed, the status page open, and the real bakery-cpi with the
 #   rendered bakery-cpi-explicit cpi.json (same token, `ca_cert` set to the test CA)
-#   creating, finding and deleting a disk; without `ca_cert` it must fail;
+#   creating, finding and deleting a disk; without `ca_cert` it must fail; the rendered post-start waits for the listener;
 # - bakery-hooktftp: the boot path open without a token while the API needs one.
 #
 # A missing binary is a SKIP, except when CI is set: then it is a failure.
@@ -422,6 +422,20 @@ else
         ok "live bakery-full: without ca_cert bakery-cpi refuses bakery's certificate"
       else
         not_ok "live bakery-full: without ca_cert bakery-cpi answered $untrusted"
+      fi
+    fi
+    # bin/post-start waits for the listener: passes now, fails (quickly here) once it is gone.
+    sed -e "s#:8080/#:$port/#" -e 's/seq 1 60/seq 1 2/' "$root/var/vcap/jobs/bakery/bin/post-start" >"$live/post-start"
+    if ! out="$(bash "$live/post-start" 2>&1)"; then
+      not_ok "live bakery-full: post-start fails though bakery-server answers: $out"
+    else
+      stop_server
+      if out="$(bash "$live/post-start" 2>&1)"; then
+        not_ok "live bakery-full: post-start passes though bakery-server is stopped"
+      elif grep -qF "does not answer at https://127.0.0.1:$port/" <<<"$out"; then
+        ok "live bakery-full: post-start waits for bakery-server's HTTPS listener and fails when nothing answers"
+      else
+        not_ok "live bakery-full: post-start failed without saying why: $out"
       fi
     fi
   fi
