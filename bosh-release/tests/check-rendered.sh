@@ -19,7 +19,8 @@
 # - bakery-full (token + TLS): HTTPS with the rendered token file (admin, extra and read-only
 #   tokens), the boot path closed, the status page open, and the real bakery-cpi with the
 #   rendered bakery-cpi-explicit cpi.json (same token, `ca_cert` set to the test CA)
-#   creating, finding and deleting a disk; without `ca_cert` it must fail; the rendered post-start waits for the listener;
+#   creating, finding and deleting a disk; without `ca_cert` it must fail; the rendered
+#   post-start passes while the server answers and fails once it is stopped;
 # - bakery-hooktftp: the boot path open without a token while the API needs one.
 #
 # A missing binary is a SKIP, except when CI is set: then it is a failure.
