@@ -72,6 +72,14 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     // Unknown routes under /api are refused before routing (nothing to learn without a token).
     assert_eq!(server.get("/nope").status(), StatusCode::UNAUTHORIZED);
+    // The status page itself is open (it asks for a token); its data and /metrics are not.
+    assert_eq!(raw_get(&server, "/"), 200);
+    assert_eq!(raw_get(&server, "/metrics"), 401);
+    let origin = server.base.trim_end_matches("/api/v1");
+    let resp = with(c.get(format!("{origin}/metrics")), READER)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
     // Spellings that do not start with /api/ reach no API route.
     for path in [
         "/%61pi/v1/pis",
