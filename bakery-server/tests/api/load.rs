@@ -52,6 +52,7 @@ struct Tally {
     statuses: BTreeMap<(&'static str, u16), u64>,
     failures: Vec<String>,
     slowest: Duration,
+    slowest_kind: &'static str,
     answers: u64,
 }
 
@@ -133,7 +134,10 @@ async fn client_loop(
         let started = Instant::now();
         let reply = req.send().await;
         let took = started.elapsed();
-        tally.slowest = tally.slowest.max(took);
+        if took > tally.slowest {
+            tally.slowest = took;
+            tally.slowest_kind = kind;
+        }
         let resp = match reply {
             Ok(resp) => resp,
             Err(e) => {
@@ -260,7 +264,11 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
                         1,
                         Model::Pi4,
                         &boot_dir,
-                        &BootOptions::default(),
+                        // Patient Pis: the test is about the server answering, on a busy CI box.
+                        &BootOptions {
+                            retries: 10,
+                            ..BootOptions::default()
+                        },
                     )
                     .await;
                     storms.push((t.elapsed(), results));
@@ -291,13 +299,17 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
     let mut statuses: BTreeMap<(&str, u16), u64> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut slowest = Duration::ZERO;
+    let mut slowest_kind = "";
     let mut answers = 0;
     for t in tallies {
         for (k, v) in t.statuses {
             *statuses.entry(k).or_insert(0) += v;
         }
         failures.extend(t.failures);
-        slowest = slowest.max(t.slowest);
+        if t.slowest > slowest {
+            slowest = t.slowest;
+            slowest_kind = t.slowest_kind;
+        }
         answers += t.answers;
     }
     let boots: usize = storms.iter().map(|(_, r)| r.len()).sum();
@@ -310,7 +322,7 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
         .collect();
     let storm_times: Vec<Duration> = storms.iter().map(|(t, _)| *t).collect();
     println!(
-        "load: {answers} API answers in {elapsed:?} ({:.0}/s) from {CLIENTS} clients, slowest {slowest:?}",
+        "load: {answers} API answers in {elapsed:?} ({:.0}/s) from {CLIENTS} clients, slowest {slowest:?} ({slowest_kind})",
         answers as f64 / elapsed.as_secs_f64()
     );
     println!("load: statuses {statuses:?}");
