@@ -187,6 +187,9 @@ impl App {
             None => None,
         };
         let shutdown = self.bakery.observer().close_on(shutdown);
+        if auth.is_none() && tls.is_none() {
+            crate::http::auth::ignore_sighup();
+        }
         let router = crate::http::auth::protect(crate::http::router(self.bakery.clone()), auth);
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         match tls {

@@ -353,6 +353,22 @@ impl Auth {
     }
 }
 
+/// Keeps SIGHUP from ending the process (its default) when there is nothing to reload: an
+/// operator's `kill -HUP` only gets a log line.
+pub fn ignore_sighup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: no token file or tls certificate to reload");
+                }
+            });
+        }
+    }
+}
+
 fn is_read(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }

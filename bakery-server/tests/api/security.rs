@@ -193,6 +193,18 @@ fn tokens_rotate_on_sighup_and_a_bad_file_keeps_the_old_ones() {
 }
 
 #[test]
+fn sighup_without_anything_to_reload_does_not_stop_the_server() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    // Once it answers, the handler is in place (it is set up before serving).
+    assert_eq!(server.get("/pis").status(), StatusCode::OK);
+    server.signal(libc::SIGHUP);
+    assert!(eventually(Duration::from_secs(10), || server
+        .log_contains("SIGHUP: no token file")));
+    assert_eq!(server.get("/pis").status(), StatusCode::OK);
+}
+
+#[test]
 fn the_boot_path_can_require_a_token_too() {
     let env = Env::new();
     let server = token_server(&env, &["--boot-files-require-token"]);
