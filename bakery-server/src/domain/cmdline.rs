@@ -106,7 +106,10 @@ pub fn render(input: &CmdlineInput<'_>) -> String {
         params.join(" ")
     };
     // One line, whatever a template or bakeform held: the firmware reads a single line.
-    format!("{}\n", line.split_whitespace().collect::<Vec<_>>().join(" "))
+    format!(
+        "{}\n",
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
 }
 
 #[cfg(test)]

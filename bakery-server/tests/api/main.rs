@@ -2,16 +2,16 @@
 //! SQLite file, real PPI and exportfs scripts, real sample images.
 
 mod bakeforms;
-mod browser;
 mod boot;
+mod browser;
 mod cli;
 mod client;
 mod common;
 mod crash;
 mod demo;
-mod netboot;
 mod disks;
 mod load;
+mod netboot;
 mod nfs;
 mod pis;
 mod ppi;
