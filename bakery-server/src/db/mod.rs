@@ -13,7 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bakery_client::{BakeformState, Metadata, PiState, StaticNetwork};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OptionalExtension, Params, Row, Transaction, TransactionBehavior, params,
+};
 use thiserror::Error;
 
 use crate::domain::exports::ExportEntry;
@@ -240,19 +242,45 @@ type RawPi = (
     Option<String>,
 );
 
-fn raw_pi(row: &Row<'_>) -> rusqlite::Result<RawPi> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-        row.get(9)?,
-    ))
+/// Reads a row's columns, in `SELECT` order, into a tuple of raw values (`RawPi`, ...).
+fn raw<T>(row: &Row<'_>) -> rusqlite::Result<T>
+where
+    T: for<'r> TryFrom<&'r Row<'r>, Error = rusqlite::Error>,
+{
+    T::try_from(row)
+}
+
+/// The row `sql` selects with `args`, converted from its raw columns; `None` when there is none.
+fn fetch_one<R, T>(
+    conn: &Connection,
+    sql: &str,
+    args: impl Params,
+    convert: fn(R) -> Result<T, DbError>,
+) -> Result<Option<T>, DbError>
+where
+    R: for<'r> TryFrom<&'r Row<'r>, Error = rusqlite::Error>,
+{
+    conn.query_row(sql, args, raw::<R>)
+        .optional()?
+        .map(convert)
+        .transpose()
+}
+
+/// Every row `sql` selects with `args`, converted from its raw columns once all are read.
+fn fetch_all<R, T>(
+    conn: &Connection,
+    sql: &str,
+    args: impl Params,
+    convert: fn(R) -> Result<T, DbError>,
+) -> Result<Vec<T>, DbError>
+where
+    R: for<'r> TryFrom<&'r Row<'r>, Error = rusqlite::Error>,
+{
+    let mut stmt = conn.prepare(sql)?;
+    let raws = stmt
+        .query_map(args, raw::<R>)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    raws.into_iter().map(convert).collect()
 }
 
 fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
@@ -285,19 +313,6 @@ fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
 
 type RawDisk = (String, String, i64, bool, bool, Option<String>, i64, String);
 
-fn raw_disk(row: &Row<'_>) -> rusqlite::Result<RawDisk> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-    ))
-}
-
 fn disk_from_raw(raw: RawDisk) -> Result<DiskRow, DbError> {
     let (id, location, size, ephemeral, is_root, pi, position, metadata) = raw;
     let metadata =
@@ -315,10 +330,6 @@ fn disk_from_raw(raw: RawDisk) -> Result<DiskRow, DbError> {
 }
 
 type RawBakeform = (String, String, String, Option<String>);
-
-fn raw_bakeform(row: &Row<'_>) -> rusqlite::Result<RawBakeform> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-}
 
 fn bakeform_from_raw(raw: RawBakeform) -> Result<BakeformRow, DbError> {
     let (name, location, state, error) = raw;
@@ -341,36 +352,30 @@ fn json(value: &impl serde::Serialize) -> String {
 }
 
 fn get_pi(tx: &Connection, serial: &str) -> Result<Option<PiRow>, DbError> {
-    tx.query_row(
+    fetch_one(
+        tx,
         &format!("SELECT {PI_COLUMNS} FROM pis WHERE serial = ?1"),
         params![serial],
-        raw_pi,
+        pi_from_raw,
     )
-    .optional()?
-    .map(pi_from_raw)
-    .transpose()
 }
 
 fn get_disk(tx: &Connection, id: &str) -> Result<Option<DiskRow>, DbError> {
-    tx.query_row(
+    fetch_one(
+        tx,
         &format!("SELECT {DISK_COLUMNS} FROM disks WHERE id = ?1"),
         params![id],
-        raw_disk,
+        disk_from_raw,
     )
-    .optional()?
-    .map(disk_from_raw)
-    .transpose()
 }
 
 fn get_bakeform(tx: &Connection, name: &str) -> Result<Option<BakeformRow>, DbError> {
-    tx.query_row(
+    fetch_one(
+        tx,
         &format!("SELECT {BAKEFORM_COLUMNS} FROM bakeforms WHERE name = ?1"),
         params![name],
-        raw_bakeform,
+        bakeform_from_raw,
     )
-    .optional()?
-    .map(bakeform_from_raw)
-    .transpose()
 }
 
 fn set_state(tx: &Transaction<'_>, serial: &str, state: PiState) -> Result<(), DbError> {
@@ -525,12 +530,12 @@ impl Store {
 
     /// Every Pi, by serial.
     pub fn pis(&self) -> Result<Vec<PiRow>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {PI_COLUMNS} FROM pis ORDER BY serial"))?;
-        let raws = stmt
-            .query_map([], raw_pi)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        raws.into_iter().map(pi_from_raw).collect()
+        fetch_all(
+            &self.conn(),
+            &format!("SELECT {PI_COLUMNS} FROM pis ORDER BY serial"),
+            [],
+            pi_from_raw,
+        )
     }
 
     /// Records the address a Pi was seen at. When it changed, returns the previous address
@@ -770,12 +775,12 @@ impl Store {
         clause: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<DiskRow>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {DISK_COLUMNS} FROM disks {clause}"))?;
-        let raws = stmt
-            .query_map(args, raw_disk)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        raws.into_iter().map(disk_from_raw).collect()
+        fetch_all(
+            &self.conn(),
+            &format!("SELECT {DISK_COLUMNS} FROM disks {clause}"),
+            args,
+            disk_from_raw,
+        )
     }
 
     /// Deletes a detached disk's row.
@@ -953,30 +958,25 @@ impl Store {
 
     /// Every bakeform, by name.
     pub fn bakeforms(&self) -> Result<Vec<BakeformRow>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {BAKEFORM_COLUMNS} FROM bakeforms ORDER BY name"
-        ))?;
-        let raws = stmt
-            .query_map([], raw_bakeform)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        raws.into_iter().map(bakeform_from_raw).collect()
+        fetch_all(
+            &self.conn(),
+            &format!("SELECT {BAKEFORM_COLUMNS} FROM bakeforms ORDER BY name"),
+            [],
+            bakeform_from_raw,
+        )
     }
 
     /// The most recently imported ready bakeform (root-level boot files come from it).
     pub fn newest_ready_bakeform(&self) -> Result<Option<BakeformRow>, DbError> {
-        self.conn()
-            .query_row(
-                &format!(
-                    "SELECT {BAKEFORM_COLUMNS} FROM bakeforms WHERE state = 'ready'
-                     ORDER BY created_at DESC, name LIMIT 1"
-                ),
-                [],
-                raw_bakeform,
-            )
-            .optional()?
-            .map(bakeform_from_raw)
-            .transpose()
+        fetch_one(
+            &self.conn(),
+            &format!(
+                "SELECT {BAKEFORM_COLUMNS} FROM bakeforms WHERE state = 'ready'
+                 ORDER BY created_at DESC, name LIMIT 1"
+            ),
+            [],
+            bakeform_from_raw,
+        )
     }
 
     // ---- exports ----
@@ -1008,17 +1008,14 @@ fn insert_disk(tx: &Connection, disk: &DiskRow) -> Result<(), DbError> {
 
 /// Deletes the root and ephemeral disks of a Pi (returned), detaches the others.
 fn release_disks(tx: &Transaction<'_>, serial: &str) -> Result<Vec<DiskRow>, DbError> {
-    let mut stmt = tx.prepare(&format!(
-        "SELECT {DISK_COLUMNS} FROM disks WHERE pi = ?1 AND (is_root = 1 OR ephemeral = 1)"
-    ))?;
-    let raws = stmt
-        .query_map(params![serial], raw_disk)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    drop(stmt);
-    let removed = raws
-        .into_iter()
-        .map(disk_from_raw)
-        .collect::<Result<Vec<_>, _>>()?;
+    let removed = fetch_all(
+        tx,
+        &format!(
+            "SELECT {DISK_COLUMNS} FROM disks WHERE pi = ?1 AND (is_root = 1 OR ephemeral = 1)"
+        ),
+        params![serial],
+        disk_from_raw,
+    )?;
     tx.execute(
         "DELETE FROM disks WHERE pi = ?1 AND (is_root = 1 OR ephemeral = 1)",
         params![serial],
@@ -1034,7 +1031,8 @@ fn release_disks(tx: &Transaction<'_>, serial: &str) -> Result<Vec<DiskRow>, DbE
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    /// A store in a fresh temporary directory (kept alive by the returned guard).
+    pub(super) fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("bakery.db")).unwrap();
         (dir, store)

@@ -4,7 +4,7 @@
 use bakery_client::{BootOutcome, BootRequest, Event};
 use rusqlite::{Row, params};
 
-use super::{DbError, Store, corrupt, now};
+use super::{DbError, Store, corrupt, now, raw};
 
 /// An event about to be recorded (the id and time are given by the store).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -206,20 +206,7 @@ impl Store {
             i64,
             bool,
         );
-        let rows = stmt.query_map([], |row| {
-            Ok::<Raw, _>((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(7)?,
-                row.get(8)?,
-                row.get(9)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], raw::<Raw>)?;
         let mut out = Vec::new();
         for raw in rows {
             let (pi, boot, seq, time, file, bytes, outcome, via, elapsed, probed) = raw?;
@@ -247,12 +234,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("bakery.db")).unwrap();
-        (dir, store)
-    }
+    use crate::db::tests::store;
 
     #[test]
     fn events_get_increasing_ids_and_page_after_since() {
