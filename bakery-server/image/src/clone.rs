@@ -116,11 +116,23 @@ fn reflink_works(dir: &Path) -> bool {
 fn ficlone(src: &File, dst: &File) -> io::Result<()> {
     // SAFETY: both fds are open; FICLONE takes the source fd as its argument.
     let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    ioctl_result(rc)
+}
+
+/// An `ioctl` return code as a result: 0 is success, anything else the OS error it set.
+fn ioctl_result(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Clones the tree `src` into the new path `dst` (which must not exist) with `strategy`.
@@ -193,10 +205,7 @@ struct VolArgs {
 /// [`CloneStrategy::Snapshot`] can later snapshot it. Falls back to a plain directory when
 /// the subvolume cannot be made.
 pub(crate) fn create_snapshot_root(path: &Path, mode: u32) -> io::Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_dir(path);
     if fs_type(parent) == Some(BTRFS_SUPER_MAGIC) {
         match create_subvolume(parent, path) {
             Ok(()) => return host::chmod(path, mode),
@@ -224,11 +233,7 @@ fn create_subvolume(parent: &Path, path: &Path) -> io::Result<()> {
     args.name[..name.len()].copy_from_slice(name);
     // SAFETY: the parent dir fd is open and args is a properly laid out, live struct.
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &mut args) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    ioctl_result(rc)
 }
 
 #[repr(C)]
@@ -241,10 +246,7 @@ struct SnapArgs {
 }
 
 fn snapshot(src: &Path, dst: &Path) -> io::Result<()> {
-    let parent = dst
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_dir(dst);
     let name = dst
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "destination has no name"))?;
@@ -273,11 +275,7 @@ fn snapshot(src: &Path, dst: &Path) -> io::Result<()> {
             &mut args,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    ioctl_result(rc)
 }
 
 #[derive(Debug)]
