@@ -446,17 +446,27 @@ struct Fixups {
     dirs: Vec<String>,
 }
 
+/// The directories above the `/`-separated relative path `rel`, outermost first
+/// (`a/b/c` → `a`, `a/b`).
+fn parent_dirs(rel: &str) -> Vec<String> {
+    let mut acc = String::new();
+    let comps: Vec<&str> = rel.split('/').collect();
+    let mut out = Vec::with_capacity(comps.len() - 1);
+    for c in &comps[..comps.len() - 1] {
+        if !acc.is_empty() {
+            acc.push('/');
+        }
+        acc.push_str(c);
+        out.push(acc.clone());
+    }
+    out
+}
+
 fn stage_root(stage: &Path, spec: &SampleSpec) -> Result<Fixups, ImageError> {
     let mut fx = Fixups::default();
     let mut dirs: HashSet<String> = HashSet::new();
     let mut ensure_parents = |rel: &str, fx: &mut Fixups| -> Result<(), ImageError> {
-        let mut acc = String::new();
-        let comps: Vec<&str> = rel.split('/').collect();
-        for c in &comps[..comps.len() - 1] {
-            if !acc.is_empty() {
-                acc.push('/');
-            }
-            acc.push_str(c);
+        for acc in parent_dirs(rel) {
             if dirs.insert(acc.clone()) {
                 let p = stage.join(&acc);
                 if !p.is_dir() {
@@ -806,13 +816,7 @@ fn write_fat(file: &File, start: u64, len: u64, spec: &SampleSpec) -> Result<(),
     {
         let root = fs.root_dir();
         for (rel, data) in &spec.boot_files {
-            let mut acc = String::new();
-            let comps: Vec<&str> = rel.split('/').collect();
-            for c in &comps[..comps.len() - 1] {
-                if !acc.is_empty() {
-                    acc.push('/');
-                }
-                acc.push_str(c);
+            for acc in parent_dirs(rel) {
                 root.create_dir(&acc).map_err(fat_err(&acc))?;
             }
             let mut f = root.create_file(rel).map_err(fat_err(rel))?;
