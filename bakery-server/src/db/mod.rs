@@ -435,6 +435,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Moves the Pi `serial` through `event` and runs `then`, in one transaction; an unknown
+    /// Pi or one in a state `event` does not apply to is left as it is.
+    fn advance<T>(
+        &self,
+        serial: &str,
+        event: Event,
+        then: impl FnOnce(&Transaction<'_>) -> Result<PiChange<T>, DbError>,
+    ) -> Result<PiChange<T>, DbError> {
+        self.write(|tx| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(PiChange::UnknownPi);
+            };
+            if let Err(state) = step(tx, &pi, event)? {
+                return Ok(PiChange::WrongState(state));
+            }
+            then(tx)
+        })
+    }
+
     fn migrate(&self) -> Result<(), DbError> {
         let mut conn = self.conn();
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -636,18 +655,12 @@ impl Store {
 
     /// Moves a baked Pi to preparing for a reset of its root.
     pub fn start_reset(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
-        self.write(|tx| {
-            let Some(pi) = get_pi(tx, serial)? else {
-                return Ok(PiChange::UnknownPi);
-            };
-            if let Err(state) = step(tx, &pi, Event::StartReset)? {
-                return Ok(PiChange::WrongState(state));
-            }
+        self.advance(serial, Event::StartReset, |tx| {
             tx.execute(
                 "UPDATE pis SET operation = 'reset', last_error = NULL WHERE serial = ?1",
                 params![serial],
             )?;
-            Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
+            pi_now(tx, serial)
         })
     }
 
@@ -667,18 +680,12 @@ impl Store {
 
     /// Finishes preparing: the Pi is baked.
     pub fn finish_prepare(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
-        self.write(|tx| {
-            let Some(pi) = get_pi(tx, serial)? else {
-                return Ok(PiChange::UnknownPi);
-            };
-            if let Err(state) = step(tx, &pi, Event::Prepared)? {
-                return Ok(PiChange::WrongState(state));
-            }
+        self.advance(serial, Event::Prepared, |tx| {
             tx.execute(
                 "UPDATE pis SET operation = NULL, pending_root = NULL WHERE serial = ?1",
                 params![serial],
             )?;
-            Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
+            pi_now(tx, serial)
         })
     }
 
@@ -690,34 +697,14 @@ impl Store {
         serial: &str,
         error: &str,
     ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
-        self.write(|tx| {
-            let Some(pi) = get_pi(tx, serial)? else {
-                return Ok(PiChange::UnknownPi);
-            };
-            if let Err(state) = step(tx, &pi, Event::PrepareFailed)? {
-                return Ok(PiChange::WrongState(state));
-            }
-            let removed = release_disks(tx, serial)?;
-            tx.execute(
-                "UPDATE pis SET operation = NULL, pending_root = NULL, bakeform = NULL,
-                 network = NULL, metadata = '{}', last_error = ?2 WHERE serial = ?1",
-                params![serial, error],
-            )?;
-            Ok(PiChange::Done(removed))
+        self.advance(serial, Event::PrepareFailed, |tx| {
+            back_to_fridge(tx, serial, Some(error))
         })
     }
 
     /// Moves a baked Pi to unbaking.
     pub fn start_unbake(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
-        self.write(|tx| {
-            let Some(pi) = get_pi(tx, serial)? else {
-                return Ok(PiChange::UnknownPi);
-            };
-            if let Err(state) = step(tx, &pi, Event::StartUnbake)? {
-                return Ok(PiChange::WrongState(state));
-            }
-            Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
-        })
+        self.advance(serial, Event::StartUnbake, |tx| pi_now(tx, serial))
     }
 
     /// Finishes an unbake: the root and ephemeral disks' rows are deleted (returned, so their
@@ -728,20 +715,8 @@ impl Store {
         serial: &str,
         error: Option<&str>,
     ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
-        self.write(|tx| {
-            let Some(pi) = get_pi(tx, serial)? else {
-                return Ok(PiChange::UnknownPi);
-            };
-            if let Err(state) = step(tx, &pi, Event::Unbaked)? {
-                return Ok(PiChange::WrongState(state));
-            }
-            let removed = release_disks(tx, serial)?;
-            tx.execute(
-                "UPDATE pis SET operation = NULL, pending_root = NULL, bakeform = NULL,
-                 network = NULL, metadata = '{}', last_error = ?2 WHERE serial = ?1",
-                params![serial, error],
-            )?;
-            Ok(PiChange::Done(removed))
+        self.advance(serial, Event::Unbaked, |tx| {
+            back_to_fridge(tx, serial, error)
         })
     }
 
@@ -891,15 +866,34 @@ impl Store {
 
     // ---- bakeforms ----
 
-    /// Adds a bakeform in state `importing`; `false` if the name is taken.
+    /// Adds a bakeform in state `importing`, replacing a failed one of that name; `false` if
+    /// the name is taken by a bakeform that is importing or ready.
     pub fn insert_bakeform(&self, name: &str, location: &str) -> Result<bool, DbError> {
         self.write(|tx| {
             let n = tx.execute(
-                "INSERT OR IGNORE INTO bakeforms (name, location, state, created_at)
-                 VALUES (?1, ?2, 'importing', ?3)",
+                "INSERT INTO bakeforms (name, location, state, created_at)
+                 VALUES (?1, ?2, 'importing', ?3)
+                 ON CONFLICT (name) DO UPDATE SET location = excluded.location,
+                     state = 'importing', error = NULL, created_at = excluded.created_at
+                 WHERE bakeforms.state = 'failed'",
                 params![name, location, now()],
             )?;
             Ok(n == 1)
+        })
+    }
+
+    /// Marks an importing bakeform failed, keeping `error` to show.
+    pub fn set_bakeform_failed(
+        &self,
+        name: &str,
+        error: &str,
+    ) -> Result<Option<BakeformRow>, DbError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE bakeforms SET state = ?2, error = ?3 WHERE name = ?1 AND state = 'importing'",
+                params![name, bakeform_state_str(BakeformState::Failed), error],
+            )?;
+            get_bakeform(tx, name)
         })
     }
 
@@ -922,7 +916,7 @@ impl Store {
         })
     }
 
-    /// Deletes a ready bakeform that no Pi in the oven uses.
+    /// Deletes a ready or failed bakeform that no Pi in the oven uses.
     pub fn delete_bakeform(&self, name: &str) -> Result<DeleteBakeform, DbError> {
         self.write(|tx| {
             let Some(bakeform) = get_bakeform(tx, name)? else {
@@ -1006,6 +1000,27 @@ fn insert_disk(tx: &Connection, disk: &DiskRow) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The Pi `serial` as it is now in `tx`.
+fn pi_now(tx: &Transaction<'_>, serial: &str) -> Result<PiChange<PiRow>, DbError> {
+    Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
+}
+
+/// Puts a Pi back in the fridge: its root and ephemeral disks' rows deleted (returned), its
+/// other disks detached, its bake settings cleared and `error` kept as its `last_error`.
+fn back_to_fridge(
+    tx: &Transaction<'_>,
+    serial: &str,
+    error: Option<&str>,
+) -> Result<PiChange<Vec<DiskRow>>, DbError> {
+    let removed = release_disks(tx, serial)?;
+    tx.execute(
+        "UPDATE pis SET operation = NULL, pending_root = NULL, bakeform = NULL,
+         network = NULL, metadata = '{}', last_error = ?2 WHERE serial = ?1",
+        params![serial, error],
+    )?;
+    Ok(PiChange::Done(removed))
+}
+
 /// Deletes the root and ephemeral disks of a Pi (returned), detaches the others.
 fn release_disks(tx: &Transaction<'_>, serial: &str) -> Result<Vec<DiskRow>, DbError> {
     let removed = fetch_all(
@@ -1049,6 +1064,37 @@ mod tests {
             position: 0,
             metadata: Metadata::new(),
         }
+    }
+
+    #[test]
+    fn a_failed_bakeform_is_kept_shown_and_replaced_by_a_new_upload() {
+        let (_d, s) = store();
+        assert!(s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        let failed = s.set_bakeform_failed("os", "no ext4").unwrap().unwrap();
+        assert_eq!(failed.state, BakeformState::Failed);
+        assert_eq!(failed.error.as_deref(), Some("no ext4"));
+        assert_eq!(s.bakeforms().unwrap(), [failed]);
+        assert_eq!(
+            s.start_bake("os", None, true, "r1").unwrap(),
+            StartBake::BakeformNotReady(BakeformState::Failed)
+        );
+        assert!(s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        let again = s.bakeform("os").unwrap().unwrap();
+        assert_eq!((again.state, again.error), (BakeformState::Importing, None));
+        assert!(!s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        s.set_bakeform_ready("os").unwrap();
+        assert!(
+            s.set_bakeform_failed("os", "late").unwrap().unwrap().state == BakeformState::Ready,
+            "only an importing bakeform can fail"
+        );
+        assert!(!s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        s.insert_bakeform("bad", "/d/bakeforms/bad").unwrap();
+        s.set_bakeform_failed("bad", "no fat").unwrap();
+        assert!(matches!(
+            s.delete_bakeform("bad").unwrap(),
+            DeleteBakeform::Deleted(_)
+        ));
+        assert_eq!(s.bakeform("bad").unwrap(), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bakery_client::{BakeRequest, BakeformState, Metadata, PiInfo, PiState};
+use bakery_client::{BakeRequest, Metadata, PiInfo, PiState};
 
 use super::{Bakery, ServiceError, io_err};
 use crate::db::{DiskRow, PiChange, StartBake};
@@ -15,14 +15,6 @@ use crate::ppi::PowerAction;
 
 /// The configuration directory on a Pi's root disk.
 pub const PI_CONFIG_DIR: &str = "piConfig";
-
-fn state_name(state: BakeformState) -> &'static str {
-    match state {
-        BakeformState::Importing => "importing",
-        BakeformState::Ready => "ready",
-        BakeformState::Failed => "failed",
-    }
-}
 
 impl Bakery {
     /// Takes a Pi from the fridge and starts baking it from `request.bakeform_name` in the
@@ -46,10 +38,7 @@ impl Bakery {
             StartBake::Started(pi) => pi,
             StartBake::UnknownBakeform => return Err(ServiceError::UnknownBakeform(name)),
             StartBake::BakeformNotReady(state) => {
-                return Err(ServiceError::BakeformNotReady {
-                    name,
-                    state: state_name(state),
-                });
+                return Err(self.bakeform_not_ready(name, state).await);
             }
             StartBake::NoFreePi => return Err(ServiceError::NoFreePi),
         };

@@ -3,7 +3,7 @@
 use std::fmt::Display;
 use std::sync::Arc;
 
-use bakery_client::Bakeform;
+use bakery_client::{Bakeform, BakeformState};
 use bytes::Bytes;
 use futures_util::Stream;
 
@@ -32,8 +32,9 @@ impl Bakery {
     }
 
     /// Uploads and imports a bakeform: the body is streamed to `<data>/tmp`, imported into
-    /// `<data>/tmp/import-<uuid>`, then renamed to `<data>/bakeforms/<name>`. On failure
-    /// nothing is left behind.
+    /// `<data>/tmp/import-<uuid>`, then renamed to `<data>/bakeforms/<name>`. A failed
+    /// bakeform of that name is replaced. On failure no file is left behind and the bakeform
+    /// stays listed as `failed` with the reason, until deleted or uploaded again.
     pub async fn import_bakeform<S, E>(
         self: &Arc<Self>,
         name: &str,
@@ -73,9 +74,14 @@ impl Bakery {
                 .event(EventKind::BakeformFailed.bakeform(name).with_message(e))
                 .await;
             self.trash(&staging);
+            let why = match e {
+                ServiceError::BadImage { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            tracing::warn!(bakeform = name, state = "failed", error = %e, "bakeform import failed");
             let key = name.to_owned();
-            if let Err(e) = self.db(move |s| s.forget_bakeform(&key)).await {
-                tracing::error!(bakeform = name, error = %e, "cannot forget failed bakeform");
+            if let Err(e) = self.db(move |s| s.set_bakeform_failed(&key, &why)).await {
+                tracing::error!(bakeform = name, error = %e, "cannot mark bakeform failed");
             }
         }
         let bakeform = result?;
@@ -140,7 +146,26 @@ impl Bakery {
             .ok_or_else(|| ServiceError::BakeformNotFound(name.to_owned()))
     }
 
-    /// Deletes a bakeform no Pi in the oven uses.
+    /// The refusal of a bake from a bakeform in `state`, naming why a failed import failed.
+    pub(crate) async fn bakeform_not_ready(&self, name: String, state: BakeformState) -> ServiceError {
+        let state = match state {
+            BakeformState::Importing => "importing".to_owned(),
+            BakeformState::Ready => "ready".to_owned(),
+            BakeformState::Failed => {
+                let key = name.clone();
+                match self.db(move |s| s.bakeform(&key)).await {
+                    Ok(Some(row)) => match row.error {
+                        Some(why) => format!("failed: {why}"),
+                        None => "failed".to_owned(),
+                    },
+                    _ => "failed".to_owned(),
+                }
+            }
+        };
+        ServiceError::BakeformNotReady { name, state }
+    }
+
+    /// Deletes a ready or failed bakeform no Pi in the oven uses.
     pub async fn delete_bakeform(&self, name: &str) -> Result<(), ServiceError> {
         validate_bakeform_name(name)?;
         let key = name.to_owned();

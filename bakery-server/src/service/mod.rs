@@ -84,12 +84,12 @@ pub enum ServiceError {
     #[error("unknown bakeform {0}")]
     UnknownBakeform(String),
     /// A bake names a bakeform that is not ready.
-    #[error("bakeform {name} is {state}, not ready")]
+    #[error("bakeform {name} is not ready ({state})")]
     BakeformNotReady {
         /// The bakeform.
         name: String,
-        /// Its state.
-        state: &'static str,
+        /// Its state, with the import's error when it failed (`failed: <why>`).
+        state: String,
     },
     /// No such bakeform.
     #[error("bakeform {0} not found")]

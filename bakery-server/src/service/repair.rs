@@ -80,7 +80,7 @@ impl Bakery {
         }
 
         for bakeform in self.db(|s| s.bakeforms()).await? {
-            if bakeform.state != BakeformState::Ready {
+            if bakeform.state == BakeformState::Importing {
                 self.trash(Path::new(&bakeform.location));
                 let key = bakeform.name.clone();
                 self.db(move |s| s.forget_bakeform(&key)).await?;

@@ -91,12 +91,128 @@ fn bad_images_are_refused_and_leave_nothing_behind() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(resp.text().unwrap().contains("truncated"));
 
+    // Each stays listed as failed, with the importer's message, but no file is kept.
     let list: BakeformMap = server.get("/bakeforms").json().unwrap();
-    assert!(list.is_empty());
+    assert_eq!(list.keys().collect::<Vec<_>>(), ["empty", "half", "junk"]);
+    assert!(list.values().all(|b| b.state == Some(BakeformState::Failed)));
+    let junk = &list["junk"];
+    assert!(
+        err.ends_with(junk.error.as_deref().unwrap()),
+        "{err} / {junk:?}"
+    );
+    assert!(list["half"].error.as_deref().unwrap().contains("truncated"));
     assert!(entries(&env.data().join("tmp")).is_empty());
     assert!(entries(&env.data().join("bakeforms")).is_empty());
-    // The names are free again.
+    // A new upload replaces a failed one (no 403).
     assert_eq!(server.upload_sample("junk").status(), StatusCode::CREATED);
+    let junk: Bakeform = server.get("/bakeforms/junk").json().unwrap();
+    assert_eq!((junk.state, junk.error), (Some(BakeformState::Ready), None));
+}
+
+#[test]
+fn a_failed_import_is_shown_refuses_bakes_and_can_be_deleted() {
+    let env = Env::new();
+    let mut server = Server::start(&env);
+    server.add_pis(1);
+    let resp = server.post_bytes(&format!("/bakeforms/{OS}"), vec![0; 256 * 1024]);
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let got: Bakeform = server.get(&format!("/bakeforms/{OS}")).json().unwrap();
+    assert_eq!(got.state, Some(BakeformState::Failed));
+    let why = got.error.clone().unwrap();
+    assert!(why.contains("partition"), "{why}");
+    assert!(server.log_contains("bakeform import failed"));
+
+    let req = serde_json::json!({"bakeformName": OS});
+    let resp = server.post_json("/fridge", &req);
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        resp.json::<ErrorBody>().unwrap().error,
+        format!("bakeform {OS} is not ready (failed: {why})")
+    );
+
+    // A failed bakeform survives a restart (nothing half-imported to drop).
+    server.stop();
+    let server = Server::start(&env);
+    let again: Bakeform = server.get(&format!("/bakeforms/{OS}")).json().unwrap();
+    assert_eq!(again, got);
+
+    assert_eq!(
+        server.delete(&format!("/bakeforms/{OS}")).status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get(&format!("/bakeforms/{OS}")).status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// A body that sends its first half, then waits for a signal before sending the rest.
+struct Paused {
+    data: std::io::Cursor<Vec<u8>>,
+    half: u64,
+    go: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl std::io::Read for Paused {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.data.position() >= self.half {
+            if let Some(go) = self.go.take() {
+                let _ = go.recv();
+            }
+        }
+        let room = if self.go.is_some() {
+            (self.half - self.data.position()) as usize
+        } else {
+            buf.len()
+        };
+        let n = room.min(buf.len());
+        self.data.read(&mut buf[..n])
+    }
+}
+
+#[test]
+fn an_import_in_progress_is_shown_importing_and_cannot_be_baked() {
+    let env = Env::new();
+    let server = Server::start(&env);
+    server.add_pis(1);
+    let image = std::fs::read(sample_image()).unwrap();
+    let half = image.len() as u64 / 2;
+    let (go, wait) = std::sync::mpsc::channel();
+    let body = Paused {
+        data: std::io::Cursor::new(image),
+        half,
+        go: Some(wait),
+    };
+    let upload = {
+        let (client, url) = (server.client.clone(), server.url(&format!("/bakeforms/{OS}")));
+        std::thread::spawn(move || {
+            client
+                .post(url)
+                .body(reqwest::blocking::Body::new(body))
+                .send()
+                .unwrap()
+                .status()
+        })
+    };
+    assert!(eventually(std::time::Duration::from_secs(10), || {
+        let resp = server.get(&format!("/bakeforms/{OS}"));
+        resp.status() == StatusCode::OK
+    }));
+    let list: BakeformMap = server.get("/bakeforms").json().unwrap();
+    assert_eq!(list[OS].state, Some(BakeformState::Importing));
+    let resp = server.post_json("/fridge", &serde_json::json!({"bakeformName": OS}));
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        resp.json::<ErrorBody>().unwrap().error,
+        format!("bakeform {OS} is not ready (importing)")
+    );
+    // A second upload of the same name meanwhile is refused as the contract says.
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::FORBIDDEN);
+    go.send(()).unwrap();
+    assert_eq!(upload.join().unwrap(), StatusCode::CREATED);
+    let got: Bakeform = server.get(&format!("/bakeforms/{OS}")).json().unwrap();
+    assert_eq!(got.state, Some(BakeformState::Ready));
+    server.bake_ready(false);
 }
 
 #[test]
@@ -111,9 +227,11 @@ fn images_over_the_limit_get_413() {
             .contains("larger than the limit of 1048576 bytes")
     );
     assert!(entries(&env.data().join("tmp")).is_empty());
-    assert_eq!(
-        server.get(&format!("/bakeforms/{OS}")).status(),
-        StatusCode::NOT_FOUND
+    let got: Bakeform = server.get(&format!("/bakeforms/{OS}")).json().unwrap();
+    assert_eq!(got.state, Some(BakeformState::Failed));
+    assert!(
+        got.error.unwrap().contains("larger than the limit"),
+        "the refusal is kept as the reason"
     );
 }
 
