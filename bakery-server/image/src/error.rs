@@ -102,6 +102,26 @@ pub enum ImageError {
         /// What is known.
         reason: String,
     },
+    /// An uploaded image, or its decoded content, is larger than the limit.
+    #[error("image is larger than the limit of {limit} bytes")]
+    UploadTooLarge {
+        /// The limit in bytes (for the body and for the decoded image alike).
+        limit: u64,
+    },
+    /// Reading the uploaded body failed (the client broke off).
+    #[error("the upload broke off: {reason}")]
+    UploadBroken {
+        /// The reader's error.
+        reason: String,
+    },
+    /// A compressed upload cannot be decoded.
+    #[error("corrupt {format} archive: {reason}")]
+    Archive {
+        /// `gzip`, `xz` or `zip`.
+        format: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
     /// A name inside the image cannot be used on the host (empty, `.`/`..`, contains `/` or NUL).
     #[error("unsafe file name {name:?} in {parent} inside the image")]
     UnsafeName {

@@ -5,6 +5,8 @@
 //!   with every file type and all metadata, without mounting and without root.
 //! - [`clone_tree`] / [`detect_strategy`]: per-Pi copies of a golden root tree by btrfs
 //!   snapshot, reflinks or a parallel copy.
+//! - [`receive_image`]: writes an upload to a file, decoding `.img.gz`, `.img.xz` and `.zip`
+//!   (one `.img` inside) while it streams in, within a size limit.
 //! - [`remove_tree`]: removes a tree even where read-only directories would stop `rm -rf`
 //!   for an unprivileged user.
 //!
@@ -40,6 +42,7 @@
 //! user is an error. As root both preserve everything exactly or fail.
 
 mod clone;
+mod decompress;
 mod error;
 mod ext4raw;
 mod host;
@@ -51,6 +54,7 @@ mod table;
 use std::path::Path;
 
 pub use clone::{CloneStats, CloneStrategy, clone_tree, detect_strategy};
+pub use decompress::{Packing, Received, receive_image};
 pub use error::ImageError;
 pub use import::{ImportPhase, ImportProgress, ImportSummary, import_image};
 pub use sample::{SampleSpec, build_sample_image};
