@@ -68,6 +68,21 @@ pub struct CloneStats {
     pub bytes: u64,
 }
 
+impl CloneStats {
+    /// Nothing counted yet, by `strategy`.
+    fn zero(strategy: CloneStrategy) -> CloneStats {
+        CloneStats {
+            strategy,
+            files: 0,
+            dirs: 0,
+            symlinks: 0,
+            hardlinks: 0,
+            specials: 0,
+            bytes: 0,
+        }
+    }
+}
+
 const BTRFS_SUPER_MAGIC: libc::c_long = 0x9123_683E;
 /// `_IOW(0x94, 9, int)`
 const FICLONE: libc::c_ulong = 0x4004_9409;
@@ -159,17 +174,7 @@ pub fn clone_tree(
     }
     if strategy == CloneStrategy::Snapshot && md.ino() == BTRFS_FIRST_FREE_OBJECTID {
         match snapshot(src, dst) {
-            Ok(()) => {
-                return Ok(CloneStats {
-                    strategy,
-                    files: 0,
-                    dirs: 0,
-                    symlinks: 0,
-                    hardlinks: 0,
-                    specials: 0,
-                    bytes: 0,
-                });
-            }
+            Ok(()) => return Ok(CloneStats::zero(strategy)),
             Err(e) => {
                 tracing::warn!(src = %src.display(), error = %e, "btrfs snapshot failed, cloning with reflinks")
             }
@@ -333,19 +338,11 @@ fn walk_clone(src: &Path, dst: &Path, reflink: bool) -> Result<CloneStats, Image
         .mode(0o700)
         .create(dst)
         .map_err(|e| ImageError::io("create", dst, e))?;
-    let mut stats = CloneStats {
-        strategy: if reflink {
-            CloneStrategy::Reflink
-        } else {
-            CloneStrategy::Copy
-        },
-        files: 0,
-        dirs: 0,
-        symlinks: 0,
-        hardlinks: 0,
-        specials: 0,
-        bytes: 0,
-    };
+    let mut stats = CloneStats::zero(if reflink {
+        CloneStrategy::Reflink
+    } else {
+        CloneStrategy::Copy
+    });
     // 1. Directories: one depth level at a time, each level in parallel.
     let mut dirs: Vec<&Node> = nodes.iter().filter(|n| n.dir).collect();
     dirs.sort_by_key(|n| n.depth);
