@@ -1,6 +1,8 @@
-//! The adapter to `bakery-image`: importing an SD-card image into `boot/` + `root/`, and
-//! cloning a golden root tree. The rest of the server only sees these few functions.
+//! The adapter to `bakery-image`: receiving an upload (decoding `.img.gz`/`.img.xz`/`.zip`),
+//! importing an SD-card image into `boot/` + `root/`, and cloning a golden root tree. The
+//! rest of the server only sees these few functions.
 
+use std::io::Read;
 use std::path::Path;
 
 use bakery_image::ImageError;
@@ -15,6 +17,15 @@ pub enum ImagingError {
     /// The image itself is unusable (the client's fault): the importer's message.
     #[error("{0}")]
     Image(String),
+    /// The upload (or the image decoded from it) is larger than the limit.
+    #[error("image is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The upload broke off.
+    #[error("{0}")]
+    Upload(String),
     /// Importing failed for a reason on the server's side (I/O, missing tool).
     #[error("import failed on the server: {0}")]
     Server(String),
@@ -33,6 +44,34 @@ pub enum ImagingError {
 /// Picks the fastest clone strategy that works on `dir`'s file system.
 pub fn detect_strategy(dir: &Path) -> CloneStrategy {
     bakery_image::detect_strategy(dir)
+}
+
+/// How an upload is packed (raw, gzip, xz, zip).
+pub type Packing = bakery_image::Packing;
+
+/// What receiving an upload read and wrote.
+pub type Received = bakery_image::Received;
+
+/// The packing a request's `Content-Type` names, when it names a compressed one.
+pub fn packing_of_content_type(content_type: &str) -> Option<Packing> {
+    Packing::from_content_type(content_type)
+}
+
+/// Writes the uploaded `body` to the new file `dest` as a raw image, decoding it on the way
+/// when it is packed (`declared`, or else its magic bytes), at most `limit` bytes in and out.
+/// `dest` is removed on failure.
+pub fn receive(
+    body: &mut dyn Read,
+    dest: &Path,
+    limit: u64,
+    declared: Option<Packing>,
+) -> Result<bakery_image::Received, ImagingError> {
+    bakery_image::receive_image(body, dest, limit, declared).map_err(|e| match e {
+        ImageError::UploadTooLarge { limit } => ImagingError::TooLarge { limit },
+        ImageError::UploadBroken { reason } => ImagingError::Upload(reason),
+        ImageError::Archive { .. } => ImagingError::Image(e.to_string()),
+        other => ImagingError::Server(other.to_string()),
+    })
 }
 
 /// Imports `image` into `dest` (`dest/boot`, `dest/root`).

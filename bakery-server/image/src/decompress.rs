@@ -188,7 +188,9 @@ fn unzip<R: Read>(input: &mut R, sink: &mut Sink<'_>) -> Result<String, ImageErr
         let entry = match zip::read::read_zipfile_from_stream(input) {
             Ok(Some(entry)) => entry,
             Ok(None) => break,
-            Err(zip::result::ZipError::Io(e)) => return Err(PumpError::Read(e).into_error(Packing::Zip)),
+            Err(zip::result::ZipError::Io(e)) => {
+                return Err(PumpError::Read(e).into_error(Packing::Zip));
+            }
             Err(e) => return Err(zip_err(e.to_string())),
         };
         let mut entry = entry;
@@ -230,7 +232,10 @@ impl PumpError {
     fn into_error(self, packing: Packing) -> ImageError {
         match self {
             PumpError::Write(e) => e,
-            PumpError::Read(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<BodyFailure>()) {
+            PumpError::Read(e) => match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<BodyFailure>())
+            {
                 Some(failure) => failure.to_error(),
                 None if packing == Packing::Raw => ImageError::UploadBroken {
                     reason: e.to_string(),
@@ -451,7 +456,10 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), data);
             use std::os::unix::fs::MetadataExt;
             let blocks = std::fs::metadata(&path).unwrap().blocks() * 512;
-            assert!(blocks < 1 << 20, "zeros are holes: {blocks} bytes allocated");
+            assert!(
+                blocks < 1 << 20,
+                "zeros are holes: {blocks} bytes allocated"
+            );
         }
     }
 
@@ -485,9 +493,21 @@ mod tests {
                 1 << 30,
                 "corrupt gzip archive",
             ),
-            (b"\xfd7zXZ\x00garbage".to_vec(), 1 << 30, "corrupt xz archive"),
-            (b"PK\x03\x04garbage".to_vec(), 1 << 30, "corrupt zip archive"),
-            (zip_of(&[("README.txt", b"no image")]), 1 << 30, "holds no .img file"),
+            (
+                b"\xfd7zXZ\x00garbage".to_vec(),
+                1 << 30,
+                "corrupt xz archive",
+            ),
+            (
+                b"PK\x03\x04garbage".to_vec(),
+                1 << 30,
+                "corrupt zip archive",
+            ),
+            (
+                zip_of(&[("README.txt", b"no image")]),
+                1 << 30,
+                "holds no .img file",
+            ),
             (
                 zip_of(&[("a.img", b"one"), ("b.img", b"two")]),
                 1 << 30,
@@ -507,7 +527,11 @@ mod tests {
             );
         }
         let (_dir, got) = receive_bytes(&data, 1 << 30, Some(Packing::Gzip));
-        assert!(got.unwrap_err().to_string().contains("corrupt gzip archive"));
+        assert!(
+            got.unwrap_err()
+                .to_string()
+                .contains("corrupt gzip archive")
+        );
     }
 
     #[test]
@@ -524,8 +548,8 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let err = receive_image(&mut Broken(3), &dir.path().join("img"), 1 << 20, None)
-            .unwrap_err();
+        let err =
+            receive_image(&mut Broken(3), &dir.path().join("img"), 1 << 20, None).unwrap_err();
         assert!(matches!(err, ImageError::UploadBroken { .. }), "{err}");
         assert!(err.to_string().contains("connection reset"));
     }

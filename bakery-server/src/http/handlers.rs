@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 
 use super::extract::{JsonBody, PathArgs, QueryArgs};
 use crate::boot::{BootFile, BootFiles};
+use crate::imaging;
 use crate::service::{Bakery, DEFAULT_WAIT, ServiceError, to_completion};
 
 /// The state every handler gets.
@@ -270,15 +271,21 @@ pub async fn bakeform(
     Ok(Json(bakery.bakeform(&name).await?))
 }
 
-/// `POST /bakeforms/{name}`: upload an image (201).
+/// `POST /bakeforms/{name}`: upload an image, raw or packed as `.img.gz`, `.img.xz` or `.zip`
+/// (by `Content-Type` or magic bytes) (201).
 pub async fn upload_bakeform(
     State(bakery): AppState,
     PathArgs(name): PathArgs<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Reply<(StatusCode, Json<bakery_client::Bakeform>)> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(imaging::packing_of_content_type);
     let stream = body.into_data_stream();
     let bakeform =
-        to_completion(async move { bakery.import_bakeform(&name, stream).await }).await?;
+        to_completion(async move { bakery.import_bakeform(&name, stream, declared).await }).await?;
     Ok((StatusCode::CREATED, Json(bakeform)))
 }
 

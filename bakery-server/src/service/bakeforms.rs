@@ -5,14 +5,38 @@ use std::sync::Arc;
 
 use bakery_client::{Bakeform, BakeformState};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
-use super::files::{StreamError, drain, stream_to_file};
+use super::files::drain;
 use super::{Bakery, ServiceError, io_err};
 use crate::db::DeleteBakeform;
 use crate::domain::names::validate_bakeform_name;
 use crate::events::EventKind;
-use crate::imaging;
+use crate::imaging::{self, Packing};
+
+/// Body chunks buffered between the request and the decoder.
+const CHANNEL_CHUNKS: usize = 16;
+
+/// A blocking reader over the body chunks the async side sends.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(reason)) => return Err(std::io::Error::other(reason)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
 
 impl Bakery {
     /// Every bakeform.
@@ -39,6 +63,7 @@ impl Bakery {
         self: &Arc<Self>,
         name: &str,
         body: S,
+        declared: Option<Packing>,
     ) -> Result<Bakeform, ServiceError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -67,7 +92,9 @@ impl Bakery {
         let id = uuid::Uuid::new_v4();
         let image = self.layout.tmp.join(format!("upload-{id}.img"));
         let staging = self.layout.tmp.join(format!("import-{id}"));
-        let result = self.import_steps(name, body, &image, &staging).await;
+        let result = self
+            .import_steps(name, body, declared, &image, &staging)
+            .await;
         let _ = tokio::fs::remove_file(&image).await;
         if let Err(e) = &result {
             self.observer
@@ -96,6 +123,7 @@ impl Bakery {
         &self,
         name: &str,
         body: S,
+        declared: Option<Packing>,
         image: &std::path::Path,
         staging: &std::path::Path,
     ) -> Result<Bakeform, ServiceError>
@@ -104,24 +132,15 @@ impl Bakery {
         E: Display,
     {
         let limit = self.config.max_image_size;
-        let size = match stream_to_file(body, image, limit).await {
-            Ok(size) => size,
-            Err(StreamError::TooLarge) => {
-                return Err(ServiceError::ImageTooLarge {
-                    name: name.to_owned(),
-                    limit,
-                });
-            }
-            Err(StreamError::Body(reason)) => {
-                return Err(ServiceError::Upload {
-                    what: format!("image for bakeform {name}"),
-                    reason,
-                });
-            }
-            Err(StreamError::Io(e)) => {
-                return Err(io_err(format!("cannot store image for bakeform {name}"))(e));
-            }
-        };
+        let received = self.receive(name, body, declared, image, limit).await?;
+        let size = received.image_bytes;
+        tracing::info!(
+            bakeform = name,
+            packing = received.packing.as_str(),
+            body_bytes = received.body_bytes,
+            entry = received.entry.as_deref(),
+            "image received"
+        );
         tracing::info!(bakeform = name, bytes = size, "image received, importing");
         let (img, dest, key) = (image.to_owned(), staging.to_owned(), name.to_owned());
         self.blocking(move || {
@@ -146,8 +165,66 @@ impl Bakery {
             .ok_or_else(|| ServiceError::BakeformNotFound(name.to_owned()))
     }
 
+    /// Streams `body` into `image` through a blocking decoder (gzip, xz, zip or raw), the
+    /// async side handing chunks over a small channel so the body is never held whole.
+    async fn receive<S, E>(
+        &self,
+        name: &str,
+        mut body: S,
+        declared: Option<Packing>,
+        image: &std::path::Path,
+        limit: u64,
+    ) -> Result<imaging::Received, ServiceError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: Display,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(CHANNEL_CHUNKS);
+        let forward = async move {
+            let mut seen: u64 = 0;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| e.to_string());
+                seen += chunk.as_ref().map_or(0, |c| c.len() as u64);
+                let broken = chunk.is_err();
+                if tx.send(chunk).await.is_err() || broken {
+                    break;
+                }
+            }
+            drop(tx);
+            // The decoder stopped early (corrupt, too large): read the rest, so a client that
+            // sends the whole body before reading the reply still sees the refusal.
+            drain(body, limit.saturating_sub(seen)).await;
+        };
+        let (img, key) = (image.to_owned(), name.to_owned());
+        let decode = self.blocking(move || {
+            let mut reader = ChannelReader {
+                rx,
+                current: Bytes::new(),
+            };
+            imaging::receive(&mut reader, &img, limit, declared).map_err(|e| match e {
+                imaging::ImagingError::TooLarge { limit } => {
+                    ServiceError::ImageTooLarge { name: key, limit }
+                }
+                imaging::ImagingError::Upload(reason) => ServiceError::Upload {
+                    what: format!("image for bakeform {key}"),
+                    reason,
+                },
+                imaging::ImagingError::Image(reason) => {
+                    ServiceError::BadImage { name: key, reason }
+                }
+                other => ServiceError::Imaging(other),
+            })
+        });
+        let ((), received) = tokio::join!(forward, decode);
+        received
+    }
+
     /// The refusal of a bake from a bakeform in `state`, naming why a failed import failed.
-    pub(crate) async fn bakeform_not_ready(&self, name: String, state: BakeformState) -> ServiceError {
+    pub(crate) async fn bakeform_not_ready(
+        &self,
+        name: String,
+        state: BakeformState,
+    ) -> ServiceError {
         let state = match state {
             BakeformState::Importing => "importing".to_owned(),
             BakeformState::Ready => "ready".to_owned(),

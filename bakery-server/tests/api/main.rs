@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod client;
 mod common;
+mod compressed;
 mod crash;
 mod demo;
 mod disks;
