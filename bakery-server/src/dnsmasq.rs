@@ -240,12 +240,15 @@ mod tests {
         let file = dir.path().join("bakery-dnsmasq.conf");
         let dhcp = ProxyDhcp::from_args(&args("10.1.2.0/24", Some("10.1.2.5")), None).unwrap();
         std::fs::write(&file, dhcp.render()).unwrap();
-        let out = std::process::Command::new(dnsmasq)
-            .arg("--test")
-            .arg("-C")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let check = || {
+            std::process::Command::new(dnsmasq)
+                .arg("--test")
+                .arg("-C")
+                .arg(&file)
+                .output()
+                .unwrap()
+        };
+        let out = check();
         let said = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -260,12 +263,6 @@ mod tests {
             "dhcp-range=10.1.2.0,proxy,255.255.255.0\npxe-servce=0\n",
         )
         .unwrap();
-        let out = std::process::Command::new(dnsmasq)
-            .arg("--test")
-            .arg("-C")
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
+        assert!(!check().status.success());
     }
 }
