@@ -659,3 +659,65 @@ fn pinned_addresses_keep_each_pis_files_and_exports_to_itself() {
     let pi: PiInfo = server.get(&format!("/pis/{}", first.id)).json().unwrap();
     assert_eq!(pi.address.as_deref(), Some("10.0.0.77"));
 }
+
+/// The `bakery` CLI against a server with tokens: the exit codes a script relies on (0 ok,
+/// 4 unreachable, 5 refused) and a message naming the cause.
+#[test]
+fn the_cli_exit_codes_for_tokens_and_a_server_that_is_down() {
+    let cli = std::path::Path::new(env!("CARGO_BIN_EXE_bakery-server")).with_file_name("bakery");
+    if !cli.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no {} under CI: ci/test builds every binary first",
+            cli.display()
+        );
+        eprintln!(
+            "\n!!!! SKIPPED bakery CLI token test: no {} (cargo build -p bakery-client) !!!!\n",
+            cli.display()
+        );
+        return;
+    }
+    let env = Env::new();
+    let server = token_server(&env, &[]);
+    let run = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(&cli);
+        cmd.env_remove("BAKERY_TOKEN")
+            .env_remove("BAKERY_URL")
+            .args(["--url", &server.base]);
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        let out = cmd.args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    assert_eq!(run(Some(ADMIN), &["pi", "list"]).0, Some(0));
+    let (code, err) = run(None, &["pi", "list"]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("missing bearer token"), "{err}");
+    let (code, err) = run(Some("not-a-token-we-know-at-all"), &["disk", "list"]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("invalid token"), "{err}");
+    // A read-only token reads, and is refused a write with the server's reason.
+    assert_eq!(run(Some(READER), &["disk", "list"]).0, Some(0));
+    let (code, err) = run(Some(READER), &["disk", "create", "--size", "1"]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("read-only token"), "{err}");
+    // Unknown Pi with a good token: not found.
+    let (code, err) = run(Some(ADMIN), &["pi", "show", "0badc0de"]);
+    assert_eq!(code, Some(3), "{err}");
+
+    // The server gone: unreachable.
+    let base = server.base.clone();
+    drop(server);
+    let out = Command::new(&cli)
+        .env_remove("BAKERY_TOKEN")
+        .args(["--url", &base, "--token", ADMIN, "pi", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+}
