@@ -131,16 +131,7 @@ fn reflink_works(dir: &Path) -> bool {
 fn ficlone(src: &File, dst: &File) -> io::Result<()> {
     // SAFETY: both fds are open; FICLONE takes the source fd as its argument.
     let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
-    ioctl_result(rc)
-}
-
-/// An `ioctl` return code as a result: 0 is success, anything else the OS error it set.
-fn ioctl_result(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    host::check(rc)
 }
 
 /// The directory `path` is in (`.` for a bare name).
@@ -238,7 +229,7 @@ fn create_subvolume(parent: &Path, path: &Path) -> io::Result<()> {
     args.name[..name.len()].copy_from_slice(name);
     // SAFETY: the parent dir fd is open and args is a properly laid out, live struct.
     let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &mut args) };
-    ioctl_result(rc)
+    host::check(rc)
 }
 
 #[repr(C)]
@@ -280,7 +271,7 @@ fn snapshot(src: &Path, dst: &Path) -> io::Result<()> {
             &mut args,
         )
     };
-    ioctl_result(rc)
+    host::check(rc)
 }
 
 #[derive(Debug)]

@@ -20,7 +20,8 @@ fn cstr(p: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
+/// A libc return code as a result: 0 is success, anything else the OS error it set.
+pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
