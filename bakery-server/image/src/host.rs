@@ -155,11 +155,16 @@ pub(crate) fn mknod(
     check(unsafe { libc::mknod(c.as_ptr(), kind | (perm & 0o777), dev) })
 }
 
+/// An extended attribute's name for libc; a name with a NUL byte is invalid input.
+fn xattr_name(name: &[u8]) -> io::Result<CString> {
+    CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))
+}
+
 /// Sets one extended attribute of `p` without following a final symlink.
 pub(crate) fn lsetxattr(p: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     let c = cstr(p)?;
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let n = xattr_name(name)?;
     // SAFETY: valid path and name; value pointer and length describe a live slice.
     check(unsafe {
         libc::lsetxattr(
@@ -174,8 +179,7 @@ pub(crate) fn lsetxattr(p: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
 
 /// Sets one extended attribute of an open file.
 pub(crate) fn fsetxattr(f: &File, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let n = xattr_name(name)?;
     // SAFETY: valid fd and name; value pointer and length describe a live slice.
     check(unsafe {
         libc::fsetxattr(
