@@ -133,15 +133,14 @@ impl Bakery {
     {
         let limit = self.config.max_image_size;
         let received = self.receive(name, body, declared, image, limit).await?;
-        let size = received.image_bytes;
         tracing::info!(
             bakeform = name,
+            bytes = received.image_bytes,
             packing = received.packing.as_str(),
             body_bytes = received.body_bytes,
             entry = received.entry.as_deref(),
-            "image received"
+            "image received, importing"
         );
-        tracing::info!(bakeform = name, bytes = size, "image received, importing");
         let (img, dest, key) = (image.to_owned(), staging.to_owned(), name.to_owned());
         self.blocking(move || {
             imaging::import(&img, &dest).map_err(|e| match e {

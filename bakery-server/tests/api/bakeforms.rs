@@ -94,7 +94,10 @@ fn bad_images_are_refused_and_leave_nothing_behind() {
     // Each stays listed as failed, with the importer's message, but no file is kept.
     let list: BakeformMap = server.get("/bakeforms").json().unwrap();
     assert_eq!(list.keys().collect::<Vec<_>>(), ["empty", "half", "junk"]);
-    assert!(list.values().all(|b| b.state == Some(BakeformState::Failed)));
+    assert!(
+        list.values()
+            .all(|b| b.state == Some(BakeformState::Failed))
+    );
     let junk = &list["junk"];
     assert!(
         err.ends_with(junk.error.as_deref().unwrap()),
@@ -184,7 +187,10 @@ fn an_import_in_progress_is_shown_importing_and_cannot_be_baked() {
         go: Some(wait),
     };
     let upload = {
-        let (client, url) = (server.client.clone(), server.url(&format!("/bakeforms/{OS}")));
+        let (client, url) = (
+            server.client.clone(),
+            server.url(&format!("/bakeforms/{OS}")),
+        );
         std::thread::spawn(move || {
             client
                 .post(url)
