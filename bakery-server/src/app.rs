@@ -148,6 +148,7 @@ impl App {
         bakery.spawn_reclaimer();
         let report: RepairReport = bakery.repair().await?;
         tracing::info!(?report, "start-up repair done");
+        bakery.spawn_pool_filler();
         Ok(App { bakery })
     }
 

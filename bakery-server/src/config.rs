@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// Largest bakeform image accepted, with optional K/M/G/T suffix [default: 32G].
     #[arg(long, env = "BAKERY_MAX_IMAGE_SIZE", global = true)]
     pub max_image_size: Option<String>,
+    /// Complete root clones kept ready per ready bakeform, so a bake only renames one into
+    /// place (each costs one golden root of disk) [default: 0 = off].
+    #[arg(long, env = "BAKERY_WARM_POOL", global = true)]
+    pub warm_pool: Option<usize>,
     /// Directory serving root-level boot files (bootcode.bin) [default: newest bakeform's boot dir].
     #[arg(long, env = "BAKERY_BOOT_ROOT_DIR", global = true)]
     pub boot_root_dir: Option<PathBuf>,
@@ -185,6 +189,7 @@ struct FileConfig {
     export_options: Option<String>,
     export_to_any: Option<bool>,
     max_image_size: Option<toml::Value>,
+    warm_pool: Option<usize>,
     boot_root_dir: Option<PathBuf>,
     cmdline_template: Option<PathBuf>,
     tftp_listen: Option<String>,
@@ -228,6 +233,8 @@ pub struct Config {
     pub export_to_any: bool,
     /// Largest bakeform image accepted, in bytes.
     pub max_image_size: u64,
+    /// Complete root clones kept ready per ready bakeform (0: no warm pool).
+    pub warm_pool: usize,
     /// Where root-level boot files come from, if set.
     pub boot_root_dir: Option<PathBuf>,
     /// The operator's cmdline.txt template file, if set.
@@ -297,6 +304,7 @@ impl Config {
             export_options: DEFAULT_EXPORT_OPTIONS.to_owned(),
             export_to_any: false,
             max_image_size: 32 << 30,
+            warm_pool: 0,
             boot_root_dir: None,
             cmdline_template: None,
             tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
@@ -498,6 +506,7 @@ impl ServeArgs {
         if let Some(max) = max {
             config.max_image_size = max;
         }
+        config.warm_pool = self.warm_pool.or(file.warm_pool).unwrap_or(0);
         config.boot_root_dir = set(self.boot_root_dir.clone().or(file.boot_root_dir));
         config.cmdline_template = set(self.cmdline_template.clone().or(file.cmdline_template));
         if let Some(t) = self.tftp_listen.clone().or(file.tftp_listen) {
@@ -570,7 +579,7 @@ mod tests {
         let file = dir.path().join("bakery.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/srv/bakery\"\nnfs_address = \"10.0.0.2\"\nlisten = \"127.0.0.1:9000\"\nmax_image_size = \"1G\"\ntftp_listen = \"off\"\n",
+            "data_dir = \"/srv/bakery\"\nnfs_address = \"10.0.0.2\"\nlisten = \"127.0.0.1:9000\"\nmax_image_size = \"1G\"\nwarm_pool = 2\ntftp_listen = \"off\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -583,6 +592,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/srv/bakery"));
         assert_eq!(config.db_path, PathBuf::from("/srv/bakery/bakery.db"));
         assert_eq!(config.max_image_size, 1 << 30);
+        assert_eq!(config.warm_pool, 2);
         assert_eq!(config.tftp_listen, None);
         assert_eq!(config.exportfs_cmd, "exportfs -ra");
 

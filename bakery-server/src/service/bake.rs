@@ -112,9 +112,12 @@ impl Bakery {
         let (tmp, dest) = (tmp.to_owned(), dest.to_owned());
         let strategy = self.clone_strategy;
         let serial = serial.to_owned();
+        let pooled = self.take_pooled(bakeform, &tmp).await;
         self.blocking(move || {
             let started = std::time::Instant::now();
-            imaging::clone_root(&golden, &tmp, strategy)?;
+            if !pooled {
+                imaging::clone_root(&golden, &tmp, strategy)?;
+            }
             let config = tmp.join(PI_CONFIG_DIR);
             if std::fs::symlink_metadata(&config).is_err() {
                 std::fs::create_dir(&config)
@@ -125,7 +128,7 @@ impl Bakery {
                 tmp.display(),
                 dest.display()
             )))?;
-            tracing::info!(serial, %strategy, elapsed = ?started.elapsed(), "root cloned");
+            tracing::info!(serial, %strategy, pooled, elapsed = ?started.elapsed(), "root cloned");
             Ok(())
         })
         .await
@@ -282,9 +285,12 @@ impl Bakery {
         let strategy = self.clone_strategy;
         let trash = self.layout.trash.clone();
         let clone_dir = tmp.clone();
+        let pooled = self.take_pooled(bakeform, &tmp).await;
         let result = self
             .blocking(move || {
-                imaging::clone_root(&golden, &tmp, strategy)?;
+                if !pooled {
+                    imaging::clone_root(&golden, &tmp, strategy)?;
+                }
                 let new_config = tmp.join(PI_CONFIG_DIR);
                 let old_config = root_dir.join(PI_CONFIG_DIR);
                 if std::fs::symlink_metadata(&new_config).is_ok() {

@@ -113,6 +113,7 @@ impl Bakery {
         }
         let bakeform = result?;
         tracing::info!(bakeform = name, state = "ready", "bakeform imported");
+        self.wake_pool();
         self.observer
             .event(EventKind::BakeformImported.bakeform(name))
             .await;
@@ -248,6 +249,7 @@ impl Bakery {
         match self.db(move |s| s.delete_bakeform(&key)).await? {
             DeleteBakeform::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
+                self.drop_pool(name).await;
                 tracing::info!(bakeform = name, "bakeform deleted");
                 self.observer
                     .event(EventKind::BakeformDeleted.bakeform(name))

@@ -5,6 +5,7 @@ mod bake;
 mod bakeforms;
 mod disks;
 mod files;
+mod pool;
 mod repair;
 
 pub use repair::RepairReport;
@@ -322,6 +323,7 @@ pub struct Bakery {
     cmdline_template: Option<String>,
     powering_off: Mutex<HashSet<String>>,
     observer: Arc<Observer>,
+    pool: pool::WarmPool,
 }
 
 impl std::fmt::Debug for Bakery {
@@ -367,6 +369,7 @@ impl Bakery {
             clone_strategy: parts.clone_strategy,
             cmdline_template: parts.cmdline_template,
             powering_off: Mutex::new(HashSet::new()),
+            pool: pool::WarmPool::default(),
         })
     }
 

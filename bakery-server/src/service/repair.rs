@@ -25,6 +25,8 @@ pub struct RepairReport {
     pub imports_dropped: Vec<String>,
     /// Directories in `disks/` or `bakeforms/` that nothing referenced.
     pub orphans_trashed: usize,
+    /// Warm pools in `pool/` of bakeforms that are gone or not ready.
+    pub pools_dropped: usize,
 }
 
 impl Bakery {
@@ -95,12 +97,14 @@ impl Bakery {
             .into_iter()
             .map(|d| d.id)
             .collect();
-        let bakeform_names: HashSet<String> = self
-            .db(|s| s.bakeforms())
-            .await?
-            .into_iter()
-            .map(|b| b.name)
+        let bakeform_rows = self.db(|s| s.bakeforms()).await?;
+        let ready: HashSet<String> = bakeform_rows
+            .iter()
+            .filter(|b| b.state == BakeformState::Ready)
+            .map(|b| b.name.clone())
             .collect();
+        let bakeform_names: HashSet<String> = bakeform_rows.into_iter().map(|b| b.name).collect();
+        report.pools_dropped = self.repair_pool(&ready);
         report.orphans_trashed += self.trash_orphans(&self.layout.disks.clone(), &disk_ids);
         report.orphans_trashed +=
             self.trash_orphans(&self.layout.bakeforms.clone(), &bakeform_names);
@@ -125,6 +129,7 @@ impl Bakery {
             });
         }
         self.notify_change();
+        self.wake_pool();
         Ok(report)
     }
 

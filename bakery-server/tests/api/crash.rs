@@ -1,8 +1,9 @@
 //! Crash safety, proven by trial: SIGKILL the real server at a random moment during a bake,
 //! an unbake, a bakeform import, a disk creation or an attach, restart it, and check the
 //! invariants every time: every Pi fridge or baked, baked Pis have their root, nothing in
-//! `tmp/`, no directory in `disks/` or `bakeforms/` the inventory does not know, no bakeform
-//! half visible, and a persistent disk's bytes intact.
+//! `tmp/`, no directory in `disks/` or `bakeforms/` the inventory does not know, warm pools in
+//! `pool/` only of ready bakeforms and complete, no bakeform half visible, and a persistent
+//! disk's bytes intact.
 //!
 //! `BAKERY_CRASH_TRIALS` (default 10; 50 for the full run) sets the number of kills,
 //! `BAKERY_CRASH_SEED` replays a run (the seed is printed).
@@ -178,6 +179,20 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
     for name in entries(&env.data().join("bakeforms")) {
         if !bakeforms.contains_key(&name) {
             return Err(format!("orphan bakeforms/{name}"));
+        }
+    }
+    let pool = env.data().join("pool");
+    for name in entries(&pool) {
+        if !bakeforms
+            .get(&name)
+            .is_some_and(|b| b.state == Some(BakeformState::Ready))
+        {
+            return Err(format!("pool/{name} of a bakeform that is not ready"));
+        }
+        for entry in entries(&pool.join(&name)) {
+            if !pool.join(&name).join(&entry).join("etc/hostname").is_file() {
+                return Err(format!("pool/{name}/{entry} incomplete"));
+            }
         }
     }
     let now: Disk = server

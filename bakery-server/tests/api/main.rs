@@ -15,6 +15,7 @@ mod load;
 mod netboot;
 mod nfs;
 mod pis;
+mod pool;
 mod ppi;
 mod recovery;
 mod security;

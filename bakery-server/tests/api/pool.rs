@@ -1,0 +1,160 @@
+//! The warm pool (`--warm-pool`) against the real binary: it fills after an upload, a bake
+//! takes its root (identical to the golden root) and it refills, a reset takes from it too,
+//! a restart keeps valid entries and drops those of gone bakeforms, deleting the bakeform
+//! removes its pool; and the bake latency with and without a pool (printed, not asserted).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bakery_client::PiInfo;
+use reqwest::StatusCode;
+
+use crate::common::{Env, OS, Server, entries, eventually, tree};
+
+/// Type, mode, owner, size, mtime and link target of every entry under `dir`, `piConfig`
+/// (made per Pi) left out.
+fn fingerprint(dir: &Path) -> Vec<String> {
+    tree(dir)
+        .into_iter()
+        .filter(|p| !p.starts_with("piConfig"))
+        .map(|p| {
+            let path = dir.join(&p);
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let target = std::fs::read_link(&path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            format!(
+                "{p} {:o} {}:{} {} {} {target}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                if meta.is_dir() { 0 } else { meta.size() },
+                meta.mtime(),
+            )
+        })
+        .collect()
+}
+
+fn pool_of(env: &Env) -> PathBuf {
+    env.data().join("pool").join(OS)
+}
+
+/// Waits until the bakeform's pool holds exactly one entry other than `not` and returns it.
+fn wait_one_entry(env: &Env, not: Option<&str>) -> String {
+    let mut found = Vec::new();
+    let filled = eventually(Duration::from_secs(60), || {
+        found = entries(&pool_of(env));
+        found.len() == 1 && Some(found[0].as_str()) != not
+    });
+    assert!(filled, "pool not filled: {found:?}");
+    found.remove(0)
+}
+
+/// Whether the server logged taking pool entry `entry`.
+fn took(server: &Server, entry: &str) -> bool {
+    server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("warm pool root taken") && l.contains(entry))
+}
+
+fn start_pooled(env: &Env) -> Server {
+    Server::start_with(env, &["--warm-pool", "1"])
+}
+
+#[test]
+fn warm_pool_fills_is_taken_refills_survives_restart_and_goes_with_its_bakeform() {
+    let env = Env::new();
+    let mut server = start_pooled(&env);
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    server.add_pis(1);
+    let golden = env.data().join("bakeforms").join(OS).join("root");
+    let first = wait_one_entry(&env, None);
+    assert_eq!(
+        fingerprint(&pool_of(&env).join(&first)),
+        fingerprint(&golden)
+    );
+
+    let pi = server.bake_ready(false);
+    assert!(took(&server, &first), "no take of {first} logged");
+    let root = PathBuf::from(&pi.disks[0].location);
+    assert_eq!(root.parent().unwrap(), env.data().join("disks"));
+    assert!(root.join("piConfig").is_dir());
+    assert_eq!(fingerprint(&root), fingerprint(&golden));
+    let second = wait_one_entry(&env, Some(&first));
+
+    // A reset takes the next pooled root and keeps piConfig.
+    std::fs::write(root.join("piConfig/marker"), "kept").unwrap();
+    std::fs::write(root.join("etc/hostname"), "changed\n").unwrap();
+    let resp = server
+        .client
+        .post(server.url(&format!("/oven/{}/reset", pi.id)))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{:?}", resp.text());
+    assert_eq!(server.wait_baked(&pi.id).status(), StatusCode::OK);
+    assert!(took(&server, &second), "no take of {second} logged");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "raspberrypi\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("piConfig/marker")).unwrap(),
+        "kept"
+    );
+    let third = wait_one_entry(&env, Some(&second));
+
+    // A restart keeps the complete entry, drops the pool of a bakeform that does not exist.
+    server.stop();
+    let ghost = env.data().join("pool").join("ghost").join("entry");
+    std::fs::create_dir_all(&ghost).unwrap();
+    server = start_pooled(&env);
+    assert_eq!(server.get("/bakeforms").status(), StatusCode::OK);
+    assert!(!ghost.exists());
+    assert_eq!(entries(&pool_of(&env)), vec![third.clone()]);
+    assert_eq!(entries(&env.data().join("pool")), vec![OS.to_owned()]);
+
+    // Deleting the bakeform (once no Pi uses it) removes its pool.
+    assert_eq!(
+        server.delete(&format!("/oven/{}", pi.id)).status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.delete(&format!("/bakeforms/{OS}")).status(),
+        StatusCode::OK
+    );
+    assert!(!pool_of(&env).exists());
+}
+
+/// Time from `POST /fridge` to `?wait=baked` answering baked.
+fn timed_bake(server: &Server) -> (Duration, PiInfo) {
+    let started = Instant::now();
+    let pi = server.bake_ready(false);
+    (started.elapsed(), pi)
+}
+
+#[test]
+fn bake_latency_with_and_without_warm_pool() {
+    let env = Env::new();
+    let mut server = Server::start(&env);
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    server.add_pis(2);
+    let (cold, pi) = timed_bake(&server);
+    assert_eq!(
+        server.delete(&format!("/oven/{}", pi.id)).status(),
+        StatusCode::OK
+    );
+    server.stop();
+
+    server = start_pooled(&env);
+    wait_one_entry(&env, None);
+    let (warm, _) = timed_bake(&server);
+    println!(
+        "bake request -> baked, sample image: without pool {:?}, with --warm-pool 1 {:?}",
+        cold, warm
+    );
+    assert!(server.log_contains("warm pool root taken"));
+}
