@@ -158,3 +158,84 @@ fn bake_latency_with_and_without_warm_pool() {
     );
     assert!(server.log_contains("warm pool root taken"));
 }
+
+/// The median of `times`.
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Bake latency over a root of 20 000 files, 3 bakes each without and with a pool (pool
+/// refilled before each): `cargo test -p bakery-server --test api pool::bake_latency_big --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: builds an image of 20 000 files"]
+fn bake_latency_big_root_with_and_without_warm_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("big.img");
+    let mut spec = bakery_image::SampleSpec::default();
+    spec.root_files.extend((0..20_000).map(|i| {
+        (
+            format!("usr/share/bulk/d{}/f{i}", i / 500),
+            vec![b'x'; 4096],
+        )
+    }));
+    bakery_image::build_sample_image(&image, &spec).unwrap();
+    let upload = |server: &Server| {
+        let resp = server
+            .client
+            .post(server.url(&format!("/bakeforms/{OS}")))
+            .header("Content-Type", bakery_client::RAW_IMAGE_CONTENT_TYPE)
+            .body(std::fs::read(&image).unwrap())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    };
+    let env = Env::new();
+    let mut server = Server::start(&env);
+    upload(&server);
+    server.add_pis(3);
+    let mut cold = Vec::new();
+    for _ in 0..3 {
+        let (t, pi) = timed_bake(&server);
+        cold.push(t);
+        assert_eq!(
+            server.delete(&format!("/oven/{}", pi.id)).status(),
+            StatusCode::OK
+        );
+    }
+    server.stop();
+    let golden = env.data().join("bakeforms").join(OS).join("root");
+    let copies = tempfile::tempdir_in(env.data()).unwrap();
+    let mut cp = Vec::new();
+    for i in 0..3 {
+        let started = Instant::now();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&golden)
+            .arg(copies.path().join(i.to_string()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        cp.push(started.elapsed());
+    }
+    drop(copies);
+    server = start_pooled(&env);
+    let mut warm = Vec::new();
+    let mut last: Option<String> = None;
+    for _ in 0..3 {
+        last = Some(wait_one_entry(&env, last.as_deref()));
+        let (t, pi) = timed_bake(&server);
+        warm.push(t);
+        assert_eq!(
+            server.delete(&format!("/oven/{}", pi.id)).status(),
+            StatusCode::OK
+        );
+    }
+    println!(
+        "bake request -> baked, 20 000-file root, median of 3: without pool {:?}, with --warm-pool 1 {:?}; cp -a of the golden root {:?}",
+        median(cold),
+        median(warm),
+        median(cp)
+    );
+}
