@@ -391,6 +391,16 @@ fn errors_of_the_real_server_map_to_the_right_variants() {
         }
         other => panic!("expected 400 for a junk image, got {other:?}"),
     }
+    // The failed import stays listed, failed with the importer's message and no files.
+    let failed = client.bakeform("junk").expect("failed bakeform listed");
+    assert_eq!(failed.state, Some(bakery_client::BakeformState::Failed));
+    assert!(failed.error.is_some_and(|e| !e.is_empty()));
+    // Baking from it is refused, naming why; deleting it works.
+    let not_ready = client.bake_from("junk").unwrap_err();
+    assert_eq!(not_ready.status(), Some(400), "{not_ready}");
+    client
+        .delete_bakeform("junk")
+        .expect("failed bakeform deleted");
     assert!(client.bakeform("junk").unwrap_err().is_not_found());
 }
 
