@@ -266,7 +266,7 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
     'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30.0, 'power_cycle_pause' => 2.5,
     'export_to_any' => false, 'cmdline_template' => "#{job}/cmdline-template",
     'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key",
-    'boot_files_require_token' => true, 'max_pis' => 200
+    'boot_files_require_token' => true, 'max_pis' => 200, 'warm_pool' => 1
   }
   expect(toml == want, "got #{toml.inspect}")
   expect(toml['ppi_timeout'].is_a?(Float), 'ppi_timeout must be a TOML float (bakery-server reads f64)')
