@@ -1,22 +1,15 @@
 //! The command line: `--help`, the original's environment variables, the TOML file, exit codes.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::common::*;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakery-server"));
-    for var in [
-        "BAKERY_ROOT",
-        "NFS_ADDRESS",
-        "DB_PATH",
-        "PPI_PATH",
-        "PPI_CONFIG_PATH",
-        "BAKERY_CONFIG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.args(args).envs(env.iter().copied()).output().unwrap()
+    server_command()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 #[test]

@@ -136,6 +136,23 @@ pub struct Server {
     pub client: Client,
 }
 
+/// The real `bakery-server` binary with the settings it reads from the environment removed,
+/// so a developer's shell cannot change what a test starts.
+pub fn server_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakery-server"));
+    for var in [
+        "BAKERY_ROOT",
+        "NFS_ADDRESS",
+        "DB_PATH",
+        "PPI_PATH",
+        "PPI_CONFIG_PATH",
+        "BAKERY_CONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 impl Server {
     pub fn start(env: &Env) -> Server {
         Server::start_with(env, &[])
@@ -175,18 +192,7 @@ impl Server {
             i += 1;
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakery-server"));
-        for var in [
-            "BAKERY_ROOT",
-            "NFS_ADDRESS",
-            "DB_PATH",
-            "PPI_PATH",
-            "PPI_CONFIG_PATH",
-            "BAKERY_CONFIG",
-        ] {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd
+        let mut child = server_command()
             .args(&args)
             .env("BAKERY_LOG", "info,tower_http=warn")
             .stdout(Stdio::null())
@@ -228,6 +234,25 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The address of the built-in TFTP server, from its `tftp listening on` log line.
+    pub fn tftp_addr(&self) -> std::net::SocketAddr {
+        let mut addr = None;
+        let logged = eventually(Duration::from_secs(10), || {
+            addr = self.log.lock().unwrap().iter().find_map(|l| {
+                l.split("tftp listening on ")
+                    .nth(1)
+                    .map(|a| a.trim().to_owned())
+            });
+            addr.is_some()
+        });
+        assert!(
+            logged,
+            "no tftp address logged: {:?}",
+            self.log.lock().unwrap()
+        );
+        addr.unwrap().parse().unwrap()
     }
 
     pub fn get(&self, path: &str) -> Response {

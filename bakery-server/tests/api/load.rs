@@ -7,7 +7,6 @@
 //! `BAKERY_LOAD_SECS` (default 10) sets how long the load runs.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use pi_sim::{BootOptions, Model};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Env, OS, Server, eventually};
+use crate::common::{Env, OS, Server};
 
 const CLIENTS: usize = 200;
 const STORM_PIS: usize = 50;
@@ -31,19 +30,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn tftp_addr(server: &Server) -> SocketAddr {
-    let mut addr = None;
-    assert!(eventually(Duration::from_secs(10), || {
-        addr = server.log.lock().unwrap().iter().find_map(|l| {
-            l.split("tftp listening on ")
-                .nth(1)
-                .map(|a| a.trim().to_owned())
-        });
-        addr.is_some()
-    }));
-    addr.unwrap().parse().unwrap()
 }
 
 /// What the clients saw: count per (request kind, status); failures with their reason.
@@ -204,7 +190,7 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
     let env = Env::new();
     let server =
         Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
-    let tftp = tftp_addr(&server);
+    let tftp = server.tftp_addr();
     assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
     // 50 Pis baked for the storm (serials 1..=50), then 20 more in the fridge for the clients.
     server.add_pis(STORM_PIS as u32);

@@ -3,10 +3,8 @@
 //! registered, a baked Pi boots (pi-sim, every byte checked), curl's `tftp://` and tftp-hpa
 //! fetch its files byte for byte, and a Pi that is not baked gets nothing.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use bakery_client::PiState;
 use bakery_tftp::{FetchOptions, fetch};
@@ -21,30 +19,12 @@ fn tool(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.exists())
 }
 
-fn tftp_addr(server: &Server) -> SocketAddr {
-    let mut addr = None;
-    let logged = eventually(Duration::from_secs(10), || {
-        addr = server.log.lock().unwrap().iter().find_map(|l| {
-            l.split("tftp listening on ")
-                .nth(1)
-                .map(|a| a.trim().to_owned())
-        });
-        addr.is_some()
-    });
-    assert!(
-        logged,
-        "no tftp address logged: {:?}",
-        server.log.lock().unwrap()
-    );
-    addr.unwrap().parse().unwrap()
-}
-
 #[test]
 fn the_binary_serves_the_boot_path_over_tftp_to_real_clients() {
     let env = Env::new();
     let server =
         Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
-    let tftp = tftp_addr(&server);
+    let tftp = server.tftp_addr();
     let resp = server.upload_sample(OS);
     assert_eq!(
         resp.status(),

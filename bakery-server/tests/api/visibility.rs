@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,24 +13,6 @@ use pi_sim::{BootOptions, Model};
 use reqwest::StatusCode;
 
 use crate::common::*;
-
-fn tftp_addr(server: &Server) -> SocketAddr {
-    let mut addr = None;
-    let logged = eventually(Duration::from_secs(10), || {
-        addr = server.log.lock().unwrap().iter().find_map(|l| {
-            l.split("tftp listening on ")
-                .nth(1)
-                .map(|a| a.trim().to_owned())
-        });
-        addr.is_some()
-    });
-    assert!(
-        logged,
-        "no tftp address logged: {:?}",
-        server.log.lock().unwrap()
-    );
-    addr.unwrap().parse().unwrap()
-}
 
 fn boots(server: &Server, path: &str) -> BootList {
     let resp = server.get(path);
@@ -63,7 +44,7 @@ fn a_pi_sim_boot_appears_in_the_timeline_with_every_file_and_refusals_are_record
     let env = Env::new();
     let mut server =
         Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
-    let tftp = tftp_addr(&server);
+    let tftp = server.tftp_addr();
     assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
     let boot_dir = env.data().join("bakeforms").join(OS).join("boot");
     let runtime = tokio::runtime::Builder::new_current_thread()
