@@ -2,6 +2,8 @@
 //! tools (sfdisk, mkfs.vfat, mcopy, mkfs.ext4 -d), and compare trees entry by entry.
 #![allow(dead_code)]
 
+pub mod loopfs;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
