@@ -13,8 +13,9 @@
 //! # What is not preserved
 //! ctime and creation time (the kernel sets them), inode flags (`chattr`: immutable,
 //! append-only …), file capabilities on a host whose kernel refuses `security.capability`
-//! (they are xattrs, so they are kept where the host allows), inline data and `ea_inode`
-//! xattr values (such images are rejected with an error naming the inode).
+//! (they are xattrs, so they are kept where the host allows), `ea_inode` xattr values (such
+//! images are rejected with an error naming the inode). Inline data (small files,
+//! directories and symlinks kept inside their inodes) is read and written like any data.
 //!
 //! # Not running as root
 //! Owners cannot be set: every entry belongs to the importing user and the summary says how
@@ -274,8 +275,8 @@ fn open_ext4<'f>(file: &'f File, part: &Part) -> Result<RawFs<'f>, String> {
         len: part.len,
     })) {
         Ok(_) => {}
-        // Features ext4-view 1.0 lacks (meta_bg) but the raw reader handles; anything the
-        // raw reader cannot read it rejects itself, by name.
+        // Features ext4-view 1.0 lacks (meta_bg, inline_data) but the raw reader handles;
+        // anything the raw reader cannot read it rejects itself, by name.
         Err(ext4_view::Ext4Error::Incompatible(i)) => {
             tracing::info!(partition = part.index, features = %i, "ext4-view cannot open this file system; using the raw reader alone");
         }
@@ -799,7 +800,13 @@ fn write_file(
     let bs = fs.block_size();
     let part = fs.part();
     let mut written_to = 0;
-    for run in fs.runs(&e.inode).map_err(|err| ext4_err(&e.rel, err))? {
+    let runs = if e.inode.has_inline_data() {
+        written_to = write_inline(fs, e, &out, path)?;
+        Vec::new()
+    } else {
+        fs.runs(&e.inode).map_err(|err| ext4_err(&e.rel, err))?
+    };
+    for run in runs {
         let start = run.logical * bs;
         let end = ((run.logical + run.len) * bs).min(e.inode.size);
         if start >= end {
@@ -839,6 +846,20 @@ fn write_file(
     host::futimens(&out, t(e.inode.atime), t(e.inode.mtime))
         .map_err(|err| ImageError::io("set times of", path, err))?;
     Ok((count, warns))
+}
+
+/// Writes the data of a file that keeps it inline (in the inode, not in blocks: there is
+/// nothing to copy_file_range from) and returns its length.
+fn write_inline(
+    fs: &RawFs<'_>,
+    e: &Entry,
+    out: &File,
+    path: &Path,
+) -> Result<u64, ImageError> {
+    let data = fs.inline_data(&e.inode).map_err(|err| ext4_err(&e.rel, err))?;
+    std::os::unix::fs::FileExt::write_all_at(out, &data, 0)
+        .map_err(|err| ImageError::io("write", path, err))?;
+    Ok(data.len() as u64)
 }
 
 /// Sets owner, xattrs, mode and times of a non-regular entry by path (no symlink following).

@@ -15,12 +15,15 @@
 //!
 //! # How an image is read
 //! The partition table with `mbrman` (MBR, logical partitions) or a small GPT reader
-//! (protective MBR; CRCs not checked). Partition 1 is the boot partition: FAT via `fatfs`
-//! (read-only), or ext4. Partition 2 is the ext4 root: `ext4-view` validates it (superblock,
-//! checksums, features, journal) and a small raw reader in this crate walks it, because
-//! ext4-view 1.0 exposes no inode numbers (hardlinks), link counts, device numbers or xattrs
-//! and re-resolves every path. File data goes from the image to the new files with
-//! `copy_file_range` (holes stay holes), in parallel.
+//! (protective MBR; header and entry-array CRC32s verified, falling back to the backup GPT).
+//! Partition 1 is the boot partition: FAT via `fatfs` (read-only), or ext4. Partition 2 is
+//! the ext4 root: `ext4-view` validates it (superblock, checksums, features, journal) and a
+//! small raw reader in this crate walks it, because ext4-view 1.0 exposes no inode numbers
+//! (hardlinks), link counts, device numbers or xattrs and re-resolves every path. File
+//! systems ext4-view refuses for a feature it lacks (`meta_bg`, `inline_data`) are read by
+//! the raw reader alone. File data goes from the image to the new files with
+//! `copy_file_range` (holes stay holes), in parallel; inline data (small files, directories
+//! and symlinks kept inside their inodes) is written from the inode's bytes.
 //!
 //! # Metadata
 //! Preserved in the root tree (import and clone): file types (regular, directory, symlink,
@@ -31,9 +34,9 @@
 //! (FAT's local time read as UTC); modes 0644/0755.
 //!
 //! Not preserved: ctime and birth time (set by the kernel), inode flags (`chattr +i` …),
-//! FAT attributes (hidden/system/archive). Rejected with an error naming the inode: inline
-//! data, xattr values in separate inodes (`ea_inode`), encryption, casefolding, file systems
-//! whose journal needs recovery.
+//! FAT attributes (hidden/system/archive). Rejected with an error naming the inode: xattr
+//! values in separate inodes (`ea_inode`), encryption, casefolding, file systems whose
+//! journal needs recovery.
 //!
 //! # Without root
 //! Import: owners are not set (everything belongs to the caller; counted in
