@@ -846,6 +846,9 @@ fn parse_inode(ino: u32, raw: &[u8], huge_files: bool) -> Inode {
     }
 }
 
+/// What [`walk_xattr_entries`] calls per entry: name index, name (without prefix), value.
+type XattrVisitor<'v> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'v;
+
 /// Calls `visit(name_index, name, value)` for each xattr entry starting at `first`; values
 /// sit at `value_base + e_value_offs`. Every offset is bounds-checked.
 fn walk_xattr_entries(
@@ -853,7 +856,7 @@ fn walk_xattr_entries(
     buf: &[u8],
     first: usize,
     value_base: usize,
-    visit: &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<()>,
+    visit: &mut XattrVisitor<'_>,
 ) -> Result<()> {
     let bad = |what: &str| {
         RawError(format!(
@@ -1092,11 +1095,7 @@ mod tests {
 
     /// Formats a 64 MiB image in `dir` with `mkfs.ext4 -d stage` and `opts`, then lets
     /// `e2fsck -D` index the large directories.
-    fn mkfs(
-        dir: &std::path::Path,
-        stage: &std::path::Path,
-        opts: &[&str],
-    ) -> std::path::PathBuf {
+    fn mkfs(dir: &std::path::Path, stage: &std::path::Path, opts: &[&str]) -> std::path::PathBuf {
         use std::fs;
         let img = dir.join(format!(
             "fs{}.ext4",
@@ -1343,7 +1342,14 @@ mod tests {
         stage_inline(&stage);
         for opts in [
             &["-b", "4096", "-I", "512", "-O", "inline_data"][..],
-            &["-b", "1024", "-I", "256", "-O", "inline_data,^metadata_csum"],
+            &[
+                "-b",
+                "1024",
+                "-I",
+                "256",
+                "-O",
+                "inline_data,^metadata_csum",
+            ],
         ] {
             let img = mkfs(dir.path(), &stage, opts);
             let (checked, htree) = cross_check(&img, &stage);
@@ -1414,7 +1420,10 @@ mod tests {
         let out = std::process::Command::new("debugfs")
             .arg("-w")
             .arg("-R")
-            .arg(format!("ea_set -f {} /inline/few system.data", value.display()))
+            .arg(format!(
+                "ea_set -f {} /inline/few system.data",
+                value.display()
+            ))
             .arg(&img)
             .output()
             .unwrap();

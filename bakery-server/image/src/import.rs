@@ -850,13 +850,10 @@ fn write_file(
 
 /// Writes the data of a file that keeps it inline (in the inode, not in blocks: there is
 /// nothing to copy_file_range from) and returns its length.
-fn write_inline(
-    fs: &RawFs<'_>,
-    e: &Entry,
-    out: &File,
-    path: &Path,
-) -> Result<u64, ImageError> {
-    let data = fs.inline_data(&e.inode).map_err(|err| ext4_err(&e.rel, err))?;
+fn write_inline(fs: &RawFs<'_>, e: &Entry, out: &File, path: &Path) -> Result<u64, ImageError> {
+    let data = fs
+        .inline_data(&e.inode)
+        .map_err(|err| ext4_err(&e.rel, err))?;
     std::os::unix::fs::FileExt::write_all_at(out, &data, 0)
         .map_err(|err| ImageError::io("write", path, err))?;
     Ok(data.len() as u64)

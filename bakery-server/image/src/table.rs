@@ -199,7 +199,9 @@ fn gpt_at(whole: &Region<'_>, lba: u64) -> Result<Vec<Part>, String> {
     let mut table = vec![0u8; usize::try_from(array_len).map_err(|e| e.to_string())?];
     whole
         .read_exact_at(entries_lba.saturating_mul(SECTOR), &mut table)
-        .map_err(|e| format!("cannot read the GPT partition entries at sector {entries_lba}: {e}"))?;
+        .map_err(|e| {
+            format!("cannot read the GPT partition entries at sector {entries_lba}: {e}")
+        })?;
     let stored = u32le(&header, 88);
     let computed = crc32fast::hash(&table);
     if stored != computed {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use bakery_image::sample::{SampleKind, SampleSpec, build_sample_image};
 use bakery_image::{ImageError, ImportPhase, ImportProgress, import_image};
-use common::{assert_same_tree, build_image, stage_full_tree};
+use common::{Layout, assert_same_tree, build_image, build_image_with, stage_full_tree};
 
 fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
@@ -375,4 +375,132 @@ fn corrupt_root_directory(img: &Path, root_start: u64) {
         .unwrap()
         .write_all_at(&garbage, root_start + block * 4096)
         .unwrap();
+}
+
+/// Stages a root tree whose small entries mkfs.ext4 -O inline_data keeps inside their
+/// inodes: files of 0 to 150 bytes (two with xattrs, `trusted.` only as root; one setuid,
+/// one hardlinked), small
+/// directories, a directory too big to be inline, short and 100-byte symlinks.
+fn stage_inline_tree(root: &Path) {
+    fs::create_dir_all(root.join("etc/small")).unwrap();
+    fs::create_dir_all(root.join("etc/empty")).unwrap();
+    fs::create_dir_all(root.join("usr/share/many")).unwrap();
+    for n in [0usize, 1, 59, 60, 61, 150] {
+        let data = bakery_image::sample::pseudo_random(&format!("tiny{n}"), n);
+        fs::write(root.join(format!("etc/tiny{n}")), data).unwrap();
+    }
+    fs::write(root.join("etc/small/a"), b"a\n").unwrap();
+    fs::write(root.join("etc/small/b"), b"").unwrap();
+    for i in 0..200 {
+        fs::write(
+            root.join(format!("usr/share/many/entry-{i:03}")),
+            format!("{i}\n"),
+        )
+        .unwrap();
+    }
+    common::setxattr(
+        &root.join("etc/tiny59"),
+        "user.note",
+        b"inline and annotated",
+    );
+    if is_root() {
+        common::setxattr(&root.join("etc/tiny1"), "trusted.k", b"v");
+    }
+    fs::set_permissions(
+        root.join("etc/tiny60"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::hard_link(root.join("etc/tiny61"), root.join("etc/small/tiny61-link")).unwrap();
+    std::os::unix::fs::symlink("tiny1", root.join("etc/short-link")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/usr/share/many/{}", "x".repeat(84)),
+        root.join("etc/link-100"),
+    )
+    .unwrap();
+    for p in [
+        "etc/small",
+        "etc/empty",
+        "usr/share/many",
+        "usr/share",
+        "usr",
+        "etc",
+    ] {
+        common::set_times(&root.join(p), 1_700_000_000, 7);
+    }
+    common::set_times(root, 1_700_000_000, 0);
+}
+
+fn build_inline_image(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, u64) {
+    let (boot, root) = (dir.join("boot-stage"), dir.join("root-stage"));
+    stage_boot(&boot);
+    stage_inline_tree(&root);
+    let img = dir.join("inline.img");
+    let (_, root_start) = build_image_with(
+        &img,
+        &boot,
+        &root,
+        &Layout {
+            root_mib: 16,
+            mkfs_root: &["-I", "512", "-O", "inline_data"],
+            ..Layout::default()
+        },
+    );
+    (img, root, root_start)
+}
+
+#[test]
+fn inline_data_image_imports_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, root, root_start) = build_inline_image(dir.path());
+    // The image really keeps these entries inline (flag 0x10000000), the big directory not.
+    for (path, inline) in [
+        ("/etc/tiny0", true),
+        ("/etc/tiny59", true),
+        ("/etc/tiny61", true),
+        ("/etc/tiny150", true),
+        ("/etc/small", true),
+        ("/etc/link-100", true),
+        ("/usr/share/many", false),
+    ] {
+        let stat = common::debugfs_at(&img, root_start, &format!("stat {path}"), false);
+        let flags = stat
+            .split("Flags: ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap();
+        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(flags & 0x1000_0000 != 0, inline, "{path}: flags {flags:#x}");
+    }
+
+    let dest = dir.path().join("imported");
+    let summary = import_image(&img, &dest, &mut |_| {}).unwrap();
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    assert_eq!(summary.hardlinks, 1, "{summary:?}");
+    assert_eq!(summary.symlinks, 2, "{summary:?}");
+    assert_eq!(
+        summary.xattrs,
+        if is_root() { 2 } else { 1 },
+        "system.data must not be copied: {summary:?}"
+    );
+    assert_same_tree(&root, &dest.join("root"), true);
+    assert_eq!(
+        common::xattrs(&dest.join("root/etc/tiny59"))
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["user.note"]
+    );
+}
+
+#[test]
+fn corrupt_inline_size_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _, root_start) = build_inline_image(dir.path());
+    common::debugfs_at(&img, root_start, "sif /etc/tiny61 size 500", true);
+    let err = assert_rejected(&img, "reading /etc/tiny61 in the ext4 partition: inode ");
+    assert!(
+        err.to_string()
+            .contains("claims 500 bytes of inline data but holds only 61"),
+        "{err}"
+    );
 }

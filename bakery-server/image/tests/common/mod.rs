@@ -241,17 +241,75 @@ pub fn build_image(
     root_mib: u64,
     fat32: bool,
 ) -> (u64, u64) {
+    build_image_with(
+        img,
+        boot_dir,
+        root_dir,
+        &Layout {
+            root_mib,
+            fat32,
+            ..Layout::default()
+        },
+    )
+}
+
+/// How [`build_image_with`] lays out an image.
+pub struct Layout<'a> {
+    /// Size of the root partition in MiB.
+    pub root_mib: u64,
+    /// FAT32 (else FAT16) boot partition.
+    pub fat32: bool,
+    /// Partition table written by sfdisk: MBR (`dos`) or `gpt` (which keeps 1 MiB at the end
+    /// for the backup GPT).
+    pub gpt: bool,
+    /// Options for mkfs.ext4 of the root (before `-d`).
+    pub mkfs_root: &'a [&'a str],
+}
+
+impl Default for Layout<'_> {
+    fn default() -> Self {
+        Layout {
+            root_mib: 64,
+            fat32: true,
+            gpt: false,
+            mkfs_root: &["-I", "256"],
+        }
+    }
+}
+
+/// [`build_image`] with a partition table label and mkfs.ext4 options of choice.
+/// Returns the byte offsets of the boot and root partitions.
+pub fn build_image_with(
+    img: &Path,
+    boot_dir: &Path,
+    root_dir: &Path,
+    layout: &Layout<'_>,
+) -> (u64, u64) {
+    let Layout {
+        root_mib,
+        fat32,
+        gpt,
+        mkfs_root,
+    } = *layout;
     let boot_mib = 64u64;
     let boot_start = 8192u64;
     let root_start = boot_start + boot_mib * 2048;
-    let total = (root_start + root_mib * 2048) * 512;
+    let total = (root_start + root_mib * 2048 + if gpt { 2048 } else { 0 }) * 512;
     let f = fs::File::create(img).unwrap();
     f.set_len(total).unwrap();
     drop(f);
-    let script = format!(
-        "label: dos\nstart={boot_start}, size={}, type=c\nstart={root_start}, type=83\n",
-        boot_mib * 2048
-    );
+    let script = if gpt {
+        format!(
+            "label: gpt\nstart={boot_start}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=boot\nstart={root_start}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n",
+            boot_mib * 2048,
+            root_mib * 2048
+        )
+    } else {
+        format!(
+            "label: dos\nstart={boot_start}, size={}, type=c\nstart={root_start}, type=83\n",
+            boot_mib * 2048
+        )
+    };
     let mut child = Command::new("sfdisk")
         .arg("-q")
         .arg(img)
@@ -294,7 +352,9 @@ pub fn build_image(
     f.set_len(root_mib << 20).unwrap();
     drop(f);
     run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-I", "256", "-d"])
+        .args(["-q", "-F"])
+        .args(mkfs_root)
+        .arg("-d")
         .arg(root_dir)
         .arg(&root_img));
     fix_times(root_dir, &root_img);
@@ -507,4 +567,17 @@ fn short(f: &Facts) -> String {
         f.xattrs.keys().collect::<Vec<_>>(),
         f.content.as_ref().map(Vec::len)
     )
+}
+
+/// Runs one debugfs request against the ext4 file system at byte `offset` of `img`
+/// (`-w` when `write`) and returns its output.
+pub fn debugfs_at(img: &Path, offset: u64, request: &str, write: bool) -> String {
+    let mut cmd = Command::new("debugfs");
+    if write {
+        cmd.arg("-w");
+    }
+    cmd.arg("-R")
+        .arg(request)
+        .arg(format!("{}?offset={offset}", img.display()));
+    run(&mut cmd)
 }
