@@ -20,8 +20,6 @@ mod ppi;
 mod recovery;
 mod security;
 mod strategies;
-mod space;
-mod strategies;
 mod tftp;
 mod traversal;
 mod visibility;
