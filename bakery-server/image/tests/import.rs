@@ -475,7 +475,15 @@ fn inline_data_image_imports_identically() {
 
     let dest = dir.path().join("imported");
     let summary = import_image(&img, &dest, &mut |_| {}).unwrap();
-    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    // Not as root, mkfs.ext4's own root and lost+found owners cannot be kept.
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .all(|w| !is_root() && w.starts_with("owners not preserved")),
+        "{:?}",
+        summary.warnings
+    );
     assert_eq!(summary.hardlinks, 1, "{summary:?}");
     assert_eq!(summary.symlinks, 2, "{summary:?}");
     assert_eq!(
