@@ -133,6 +133,14 @@ pub struct ServeArgs {
     /// place (each costs one golden root of disk) [default: 0 = off].
     #[arg(long, env = "BAKERY_WARM_POOL", global = true)]
     pub warm_pool: Option<usize>,
+    /// Free space the data dir keeps: the warm pool fills, and bakes and uploads are accepted,
+    /// only while they leave at least this much free (K/M/G/T suffix; 0 = no minimum). The
+    /// default, 1G, is an absolute amount rather than a percentage because what must keep
+    /// working on a nearly full disk is absolute too (the SQLite journal, exports rewrites,
+    /// logs, the trash being emptied), and 5 % of a large disk would strand tens of GiB
+    /// [default: 1G].
+    #[arg(long, env = "BAKERY_MIN_FREE_SPACE", global = true)]
+    pub min_free_space: Option<String>,
     /// Directory serving root-level boot files (bootcode.bin) [default: newest bakeform's boot dir].
     #[arg(long, env = "BAKERY_BOOT_ROOT_DIR", global = true)]
     pub boot_root_dir: Option<PathBuf>,
@@ -190,6 +198,7 @@ struct FileConfig {
     export_to_any: Option<bool>,
     max_image_size: Option<toml::Value>,
     warm_pool: Option<usize>,
+    min_free_space: Option<toml::Value>,
     boot_root_dir: Option<PathBuf>,
     cmdline_template: Option<PathBuf>,
     tftp_listen: Option<String>,
@@ -235,6 +244,8 @@ pub struct Config {
     pub max_image_size: u64,
     /// Complete root clones kept ready per ready bakeform (0: no warm pool).
     pub warm_pool: usize,
+    /// Bytes the data dir keeps free: the pool, bakes and uploads stop short of it (0: none).
+    pub min_free_space: u64,
     /// Where root-level boot files come from, if set.
     pub boot_root_dir: Option<PathBuf>,
     /// The operator's cmdline.txt template file, if set.
@@ -267,6 +278,9 @@ pub struct TlsFiles {
     /// The private key.
     pub key: PathBuf,
 }
+
+/// The default of `--min-free-space`: 1 GiB (see the flag for why).
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
 
 /// The default of `--max-pis`.
 pub const DEFAULT_MAX_PIS: u32 = 1024;
@@ -305,6 +319,7 @@ impl Config {
             export_to_any: false,
             max_image_size: 32 << 30,
             warm_pool: 0,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
             boot_root_dir: None,
             cmdline_template: None,
             tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
@@ -330,6 +345,18 @@ fn bad(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -
 
 /// Parses a size such as `1048576`, `512M`, `8G` (binary units).
 pub fn parse_size(value: &str) -> Result<u64, ConfigError> {
+    match parse_size_of("max-image-size", value)? {
+        0 => Err(bad(
+            "max-image-size",
+            value,
+            "must be positive and fit in 64 bits",
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Parses a size setting `key` such as `0`, `512M`, `8G` (binary units); 0 is allowed.
+fn parse_size_of(key: &'static str, value: &str) -> Result<u64, ConfigError> {
     let v = value.trim();
     let (digits, shift) = match v.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -338,32 +365,29 @@ pub fn parse_size(value: &str) -> Result<u64, ConfigError> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => {
-                    return Err(bad(
-                        "max-image-size",
-                        value,
-                        "unknown unit, use K, M, G or T",
-                    ));
-                }
+                _ => return Err(bad(key, value, "unknown unit, use K, M, G or T")),
             };
             (&v[..i], shift)
         }
         _ => (v, 0),
     };
-    let n: u64 = digits.trim().parse().map_err(|_| {
-        bad(
-            "max-image-size",
-            value,
-            "expected a number with optional K/M/G/T",
-        )
-    })?;
-    n.checked_mul(1 << shift).filter(|n| *n > 0).ok_or_else(|| {
-        bad(
-            "max-image-size",
-            value,
-            "must be positive and fit in 64 bits",
-        )
-    })
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| bad(key, value, "expected a number with optional K/M/G/T"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| bad(key, value, "must fit in 64 bits"))
+}
+
+/// A size setting from the TOML file: bytes (an integer) or a string with a unit.
+fn file_size(key: &'static str, value: toml::Value) -> Result<u64, ConfigError> {
+    match value {
+        toml::Value::Integer(n) => {
+            u64::try_from(n).map_err(|_| bad(key, n.to_string(), "must not be negative"))
+        }
+        toml::Value::String(s) => parse_size_of(key, &s),
+        other => Err(bad(key, other.to_string(), "expected a size")),
+    }
 }
 
 fn parse_seconds(key: &'static str, secs: f64) -> Result<Duration, ConfigError> {
@@ -507,6 +531,11 @@ impl ServeArgs {
             config.max_image_size = max;
         }
         config.warm_pool = self.warm_pool.or(file.warm_pool).unwrap_or(0);
+        match (&self.min_free_space, file.min_free_space) {
+            (Some(s), _) => config.min_free_space = parse_size_of("min-free-space", s)?,
+            (None, Some(v)) => config.min_free_space = file_size("min_free_space", v)?,
+            (None, None) => {}
+        }
         config.boot_root_dir = set(self.boot_root_dir.clone().or(file.boot_root_dir));
         config.cmdline_template = set(self.cmdline_template.clone().or(file.cmdline_template));
         if let Some(t) = self.tftp_listen.clone().or(file.tftp_listen) {
@@ -579,7 +608,7 @@ mod tests {
         let file = dir.path().join("bakery.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/srv/bakery\"\nnfs_address = \"10.0.0.2\"\nlisten = \"127.0.0.1:9000\"\nmax_image_size = \"1G\"\nwarm_pool = 2\ntftp_listen = \"off\"\n",
+            "data_dir = \"/srv/bakery\"\nnfs_address = \"10.0.0.2\"\nlisten = \"127.0.0.1:9000\"\nmax_image_size = \"1G\"\nwarm_pool = 2\nmin_free_space = \"2G\"\ntftp_listen = \"off\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -593,6 +622,7 @@ mod tests {
         assert_eq!(config.db_path, PathBuf::from("/srv/bakery/bakery.db"));
         assert_eq!(config.max_image_size, 1 << 30);
         assert_eq!(config.warm_pool, 2);
+        assert_eq!(config.min_free_space, 2 << 30);
         assert_eq!(config.tftp_listen, None);
         assert_eq!(config.exportfs_cmd, "exportfs -ra");
 
@@ -729,6 +759,52 @@ mod tests {
         ] {
             assert!(bad.resolve().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn min_free_space_from_flag_file_or_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bakery.toml");
+        let base = ServeArgs {
+            nfs_address: Some("10.0.0.2".into()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            base.resolve().unwrap().min_free_space,
+            DEFAULT_MIN_FREE_SPACE
+        );
+        let flag = |v: &str| ServeArgs {
+            min_free_space: Some(v.into()),
+            ..base.clone()
+        };
+        assert_eq!(flag("0").resolve().unwrap().min_free_space, 0);
+        assert_eq!(flag("512M").resolve().unwrap().min_free_space, 512 << 20);
+        assert_eq!(
+            flag("100000T").resolve().unwrap().min_free_space,
+            100_000 << 40
+        );
+        let err = flag("5%").resolve().unwrap_err().to_string();
+        assert!(err.contains("min-free-space"), "{err}");
+        assert!(flag("99999999T").resolve().is_err());
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..base.clone()
+        };
+        std::fs::write(&file, "min_free_space = 4096\n").unwrap();
+        assert_eq!(from_file.resolve().unwrap().min_free_space, 4096);
+        std::fs::write(&file, "min_free_space = \"3G\"\n").unwrap();
+        assert_eq!(from_file.resolve().unwrap().min_free_space, 3 << 30);
+        std::fs::write(&file, "min_free_space = -1\n").unwrap();
+        let err = from_file.resolve().unwrap_err().to_string();
+        assert!(err.contains("min_free_space"), "{err}");
+        std::fs::write(&file, "min_free_space = true\n").unwrap();
+        assert!(from_file.resolve().is_err());
+        // The flag wins over the file.
+        let both = ServeArgs {
+            min_free_space: Some("1M".into()),
+            ..from_file
+        };
+        assert_eq!(both.resolve().unwrap().min_free_space, 1 << 20);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`, text exposition format): Pis by state, bakes and
-//! failures, bake duration and time to boot, TFTP transfers, PPI calls and HTTP requests.
+//! failures, bake duration and time to boot, TFTP transfers, PPI calls, HTTP requests, and the
+//! data dir's free space with the warm pool.
 
 use std::sync::Mutex;
 
@@ -98,6 +99,12 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request durations by method and route.
     pub http_duration: Family<RouteLabels, Histogram>,
+    /// Bytes free on the data dir's file system (set whenever bakery checks it).
+    pub data_free_bytes: Gauge,
+    /// Complete roots in the warm pool, all bakeforms together.
+    pub pool_roots: Gauge,
+    /// 1 while the warm pool does not fill for lack of free space, else 0.
+    pub pool_short_of_space: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +139,9 @@ impl Metrics {
             events: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(duration_buckets),
+            data_free_bytes: Gauge::default(),
+            pool_roots: Gauge::default(),
+            pool_short_of_space: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,6 +216,21 @@ impl Metrics {
                 "HTTP request durations (to the response head) by method and matched route",
                 m.http_duration.clone(),
             );
+            r.register(
+                "bakery_data_free_bytes",
+                "Bytes free on the data dir's file system (as last checked)",
+                m.data_free_bytes.clone(),
+            );
+            r.register(
+                "bakery_pool_roots",
+                "Complete roots in the warm pool, all bakeforms together",
+                m.pool_roots.clone(),
+            );
+            r.register(
+                "bakery_pool_short_of_space",
+                "1 while the warm pool does not fill for lack of free space (--min-free-space)",
+                m.pool_short_of_space.clone(),
+            );
         }
         m
     }
@@ -262,6 +287,13 @@ mod tests {
             text.contains("# TYPE bakery_bake_duration_seconds histogram"),
             "{text}"
         );
+        m.data_free_bytes.set(1 << 40);
+        let text = m.encode();
+        assert!(
+            text.contains("bakery_data_free_bytes 1099511627776"),
+            "{text}"
+        );
+        assert!(text.contains("bakery_pool_short_of_space 0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -35,7 +35,9 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         | E::DiskAttached { .. }
         | E::PiConfigNotDir(_) => StatusCode::CONFLICT,
         E::BodyTooLarge { .. } | E::ImageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        E::InsufficientSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        E::InsufficientSpace { .. } | E::BelowMinFreeSpace { .. } | E::NoSpaceLeft { .. } => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         E::Power(_) => StatusCode::BAD_GATEWAY,
         E::Db(_) | E::Io { .. } | E::Imaging(_) | E::Export(_) | E::Task(_) => {
             StatusCode::INTERNAL_SERVER_ERROR

@@ -28,6 +28,7 @@ impl Bakery {
             crate::domain::network::check_network(net)
                 .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         }
+        self.ensure_bake_space(&name).await?;
         let root_id = uuid::Uuid::new_v4().to_string();
         let power_on = request.power_on.unwrap_or(true);
         let (n, net, id) = (name.clone(), request.network.clone(), root_id.clone());
@@ -111,6 +112,7 @@ impl Bakery {
         let golden = self.layout.bakeform(bakeform).join("root");
         let (tmp, dest) = (tmp.to_owned(), dest.to_owned());
         let strategy = self.clone_strategy;
+        let what = format!("cloning the root of pi {serial} to {}", tmp.display());
         let serial = serial.to_owned();
         let pooled = self.take_pooled(bakeform, &tmp).await;
         self.blocking(move || {
@@ -132,6 +134,7 @@ impl Bakery {
             Ok(())
         })
         .await
+        .map_err(|e| self.no_space(what, e))
     }
 
     /// The last steps of preparing (its root disk is in place): export its disks, power it
@@ -236,6 +239,9 @@ impl Bakery {
     /// disks and its `piConfig/`.
     pub async fn reset(self: &Arc<Self>, serial: &str) -> Result<PiInfo, ServiceError> {
         validate_serial(serial)?;
+        if let Some(bakeform) = self.pi(serial).await?.source_bakeform {
+            self.ensure_bake_space(&bakeform.name).await?;
+        }
         let key = serial.to_owned();
         let pi = match self.db(move |s| s.start_reset(&key)).await? {
             PiChange::Done(pi) => pi,
@@ -285,6 +291,7 @@ impl Bakery {
         let strategy = self.clone_strategy;
         let trash = self.layout.trash.clone();
         let clone_dir = tmp.clone();
+        let what = format!("cloning the root of pi {serial} to {}", tmp.display());
         let pooled = self.take_pooled(bakeform, &tmp).await;
         let result = self
             .blocking(move || {
@@ -320,7 +327,7 @@ impl Bakery {
         if result.is_err() {
             self.trash(&clone_dir);
         }
-        result
+        result.map_err(|e| self.no_space(what, e))
     }
 
     /// Power-cycles a baked Pi: off, pause, on.

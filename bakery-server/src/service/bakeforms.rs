@@ -74,6 +74,22 @@ impl Bakery {
             drain(body, limit).await;
             return Err(e.into());
         }
+        // The body's announced length (Content-Length) is what the image file needs at least.
+        let announced = u64::try_from(body.size_hint().0).unwrap_or(u64::MAX);
+        let what = format!("the image of bakeform {name}");
+        if let Err(short) = self.ensure_free_space(what, announced).await {
+            drain(body, limit).await;
+            let key = name.to_owned();
+            let taken = self
+                .db(move |s| s.bakeform(&key))
+                .await?
+                .is_some_and(|b| b.state != BakeformState::Failed);
+            return Err(if taken {
+                ServiceError::BakeformExists(name.to_owned())
+            } else {
+                short
+            });
+        }
         let location = self.layout.bakeform(name);
         let (key, loc) = (name.to_owned(), location.display().to_string());
         if !self.db(move |s| s.insert_bakeform(&key, &loc)).await? {
@@ -94,7 +110,8 @@ impl Bakery {
         let staging = self.layout.tmp.join(format!("import-{id}"));
         let result = self
             .import_steps(name, body, declared, &image, &staging)
-            .await;
+            .await
+            .map_err(|e| self.no_space(format!("importing bakeform {name}"), e));
         let _ = tokio::fs::remove_file(&image).await;
         if let Err(e) = &result {
             self.observer
@@ -142,6 +159,12 @@ impl Bakery {
             entry = received.entry.as_deref(),
             "image received, importing"
         );
+        // The extracted trees take at most the image's size: refuse before writing them.
+        self.ensure_free_space(
+            format!("the extracted trees of bakeform {name}"),
+            received.image_bytes,
+        )
+        .await?;
         let (img, dest, key) = (image.to_owned(), staging.to_owned(), name.to_owned());
         self.blocking(move || {
             imaging::import(&img, &dest).map_err(|e| match e {

@@ -175,6 +175,33 @@ pub enum ServiceError {
         /// Where.
         dir: PathBuf,
     },
+    /// Making something would take the data dir below `--min-free-space`.
+    #[error(
+        "not enough free space on the data dir {dir} for {what}: {} free, {} needed, {} must stay free (--min-free-space)",
+        fsutil::human_bytes(*.free), fsutil::human_bytes(*.needed), fsutil::human_bytes(*.minimum)
+    )]
+    BelowMinFreeSpace {
+        /// What was to be made.
+        what: String,
+        /// Bytes free now.
+        free: u64,
+        /// Bytes it needs (estimated).
+        needed: u64,
+        /// Bytes that must stay free.
+        minimum: u64,
+        /// The data dir.
+        dir: PathBuf,
+    },
+    /// The data dir filled up while something was being written (ENOSPC).
+    #[error("no space left on the data dir {dir} while {what}: {reason}")]
+    NoSpaceLeft {
+        /// What was being made.
+        what: String,
+        /// The data dir.
+        dir: PathBuf,
+        /// The failure as the writer reported it.
+        reason: String,
+    },
     /// No such file in the Pi's `piConfig/`.
     #[error("file {name} not found in piConfig of pi {serial}")]
     PiFileNotFound {

@@ -19,6 +19,7 @@ mod pool;
 mod ppi;
 mod recovery;
 mod security;
+mod space;
 mod strategies;
 mod tftp;
 mod traversal;
