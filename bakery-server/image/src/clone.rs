@@ -10,19 +10,21 @@
 //! (an unprivileged user's golden trees are all their own). On any error `dst` is removed.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{CStr, OsStr};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::at::{self, Meta};
 use crate::error::ImageError;
 use crate::host;
 
@@ -274,48 +276,67 @@ fn snapshot(src: &Path, dst: &Path) -> io::Result<()> {
     host::check(rc)
 }
 
-#[derive(Debug)]
-struct Node {
-    rel: PathBuf,
-    dir: bool,
-    depth: usize,
-}
-
-fn walk(src: &Path) -> Result<Vec<Node>, ImageError> {
-    let mut out = Vec::new();
-    let mut stack = vec![(PathBuf::new(), 0usize)];
-    while let Some((rel, depth)) = stack.pop() {
-        let here = src.join(&rel);
-        for e in fs::read_dir(&here).map_err(|e| ImageError::io("list", &here, e))? {
-            let e = e.map_err(|e| ImageError::io("list", &here, e))?;
-            let ft = e
-                .file_type()
-                .map_err(|err| ImageError::io("stat", e.path(), err))?;
-            let child = rel.join(e.file_name());
-            if ft.is_dir() {
-                stack.push((child.clone(), depth + 1));
-            }
-            out.push(Node {
-                rel: child,
-                dir: ft.is_dir(),
-                depth: depth + 1,
-            });
-        }
-    }
-    Ok(out)
-}
-
+/// What every worker of one clone shares.
 struct Ctx<'a> {
     src: &'a Path,
     dst: &'a Path,
     reflink: bool,
     as_root: bool,
     me: (u32, u32),
-    reflink_refused: std::sync::atomic::AtomicBool,
+    /// The umask new files are created under, when known (see [`at::umask`]).
+    umask: Option<u32>,
+    reflink_refused: AtomicBool,
+    /// Set by the first failing worker; the others stop at their next directory.
+    failed: AtomicBool,
+    first_error: Mutex<Option<ImageError>>,
+    /// Every directory below the root with its depth, for the final metadata pass.
+    dirs: Mutex<Vec<(PathBuf, usize)>>,
+    /// Entries with more than one link, cloned in a sequential pass at the end.
+    linked: Mutex<Vec<(PathBuf, Meta)>>,
+    /// files, symlinks, specials, bytes
+    counters: [AtomicU64; 4],
+    started: Instant,
+    /// Milliseconds since `started` of the last progress log line.
+    last_report_ms: AtomicU64,
 }
 
+impl Ctx<'_> {
+    fn fail(&self, e: ImageError) {
+        self.failed.store(true, Ordering::Relaxed);
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert(e);
+        }
+    }
+
+    fn count(&self, kind: usize, bytes: u64) {
+        let done = self.counters[kind].fetch_add(1, Ordering::Relaxed) + 1;
+        if kind == 0 {
+            self.counters[3].fetch_add(bytes, Ordering::Relaxed);
+        }
+        // Progress: a line every PROGRESS_EVERY of a long clone, checked every 1024 files.
+        if kind == 0 && done % 1024 == 0 {
+            let now = self.started.elapsed().as_millis() as u64;
+            let last = self.last_report_ms.load(Ordering::Relaxed);
+            if now >= last + PROGRESS_EVERY.as_millis() as u64
+                && self
+                    .last_report_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::info!(
+                    dst = %self.dst.display(), files = done,
+                    bytes = self.counters[3].load(Ordering::Relaxed), elapsed_ms = now,
+                    "cloning"
+                );
+            }
+        }
+    }
+}
+
+/// How often a long clone logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
 fn walk_clone(src: &Path, dst: &Path, reflink: bool) -> Result<CloneStats, ImageError> {
-    let nodes = walk(src)?;
     let ctx = Ctx {
         src,
         dst,
@@ -323,97 +344,141 @@ fn walk_clone(src: &Path, dst: &Path, reflink: bool) -> Result<CloneStats, Image
         as_root: host::is_root(),
         // SAFETY: geteuid/getegid have no preconditions and cannot fail.
         me: unsafe { (libc::geteuid(), libc::getegid()) },
-        reflink_refused: std::sync::atomic::AtomicBool::new(false),
+        umask: at::umask(),
+        reflink_refused: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        dirs: Mutex::new(Vec::new()),
+        linked: Mutex::new(Vec::new()),
+        counters: [(); 4].map(|_| AtomicU64::new(0)),
+        started: Instant::now(),
+        last_report_ms: AtomicU64::new(0),
     };
     fs::DirBuilder::new()
         .mode(0o700)
         .create(dst)
         .map_err(|e| ImageError::io("create", dst, e))?;
+    // 1. Every directory is one task: it creates its subdirectories (spawning their tasks)
+    //    and clones its other entries, all through directory fds.
+    rayon::scope(|s| clone_dir(s, &ctx, PathBuf::new(), 0));
+    if let Some(e) = ctx.first_error.lock().map_err(|_| poisoned(src))?.take() {
+        return Err(e);
+    }
     let mut stats = CloneStats::zero(if reflink {
         CloneStrategy::Reflink
     } else {
         CloneStrategy::Copy
     });
-    // 1. Directories: one depth level at a time, each level in parallel.
-    let mut dirs: Vec<&Node> = nodes.iter().filter(|n| n.dir).collect();
-    dirs.sort_by_key(|n| n.depth);
-    for level in dirs.chunk_by(|a, b| a.depth == b.depth) {
-        level.par_iter().try_for_each(|n| {
-            let p = dst.join(&n.rel);
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&p)
-                .map_err(|e| ImageError::io("create", &p, e))
-        })?;
-    }
-    stats.dirs = dirs.len() as u64;
-    // 2. Everything else in parallel; multiply-linked files wait for a sequential pass.
-    let deferred: Mutex<Vec<(&Node, fs::Metadata)>> = Mutex::new(Vec::new());
-    let counters = [(); 4].map(|_| AtomicU64::new(0)); // files, symlinks, specials, bytes
-    nodes
-        .par_iter()
-        .filter(|n| !n.dir)
-        .try_for_each(|n| -> Result<(), ImageError> {
-            let from = src.join(&n.rel);
-            let md = fs::symlink_metadata(&from).map_err(|e| ImageError::io("stat", &from, e))?;
-            if md.nlink() > 1 && !md.is_dir() {
-                deferred.lock().map_err(|_| poisoned(&from))?.push((n, md));
-                return Ok(());
-            }
-            let kind = clone_entry(&ctx, &n.rel, &md)?;
-            counters[kind].fetch_add(1, Ordering::Relaxed);
-            if kind == 0 {
-                counters[3].fetch_add(md.len(), Ordering::Relaxed);
-            }
-            Ok(())
-        })?;
-    // 3. Hardlinked entries: the first name of each inode is cloned, the others linked to it.
-    let mut deferred = deferred.into_inner().map_err(|_| poisoned(src))?;
-    deferred.sort_by(|a, b| a.0.rel.cmp(&b.0.rel));
+    // 2. Hardlinked entries: the first name of each inode is cloned, the others linked to it.
+    let mut linked = std::mem::take(&mut *ctx.linked.lock().map_err(|_| poisoned(src))?);
+    linked.sort_by(|a, b| a.0.cmp(&b.0));
     let mut first: HashMap<(u64, u64), &Path> = HashMap::new();
-    for (n, md) in &deferred {
-        let to = dst.join(&n.rel);
-        if let Some(target) = first.get(&(md.dev(), md.ino())) {
+    for (rel, md) in &linked {
+        let to = dst.join(rel);
+        if let Some(target) = first.get(&(md.dev, md.ino)) {
             let target = dst.join(target);
             fs::hard_link(&target, &to).map_err(|e| ImageError::io("hardlink", &to, e))?;
             stats.hardlinks += 1;
             continue;
         }
-        let kind = clone_entry(&ctx, &n.rel, md)?;
-        counters[kind].fetch_add(1, Ordering::Relaxed);
-        if kind == 0 {
-            counters[3].fetch_add(md.len(), Ordering::Relaxed);
-        }
-        first.insert((md.dev(), md.ino()), &n.rel);
+        let (parent, name) = split(rel);
+        let sdir = at::open_dir(&src.join(parent))
+            .map_err(|e| ImageError::io("open", src.join(parent), e))?;
+        let ddir = at::open_dir(&dst.join(parent))
+            .map_err(|e| ImageError::io("open", dst.join(parent), e))?;
+        let cname = at::c_name(name).map_err(|e| ImageError::io("clone", src.join(rel), e))?;
+        let kind = clone_entry(&ctx, &sdir, &ddir, rel, &cname, md)?;
+        ctx.count(kind, md.size);
+        first.insert((md.dev, md.ino), rel);
     }
-    // 4. Directory metadata, deepest level first, each level in parallel.
-    let mut dirs: Vec<&Node> = nodes.iter().filter(|n| n.dir).collect();
-    dirs.sort_by_key(|n| std::cmp::Reverse(n.depth));
-    for level in dirs.chunk_by(|a, b| a.depth == b.depth) {
-        level.par_iter().try_for_each(|n| dir_meta(&ctx, &n.rel))?;
+    // 3. Directory metadata, deepest level first, each level in parallel.
+    let mut dirs = std::mem::take(&mut *ctx.dirs.lock().map_err(|_| poisoned(src))?);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.1));
+    for level in dirs.chunk_by(|a, b| a.1 == b.1) {
+        level.par_iter().try_for_each(|d| dir_meta(&ctx, &d.0))?;
     }
     dir_meta(&ctx, Path::new(""))?;
-    stats.files = counters[0].load(Ordering::Relaxed);
-    stats.symlinks = counters[1].load(Ordering::Relaxed);
-    stats.specials = counters[2].load(Ordering::Relaxed);
-    stats.bytes = counters[3].load(Ordering::Relaxed);
+    stats.dirs = dirs.len() as u64;
+    stats.files = ctx.counters[0].load(Ordering::Relaxed);
+    stats.symlinks = ctx.counters[1].load(Ordering::Relaxed);
+    stats.specials = ctx.counters[2].load(Ordering::Relaxed);
+    stats.bytes = ctx.counters[3].load(Ordering::Relaxed);
     if ctx.reflink_refused.load(Ordering::Relaxed) {
         stats.strategy = CloneStrategy::Copy;
     }
     Ok(stats)
 }
 
+/// `rel`'s parent (possibly empty) and final name.
+fn split(rel: &Path) -> (&Path, &OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().unwrap_or(OsStr::new("")),
+    )
+}
+
+fn clone_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, rel: PathBuf, depth: usize) {
+    if ctx.failed.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = clone_dir_entries(scope, ctx, &rel, depth) {
+        ctx.fail(e);
+    }
+}
+
+fn clone_dir_entries<'s>(
+    scope: &rayon::Scope<'s>,
+    ctx: &'s Ctx<'s>,
+    rel: &Path,
+    depth: usize,
+) -> Result<(), ImageError> {
+    let src_path = ctx.src.join(rel);
+    let sdir = at::open_dir(&src_path).map_err(|e| ImageError::io("open", &src_path, e))?;
+    let ddir = at::open_dir(&ctx.dst.join(rel))
+        .map_err(|e| ImageError::io("open", ctx.dst.join(rel), e))?;
+    for e in fs::read_dir(&src_path).map_err(|e| ImageError::io("list", &src_path, e))? {
+        let e = e.map_err(|e| ImageError::io("list", &src_path, e))?;
+        let name = e.file_name();
+        let child = rel.join(&name);
+        let err = |op: &'static str| {
+            let p = ctx.src.join(&child);
+            move |e: io::Error| ImageError::io(op, p, e)
+        };
+        let cname = at::c_name(&name).map_err(err("clone"))?;
+        let md = at::stat_at(&sdir, &cname).map_err(err("stat"))?;
+        if md.is_dir() {
+            at::mkdir_at(&ddir, &cname, 0o700)
+                .map_err(|e| ImageError::io("create", ctx.dst.join(&child), e))?;
+            ctx.dirs
+                .lock()
+                .map_err(|_| poisoned(&src_path))?
+                .push((child.clone(), depth + 1));
+            scope.spawn(move |s| clone_dir(s, ctx, child, depth + 1));
+        } else if md.nlink > 1 {
+            ctx.linked
+                .lock()
+                .map_err(|_| poisoned(&src_path))?
+                .push((child, md));
+        } else {
+            let kind = clone_entry(ctx, &sdir, &ddir, &child, &cname, &md)?;
+            ctx.count(kind, md.size);
+        }
+    }
+    Ok(())
+}
+
 fn poisoned(p: &Path) -> ImageError {
     ImageError::io("clone", p, io::Error::other("a worker thread panicked"))
 }
 
-fn owner(ctx: &Ctx<'_>, md: &fs::Metadata, path: &Path) -> Result<Option<(u32, u32)>, ImageError> {
-    let want = (md.uid(), md.gid());
-    if ctx.as_root {
-        return Ok(Some(want));
-    }
+/// The owner to give a new entry: `None` when it already has it (created by us and ours).
+fn owner(ctx: &Ctx<'_>, md: &Meta, path: &Path) -> Result<Option<(u32, u32)>, ImageError> {
+    let want = (md.uid, md.gid);
     if want == ctx.me {
         return Ok(None);
+    }
+    if ctx.as_root {
+        return Ok(Some(want));
     }
     // An unprivileged user may still give a file one of their own groups.
     if want.0 == ctx.me.0 {
@@ -438,84 +503,85 @@ fn copy_xattrs_path(from: &Path, to: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn times(md: &fs::Metadata) -> ((i64, u32), (i64, u32)) {
-    (
-        (md.atime(), md.atime_nsec() as u32),
-        (md.mtime(), md.mtime_nsec() as u32),
-    )
-}
-
-/// Clones one non-directory entry. Returns 0 for a file, 1 for a symlink, 2 for a special.
-fn clone_entry(ctx: &Ctx<'_>, rel: &Path, md: &fs::Metadata) -> Result<usize, ImageError> {
-    let from = ctx.src.join(rel);
-    let to = ctx.dst.join(rel);
-    let ft = md.file_type();
-    let own = owner(ctx, md, &from)?;
-    let (atime, mtime) = times(md);
-    if ft.is_file() {
-        let src = File::open(&from).map_err(|e| ImageError::io("open", &from, e))?;
-        let out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&to)
-            .map_err(|e| ImageError::io("create", &to, e))?;
-        copy_data(ctx, &src, &out, md).map_err(|e| ImageError::io("copy data into", &to, e))?;
-        if let Some((uid, gid)) = own {
-            host::fchown(&out, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
+/// Clones one non-directory entry `name` of `sdir` (at `rel` in the tree) into `ddir`.
+/// Returns 0 for a file, 1 for a symlink, 2 for a special.
+///
+/// New entries are created owned by this process (their parent directories are still
+/// 0700 without setgid or default ACLs: their metadata comes last), so owner and mode are
+/// only set when they differ from what creation gave them.
+fn clone_entry(
+    ctx: &Ctx<'_>,
+    sdir: &File,
+    ddir: &File,
+    rel: &Path,
+    name: &CStr,
+    md: &Meta,
+) -> Result<usize, ImageError> {
+    let from = || ctx.src.join(rel);
+    let to = || ctx.dst.join(rel);
+    let own = owner(ctx, md, rel)?;
+    let perm = md.perm();
+    match md.kind() {
+        libc::S_IFREG => {
+            let src = at::open_at(sdir, name).map_err(|e| ImageError::io("open", from(), e))?;
+            // Created with its final mode when the umask keeps it and no chown follows
+            // (chown clears setuid/setgid, so those files get their mode afterwards).
+            let direct =
+                own.is_none() && perm & 0o7000 == 0 && ctx.umask.is_some_and(|m| perm & m == 0);
+            let out = at::create_at(ddir, name, if direct { perm } else { 0o600 })
+                .map_err(|e| ImageError::io("create", to(), e))?;
+            copy_data(ctx, &src, &out, md)
+                .map_err(|e| ImageError::io("copy data into", to(), e))?;
+            if let Some((uid, gid)) = own {
+                host::fchown(&out, uid, gid)
+                    .map_err(|e| ImageError::io("set owner of", to(), e))?;
+            }
+            let xattrs =
+                host::fgetxattrs(&src).map_err(|e| ImageError::io("read xattrs of", from(), e))?;
+            for (name, value) in &xattrs {
+                host::fsetxattr(&out, name, value)
+                    .map_err(|e| ImageError::io("set xattr on", to(), e))?;
+            }
+            if !direct || !xattrs.is_empty() {
+                host::fchmod(&out, perm).map_err(|e| ImageError::io("chmod", to(), e))?;
+            }
+            host::futimens(&out, md.atime, md.mtime)
+                .map_err(|e| ImageError::io("set times of", to(), e))?;
+            Ok(0)
         }
-        for (name, value) in
-            host::fgetxattrs(&src).map_err(|e| ImageError::io("read xattrs of", &from, e))?
-        {
-            host::fsetxattr(&out, &name, &value)
-                .map_err(|e| ImageError::io("set xattr on", &to, e))?;
+        libc::S_IFLNK => {
+            let target = at::readlink_at(sdir, name, md.size)
+                .map_err(|e| ImageError::io("read link", from(), e))?;
+            at::symlink_at(&target, ddir, name).map_err(|e| ImageError::io("symlink", to(), e))?;
+            if let Some((uid, gid)) = own {
+                at::chown_at(ddir, name, uid, gid)
+                    .map_err(|e| ImageError::io("set owner of", to(), e))?;
+            }
+            copy_xattrs_path(&from(), &to())?;
+            at::utimens_at(ddir, name, md.atime, md.mtime)
+                .map_err(|e| ImageError::io("set times of", to(), e))?;
+            Ok(1)
         }
-        host::fchmod(&out, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
-        host::futimens(&out, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))?;
-        return Ok(0);
+        kind => {
+            at::mknod_at(ddir, name, kind | (perm & 0o777), md.rdev)
+                .map_err(|e| ImageError::io("mknod", to(), e))?;
+            if let Some((uid, gid)) = own {
+                at::chown_at(ddir, name, uid, gid)
+                    .map_err(|e| ImageError::io("set owner of", to(), e))?;
+            }
+            copy_xattrs_path(&from(), &to())?;
+            at::chmod_at(ddir, name, perm).map_err(|e| ImageError::io("chmod", to(), e))?;
+            at::utimens_at(ddir, name, md.atime, md.mtime)
+                .map_err(|e| ImageError::io("set times of", to(), e))?;
+            Ok(2)
+        }
     }
-    let kind = if ft.is_symlink() {
-        let target: OsString = fs::read_link(&from)
-            .map_err(|e| ImageError::io("read link", &from, e))?
-            .into();
-        symlink(&target, &to).map_err(|e| ImageError::io("symlink", &to, e))?;
-        1
-    } else {
-        let k = if ft.is_char_device() {
-            libc::S_IFCHR
-        } else if ft.is_block_device() {
-            libc::S_IFBLK
-        } else if ft.is_fifo() {
-            libc::S_IFIFO
-        } else {
-            libc::S_IFSOCK
-        };
-        let rdev = md.rdev();
-        host::mknod(
-            &to,
-            k,
-            md.mode() & 0o777,
-            libc::major(rdev),
-            libc::minor(rdev),
-        )
-        .map_err(|e| ImageError::io("mknod", &to, e))?;
-        2
-    };
-    if let Some((uid, gid)) = own {
-        host::lchown(&to, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
-    }
-    copy_xattrs_path(&from, &to)?;
-    if kind == 2 {
-        host::chmod(&to, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
-    }
-    host::lutimens(&to, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))?;
-    Ok(kind)
 }
 
 /// Copies a file's data: a reflink if allowed and possible, else copy_file_range over the
 /// data segments only (holes stay holes).
-fn copy_data(ctx: &Ctx<'_>, src: &File, out: &File, md: &fs::Metadata) -> io::Result<()> {
-    let len = md.len();
+fn copy_data(ctx: &Ctx<'_>, src: &File, out: &File, md: &Meta) -> io::Result<()> {
+    let len = md.size;
     if len == 0 {
         return Ok(());
     }
@@ -533,7 +599,7 @@ fn copy_data(ctx: &Ctx<'_>, src: &File, out: &File, md: &fs::Metadata) -> io::Re
             Err(e) => return Err(e),
         }
     }
-    if md.blocks() * 512 >= len {
+    if md.blocks * 512 >= len {
         return host::copy_range(src, 0, out, 0, len);
     }
     // Sparse: copy only the data segments.
@@ -568,13 +634,13 @@ fn dir_meta(ctx: &Ctx<'_>, rel: &Path) -> Result<(), ImageError> {
     let from = ctx.src.join(rel);
     let to = ctx.dst.join(rel);
     let md = fs::symlink_metadata(&from).map_err(|e| ImageError::io("stat", &from, e))?;
+    let md = Meta::from(&md);
     if let Some((uid, gid)) = owner(ctx, &md, &from)? {
         host::lchown(&to, uid, gid).map_err(|e| ImageError::io("set owner of", &to, e))?;
     }
     copy_xattrs_path(&from, &to)?;
-    host::chmod(&to, md.mode() & 0o7777).map_err(|e| ImageError::io("chmod", &to, e))?;
-    let (atime, mtime) = times(&md);
-    host::lutimens(&to, atime, mtime).map_err(|e| ImageError::io("set times of", &to, e))
+    host::chmod(&to, md.perm()).map_err(|e| ImageError::io("chmod", &to, e))?;
+    host::lutimens(&to, md.atime, md.mtime).map_err(|e| ImageError::io("set times of", &to, e))
 }
 
 #[cfg(test)]

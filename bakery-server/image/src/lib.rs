@@ -44,6 +44,7 @@
 //! privileged xattrs the kernel refuses are listed too. Clone: an entry owned by another
 //! user is an error. As root both preserve everything exactly or fail.
 
+mod at;
 mod clone;
 mod decompress;
 mod error;

@@ -91,14 +91,13 @@ fn failed_clone_leaves_nothing() {
     assert!(dst.exists());
     fs::remove_dir(&dst).unwrap();
 
-    // A failure midway: the destination sits so deep that one long name passes PATH_MAX
-    // while the entries before it were already cloned.
+    // A failure midway: the destination sits so deep that a directory with a long name
+    // passes PATH_MAX while the entries before it were already cloned (entries are created
+    // relative to their directory's fd, but each directory is opened by its path).
     fs::write(src.join("a/first"), b"cloned before the failure").unwrap();
-    fs::write(
-        src.join("a").join("n".repeat(250)),
-        b"too deep for the destination",
-    )
-    .unwrap();
+    let long = src.join("a").join("n".repeat(250));
+    fs::create_dir(&long).unwrap();
+    fs::write(long.join("f"), b"too deep for the destination").unwrap();
     let mut deep = dir.path().to_path_buf();
     while deep.as_os_str().len() < 3950 {
         deep.push("p".repeat(200));
@@ -139,4 +138,25 @@ fn remove_tree_removes_clones_with_read_only_dirs() {
     clone_tree(&src, &dst, CloneStrategy::Copy).unwrap();
     bakery_image::remove_tree(&dst).unwrap();
     assert!(!dst.exists());
+}
+
+#[test]
+fn modes_the_umask_would_change_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("g");
+    fs::create_dir(&src).unwrap();
+    let modes = [0o666, 0o777, 0o4755, 0o2711, 0o1777, 0o000, 0o644, 0o400];
+    for m in modes {
+        let p = src.join(format!("f{m:o}"));
+        fs::write(&p, b"x").unwrap();
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap();
+    }
+    let dst = dir.path().join("c");
+    clone_tree(&src, &dst, CloneStrategy::Copy).unwrap();
+    for m in modes {
+        let got = fs::symlink_metadata(dst.join(format!("f{m:o}")))
+            .unwrap()
+            .mode();
+        assert_eq!(got & 0o7777, m, "mode of f{m:o}");
+    }
 }
