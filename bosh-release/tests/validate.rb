@@ -266,7 +266,8 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
     'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30.0, 'power_cycle_pause' => 2.5,
     'export_to_any' => false, 'cmdline_template' => "#{job}/cmdline-template",
     'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key",
-    'boot_files_require_token' => true, 'max_pis' => 200, 'warm_pool' => 1
+    'boot_files_require_token' => true, 'max_pis' => 200, 'warm_pool' => 1,
+    'min_free_space' => 2_147_483_648
   }
   expect(toml == want, "got #{toml.inspect}")
   expect(toml['ppi_timeout'].is_a?(Float), 'ppi_timeout must be a TOML float (bakery-server reads f64)')
@@ -277,9 +278,9 @@ c.check('bakery-full: the cmdline template file holds the template text') do
   expect(text.start_with?('console=serial0,115200 root=/dev/nfs nfsroot={{nfs_server}}:{{nfs_root}},vers=3'), text.inspect)
 end
 
-c.check('bakery-bpm: a max_image_size with a unit stays a string') do
+c.check('bakery-bpm: a max_image_size or min_free_space with a unit stays a string') do
   toml = parse_simple_toml(files_of(rendered, 'bakery-bpm')['config/bakery.toml'])
-  expect(toml['max_image_size'] == '8G' && toml['exportfs_cmd'] == '/var/vcap/packages/nfs-helper/bin/reexport', toml.inspect)
+  expect(toml['max_image_size'] == '8G' && toml['min_free_space'] == '5G' && toml['exportfs_cmd'] == '/var/vcap/packages/nfs-helper/bin/reexport', toml.inspect)
 end
 
 c.check('bakery-defaults: bakery.toml has only the defaults and the instance address as NFS address') do
