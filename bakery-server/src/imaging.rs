@@ -111,10 +111,19 @@ pub fn import(image: &Path, dest: &Path) -> Result<(), ImagingError> {
         })
 }
 
-/// Clones the golden root `src` to `dst` (which must not exist).
-pub fn clone_root(src: &Path, dst: &Path, strategy: CloneStrategy) -> Result<(), ImagingError> {
+/// Clones the golden root `src` to `dst` (which must not exist); returns the strategy
+/// actually used (a snapshot of a non-subvolume falls back to reflinks, refused reflinks to
+/// a copy).
+pub fn clone_root(
+    src: &Path,
+    dst: &Path,
+    strategy: CloneStrategy,
+) -> Result<CloneStrategy, ImagingError> {
     bakery_image::clone_tree(src, dst, strategy)
-        .map(|stats| tracing::debug!(?stats, "root cloned"))
+        .map(|stats| {
+            tracing::debug!(?stats, "root cloned");
+            stats.strategy
+        })
         .map_err(|e| ImagingError::Clone {
             src: src.display().to_string(),
             dst: dst.display().to_string(),

@@ -1,6 +1,6 @@
 //! Bake, reset, unbake, power cycle and waiting for a bake: the Pi lifecycle's orchestration.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,9 +117,11 @@ impl Bakery {
         let pooled = self.take_pooled(bakeform, &tmp).await;
         self.blocking(move || {
             let started = std::time::Instant::now();
-            if !pooled {
-                imaging::clone_root(&golden, &tmp, strategy)?;
-            }
+            let strategy = if pooled {
+                strategy
+            } else {
+                imaging::clone_root(&golden, &tmp, strategy)?
+            };
             let config = tmp.join(PI_CONFIG_DIR);
             if std::fs::symlink_metadata(&config).is_err() {
                 std::fs::create_dir(&config)
@@ -298,18 +300,7 @@ impl Bakery {
                 if !pooled {
                     imaging::clone_root(&golden, &tmp, strategy)?;
                 }
-                let new_config = tmp.join(PI_CONFIG_DIR);
-                let old_config = root_dir.join(PI_CONFIG_DIR);
-                if std::fs::symlink_metadata(&new_config).is_ok() {
-                    crate::fsutil::move_to_trash(&new_config, &trash)
-                        .map_err(io_err("cannot clear piConfig of the new root"))?;
-                }
-                match std::fs::symlink_metadata(&old_config) {
-                    Ok(meta) if meta.is_dir() => std::fs::rename(&old_config, &new_config)
-                        .map_err(io_err("cannot keep piConfig across the reset"))?,
-                    _ => std::fs::create_dir(&new_config)
-                        .map_err(io_err("cannot create piConfig"))?,
-                }
+                keep_pi_config(&root_dir.join(PI_CONFIG_DIR), &tmp.join(PI_CONFIG_DIR), &trash)?;
                 std::fs::rename(&root_dir, &staged).map_err(io_err(format!(
                     "cannot move old root {}",
                     root_dir.display()
@@ -382,5 +373,32 @@ impl Bakery {
                 Ok(Err(_)) | Err(_) => return self.pi(serial).await,
             }
         }
+    }
+}
+
+/// Moves the Pi's `piConfig/` from its old root (`old`) into the fresh clone (`new`),
+/// replacing whatever the bakeform had there. Each root on btrfs is a subvolume of its own,
+/// and rename across subvolumes fails with EXDEV: then the directory is cloned (reflinks
+/// where the file system has them) and the old copy goes to the trash with the old root.
+fn keep_pi_config(old: &Path, new: &Path, trash: &Path) -> Result<(), ServiceError> {
+    let exdev = |e: &std::io::Error| e.raw_os_error() == Some(libc::EXDEV);
+    if std::fs::symlink_metadata(new).is_ok() {
+        match crate::fsutil::move_to_trash(new, trash) {
+            Ok(_) => {}
+            Err(e) if exdev(&e) => std::fs::remove_dir_all(new)
+                .map_err(io_err("cannot clear piConfig of the new root"))?,
+            Err(e) => return Err(io_err("cannot clear piConfig of the new root")(e)),
+        }
+    }
+    match std::fs::symlink_metadata(old) {
+        Ok(meta) if meta.is_dir() => match std::fs::rename(old, new) {
+            Ok(()) => Ok(()),
+            Err(e) if exdev(&e) => {
+                imaging::clone_root(old, new, bakery_image::CloneStrategy::Reflink)?;
+                Ok(())
+            }
+            Err(e) => Err(io_err("cannot keep piConfig across the reset")(e)),
+        },
+        _ => std::fs::create_dir(new).map_err(io_err("cannot create piConfig")),
     }
 }

@@ -233,11 +233,9 @@ fn btrfs_data_dir_bakes_by_snapshot_and_unbakes_without_leftover_subvolumes() {
     s.finish();
 }
 
-/// Fails today: the reset renames `piConfig` from the old root into the new one, on btrfs two
-/// different subvolumes, and rename(2) across subvolumes is EXDEV ("cannot keep piConfig
-/// across the reset: Invalid cross-device link"); the Pi ends in the fridge.
+/// A reset keeps `piConfig` from the old root in the new one; on btrfs those are two
+/// subvolumes, and rename(2) across subvolumes is EXDEV, so the server clones it instead.
 #[test]
-#[ignore = "bakery-server/src/service/bake.rs run_reset: rename of piConfig across btrfs subvolumes fails with EXDEV"]
 fn btrfs_reset_keeps_pi_config() {
     let Some(s) = OnLoop::start(FsKind::Btrfs, "btrfs-snapshot") else {
         return;
