@@ -300,7 +300,11 @@ impl Bakery {
                 if !pooled {
                     imaging::clone_root(&golden, &tmp, strategy)?;
                 }
-                keep_pi_config(&root_dir.join(PI_CONFIG_DIR), &tmp.join(PI_CONFIG_DIR), &trash)?;
+                keep_pi_config(
+                    &root_dir.join(PI_CONFIG_DIR),
+                    &tmp.join(PI_CONFIG_DIR),
+                    &trash,
+                )?;
                 std::fs::rename(&root_dir, &staged).map_err(io_err(format!(
                     "cannot move old root {}",
                     root_dir.display()
