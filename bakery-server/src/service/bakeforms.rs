@@ -130,6 +130,13 @@ impl Bakery {
         }
         let bakeform = result?;
         tracing::info!(bakeform = name, state = "ready", "bakeform imported");
+        // Measure the golden root now, so the first bake's space check does not walk it.
+        let (this, key) = (self.clone(), name.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = this.golden_bytes(&key).await {
+                tracing::warn!(bakeform = key, error = %e, "cannot measure the golden root");
+            }
+        });
         self.wake_pool();
         self.observer
             .event(EventKind::BakeformImported.bakeform(name))

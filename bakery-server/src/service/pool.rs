@@ -271,6 +271,9 @@ impl Bakery {
                 .into_iter()
                 .find(|name| pool_entries(&self.pool_of(name)).len() < target);
             let Some(bakeform) = short else {
+                if self.pool.short_of_space.swap(false, Ordering::Relaxed) {
+                    self.observer.metrics().pool_short_of_space.set(0);
+                }
                 return Ok(());
             };
             let needed = self.golden_bytes(&bakeform).await?;

@@ -1,7 +1,7 @@
 //! The warm pool (`--warm-pool`) against the real binary: it fills after an upload, a bake
 //! takes its root (identical to the golden root) and it refills, a reset takes from it too,
 //! a restart keeps valid entries and drops those of gone bakeforms, deleting the bakeform
-//! removes its pool; and the bake latency with and without a pool (printed, not asserted).
+//! removes its pool, the pool gauges follow; and the bake latency with and without a pool (printed, not asserted).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,20 @@ fn took(server: &Server, entry: &str) -> bool {
         .any(|l| l.contains("warm pool root taken") && l.contains(entry))
 }
 
+/// The value of the metric `name` (without labels) from `GET /metrics`.
+pub fn metric(server: &Server, name: &str) -> Option<f64> {
+    let text = server
+        .client
+        .get(server.base.replace("/api/v1", "/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn start_pooled(env: &Env) -> Server {
     Server::start_with(env, &["--warm-pool", "1"])
 }
@@ -77,6 +91,14 @@ fn warm_pool_fills_is_taken_refills_survives_restart_and_goes_with_its_bakeform(
         fingerprint(&pool_of(&env).join(&first)),
         fingerprint(&golden)
     );
+    // The gauges follow the pool and the data dir's free space (the default minimum, 1G,
+    // is far below what a test machine has free).
+    let counted = eventually(Duration::from_secs(10), || {
+        metric(&server, "bakery_pool_roots") == Some(1.0)
+    });
+    assert!(counted, "bakery_pool_roots is not 1");
+    assert!(metric(&server, "bakery_data_free_bytes").is_some_and(|b| b > 0.0));
+    assert_eq!(metric(&server, "bakery_pool_short_of_space"), Some(0.0));
 
     let pi = server.bake_ready(false);
     assert!(took(&server, &first), "no take of {first} logged");

@@ -15,6 +15,7 @@ use bakery_client::{BakeRequest, ErrorBody};
 use reqwest::StatusCode;
 
 use crate::common::{Env, OS, Server, entries, eventually, sample_image};
+use crate::pool::metric;
 
 /// A small ext4 file system in an image file, loop-mounted; unmounted on drop, even when
 /// the test panics.
@@ -153,19 +154,6 @@ fn names_the_numbers(error: &str, data: &Path) {
     ] {
         assert!(error.contains(word), "{word:?} missing in {error}");
     }
-}
-
-fn metric(server: &Server, name: &str) -> Option<f64> {
-    let text = server
-        .client
-        .get(server.base.replace("/api/v1", "/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]
