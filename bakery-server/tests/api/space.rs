@@ -187,7 +187,8 @@ fn a_minimum_beyond_the_disk_stops_the_pool_and_refuses_bakes_and_uploads() {
     }
     assert_eq!(metric(&server, "bakery_pool_short_of_space"), Some(1.0));
     assert!(metric(&server, "bakery_data_free_bytes").unwrap() > 0.0);
-    std::thread::sleep(Duration::from_millis(500));
+    // A few more rounds of the filler (it looks every 2 s): still empty, still one warning.
+    std::thread::sleep(Duration::from_millis(4500));
     assert!(entries(&env.data().join("pool").join(OS)).is_empty());
     let warnings = server
         .log
