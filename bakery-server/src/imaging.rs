@@ -29,6 +29,9 @@ pub enum ImagingError {
     /// Importing failed for a reason on the server's side (I/O, missing tool).
     #[error("import failed on the server: {0}")]
     Server(String),
+    /// The data dir's file system filled up (ENOSPC) while importing or cloning.
+    #[error("{0}")]
+    NoSpace(String),
     /// Cloning a root tree failed.
     #[error("cannot clone {src} to {dst}: {reason}")]
     Clone {
@@ -39,6 +42,21 @@ pub enum ImagingError {
         /// The cloner's message.
         reason: String,
     },
+}
+
+/// Whether the image layer failed because the file system is full (ENOSPC anywhere in the
+/// error's source chain).
+fn is_no_space(e: &ImageError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Picks the fastest clone strategy that works on `dir`'s file system.
@@ -103,6 +121,7 @@ pub fn import(image: &Path, dest: &Path) -> Result<(), ImagingError> {
     result
         .map(|summary| tracing::info!(summary = ?summary, "image imported"))
         .map_err(|e| match e {
+            e if is_no_space(&e) => ImagingError::NoSpace(e.to_string()),
             ImageError::Io { .. }
             | ImageError::DestinationExists { .. }
             | ImageError::ToolMissing { .. }
@@ -124,9 +143,40 @@ pub fn clone_root(
             tracing::debug!(?stats, "root cloned");
             stats.strategy
         })
-        .map_err(|e| ImagingError::Clone {
-            src: src.display().to_string(),
-            dst: dst.display().to_string(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            let clone = ImagingError::Clone {
+                src: src.display().to_string(),
+                dst: dst.display().to_string(),
+                reason: e.to_string(),
+            };
+            if is_no_space(&e) {
+                ImagingError::NoSpace(clone.to_string())
+            } else {
+                clone
+            }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_system_is_found_in_the_error_chain() {
+        let io = |code| ImageError::Io {
+            action: "create",
+            path: "/data/tmp/x".into(),
+            source: std::io::Error::from_raw_os_error(code),
+        };
+        assert!(is_no_space(&io(libc::ENOSPC)));
+        assert!(!is_no_space(&io(libc::EACCES)));
+        let dir = tempfile::tempdir().unwrap();
+        let err = clone_root(
+            &dir.path().join("missing"),
+            &dir.path().join("c"),
+            CloneStrategy::Copy,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ImagingError::Clone { .. }), "{err:?}");
+    }
 }

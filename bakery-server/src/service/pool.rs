@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, Notify};
 
 use super::{Bakery, ServiceError, io_err};
 use crate::fsutil;
-use crate::imaging;
+use crate::imaging::{self, ImagingError};
 
 /// How often free space is looked at when nothing wakes the pool.
 const SPACE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -200,8 +200,8 @@ impl Bakery {
     pub(crate) fn no_space(&self, what: impl Into<String>, error: ServiceError) -> ServiceError {
         let full = match &error {
             ServiceError::Io { source, .. } => fsutil::is_no_space(source),
-            ServiceError::NoSpaceLeft { .. } => false,
-            other => fsutil::says_no_space(&other.to_string()),
+            ServiceError::Imaging(ImagingError::NoSpace(_)) => true,
+            _ => false,
         };
         if !full {
             return error;
