@@ -111,7 +111,8 @@ pub fn move_to_trash(path: &Path, trash: &Path) -> std::io::Result<Option<PathBu
     Ok(Some(dest))
 }
 
-/// Removes everything in `dir` (the trash, or the temp dir), logging failures.
+/// Removes everything in `dir` (the trash, or the temp dir), logging failures. Trees go
+/// through the image layer's remover: a btrfs snapshot root is one subvolume deletion.
 pub fn empty_dir(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -119,8 +120,8 @@ pub fn empty_dir(dir: &Path) {
     for entry in entries.flatten() {
         let path = entry.path();
         let result = match entry.file_type() {
-            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-            _ => fs::remove_file(&path),
+            Ok(t) if t.is_dir() => crate::imaging::remove_tree(&path).map_err(|e| e.to_string()),
+            _ => fs::remove_file(&path).map_err(|e| e.to_string()),
         };
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove");

@@ -59,6 +59,12 @@ fn is_no_space(e: &ImageError) -> bool {
     false
 }
 
+/// Removes a tree (a Pi's old root in the trash, a failed import): a btrfs subvolume in one
+/// call, anything else file by file.
+pub fn remove_tree(path: &Path) -> Result<(), ImageError> {
+    bakery_image::remove_tree(path)
+}
+
 /// Picks the fastest clone strategy that works on `dir`'s file system.
 pub fn detect_strategy(dir: &Path) -> CloneStrategy {
     bakery_image::detect_strategy(dir)

@@ -518,7 +518,7 @@ fn report(fs: &str, what: &str, d: Duration, baselines: &[(&str, Duration)]) -> 
     let mut line = format!("{what:<26} {d:>8.2?}");
     for (name, b) in baselines {
         line.push_str(&format!(
-            "  | {name} {b:>8.2?} (ratio {:.2})",
+            "  | {name} {b:>8.2?} (ratio {:.3})",
             d.as_secs_f64() / b.as_secs_f64()
         ));
     }

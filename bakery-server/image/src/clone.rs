@@ -10,7 +10,7 @@
 //! (an unprivileged user's golden trees are all their own). On any error `dst` is removed.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -18,8 +18,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -234,6 +234,41 @@ fn create_subvolume(parent: &Path, path: &Path) -> io::Result<()> {
     host::check(rc)
 }
 
+/// `_IOW(0x94, 15, struct btrfs_ioctl_vol_args)` (4096 bytes)
+const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940F;
+
+/// Deletes `path` at once if it is a btrfs subvolume (a snapshot root or a golden root made
+/// by [`create_snapshot_root`]): the kernel drops it in one call and frees its blocks in the
+/// background, instead of an unlink per file. `Ok(false)` when `path` is no subvolume; an
+/// error when the kernel refuses (not root and no `user_subvol_rm_allowed`, nested
+/// subvolumes): the caller then removes it file by file.
+pub(crate) fn destroy_subvolume(path: &Path) -> io::Result<bool> {
+    let md = fs::symlink_metadata(path)?;
+    if !md.is_dir() || md.ino() != BTRFS_FIRST_FREE_OBJECTID {
+        return Ok(false);
+    }
+    let parent = parent_dir(path);
+    if fs_type(parent) != Some(BTRFS_SUPER_MAGIC) {
+        return Ok(false);
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no name"))?
+        .as_bytes();
+    if name.len() >= 4088 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    let dir = File::open(parent)?;
+    let mut args = VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    args.name[..name.len()].copy_from_slice(name);
+    // SAFETY: the parent dir fd is open and args is a properly laid out, live struct.
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY as _, &mut args) };
+    host::check(rc).map(|()| true)
+}
+
 #[repr(C)]
 struct SnapArgs {
     fd: i64,
@@ -426,6 +461,16 @@ fn clone_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, rel: PathBuf, depth
     }
 }
 
+/// An entry waiting to be cloned: its path in the tree, its name, its metadata.
+type Pending = (PathBuf, CString, Meta);
+
+/// A directory's entries are cloned in chunks of at most this many files or bytes, each
+/// chunk a task of its own: one large directory (`/usr/lib/<triplet>`) must not keep one
+/// core busy while the others have nothing left to do.
+const CHUNK_FILES: usize = 128;
+/// See [`CHUNK_FILES`].
+const CHUNK_BYTES: u64 = 8 << 20;
+
 fn clone_dir_entries<'s>(
     scope: &rayon::Scope<'s>,
     ctx: &'s Ctx<'s>,
@@ -436,6 +481,7 @@ fn clone_dir_entries<'s>(
     let sdir = at::open_dir(&src_path).map_err(|e| ImageError::io("open", &src_path, e))?;
     let ddir = at::open_dir(&ctx.dst.join(rel))
         .map_err(|e| ImageError::io("open", ctx.dst.join(rel), e))?;
+    let mut pending: Vec<Pending> = Vec::new();
     for e in fs::read_dir(&src_path).map_err(|e| ImageError::io("list", &src_path, e))? {
         let e = e.map_err(|e| ImageError::io("list", &src_path, e))?;
         let name = e.file_name();
@@ -460,9 +506,41 @@ fn clone_dir_entries<'s>(
                 .map_err(|_| poisoned(&src_path))?
                 .push((child, md));
         } else {
-            let kind = clone_entry(ctx, &sdir, &ddir, &child, &cname, &md)?;
-            ctx.count(kind, md.size);
+            pending.push((child, cname, md));
         }
+    }
+    let dirs = Arc::new((sdir, ddir));
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    let mut rest = pending.into_iter().peekable();
+    while let Some(entry) = rest.next() {
+        bytes += entry.2.size;
+        chunk.push(entry);
+        if rest.peek().is_some() && (chunk.len() >= CHUNK_FILES || bytes >= CHUNK_BYTES) {
+            let (dirs, batch) = (dirs.clone(), std::mem::take(&mut chunk));
+            scope.spawn(move |_| {
+                if let Err(e) = clone_chunk(ctx, &dirs, batch) {
+                    ctx.fail(e);
+                }
+            });
+            bytes = 0;
+        }
+    }
+    clone_chunk(ctx, &dirs, chunk)
+}
+
+/// Clones `entries`, all of the directory open as `dirs` (source, destination).
+fn clone_chunk(
+    ctx: &Ctx<'_>,
+    dirs: &(File, File),
+    entries: Vec<Pending>,
+) -> Result<(), ImageError> {
+    for (child, cname, md) in entries {
+        if ctx.failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let kind = clone_entry(ctx, &dirs.0, &dirs.1, &child, &cname, &md)?;
+        ctx.count(kind, md.size);
     }
     Ok(())
 }

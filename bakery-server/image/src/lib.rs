@@ -63,8 +63,9 @@ pub use error::ImageError;
 pub use import::{ImportPhase, ImportProgress, ImportSummary, import_image};
 pub use sample::{SampleSpec, build_sample_image};
 
-/// Removes the tree at `path` completely (a missing path is fine), making read-only
-/// directories writable first where needed.
+/// Removes the tree at `path` completely (a missing path is fine): a btrfs subvolume in one
+/// call where the kernel allows it, else file by file, making read-only directories
+/// writable first where needed.
 pub fn remove_tree(path: &Path) -> Result<(), ImageError> {
     host::remove_tree(path).map_err(|e| ImageError::io("remove", path, e))
 }
