@@ -18,8 +18,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -417,10 +417,7 @@ fn walk_clone(src: &Path, dst: &Path, reflink: bool) -> Result<CloneStats, Image
             continue;
         }
         let (parent, name) = split(rel);
-        let sdir = at::open_dir(&src.join(parent))
-            .map_err(|e| ImageError::io("open", src.join(parent), e))?;
-        let ddir = at::open_dir(&dst.join(parent))
-            .map_err(|e| ImageError::io("open", dst.join(parent), e))?;
+        let (sdir, ddir) = open_pair(&ctx, parent)?;
         let cname = at::c_name(name).map_err(|e| ImageError::io("clone", src.join(rel), e))?;
         let kind = clone_entry(&ctx, &sdir, &ddir, rel, &cname, md)?;
         ctx.count(kind, md.size);
@@ -478,9 +475,7 @@ fn clone_dir_entries<'s>(
     depth: usize,
 ) -> Result<(), ImageError> {
     let src_path = ctx.src.join(rel);
-    let sdir = at::open_dir(&src_path).map_err(|e| ImageError::io("open", &src_path, e))?;
-    let ddir = at::open_dir(&ctx.dst.join(rel))
-        .map_err(|e| ImageError::io("open", ctx.dst.join(rel), e))?;
+    let (sdir, ddir) = open_pair(ctx, rel)?;
     let mut pending: Vec<Pending> = Vec::new();
     for e in fs::read_dir(&src_path).map_err(|e| ImageError::io("list", &src_path, e))? {
         let e = e.map_err(|e| ImageError::io("list", &src_path, e))?;
@@ -509,7 +504,6 @@ fn clone_dir_entries<'s>(
             pending.push((child, cname, md));
         }
     }
-    let dirs = Arc::new((sdir, ddir));
     let mut chunk = Vec::new();
     let mut bytes = 0;
     let mut rest = pending.into_iter().peekable();
@@ -517,29 +511,43 @@ fn clone_dir_entries<'s>(
         bytes += entry.2.size;
         chunk.push(entry);
         if rest.peek().is_some() && (chunk.len() >= CHUNK_FILES || bytes >= CHUNK_BYTES) {
-            let (dirs, batch) = (dirs.clone(), std::mem::take(&mut chunk));
+            let batch = std::mem::take(&mut chunk);
+            let rel = rel.to_owned();
+            // The task opens the directories itself: descriptors are held only while a
+            // task runs (at most three per worker), however many chunks are queued.
             scope.spawn(move |_| {
-                if let Err(e) = clone_chunk(ctx, &dirs, batch) {
+                let result = open_pair(ctx, &rel)
+                    .and_then(|(sdir, ddir)| clone_chunk(ctx, &sdir, &ddir, batch));
+                if let Err(e) = result {
                     ctx.fail(e);
                 }
             });
             bytes = 0;
         }
     }
-    clone_chunk(ctx, &dirs, chunk)
+    clone_chunk(ctx, &sdir, &ddir, chunk)
 }
 
-/// Clones `entries`, all of the directory open as `dirs` (source, destination).
+/// The directory `rel` opened in the source and in the clone.
+fn open_pair(ctx: &Ctx<'_>, rel: &Path) -> Result<(File, File), ImageError> {
+    let (src, dst) = (ctx.src.join(rel), ctx.dst.join(rel));
+    let sdir = at::open_dir(&src).map_err(|e| ImageError::io("open", &src, e))?;
+    let ddir = at::open_dir(&dst).map_err(|e| ImageError::io("open", &dst, e))?;
+    Ok((sdir, ddir))
+}
+
+/// Clones `entries`, all of the directory open as `sdir` in the source and `ddir` in the clone.
 fn clone_chunk(
     ctx: &Ctx<'_>,
-    dirs: &(File, File),
+    sdir: &File,
+    ddir: &File,
     entries: Vec<Pending>,
 ) -> Result<(), ImageError> {
     for (child, cname, md) in entries {
         if ctx.failed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let kind = clone_entry(ctx, &dirs.0, &dirs.1, &child, &cname, &md)?;
+        let kind = clone_entry(ctx, sdir, ddir, &child, &cname, &md)?;
         ctx.count(kind, md.size);
     }
     Ok(())
