@@ -351,11 +351,13 @@ impl Client {
         self.json(call, StatusCode::OK).await
     }
 
-    /// Whether a disk exists: `GET /disks/{id}` answers 200 (404 → false).
+    /// Whether a disk exists: `GET /disks/{id}` answers 200. 404 → false, and so is 400 (an
+    /// id that is no disk id names no disk; the old Go client's `DiskExists` was "status ==
+    /// 200"); other failures are errors.
     pub async fn disk_exists(&self, id: &str) -> Result<bool, Error> {
         match self.disk(id).await {
             Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) if e.is_not_found() || e.status() == Some(400) => Ok(false),
             Err(e) => Err(e),
         }
     }

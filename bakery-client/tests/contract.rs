@@ -370,6 +370,8 @@ fn errors_of_the_real_server_map_to_the_right_variants() {
             .disk_exists("00000000-0000-4000-8000-000000000000")
             .expect("answer")
     );
+    // The server answers 400 to an id that is no UUID: no such disk either.
+    assert!(!client.disk_exists("not-a-disk-id").expect("answer"));
     let bad_size = client
         .create_disk(&CreateDiskRequest {
             size: 0,
