@@ -7,10 +7,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bakery_client::PiInfo;
 use reqwest::StatusCode;
 
-use crate::common::{Env, OS, Server, entries, eventually, tree};
+use crate::common::{
+    Env, OS, Server, bulk_sample_spec, entries, eventually, median, timed_bake, tree,
+    wait_one_pool_entry,
+};
 
 /// Type, mode, owner, size, mtime and link target of every entry under `dir`, `piConfig`
 /// (made per Pi) left out.
@@ -42,13 +44,7 @@ fn pool_of(env: &Env) -> PathBuf {
 
 /// Waits until the bakeform's pool holds exactly one entry other than `not` and returns it.
 fn wait_one_entry(env: &Env, not: Option<&str>) -> String {
-    let mut found = Vec::new();
-    let filled = eventually(Duration::from_secs(60), || {
-        found = entries(&pool_of(env));
-        found.len() == 1 && Some(found[0].as_str()) != not
-    });
-    assert!(filled, "pool not filled: {found:?}");
-    found.remove(0)
+    wait_one_pool_entry(&pool_of(env), not, Duration::from_secs(60))
 }
 
 /// Whether the server logged taking pool entry `entry`.
@@ -151,13 +147,6 @@ fn warm_pool_fills_is_taken_refills_survives_restart_and_goes_with_its_bakeform(
     assert!(!pool_of(&env).exists());
 }
 
-/// Time from `POST /fridge` to `?wait=baked` answering baked.
-fn timed_bake(server: &Server) -> (Duration, PiInfo) {
-    let started = Instant::now();
-    let pi = server.bake_ready(false);
-    (started.elapsed(), pi)
-}
-
 #[test]
 fn bake_latency_with_and_without_warm_pool() {
     let env = Env::new();
@@ -181,12 +170,6 @@ fn bake_latency_with_and_without_warm_pool() {
     assert!(server.log_contains("warm pool root taken"));
 }
 
-/// The median of `times`.
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 /// Bake latency over a root of 20 000 files, 3 bakes each without and with a pool (pool
 /// refilled before each): `cargo test -p bakery-server --test api pool::bake_latency_big --
 /// --ignored --nocapture`.
@@ -195,14 +178,7 @@ fn median(mut times: Vec<Duration>) -> Duration {
 fn bake_latency_big_root_with_and_without_warm_pool() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("big.img");
-    let mut spec = bakery_image::SampleSpec::default();
-    spec.root_files.extend((0..20_000).map(|i| {
-        (
-            format!("usr/share/bulk/d{}/f{i}", i / 500),
-            vec![b'x'; 4096],
-        )
-    }));
-    bakery_image::build_sample_image(&image, &spec).unwrap();
+    bakery_image::build_sample_image(&image, &bulk_sample_spec(20_000)).unwrap();
     let upload = |server: &Server| {
         let resp = server
             .client

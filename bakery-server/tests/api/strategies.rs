@@ -2,7 +2,9 @@
 //! strategy it chose, a baked Pi's root is identical to the golden root (on btrfs a snapshot
 //! subvolume, on XFS sharing extents), a reset re-clones it keeping piConfig, unbaking and
 //! reclaiming the trash leaves no root (no subvolume) behind, and a second bake works.
-//! Skipped with a printed reason where this machine cannot loop-mount.
+//! Skipped with a printed reason where this machine cannot loop-mount. Also the benchmark of
+//! bake latency (request → baked) per file system against `cp -a` and `rsync -xa`
+//! (`#[ignore]`d; see [`bake_latency_per_filesystem`]).
 
 #[allow(dead_code)]
 #[path = "../../image/tests/common/loopfs.rs"]
@@ -10,12 +12,16 @@ mod loopfs;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use bakery_client::PiInfo;
 use reqwest::StatusCode;
 
-use crate::common::{Env, OS, Server, entries, eventually, tree};
+use crate::common::{
+    Env, OS, Server, build_image_from_tree, bulk_sample_spec, count_tree, entries, eventually,
+    median, run_ok, timed_bake, tree, wait_one_pool_entry,
+};
 use loopfs::{FsKind, LoopFs, btrfs_subvolumes, shared_bytes};
 
 /// Inode number of every btrfs subvolume's root directory.
@@ -137,6 +143,7 @@ impl OnLoop {
                     "the Pi's busybox is not a reflink of the golden one"
                 );
             }
+            FsKind::Ext4 => {}
         }
     }
 
@@ -257,4 +264,288 @@ fn xfs_data_dir_bakes_resets_and_unbakes_by_reflink() {
     let again = s.bake();
     s.unbake(&again);
     s.finish();
+}
+
+/// The image a bake-latency benchmark uploads, and how large a loop file system it needs.
+struct BenchImage {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    what: String,
+    loop_mib: u64,
+}
+
+/// The bakeform of [`bake_latency_per_filesystem`]: the sample image with 20 000 files of
+/// 4 KiB, or with `BAKERY_BENCH_SOURCE` a root made from a staged copy of that directory
+/// (kept at its own path, e.g. `usr/share`, next to the sample's `etc` files).
+fn bench_image() -> BenchImage {
+    let dir = tempfile::Builder::new()
+        .prefix("bakery-bench-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("bench.img");
+    let started = Instant::now();
+    let what = match std::env::var_os("BAKERY_BENCH_SOURCE") {
+        None => {
+            bakery_image::build_sample_image(&path, &bulk_sample_spec(20_000)).unwrap();
+            "sample image + 20 000 files of 4 KiB".to_owned()
+        }
+        Some(source) => {
+            let source = PathBuf::from(source);
+            let stage = dir.path().join("stage");
+            let rel = source.strip_prefix("/").unwrap_or(&source).to_path_buf();
+            let at = stage.join(&rel);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            run_ok(Command::new("cp").arg("-a").arg(&source).arg(&at));
+            for (name, data) in bakery_image::SampleSpec::default().root_files {
+                let file = stage.join(name);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(file, data).unwrap();
+            }
+            let (entries, bytes) = count_tree(&stage);
+            build_image_from_tree(&path, &stage);
+            std::fs::remove_dir_all(&stage).unwrap();
+            format!(
+                "{} ({entries} entries, {:.2} GiB)",
+                source.display(),
+                bytes as f64 / f64::from(1 << 30)
+            )
+        }
+    };
+    let image_mib = path.metadata().unwrap().len() >> 20;
+    println!(
+        "bakeform: {what}, image {image_mib} MiB, built in {:.1?}",
+        started.elapsed()
+    );
+    BenchImage {
+        _dir: dir,
+        path,
+        what,
+        // Sparse: the uploaded image, the golden root, a pool entry, a baked root, one copy
+        // and the trash, plus the server's 1 GiB free-space minimum.
+        loop_mib: (image_mib * 8 + 2048).max(4096),
+    }
+}
+
+/// `sync`: the previous run's writeback is not billed to the next.
+fn sync() {
+    run_ok(&mut Command::new("sync"));
+}
+
+/// Medians measured on one file system.
+struct FsResult {
+    fs: FsKind,
+    strategy: String,
+    cold: Duration,
+    warm: Duration,
+    cp: Duration,
+    rsync: Duration,
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.3}", a.as_secs_f64() / b.as_secs_f64())
+}
+
+/// One result line: a bake mode's median against the copies'.
+fn result_line(r: &FsResult, mode: &str, bake: Duration) -> String {
+    format!(
+        "{:<5} {:<14} {:<14} bake {:>9}  cp -a {:>9}  rsync -xa {:>9}  bake/cp {:>7}  bake/rsync {:>7}",
+        format!("{:?}", r.fs).to_lowercase(),
+        r.strategy,
+        mode,
+        secs(bake),
+        secs(r.cp),
+        secs(r.rsync),
+        ratio(bake, r.cp),
+        ratio(bake, r.rsync),
+    )
+}
+
+/// Starts the real server with its data dir `data` and `extra` flags; returns it and the
+/// clone strategy it logged.
+fn start_on(env: &Env, data: &Path, extra: &[&str]) -> (Server, String) {
+    let mut flags = vec!["--data-dir", data.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    let server = Server::start_replacing(env, &["--data-dir"], &flags);
+    let mut strategy = None;
+    let logged = eventually(Duration::from_secs(10), || {
+        strategy = server.log.lock().unwrap().iter().find_map(|l| {
+            l.split_once("clone strategy chosen strategy=")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .map(str::to_owned)
+        });
+        strategy.is_some()
+    });
+    assert!(
+        logged,
+        "no clone strategy logged: {:?}",
+        server.log.lock().unwrap()
+    );
+    (server, strategy.unwrap())
+}
+
+/// Unbakes `pi` and waits until its root has left the trash, then syncs.
+fn unbake_and_settle(server: &Server, pi: &PiInfo, data: &Path) {
+    assert_eq!(
+        server.delete(&format!("/oven/{}", pi.id)).status(),
+        StatusCode::OK
+    );
+    let trash = data.join("trash");
+    assert!(
+        eventually(Duration::from_secs(300), || entries(&trash).is_empty()),
+        "trash not reclaimed: {:?}",
+        entries(&trash)
+    );
+    sync();
+}
+
+/// Median of `runs` runs of `tool` copying the golden root to a new path on the same file
+/// system, each removed (and synced) before the next starts.
+fn copy_median(tool: &[&str], golden: &Path, scratch: &Path, runs: usize) -> Duration {
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let out = scratch.join(format!("{}-{i}", tool[0]));
+        sync();
+        let started = Instant::now();
+        let mut cmd = Command::new(tool[0]);
+        cmd.args(&tool[1..]);
+        if tool[0] == "rsync" {
+            cmd.arg(format!("{}/", golden.display()));
+        } else {
+            cmd.arg(golden);
+        }
+        run_ok(cmd.arg(&out));
+        times.push(started.elapsed());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    sync();
+    median(times)
+}
+
+/// Measures one file system; `None` when this machine cannot loop-mount it (reason printed).
+fn measure_on(kind: FsKind, image: &BenchImage, runs: usize) -> Option<FsResult> {
+    // Declared first, dropped last: the server stops before the file system is unmounted.
+    let mut lfs = LoopFs::mount(kind, image.loop_mib)?;
+    let data = lfs.path().join("data");
+    let env = Env::new();
+    let (mut server, strategy) = start_on(&env, &data, &[]);
+    println!(
+        "{kind:?}: loop file system of {} MiB, clone strategy {strategy}",
+        image.loop_mib
+    );
+    let started = Instant::now();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .unwrap()
+        .post(server.url(&format!("/bakeforms/{OS}")))
+        .header("Content-Type", bakery_client::RAW_IMAGE_CONTENT_TYPE)
+        .body(std::fs::File::open(&image.path).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text());
+    println!(
+        "{kind:?}: uploaded and imported in {:.1?}",
+        started.elapsed()
+    );
+    server.add_pis(runs as u32);
+    sync();
+
+    let mut cold = Vec::new();
+    for _ in 0..runs {
+        sync();
+        let (t, pi) = timed_bake(&server);
+        cold.push(t);
+        unbake_and_settle(&server, &pi, &data);
+    }
+    server.stop();
+
+    let golden = data.join("bakeforms").join(OS).join("root");
+    let scratch = lfs.path().join("copies");
+    std::fs::create_dir(&scratch).unwrap();
+    let cp = copy_median(&["cp", "-a"], &golden, &scratch, runs);
+    let rsync = copy_median(&["rsync", "-xa"], &golden, &scratch, runs);
+
+    let (server, _) = start_on(&env, &data, &["--warm-pool", "1"]);
+    let pool = data.join("pool").join(OS);
+    let mut warm = Vec::new();
+    let mut last: Option<String> = None;
+    for _ in 0..runs {
+        last = Some(wait_one_pool_entry(
+            &pool,
+            last.as_deref(),
+            Duration::from_secs(600),
+        ));
+        sync();
+        let (t, pi) = timed_bake(&server);
+        warm.push(t);
+        unbake_and_settle(&server, &pi, &data);
+    }
+    assert!(
+        server.log_contains("warm pool root taken"),
+        "the warm bakes did not take pooled roots"
+    );
+    drop(server);
+    assert!(lfs.unmount(), "loop device left: {:?}", lfs.loop_devices());
+    let r = FsResult {
+        fs: kind,
+        strategy,
+        cold: median(cold),
+        warm: median(warm),
+        cp,
+        rsync,
+    };
+    println!("{}", result_line(&r, "pool off", r.cold));
+    println!("{}", result_line(&r, "--warm-pool 1", r.warm));
+    Some(r)
+}
+
+/// Benchmark: per-Pi bake time request → baked (`POST /fridge` until `?wait=baked` answers)
+/// on a fresh loop-mounted journaled ext4, btrfs and XFS, with the pool off and with
+/// `--warm-pool 1` (its entry ready before each bake), against `cp -a` and `rsync -xa` of the
+/// golden root on the same file system; medians of `BAKERY_BENCH_RUNS` runs (default 3),
+/// each bake unbaked (trash reclaimed, synced) before the next. Prints a line per file
+/// system and mode as it goes, then a summary block.
+///
+/// ```text
+/// cargo test -p bakery-server --test api strategies::bake_latency -- --ignored --nocapture
+/// BAKERY_BENCH_SOURCE=/usr/share cargo test -p bakery-server --test api strategies::bake_latency -- --ignored --nocapture
+/// ```
+///
+/// The bakeform: the sample image with 20 000 files of 4 KiB, or with `BAKERY_BENCH_SOURCE`
+/// a root made from a copy of that directory. Needs root, loop devices, mkfs.btrfs and
+/// mkfs.xfs; a file system this machine cannot mount is skipped with the reason printed.
+#[test]
+#[ignore = "benchmark: loop-mounts three file systems and bakes a big root on each"]
+fn bake_latency_per_filesystem() {
+    let runs: usize = std::env::var("BAKERY_BENCH_RUNS")
+        .ok()
+        .map(|v| v.parse().expect("BAKERY_BENCH_RUNS is a number"))
+        .unwrap_or(3)
+        .max(1);
+    let image = bench_image();
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    for kind in [FsKind::Ext4, FsKind::Btrfs, FsKind::Xfs] {
+        match measure_on(kind, &image, runs) {
+            Some(r) => results.push(r),
+            None => skipped.push(format!("{kind:?}").to_lowercase()),
+        }
+    }
+    println!();
+    println!(
+        "summary: bake request -> baked vs cp -a / rsync -xa of the golden root on the same \
+         file system, medians of {runs}; bakeform: {}",
+        image.what
+    );
+    for r in &results {
+        println!("  {}", result_line(r, "pool off", r.cold));
+        println!("  {}", result_line(r, "--warm-pool 1", r.warm));
+    }
+    if !skipped.is_empty() {
+        println!("  skipped (cannot loop-mount here): {}", skipped.join(", "));
+    }
 }

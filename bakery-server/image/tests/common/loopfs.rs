@@ -1,4 +1,4 @@
-//! Test helper: a real btrfs or XFS on a loop-mounted sparse image file, unmounted again when
+//! Test helper: a real btrfs, XFS or (journaled) ext4 on a loop-mounted sparse image file, unmounted again when
 //! dropped (also while a failing test unwinds), and FIEMAP to see which extents files share.
 //!
 //! Skips (returns `None`, printing why) when this machine cannot loop-mount: not root, no loop
@@ -17,6 +17,8 @@ pub enum FsKind {
     Btrfs,
     /// XFS with `reflink=1`.
     Xfs,
+    /// ext4 as `mkfs.ext4` makes it by default: journaled, no reflinks (the plain-copy case).
+    Ext4,
 }
 
 impl FsKind {
@@ -24,6 +26,7 @@ impl FsKind {
         match self {
             FsKind::Btrfs => "mkfs.btrfs",
             FsKind::Xfs => "mkfs.xfs",
+            FsKind::Ext4 => "mkfs.ext4",
         }
     }
 
@@ -31,6 +34,7 @@ impl FsKind {
         match self {
             FsKind::Btrfs => &["-q", "-f"],
             FsKind::Xfs => &["-q", "-f", "-m", "reflink=1"],
+            FsKind::Ext4 => &["-q", "-F"],
         }
     }
 }
