@@ -1,8 +1,8 @@
 //! The event log: one event per state change (a Pi registered, a bake started, a disk
-//! attached, ...), stored with an increasing id and broadcast to live followers (the SSE
-//! stream and the status page).
+//! attached, ...), stored with an increasing id in the state change's own transaction (see
+//! `db`), and broadcast to live followers (the SSE stream and the status page) once committed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bakery_client::{Event, EventList};
 use tokio::sync::{broadcast, watch};
@@ -134,8 +134,6 @@ impl NewEvent {
 
 struct Inner {
     store: Arc<Store>,
-    /// Held across insert and broadcast so followers see ids in order.
-    order: Mutex<()>,
     live: broadcast::Sender<Event>,
     closing: watch::Sender<bool>,
 }
@@ -159,23 +157,20 @@ impl EventLog {
         EventLog {
             inner: Arc::new(Inner {
                 store,
-                order: Mutex::new(()),
                 live,
                 closing: watch::channel(false).0,
             }),
         }
     }
 
-    /// Stores `event` and tells live followers; `None` (logged) if it could not be stored.
+    /// Stores an event that goes with no state change (a PPI call); live followers hear of
+    /// it through [`EventLog::publish`] once committed. `None` (logged) if it could not be
+    /// stored.
     pub async fn record(&self, event: NewEvent) -> Option<Event> {
-        let inner = self.inner.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let _order = inner.order.lock().unwrap_or_else(|p| p.into_inner());
-            let stored = inner.store.insert_event(&event)?;
-            let _ = inner.live.send(stored.clone());
-            Ok::<_, DbError>(stored)
-        })
-        .await;
+        let store = self.inner.store.clone();
+        let stored =
+            tokio::task::spawn_blocking(move || Ok::<_, DbError>(store.insert_event(&event)?))
+                .await;
         match stored {
             Ok(Ok(event)) => {
                 tracing::debug!(id = event.id, kind = event.kind, "event recorded");
@@ -190,6 +185,12 @@ impl EventLog {
                 None
             }
         }
+    }
+
+    /// Tells live followers about a committed event (called in id order, see
+    /// [`crate::db::EventSink`]).
+    pub fn publish(&self, event: &Event) {
+        let _ = self.inner.live.send(event.clone());
     }
 
     /// Up to `limit` (at most [`MAX_PAGE`]) events after `since`, and the newest id.

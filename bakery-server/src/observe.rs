@@ -6,11 +6,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bakery_client::{BootOutcome, BootRequest};
+use bakery_client::{BootOutcome, BootRequest, Event};
 use bakery_tftp::{Outcome, TransferReport};
 use tokio::sync::mpsc;
 
-use crate::db::{BootRecordChange, NewEvent, Store, outcome_str};
+use crate::db::{BootRecordChange, EventSink, NewEvent, Store, outcome_str};
 use crate::domain::names::is_serial;
 use crate::events::{EventKind, EventLog};
 use crate::metrics::{ActionLabel, KindLabel, Metrics, OutcomeLabel};
@@ -64,8 +64,9 @@ pub fn serial_of(path: &str) -> Option<&str> {
 }
 
 impl Observer {
-    /// An observer storing events and boot records in `store`; the boot timelines are
-    /// loaded from it. Boot records are written behind by a task on the current runtime.
+    /// An observer storing events and boot records in `store`, and its event sink (it hears
+    /// of every committed event); the boot timelines are loaded from it. Boot records are
+    /// written behind by a task on the current runtime.
     pub fn new(store: Arc<Store>) -> Arc<Observer> {
         let timelines = match store.boot_records() {
             Ok(rows) => Timelines::from_records(rows),
@@ -85,13 +86,16 @@ impl Observer {
                 None
             }
         };
-        Arc::new(Observer {
-            events: EventLog::new(store),
+        let observer = Arc::new(Observer {
+            events: EventLog::new(store.clone()),
             timelines,
             metrics: Metrics::new(),
             bakes_running: Mutex::new(HashMap::new()),
             persist,
-        })
+        });
+        let sink: std::sync::Weak<Observer> = Arc::downgrade(&observer);
+        store.set_event_sink(sink);
+        observer
     }
 
     /// The event log.
@@ -122,15 +126,24 @@ impl Observer {
         }
     }
 
-    /// Records an event (and counts it); failures to store are logged, never returned.
+    /// Records an event that goes with no state change (a PPI call: power on/off); failures
+    /// to store are logged, never returned. State changes write their events in their own
+    /// transaction (the `Store` methods take them); [`Observer::committed`] follows either.
     pub async fn event(&self, event: NewEvent) {
+        self.events.record(event).await;
+    }
+
+    /// The in-memory side of a committed event: counts it, times bakes, and tells live
+    /// followers. The store calls it (as the [`EventSink`]) right after the commit, in id
+    /// order.
+    pub fn committed(&self, event: &Event) {
         let m = &self.metrics;
         m.events
             .get_or_create(&KindLabel {
-                kind: event.kind.to_owned(),
+                kind: event.kind.clone(),
             })
             .inc();
-        let kind = event.kind;
+        let kind = event.kind.as_str();
         if let Some(pi) = event.pi.as_deref() {
             let mut running = self.bakes_running.lock().unwrap_or_else(|p| p.into_inner());
             if kind == EventKind::BakeStarted.as_str() || kind == EventKind::ResetStarted.as_str() {
@@ -145,7 +158,7 @@ impl Observer {
                 running.remove(pi);
             }
         }
-        self.events.record(event).await;
+        self.events.publish(event);
     }
 
     /// Counts a PPI call.
@@ -236,6 +249,12 @@ impl Observer {
                 );
             }
         }
+    }
+}
+
+impl EventSink for Observer {
+    fn committed(&self, event: &Event) {
+        Observer::committed(self, event);
     }
 }
 

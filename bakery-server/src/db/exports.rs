@@ -105,6 +105,7 @@ fn number(tx: &Transaction<'_>, disks: &[String]) -> Result<(), DbError> {
 mod tests {
     use bakery_client::Metadata;
 
+    use crate::db::tests::ev;
     use crate::db::{DiskRow, PiChange, StartBake, Store};
 
     fn disk(id: &str) -> DiskRow {
@@ -123,7 +124,7 @@ mod tests {
     /// Bakes Pi `serial` with root disk `root`.
     fn bake(s: &Store, serial: &str, root: &str) {
         s.register_pi(serial).unwrap();
-        let StartBake::Started(_) = s.start_bake("os", None, true, root).unwrap() else {
+        let StartBake::Started(_) = s.start_bake("os", None, true, root, ev("bakeStarted")).unwrap() else {
             panic!("bake should start");
         };
         let mut row = disk(root);
@@ -131,7 +132,7 @@ mod tests {
         row.pi = Some(serial.into());
         assert_eq!(s.add_root_disk(serial, &row).unwrap(), PiChange::Done(()));
         assert!(matches!(
-            s.finish_prepare(serial).unwrap(),
+            s.finish_prepare(serial, ev("bakeFinished")).unwrap(),
             PiChange::Done(_)
         ));
     }
@@ -152,27 +153,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bakery.db");
         let s = Store::open(&path).unwrap();
-        s.insert_bakeform("os", "/d/bakeforms/os").unwrap();
-        s.set_bakeform_ready("os").unwrap();
+        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap();
+        s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
         bake(&s, "00000001", "r1");
-        s.insert_disk(&disk("d1")).unwrap();
-        s.attach_disk("00000001", "d1").unwrap();
+        s.insert_disk(&disk("d1"), ev("diskCreated")).unwrap();
+        s.attach_disk("00000001", "d1", ev("diskAttached")).unwrap();
         assert_eq!(numbers(&s), [("d1".into(), 1), ("r1".into(), 0)]);
 
         // Detached and attached again: the same number; a reopened database: the same numbers.
-        s.detach_disk("00000001", "d1").unwrap();
+        s.detach_disk("00000001", "d1", ev("diskDetached")).unwrap();
         assert_eq!(numbers(&s), [("r1".into(), 0)]);
-        s.attach_disk("00000001", "d1").unwrap();
+        s.attach_disk("00000001", "d1", ev("diskAttached")).unwrap();
         drop(s);
         let s = Store::open(&path).unwrap();
         assert_eq!(numbers(&s), [("d1".into(), 1), ("r1".into(), 0)]);
 
         // Unbaked and baked again: the new root gets a new number, not the old root's.
-        s.start_unbake("00000001").unwrap();
+        s.start_unbake("00000001", ev("unbakeStarted")).unwrap();
         assert_eq!(numbers(&s), []);
-        s.finish_unbake("00000001", None).unwrap();
+        s.finish_unbake("00000001", None, ev("unbaked")).unwrap();
         bake(&s, "00000001", "r2");
-        s.attach_disk("00000001", "d1").unwrap();
+        s.attach_disk("00000001", "d1", ev("diskAttached")).unwrap();
         assert_eq!(numbers(&s), [("d1".into(), 1), ("r2".into(), 2)]);
     }
 }

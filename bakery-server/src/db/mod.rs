@@ -1,7 +1,10 @@
 //! The inventory in SQLite: the one source of truth for Pis, bakeforms and disks.
 //!
-//! Every state change runs in one `BEGIN IMMEDIATE` transaction. The connection sits behind a
-//! mutex; callers on the async runtime reach it through `spawn_blocking`.
+//! Every state change runs in one `BEGIN IMMEDIATE` transaction, which also writes the change's
+//! event (passed in by the caller, written only when the change happens), so the event log
+//! never disagrees with the state, crash or not. Once committed, the events go to the store's
+//! [`EventSink`] in id order. The connection sits behind a mutex; callers on the async runtime
+//! reach it through `spawn_blocking`.
 
 mod exports;
 mod observe;
@@ -9,7 +12,7 @@ mod schema;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bakery_client::{BakeformState, Metadata, PiState, StaticNetwork};
@@ -21,7 +24,9 @@ use thiserror::Error;
 use crate::domain::exports::ExportEntry;
 use crate::domain::lifecycle::{Event, parse_state, transition};
 
-pub use observe::{BootRecordChange, BootRecordRow, EVENTS_KEPT, NewEvent, outcome_str};
+pub use observe::{
+    BootRecordChange, BootRecordRow, EVENTS_KEPT, EventSink, NewEvent, outcome_str,
+};
 
 /// A failure of the database.
 #[derive(Debug, Error)]
@@ -194,9 +199,16 @@ pub enum DeleteBakeform {
 }
 
 /// The inventory database.
-#[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Told about each event once its transaction committed.
+    sink: RwLock<Option<Weak<dyn EventSink>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
 }
 
 fn now() -> i64 {
@@ -415,6 +427,7 @@ impl Store {
             .map_err(open_err)?;
         let store = Store {
             conn: Mutex::new(conn),
+            sink: RwLock::new(None),
         };
         store.migrate()?;
         Ok(store)
@@ -424,33 +437,84 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets who is told about committed events (replacing any earlier sink). Held weakly:
+    /// the sink usually holds the store.
+    pub fn set_event_sink(&self, sink: Weak<dyn EventSink>) {
+        *self.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction with no event.
     fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        self.change(|tx, _| f(tx))
     }
 
-    /// Moves the Pi `serial` through `event` and runs `then`, in one transaction; an unknown
-    /// Pi or one in a state `event` does not apply to is left as it is.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction; the events `f` pushes are inserted in
+    /// that transaction, and handed to the sink after the commit, still under the connection
+    /// lock, so the sink sees committed events only and in id order. When `f` or the commit
+    /// fails, nothing is written and the sink hears nothing.
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Vec<NewEvent>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        self.change_events(f).map(|(out, _)| out)
+    }
+
+    /// [`Store::change`], also returning the events written, with their ids.
+    fn change_events<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Vec<NewEvent>) -> Result<T, DbError>,
+    ) -> Result<(T, Vec<bakery_client::Event>), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut pending = Vec::new();
+        let out = f(&tx, &mut pending)?;
+        let stored = pending
+            .iter()
+            .map(|event| observe::insert_event(&tx, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit()?;
+        if !stored.is_empty() {
+            let sink = self
+                .sink
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .and_then(Weak::upgrade);
+            if let Some(sink) = sink {
+                for event in &stored {
+                    sink.committed(event);
+                }
+            }
+        }
+        drop(conn);
+        Ok((out, stored))
+    }
+
+    /// Moves the Pi `serial` through `event` and runs `then`, in one transaction that also
+    /// writes `record` when `then` is done; an unknown Pi or one in a state `event` does not
+    /// apply to is left as it is.
     fn advance<T>(
         &self,
         serial: &str,
         event: Event,
+        record: NewEvent,
         then: impl FnOnce(&Transaction<'_>) -> Result<PiChange<T>, DbError>,
     ) -> Result<PiChange<T>, DbError> {
-        self.write(|tx| {
+        self.change(|tx, events| {
             let Some(pi) = get_pi(tx, serial)? else {
                 return Ok(PiChange::UnknownPi);
             };
             if let Err(state) = step(tx, &pi, event)? {
                 return Ok(PiChange::WrongState(state));
             }
-            then(tx)
+            let done = then(tx)?;
+            if matches!(done, PiChange::Done(_)) {
+                events.push(record);
+            }
+            Ok(done)
         })
     }
 
@@ -494,8 +558,9 @@ impl Store {
 
     // ---- Pis ----
 
-    /// Registers a Pi in the fridge; `true` if it was new.
-    pub fn register_pi(&self, serial: &str) -> Result<bool, DbError> {
+    /// Registers a Pi in the fridge, writing no event (tests' shortcut); `true` if it was new.
+    #[cfg(test)]
+    pub(crate) fn register_pi(&self, serial: &str) -> Result<bool, DbError> {
         self.write(|tx| {
             let n = tx.execute(
                 "INSERT OR IGNORE INTO pis (serial, state, created_at) VALUES (?1, 'fridge', ?2)",
@@ -505,11 +570,16 @@ impl Store {
         })
     }
 
-    /// Registers a Pi in the fridge unless the inventory already holds `max` Pis:
-    /// `Some(true)` if it was new, `Some(false)` if it was known, `None` if the inventory is
-    /// full (nothing written).
-    pub fn register_pi_within(&self, serial: &str, max: u32) -> Result<Option<bool>, DbError> {
-        self.write(|tx| {
+    /// Registers a Pi in the fridge unless the inventory already holds `max` Pis, writing
+    /// `event` when it is new: `Some(true)` if it was new, `Some(false)` if it was known,
+    /// `None` if the inventory is full (nothing written).
+    pub fn register_pi_within(
+        &self,
+        serial: &str,
+        max: u32,
+        event: NewEvent,
+    ) -> Result<Option<bool>, DbError> {
+        self.change(|tx, events| {
             let known: bool = tx.query_row(
                 "SELECT EXISTS(SELECT 1 FROM pis WHERE serial = ?1)",
                 params![serial],
@@ -526,6 +596,7 @@ impl Store {
                 "INSERT INTO pis (serial, state, created_at) VALUES (?1, 'fridge', ?2)",
                 params![serial, now()],
             )?;
+            events.push(event);
             Ok(Some(true))
         })
     }
@@ -611,15 +682,16 @@ impl Store {
     // ---- the lifecycle ----
 
     /// Picks a Pi from the fridge for `bakeform` and moves it to preparing, with the id its
-    /// root disk will get.
+    /// root disk will get; writes `event`, its `pi` set to the Pi picked, when it started.
     pub fn start_bake(
         &self,
         bakeform: &str,
         network: Option<&StaticNetwork>,
         power_on: bool,
         root_id: &str,
+        mut event: NewEvent,
     ) -> Result<StartBake, DbError> {
-        self.write(|tx| {
+        self.change(|tx, events| {
             match get_bakeform(tx, bakeform)? {
                 None => return Ok(StartBake::UnknownBakeform),
                 Some(b) if b.state != BakeformState::Ready => {
@@ -648,14 +720,18 @@ impl Store {
                  operation = 'bake', pending_root = ?5 WHERE serial = ?1",
                 params![serial, bakeform, network.map(json), power_on, root_id],
             )?;
-            Ok(get_pi(tx, &serial)?
-                .map_or(StartBake::NoFreePi, |pi| StartBake::Started(Box::new(pi))))
+            let Some(pi) = get_pi(tx, &serial)? else {
+                return Ok(StartBake::NoFreePi);
+            };
+            event.pi = Some(serial);
+            events.push(event);
+            Ok(StartBake::Started(Box::new(pi)))
         })
     }
 
-    /// Moves a baked Pi to preparing for a reset of its root.
-    pub fn start_reset(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
-        self.advance(serial, Event::StartReset, |tx| {
+    /// Moves a baked Pi to preparing for a reset of its root, writing `event`.
+    pub fn start_reset(&self, serial: &str, event: NewEvent) -> Result<PiChange<PiRow>, DbError> {
+        self.advance(serial, Event::StartReset, event, |tx| {
             tx.execute(
                 "UPDATE pis SET operation = 'reset', last_error = NULL WHERE serial = ?1",
                 params![serial],
@@ -678,9 +754,9 @@ impl Store {
         })
     }
 
-    /// Finishes preparing: the Pi is baked.
-    pub fn finish_prepare(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
-        self.advance(serial, Event::Prepared, |tx| {
+    /// Finishes preparing: the Pi is baked; writes `event`.
+    pub fn finish_prepare(&self, serial: &str, event: NewEvent) -> Result<PiChange<PiRow>, DbError> {
+        self.advance(serial, Event::Prepared, event, |tx| {
             tx.execute(
                 "UPDATE pis SET operation = NULL, pending_root = NULL WHERE serial = ?1",
                 params![serial],
@@ -691,40 +767,47 @@ impl Store {
 
     /// Preparing failed (or was interrupted): the Pi goes back to the fridge with `error`.
     /// A reset that fails also loses the Pi's disks: returns the rows removed (root and
-    /// ephemeral), others are detached.
+    /// ephemeral), others are detached. Writes `event`.
     pub fn fail_prepare(
         &self,
         serial: &str,
         error: &str,
+        event: NewEvent,
     ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
-        self.advance(serial, Event::PrepareFailed, |tx| {
+        self.advance(serial, Event::PrepareFailed, event, |tx| {
             back_to_fridge(tx, serial, Some(error))
         })
     }
 
-    /// Moves a baked Pi to unbaking.
-    pub fn start_unbake(&self, serial: &str) -> Result<PiChange<PiRow>, DbError> {
-        self.advance(serial, Event::StartUnbake, |tx| pi_now(tx, serial))
+    /// Moves a baked Pi to unbaking, writing `event`.
+    pub fn start_unbake(&self, serial: &str, event: NewEvent) -> Result<PiChange<PiRow>, DbError> {
+        self.advance(serial, Event::StartUnbake, event, |tx| pi_now(tx, serial))
     }
 
     /// Finishes an unbake: the root and ephemeral disks' rows are deleted (returned, so their
     /// directories can be trashed), other disks detached, the Pi back in the fridge.
     /// `error` is recorded as the Pi's `last_error` (a bake that failed after its root was made).
+    /// Writes `event`.
     pub fn finish_unbake(
         &self,
         serial: &str,
         error: Option<&str>,
+        event: NewEvent,
     ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
-        self.advance(serial, Event::Unbaked, |tx| {
+        self.advance(serial, Event::Unbaked, event, |tx| {
             back_to_fridge(tx, serial, error)
         })
     }
 
     // ---- disks ----
 
-    /// Adds a disk.
-    pub fn insert_disk(&self, disk: &DiskRow) -> Result<(), DbError> {
-        self.write(|tx| insert_disk(tx, disk))
+    /// Adds a disk, writing `event`.
+    pub fn insert_disk(&self, disk: &DiskRow, event: NewEvent) -> Result<(), DbError> {
+        self.change(|tx, events| {
+            insert_disk(tx, disk)?;
+            events.push(event);
+            Ok(())
+        })
     }
 
     /// One disk.
@@ -758,9 +841,9 @@ impl Store {
         )
     }
 
-    /// Deletes a detached disk's row.
-    pub fn delete_disk(&self, id: &str) -> Result<DeleteDisk, DbError> {
-        self.write(|tx| {
+    /// Deletes a detached disk's row, writing `event` when deleted.
+    pub fn delete_disk(&self, id: &str, event: NewEvent) -> Result<DeleteDisk, DbError> {
+        self.change(|tx, events| {
             let Some(disk) = get_disk(tx, id)? else {
                 return Ok(DeleteDisk::NotFound);
             };
@@ -768,13 +851,15 @@ impl Store {
                 return Ok(DeleteDisk::Attached(pi));
             }
             tx.execute("DELETE FROM disks WHERE id = ?1", params![id])?;
+            events.push(event);
             Ok(DeleteDisk::Deleted(disk))
         })
     }
 
-    /// Attaches a disk to a baked Pi (idempotent for the same Pi).
-    pub fn attach_disk(&self, serial: &str, id: &str) -> Result<DiskLink, DbError> {
-        self.write(|tx| {
+    /// Attaches a disk to a baked Pi (idempotent for the same Pi), writing `event` when it
+    /// was not attached yet.
+    pub fn attach_disk(&self, serial: &str, id: &str, event: NewEvent) -> Result<DiskLink, DbError> {
+        self.change(|tx, events| {
             let Some(pi) = get_pi(tx, serial)? else {
                 return Ok(DiskLink::UnknownPi);
             };
@@ -798,13 +883,14 @@ impl Store {
                 "UPDATE disks SET pi = ?2, position = ?3 WHERE id = ?1",
                 params![id, serial, next],
             )?;
+            events.push(event);
             Ok(DiskLink::Done)
         })
     }
 
-    /// Detaches a disk from a Pi; the root disk is refused.
-    pub fn detach_disk(&self, serial: &str, id: &str) -> Result<DiskLink, DbError> {
-        self.write(|tx| {
+    /// Detaches a disk from a Pi, writing `event`; the root disk is refused.
+    pub fn detach_disk(&self, serial: &str, id: &str, event: NewEvent) -> Result<DiskLink, DbError> {
+        self.change(|tx, events| {
             if get_pi(tx, serial)?.is_none() {
                 return Ok(DiskLink::UnknownPi);
             }
@@ -821,6 +907,7 @@ impl Store {
                 "UPDATE disks SET pi = NULL, position = 0 WHERE id = ?1",
                 params![id],
             )?;
+            events.push(event);
             Ok(DiskLink::Done)
         })
     }
@@ -867,9 +954,14 @@ impl Store {
     // ---- bakeforms ----
 
     /// Adds a bakeform in state `importing`, replacing a failed one of that name; `false` if
-    /// the name is taken by a bakeform that is importing or ready.
-    pub fn insert_bakeform(&self, name: &str, location: &str) -> Result<bool, DbError> {
-        self.write(|tx| {
+    /// the name is taken by a bakeform that is importing or ready. Writes `event` when added.
+    pub fn insert_bakeform(
+        &self,
+        name: &str,
+        location: &str,
+        event: NewEvent,
+    ) -> Result<bool, DbError> {
+        self.change(|tx, events| {
             let n = tx.execute(
                 "INSERT INTO bakeforms (name, location, state, created_at)
                  VALUES (?1, ?2, 'importing', ?3)
@@ -878,47 +970,66 @@ impl Store {
                  WHERE bakeforms.state = 'failed'",
                 params![name, location, now()],
             )?;
+            if n == 1 {
+                events.push(event);
+            }
             Ok(n == 1)
         })
     }
 
-    /// Marks an importing bakeform failed, keeping `error` to show.
+    /// Marks an importing bakeform failed, keeping `error` to show; writes `event` when it
+    /// was importing.
     pub fn set_bakeform_failed(
         &self,
         name: &str,
         error: &str,
+        event: NewEvent,
     ) -> Result<Option<BakeformRow>, DbError> {
-        self.write(|tx| {
-            tx.execute(
+        self.change(|tx, events| {
+            let n = tx.execute(
                 "UPDATE bakeforms SET state = ?2, error = ?3 WHERE name = ?1 AND state = 'importing'",
                 params![name, bakeform_state_str(BakeformState::Failed), error],
             )?;
+            if n == 1 {
+                events.push(event);
+            }
             get_bakeform(tx, name)
         })
     }
 
-    /// Marks an importing bakeform ready.
-    pub fn set_bakeform_ready(&self, name: &str) -> Result<Option<BakeformRow>, DbError> {
-        self.write(|tx| {
-            tx.execute(
+    /// Marks an importing bakeform ready, writing `event`.
+    pub fn set_bakeform_ready(
+        &self,
+        name: &str,
+        event: NewEvent,
+    ) -> Result<Option<BakeformRow>, DbError> {
+        self.change(|tx, events| {
+            let n = tx.execute(
                 "UPDATE bakeforms SET state = ?2, error = NULL WHERE name = ?1",
                 params![name, bakeform_state_str(BakeformState::Ready)],
             )?;
+            if n == 1 {
+                events.push(event);
+            }
             get_bakeform(tx, name)
         })
     }
 
-    /// Removes a bakeform whose import failed or was interrupted.
-    pub fn forget_bakeform(&self, name: &str) -> Result<(), DbError> {
-        self.write(|tx| {
-            tx.execute("DELETE FROM bakeforms WHERE name = ?1", params![name])?;
+    /// Removes a bakeform whose import failed or was interrupted, writing `event` when it
+    /// was there.
+    pub fn forget_bakeform(&self, name: &str, event: NewEvent) -> Result<(), DbError> {
+        self.change(|tx, events| {
+            let n = tx.execute("DELETE FROM bakeforms WHERE name = ?1", params![name])?;
+            if n == 1 {
+                events.push(event);
+            }
             Ok(())
         })
     }
 
-    /// Deletes a ready or failed bakeform that no Pi in the oven uses.
-    pub fn delete_bakeform(&self, name: &str) -> Result<DeleteBakeform, DbError> {
-        self.write(|tx| {
+    /// Deletes a ready or failed bakeform that no Pi in the oven uses, writing `event`.
+    pub fn delete_bakeform(&self, name: &str, event: NewEvent) -> Result<DeleteBakeform, DbError> {
+        self.change(|tx, events| {
             let Some(bakeform) = get_bakeform(tx, name)? else {
                 return Ok(DeleteBakeform::NotFound);
             };
@@ -941,6 +1052,7 @@ impl Store {
                 params![name],
             )?;
             tx.execute("DELETE FROM bakeforms WHERE name = ?1", params![name])?;
+            events.push(event);
             Ok(DeleteBakeform::Deleted(bakeform))
         })
     }
@@ -1053,6 +1165,14 @@ mod tests {
         (dir, store)
     }
 
+    /// An event of `kind` about nothing in particular.
+    pub(super) fn ev(kind: &'static str) -> NewEvent {
+        NewEvent {
+            kind,
+            ..NewEvent::default()
+        }
+    }
+
     fn disk(id: &str, pi: Option<&str>, is_root: bool, ephemeral: bool) -> DiskRow {
         DiskRow {
             id: id.into(),
@@ -1069,29 +1189,29 @@ mod tests {
     #[test]
     fn a_failed_bakeform_is_kept_shown_and_replaced_by_a_new_upload() {
         let (_d, s) = store();
-        assert!(s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
-        let failed = s.set_bakeform_failed("os", "no ext4").unwrap().unwrap();
+        assert!(s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
+        let failed = s.set_bakeform_failed("os", "no ext4", ev("bakeformFailed")).unwrap().unwrap();
         assert_eq!(failed.state, BakeformState::Failed);
         assert_eq!(failed.error.as_deref(), Some("no ext4"));
         assert_eq!(s.bakeforms().unwrap(), [failed]);
         assert_eq!(
-            s.start_bake("os", None, true, "r1").unwrap(),
+            s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap(),
             StartBake::BakeformNotReady(BakeformState::Failed)
         );
-        assert!(s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        assert!(s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
         let again = s.bakeform("os").unwrap().unwrap();
         assert_eq!((again.state, again.error), (BakeformState::Importing, None));
-        assert!(!s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
-        s.set_bakeform_ready("os").unwrap();
+        assert!(!s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
+        s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
         assert!(
-            s.set_bakeform_failed("os", "late").unwrap().unwrap().state == BakeformState::Ready,
+            s.set_bakeform_failed("os", "late", ev("bakeformFailed")).unwrap().unwrap().state == BakeformState::Ready,
             "only an importing bakeform can fail"
         );
-        assert!(!s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
-        s.insert_bakeform("bad", "/d/bakeforms/bad").unwrap();
-        s.set_bakeform_failed("bad", "no fat").unwrap();
+        assert!(!s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
+        s.insert_bakeform("bad", "/d/bakeforms/bad", ev("bakeformImporting")).unwrap();
+        s.set_bakeform_failed("bad", "no fat", ev("bakeformFailed")).unwrap();
         assert!(matches!(
-            s.delete_bakeform("bad").unwrap(),
+            s.delete_bakeform("bad", ev("bakeformDeleted")).unwrap(),
             DeleteBakeform::Deleted(_)
         ));
         assert_eq!(s.bakeform("bad").unwrap(), None);
@@ -1118,27 +1238,27 @@ mod tests {
         assert!(s.register_pi("00000001").unwrap());
         assert!(!s.register_pi("00000001").unwrap());
         assert_eq!(
-            s.start_bake("os", None, true, "r1").unwrap(),
+            s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap(),
             StartBake::UnknownBakeform
         );
-        assert!(s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
-        assert!(!s.insert_bakeform("os", "/d/bakeforms/os").unwrap());
+        assert!(s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
+        assert!(!s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
         assert_eq!(
-            s.start_bake("os", None, true, "r1").unwrap(),
+            s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap(),
             StartBake::BakeformNotReady(BakeformState::Importing)
         );
-        s.set_bakeform_ready("os").unwrap();
-        let StartBake::Started(pi) = s.start_bake("os", None, true, "r1").unwrap() else {
+        s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
+        let StartBake::Started(pi) = s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap() else {
             panic!("bake should start");
         };
         assert_eq!(pi.state, PiState::Preparing);
         assert_eq!(pi.pending_root.as_deref(), Some("r1"));
         assert_eq!(
-            s.start_bake("os", None, true, "r2").unwrap(),
+            s.start_bake("os", None, true, "r2", ev("bakeStarted")).unwrap(),
             StartBake::NoFreePi
         );
         assert_eq!(
-            s.delete_bakeform("os").unwrap(),
+            s.delete_bakeform("os", ev("bakeformDeleted")).unwrap(),
             DeleteBakeform::InUse("00000001".into())
         );
 
@@ -1148,16 +1268,16 @@ mod tests {
             PiChange::Done(())
         );
         assert!(matches!(
-            s.finish_prepare("00000001").unwrap(),
+            s.finish_prepare("00000001", ev("bakeFinished")).unwrap(),
             PiChange::Done(_)
         ));
-        s.insert_disk(&disk("e1", None, false, true)).unwrap();
-        s.insert_disk(&disk("p1", None, false, false)).unwrap();
-        assert_eq!(s.attach_disk("00000001", "e1").unwrap(), DiskLink::Done);
-        assert_eq!(s.attach_disk("00000001", "p1").unwrap(), DiskLink::Done);
-        assert_eq!(s.detach_disk("00000001", "r1").unwrap(), DiskLink::RootDisk);
+        s.insert_disk(&disk("e1", None, false, true), ev("diskCreated")).unwrap();
+        s.insert_disk(&disk("p1", None, false, false), ev("diskCreated")).unwrap();
+        assert_eq!(s.attach_disk("00000001", "e1", ev("diskAttached")).unwrap(), DiskLink::Done);
+        assert_eq!(s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(), DiskLink::Done);
+        assert_eq!(s.detach_disk("00000001", "r1", ev("diskDetached")).unwrap(), DiskLink::RootDisk);
         assert_eq!(
-            s.delete_disk("p1").unwrap(),
+            s.delete_disk("p1", ev("diskDeleted")).unwrap(),
             DeleteDisk::Attached("00000001".into())
         );
         let ids: Vec<_> = s
@@ -1173,11 +1293,11 @@ mod tests {
         assert_eq!(s.export_entries().unwrap().len(), 3);
 
         assert!(matches!(
-            s.start_unbake("00000001").unwrap(),
+            s.start_unbake("00000001", ev("unbakeStarted")).unwrap(),
             PiChange::Done(_)
         ));
         assert_eq!(s.export_entries().unwrap().len(), 0);
-        let PiChange::Done(removed) = s.finish_unbake("00000001", None).unwrap() else {
+        let PiChange::Done(removed) = s.finish_unbake("00000001", None, ev("unbaked")).unwrap() else {
             panic!("unbake should finish");
         };
         let removed: Vec<_> = removed.into_iter().map(|d| d.id).collect();
@@ -1186,8 +1306,215 @@ mod tests {
         assert_eq!(s.disk("p1").unwrap().unwrap().pi, None);
         assert_eq!(s.pi("00000001").unwrap().unwrap().state, PiState::Fridge);
         assert_eq!(
-            s.start_unbake("00000001").unwrap(),
+            s.start_unbake("00000001", ev("unbakeStarted")).unwrap(),
             PiChange::WrongState(PiState::Fridge)
         );
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    //! A change and its event commit together or not at all; the sink hears committed events
+    //! only, in id order.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::tests::{ev, store};
+    use super::*;
+
+    /// A sink remembering what it heard.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<bakery_client::Event>>);
+
+    impl EventSink for Heard {
+        fn committed(&self, event: &bakery_client::Event) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    fn kinds(s: &Store) -> Vec<String> {
+        s.events_since(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    fn with_sink() -> (tempfile::TempDir, Store, Arc<Heard>) {
+        let (dir, s) = store();
+        let heard = Arc::new(Heard::default());
+        let sink: Weak<Heard> = Arc::downgrade(&heard);
+        s.set_event_sink(sink);
+        (dir, s, heard)
+    }
+
+    fn root(id: &str, serial: &str) -> DiskRow {
+        DiskRow {
+            id: id.into(),
+            location: format!("/d/disks/{id}"),
+            size: 0,
+            ephemeral: true,
+            is_root: true,
+            pi: Some(serial.into()),
+            position: 0,
+            metadata: Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn a_failing_change_writes_no_event() {
+        let (_d, s, heard) = with_sink();
+        assert_eq!(
+            s.register_pi_within("00000001", 8, ev("registered"))
+                .unwrap(),
+            Some(true)
+        );
+        // Known already, or refused by the state machine: no event.
+        assert_eq!(
+            s.register_pi_within("00000001", 8, ev("registered"))
+                .unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            s.start_unbake("00000001", ev("unbakeStarted")).unwrap(),
+            PiChange::WrongState(PiState::Fridge)
+        );
+        assert_eq!(
+            s.finish_prepare("00000001", ev("bakeFinished")).unwrap(),
+            PiChange::WrongState(PiState::Fridge)
+        );
+        assert_eq!(
+            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+                .unwrap(),
+            StartBake::UnknownBakeform
+        );
+        assert_eq!(kinds(&s), ["registered"]);
+
+        // A constraint violation (a second disk with the same id) rolls back disk and event.
+        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+            .unwrap();
+        s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
+        let StartBake::Started(pi) = s
+            .start_bake("os", None, true, "r1", ev("bakeStarted"))
+            .unwrap()
+        else {
+            panic!("bake should start");
+        };
+        s.add_root_disk(&pi.serial, &root("r1", &pi.serial))
+            .unwrap();
+        let err = s.insert_disk(&root("r1", &pi.serial), ev("diskCreated"));
+        assert!(
+            matches!(err, Err(DbError::Query(_))),
+            "duplicate disk id: {err:?}"
+        );
+        // A foreign key violation (a disk of an unknown Pi) likewise.
+        let err = s.insert_disk(&root("r2", "0000ffff"), ev("diskCreated"));
+        assert!(matches!(err, Err(DbError::Query(_))), "unknown pi: {err:?}");
+        assert_eq!(
+            kinds(&s),
+            [
+                "registered",
+                "bakeformImporting",
+                "bakeformImported",
+                "bakeStarted"
+            ]
+        );
+        let started = s.events_since(0, 100).unwrap().pop().unwrap();
+        assert_eq!(started.pi.as_deref(), Some("00000001"), "pi of the bake");
+
+        // A change that fails after its state step and its event: all of it is rolled back.
+        let failed = s.change(|tx, events| {
+            set_state(tx, "00000001", PiState::Baked)?;
+            events.push(ev("bakeFinished"));
+            tx.execute(
+                "UPDATE pis SET state = 'nonsense' WHERE serial = ?1",
+                params!["00000001"],
+            )?;
+            Ok(())
+        });
+        assert!(matches!(failed, Err(DbError::Query(_))), "{failed:?}");
+        assert_eq!(
+            s.pi("00000001").unwrap().unwrap().state,
+            PiState::Preparing
+        );
+        assert_eq!(kinds(&s).len(), 4);
+        // And a failing event insert (its table gone) rolls back the state change.
+        let failed = s.change(|tx, events| {
+            set_state(tx, "00000001", PiState::Baked)?;
+            events.push(ev("bakeFinished"));
+            tx.execute("DROP TABLE events", [])?;
+            Ok(())
+        });
+        assert!(matches!(failed, Err(DbError::Query(_))), "{failed:?}");
+        assert_eq!(
+            s.pi("00000001").unwrap().unwrap().state,
+            PiState::Preparing
+        );
+        assert_eq!(kinds(&s).len(), 4);
+
+        // The sink heard exactly the committed events, with their ids.
+        assert_eq!(*heard.0.lock().unwrap(), s.events_since(0, 100).unwrap());
+
+        assert!(matches!(
+            s.finish_prepare("00000001", ev("bakeFinished")).unwrap(),
+            PiChange::Done(_)
+        ));
+        // Attaching a disk twice writes one event.
+        s.insert_disk(&disk_of("p1"), ev("diskCreated")).unwrap();
+        assert_eq!(
+            s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(),
+            DiskLink::Done
+        );
+        assert_eq!(
+            s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(),
+            DiskLink::Done
+        );
+        assert_eq!(
+            s.detach_disk("00000001", "r1", ev("diskDetached")).unwrap(),
+            DiskLink::RootDisk
+        );
+        assert_eq!(
+            &kinds(&s)[4..],
+            ["bakeFinished", "diskCreated", "diskAttached"]
+        );
+        assert_eq!(*heard.0.lock().unwrap(), s.events_since(0, 100).unwrap());
+    }
+
+    fn disk_of(id: &str) -> DiskRow {
+        DiskRow {
+            size: 8,
+            ephemeral: false,
+            is_root: false,
+            pi: None,
+            ..root(id, "")
+        }
+    }
+
+    #[test]
+    fn concurrent_changes_reach_the_sink_in_id_order() {
+        let (_d, s, heard) = with_sink();
+        let s = Arc::new(s);
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let id = format!("d{w}-{i}");
+                        s.insert_disk(&disk_of(&id), ev("diskCreated")).unwrap();
+                        if i % 5 == 0 {
+                            s.insert_event(&ev("powerOn")).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let heard = heard.0.lock().unwrap();
+        let ids: Vec<i64> = heard.iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), 4 * 60);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(*heard, s.events_since(0, 1000).unwrap());
     }
 }

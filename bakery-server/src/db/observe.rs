@@ -2,7 +2,7 @@
 //! behind the boot timelines.
 
 use bakery_client::{BootOutcome, BootRequest, Event};
-use rusqlite::{Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::{DbError, Store, corrupt, now, raw};
 
@@ -19,6 +19,14 @@ pub struct NewEvent {
     pub disk: Option<String>,
     /// Details.
     pub message: Option<String>,
+}
+
+/// Who hears about events once the transaction that wrote them committed (the observer:
+/// metrics and the live stream). Called in id order, under the store's lock: keep it quick
+/// and never call back into the store.
+pub trait EventSink: Send + Sync {
+    /// `event` (with its id and time) is committed.
+    fn committed(&self, event: &Event);
 }
 
 /// A boot record as stored: one request in one boot of one Pi.
@@ -89,40 +97,52 @@ fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
+/// Appends `event` inside the caller's transaction (pruning the oldest now and then) and
+/// returns it with its id and time.
+pub(super) fn insert_event(tx: &Connection, event: &NewEvent) -> Result<Event, DbError> {
+    let time = now();
+    tx.execute(
+        "INSERT INTO events (time, kind, pi, bakeform, disk, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            time,
+            event.kind,
+            event.pi,
+            event.bakeform,
+            event.disk,
+            event.message
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    if id % 100 == 0 {
+        tx.execute(
+            "DELETE FROM events WHERE id <= ?1",
+            params![id - EVENTS_KEPT],
+        )?;
+    }
+    Ok(Event {
+        id,
+        time,
+        kind: event.kind.to_owned(),
+        pi: event.pi.clone(),
+        bakeform: event.bakeform.clone(),
+        disk: event.disk.clone(),
+        message: event.message.clone(),
+    })
+}
+
 impl Store {
-    /// Appends an event and returns it with its id and time.
+    /// Appends an event that goes with no state change (a PPI call), in a transaction of its
+    /// own; the sink hears of it once committed. State changes write theirs themselves.
     pub fn insert_event(&self, event: &NewEvent) -> Result<Event, DbError> {
-        let time = now();
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO events (time, kind, pi, bakeform, disk, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    time,
-                    event.kind,
-                    event.pi,
-                    event.bakeform,
-                    event.disk,
-                    event.message
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            if id % 100 == 0 {
-                tx.execute(
-                    "DELETE FROM events WHERE id <= ?1",
-                    params![id - EVENTS_KEPT],
-                )?;
-            }
-            Ok(Event {
-                id,
-                time,
-                kind: event.kind.to_owned(),
-                pi: event.pi.clone(),
-                bakeform: event.bakeform.clone(),
-                disk: event.disk.clone(),
-                message: event.message.clone(),
-            })
-        })
+        let ((), stored) = self.change_events(|_, events| {
+            events.push(event.clone());
+            Ok(())
+        })?;
+        stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| corrupt("events", "no event stored"))
     }
 
     /// Up to `limit` events with an id above `since`, oldest first.

@@ -32,8 +32,9 @@ impl Bakery {
         let root_id = uuid::Uuid::new_v4().to_string();
         let power_on = request.power_on.unwrap_or(true);
         let (n, net, id) = (name.clone(), request.network.clone(), root_id.clone());
+        let event = EventKind::BakeStarted.bakeform(&name);
         let started = self
-            .db(move |s| s.start_bake(&n, net.as_ref(), power_on, &id))
+            .db(move |s| s.start_bake(&n, net.as_ref(), power_on, &id, event))
             .await?;
         let pi = match started {
             StartBake::Started(pi) => pi,
@@ -45,9 +46,6 @@ impl Bakery {
         };
         let serial = pi.serial.clone();
         tracing::info!(serial, state = "preparing", bakeform = name, "bake started");
-        self.observer
-            .event(EventKind::BakeStarted.pi(&serial).with_bakeform(&name))
-            .await;
         self.notify_change();
         let this = self.clone();
         let job_serial = serial.clone();
@@ -146,12 +144,9 @@ impl Bakery {
         if power_on {
             self.power(serial, PowerAction::PowerOn).await?;
         }
-        let key = serial.to_owned();
-        match self.db(move |s| s.finish_prepare(&key)).await? {
+        let (key, event) = (serial.to_owned(), EventKind::BakeFinished.pi(serial));
+        match self.db(move |s| s.finish_prepare(&key, event)).await? {
             PiChange::Done(_) => {
-                self.observer
-                    .event(EventKind::BakeFinished.pi(serial))
-                    .await;
                 self.notify_change();
                 Ok(())
             }
@@ -165,7 +160,8 @@ impl Bakery {
     pub(crate) async fn fail_preparing(&self, serial: &str, reason: &str) {
         tracing::error!(serial, state = "fridge", error = reason, "bake failed");
         let (key, why) = (serial.to_owned(), reason.to_owned());
-        match self.db(move |s| s.fail_prepare(&key, &why)).await {
+        let event = EventKind::BakeFailed.pi(serial).with_message(reason);
+        match self.db(move |s| s.fail_prepare(&key, &why, event)).await {
             Ok(PiChange::Done(removed)) => self.trash_disks(&removed),
             Ok(other) => {
                 tracing::error!(serial, outcome = ?other, "cannot return pi to the fridge")
@@ -173,9 +169,6 @@ impl Bakery {
             Err(e) => tracing::error!(serial, error = %e, "cannot return pi to the fridge"),
         }
         self.reexport_logged().await;
-        self.observer
-            .event(EventKind::BakeFailed.pi(serial).with_message(reason))
-            .await;
         self.notify_change();
     }
 
@@ -189,8 +182,8 @@ impl Bakery {
     /// and keep the others; back to the fridge.
     pub async fn unbake(&self, serial: &str) -> Result<(), ServiceError> {
         validate_serial(serial)?;
-        let key = serial.to_owned();
-        match self.db(move |s| s.start_unbake(&key)).await? {
+        let (key, event) = (serial.to_owned(), EventKind::UnbakeStarted.pi(serial));
+        match self.db(move |s| s.start_unbake(&key, event)).await? {
             PiChange::Done(_) => {}
             PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_owned())),
             PiChange::WrongState(state) => {
@@ -201,9 +194,6 @@ impl Bakery {
             }
         }
         tracing::info!(serial, state = "unbaking", "unbake started");
-        self.observer
-            .event(EventKind::UnbakeStarted.pi(serial))
-            .await;
         self.notify_change();
         self.reexport_logged().await;
         if let Err(e) = self.power(serial, PowerAction::PowerOff).await {
@@ -216,8 +206,9 @@ impl Bakery {
     /// Second half of an unbake (also used by start-up repair).
     pub(crate) async fn finish_unbake(&self, serial: &str, error: Option<&str>) {
         let (key, why) = (serial.to_owned(), error.map(str::to_owned));
+        let event = EventKind::Unbaked.pi(serial);
         let outcome = self
-            .db(move |s| s.finish_unbake(&key, why.as_deref()))
+            .db(move |s| s.finish_unbake(&key, why.as_deref(), event))
             .await;
         match outcome {
             Ok(PiChange::Done(removed)) => {
@@ -228,7 +219,6 @@ impl Bakery {
                     destroyed = removed.len(),
                     "unbaked"
                 );
-                self.observer.event(EventKind::Unbaked.pi(serial)).await;
             }
             Ok(other) => tracing::error!(serial, outcome = ?other, "cannot finish unbake"),
             Err(e) => tracing::error!(serial, error = %e, "cannot finish unbake"),
@@ -244,8 +234,8 @@ impl Bakery {
         if let Some(bakeform) = self.pi(serial).await?.source_bakeform {
             self.ensure_bake_space(&bakeform.name).await?;
         }
-        let key = serial.to_owned();
-        let pi = match self.db(move |s| s.start_reset(&key)).await? {
+        let (key, event) = (serial.to_owned(), EventKind::ResetStarted.pi(serial));
+        let pi = match self.db(move |s| s.start_reset(&key, event)).await? {
             PiChange::Done(pi) => pi,
             PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_owned())),
             PiChange::WrongState(state) => {
@@ -256,9 +246,6 @@ impl Bakery {
             }
         };
         tracing::info!(serial, state = "preparing", "reset started");
-        self.observer
-            .event(EventKind::ResetStarted.pi(serial))
-            .await;
         self.notify_change();
         let this = self.clone();
         tokio::spawn(async move {

@@ -92,7 +92,8 @@ impl Bakery {
         }
         let location = self.layout.bakeform(name);
         let (key, loc) = (name.to_owned(), location.display().to_string());
-        if !self.db(move |s| s.insert_bakeform(&key, &loc)).await? {
+        let event = EventKind::BakeformImporting.bakeform(name);
+        if !self.db(move |s| s.insert_bakeform(&key, &loc, event)).await? {
             // The old CPI deletes and re-uploads on this 403: make sure it can read it.
             drain(body, limit).await;
             return Err(ServiceError::BakeformExists(name.to_owned()));
@@ -102,9 +103,6 @@ impl Bakery {
             state = "importing",
             "bakeform upload started"
         );
-        self.observer
-            .event(EventKind::BakeformImporting.bakeform(name))
-            .await;
         let id = uuid::Uuid::new_v4();
         let image = self.layout.tmp.join(format!("upload-{id}.img"));
         let staging = self.layout.tmp.join(format!("import-{id}"));
@@ -114,9 +112,6 @@ impl Bakery {
             .map_err(|e| self.no_space(format!("importing bakeform {name}"), e));
         let _ = tokio::fs::remove_file(&image).await;
         if let Err(e) = &result {
-            self.observer
-                .event(EventKind::BakeformFailed.bakeform(name).with_message(e))
-                .await;
             self.trash(&staging);
             let why = match e {
                 ServiceError::BadImage { reason, .. } => reason.clone(),
@@ -124,7 +119,11 @@ impl Bakery {
             };
             tracing::warn!(bakeform = name, state = "failed", error = %e, "bakeform import failed");
             let key = name.to_owned();
-            if let Err(e) = self.db(move |s| s.set_bakeform_failed(&key, &why)).await {
+            let event = EventKind::BakeformFailed.bakeform(name).with_message(e);
+            if let Err(e) = self
+                .db(move |s| s.set_bakeform_failed(&key, &why, event))
+                .await
+            {
                 tracing::error!(bakeform = name, error = %e, "cannot mark bakeform failed");
             }
         }
@@ -138,9 +137,6 @@ impl Bakery {
             }
         });
         self.wake_pool();
-        self.observer
-            .event(EventKind::BakeformImported.bakeform(name))
-            .await;
         Ok(bakeform)
     }
 
@@ -188,8 +184,8 @@ impl Bakery {
             "cannot move imported bakeform to {}",
             location.display()
         )))?;
-        let key = name.to_owned();
-        self.db(move |s| s.set_bakeform_ready(&key))
+        let (key, event) = (name.to_owned(), EventKind::BakeformImported.bakeform(name));
+        self.db(move |s| s.set_bakeform_ready(&key, event))
             .await?
             .map(|row| Self::bakeform_view(&row))
             .ok_or_else(|| ServiceError::BakeformNotFound(name.to_owned()))
@@ -275,15 +271,12 @@ impl Bakery {
     /// Deletes a ready or failed bakeform no Pi in the oven uses.
     pub async fn delete_bakeform(&self, name: &str) -> Result<(), ServiceError> {
         validate_bakeform_name(name)?;
-        let key = name.to_owned();
-        match self.db(move |s| s.delete_bakeform(&key)).await? {
+        let (key, event) = (name.to_owned(), EventKind::BakeformDeleted.bakeform(name));
+        match self.db(move |s| s.delete_bakeform(&key, event)).await? {
             DeleteBakeform::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
                 self.drop_pool(name).await;
                 tracing::info!(bakeform = name, "bakeform deleted");
-                self.observer
-                    .event(EventKind::BakeformDeleted.bakeform(name))
-                    .await;
                 Ok(())
             }
             DeleteBakeform::NotFound => Err(ServiceError::BakeformNotFound(name.to_owned())),

@@ -85,25 +85,23 @@ impl Bakery {
             self.trash(&tmp);
             return Err(e);
         }
-        let insert = row.clone();
-        if let Err(e) = self.db(move |s| s.insert_disk(&insert)).await {
+        let (insert, event) = (row.clone(), EventKind::DiskCreated.disk(&id));
+        if let Err(e) = self.db(move |s| s.insert_disk(&insert, event)).await {
             self.trash(&dest);
             return Err(e);
         }
         tracing::info!(disk = id, size, ephemeral, "disk created");
-        self.observer.event(EventKind::DiskCreated.disk(&id)).await;
         Ok(self.disk_view(&row))
     }
 
     /// Deletes a detached disk; an unknown disk is fine (idempotent).
     pub async fn delete_disk(&self, id: &str) -> Result<(), ServiceError> {
         validate_disk_id(id)?;
-        let key = id.to_owned();
-        match self.db(move |s| s.delete_disk(&key)).await? {
+        let (key, event) = (id.to_owned(), EventKind::DiskDeleted.disk(id));
+        match self.db(move |s| s.delete_disk(&key, event)).await? {
             DeleteDisk::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
                 tracing::info!(disk = id, "disk deleted");
-                self.observer.event(EventKind::DiskDeleted.disk(id)).await;
                 Ok(())
             }
             DeleteDisk::NotFound => Ok(()),
@@ -139,12 +137,10 @@ impl Bakery {
         validate_serial(serial)?;
         validate_disk_id(id).map_err(|_| ServiceError::DiskNotFound(id.to_owned()))?;
         let (s, d) = (serial.to_owned(), id.to_owned());
-        let link = self.db(move |st| st.attach_disk(&s, &d)).await?;
+        let event = EventKind::DiskAttached.pi(serial).with_disk(id);
+        let link = self.db(move |st| st.attach_disk(&s, &d, event)).await?;
         Self::link_error(serial, id, link)?;
         tracing::info!(serial, disk = id, "disk attached");
-        self.observer
-            .event(EventKind::DiskAttached.pi(serial).with_disk(id))
-            .await;
         self.reexport().await?;
         self.notify_change();
         Ok(())
@@ -155,7 +151,8 @@ impl Bakery {
         validate_serial(serial)?;
         validate_disk_id(id)?;
         let (s, d) = (serial.to_owned(), id.to_owned());
-        let link = self.db(move |st| st.detach_disk(&s, &d)).await?;
+        let event = EventKind::DiskDetached.pi(serial).with_disk(id);
+        let link = self.db(move |st| st.detach_disk(&s, &d, event)).await?;
         let link = match link {
             DiskLink::UnknownDisk => {
                 return Err(ServiceError::DiskNotAttached {
@@ -167,9 +164,6 @@ impl Bakery {
         };
         Self::link_error(serial, id, link)?;
         tracing::info!(serial, disk = id, "disk detached");
-        self.observer
-            .event(EventKind::DiskDetached.pi(serial).with_disk(id))
-            .await;
         self.reexport().await?;
         self.notify_change();
         Ok(())

@@ -647,7 +647,11 @@ impl Bakery {
         static FULL_WARNED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let key = serial.to_owned();
         let max = self.config().max_pis;
-        let Some(new) = self.db(move |s| s.register_pi_within(&key, max)).await? else {
+        let event = EventKind::Registered.pi(serial);
+        let Some(new) = self
+            .db(move |s| s.register_pi_within(&key, max, event))
+            .await?
+        else {
             // Warn at most once a minute: this is what a flood looks like.
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -668,7 +672,6 @@ impl Bakery {
                 state = "fridge",
                 "new pi registered from the boot path"
             );
-            self.observer.event(EventKind::Registered.pi(serial)).await;
             self.notify_change();
         }
         Ok(Some(new))

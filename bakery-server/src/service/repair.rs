@@ -9,6 +9,7 @@ use bakery_client::{BakeformState, PiState};
 
 use super::{Bakery, ServiceError};
 use crate::db::PiChange;
+use crate::events::EventKind;
 use crate::fsutil;
 use crate::ppi::PowerAction;
 
@@ -52,7 +53,12 @@ impl Bakery {
                         .is_some_and(|d| Path::new(&d.location).is_dir());
                     if root_ok {
                         let key = pi.serial.clone();
-                        if let PiChange::Done(_) = self.db(move |s| s.finish_prepare(&key)).await? {
+                        let event = EventKind::BakeFinished
+                            .pi(&key)
+                            .with_message("interrupted reset: old root kept");
+                        if let PiChange::Done(_) =
+                            self.db(move |s| s.finish_prepare(&key, event)).await?
+                        {
                             tracing::warn!(
                                 serial = pi.serial,
                                 state = "baked",
@@ -85,7 +91,10 @@ impl Bakery {
             if bakeform.state == BakeformState::Importing {
                 self.trash(Path::new(&bakeform.location));
                 let key = bakeform.name.clone();
-                self.db(move |s| s.forget_bakeform(&key)).await?;
+                let event = EventKind::BakeformFailed
+                    .bakeform(&key)
+                    .with_message("import interrupted by a restart of bakery");
+                self.db(move |s| s.forget_bakeform(&key, event)).await?;
                 tracing::warn!(bakeform = bakeform.name, "interrupted import dropped");
                 report.imports_dropped.push(bakeform.name);
             }
