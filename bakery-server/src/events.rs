@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bakery_client::{Event, EventList};
 use tokio::sync::{broadcast, watch};
 
-use crate::db::{DbError, NewEvent, Store};
+use crate::db::{NewEvent, Store};
 use crate::service::ServiceError;
 
 /// Events a follower may fall behind by before it must re-read the log.
@@ -168,9 +168,7 @@ impl EventLog {
     /// stored.
     pub async fn record(&self, event: NewEvent) -> Option<Event> {
         let store = self.inner.store.clone();
-        let stored =
-            tokio::task::spawn_blocking(move || Ok::<_, DbError>(store.insert_event(&event)?))
-                .await;
+        let stored = tokio::task::spawn_blocking(move || store.insert_event(&event)).await;
         match stored {
             Ok(Ok(event)) => {
                 tracing::debug!(id = event.id, kind = event.kind, "event recorded");

@@ -124,7 +124,10 @@ mod tests {
     /// Bakes Pi `serial` with root disk `root`.
     fn bake(s: &Store, serial: &str, root: &str) {
         s.register_pi(serial).unwrap();
-        let StartBake::Started(_) = s.start_bake("os", None, true, root, ev("bakeStarted")).unwrap() else {
+        let StartBake::Started(_) = s
+            .start_bake("os", None, true, root, ev("bakeStarted"))
+            .unwrap()
+        else {
             panic!("bake should start");
         };
         let mut row = disk(root);
@@ -153,7 +156,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bakery.db");
         let s = Store::open(&path).unwrap();
-        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap();
+        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+            .unwrap();
         s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
         bake(&s, "00000001", "r1");
         s.insert_disk(&disk("d1"), ev("diskCreated")).unwrap();

@@ -24,9 +24,7 @@ use thiserror::Error;
 use crate::domain::exports::ExportEntry;
 use crate::domain::lifecycle::{Event, parse_state, transition};
 
-pub use observe::{
-    BootRecordChange, BootRecordRow, EVENTS_KEPT, EventSink, NewEvent, outcome_str,
-};
+pub use observe::{BootRecordChange, BootRecordRow, EVENTS_KEPT, EventSink, NewEvent, outcome_str};
 
 /// A failure of the database.
 #[derive(Debug, Error)]
@@ -755,7 +753,11 @@ impl Store {
     }
 
     /// Finishes preparing: the Pi is baked; writes `event`.
-    pub fn finish_prepare(&self, serial: &str, event: NewEvent) -> Result<PiChange<PiRow>, DbError> {
+    pub fn finish_prepare(
+        &self,
+        serial: &str,
+        event: NewEvent,
+    ) -> Result<PiChange<PiRow>, DbError> {
         self.advance(serial, Event::Prepared, event, |tx| {
             tx.execute(
                 "UPDATE pis SET operation = NULL, pending_root = NULL WHERE serial = ?1",
@@ -858,7 +860,12 @@ impl Store {
 
     /// Attaches a disk to a baked Pi (idempotent for the same Pi), writing `event` when it
     /// was not attached yet.
-    pub fn attach_disk(&self, serial: &str, id: &str, event: NewEvent) -> Result<DiskLink, DbError> {
+    pub fn attach_disk(
+        &self,
+        serial: &str,
+        id: &str,
+        event: NewEvent,
+    ) -> Result<DiskLink, DbError> {
         self.change(|tx, events| {
             let Some(pi) = get_pi(tx, serial)? else {
                 return Ok(DiskLink::UnknownPi);
@@ -889,7 +896,12 @@ impl Store {
     }
 
     /// Detaches a disk from a Pi, writing `event`; the root disk is refused.
-    pub fn detach_disk(&self, serial: &str, id: &str, event: NewEvent) -> Result<DiskLink, DbError> {
+    pub fn detach_disk(
+        &self,
+        serial: &str,
+        id: &str,
+        event: NewEvent,
+    ) -> Result<DiskLink, DbError> {
         self.change(|tx, events| {
             if get_pi(tx, serial)?.is_none() {
                 return Ok(DiskLink::UnknownPi);
@@ -1189,27 +1201,49 @@ mod tests {
     #[test]
     fn a_failed_bakeform_is_kept_shown_and_replaced_by_a_new_upload() {
         let (_d, s) = store();
-        assert!(s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
-        let failed = s.set_bakeform_failed("os", "no ext4", ev("bakeformFailed")).unwrap().unwrap();
+        assert!(
+            s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+                .unwrap()
+        );
+        let failed = s
+            .set_bakeform_failed("os", "no ext4", ev("bakeformFailed"))
+            .unwrap()
+            .unwrap();
         assert_eq!(failed.state, BakeformState::Failed);
         assert_eq!(failed.error.as_deref(), Some("no ext4"));
         assert_eq!(s.bakeforms().unwrap(), [failed]);
         assert_eq!(
-            s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap(),
+            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+                .unwrap(),
             StartBake::BakeformNotReady(BakeformState::Failed)
         );
-        assert!(s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
+        assert!(
+            s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+                .unwrap()
+        );
         let again = s.bakeform("os").unwrap().unwrap();
         assert_eq!((again.state, again.error), (BakeformState::Importing, None));
-        assert!(!s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
+        assert!(
+            !s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+                .unwrap()
+        );
         s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
         assert!(
-            s.set_bakeform_failed("os", "late", ev("bakeformFailed")).unwrap().unwrap().state == BakeformState::Ready,
+            s.set_bakeform_failed("os", "late", ev("bakeformFailed"))
+                .unwrap()
+                .unwrap()
+                .state
+                == BakeformState::Ready,
             "only an importing bakeform can fail"
         );
-        assert!(!s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
-        s.insert_bakeform("bad", "/d/bakeforms/bad", ev("bakeformImporting")).unwrap();
-        s.set_bakeform_failed("bad", "no fat", ev("bakeformFailed")).unwrap();
+        assert!(
+            !s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+                .unwrap()
+        );
+        s.insert_bakeform("bad", "/d/bakeforms/bad", ev("bakeformImporting"))
+            .unwrap();
+        s.set_bakeform_failed("bad", "no fat", ev("bakeformFailed"))
+            .unwrap();
         assert!(matches!(
             s.delete_bakeform("bad", ev("bakeformDeleted")).unwrap(),
             DeleteBakeform::Deleted(_)
@@ -1238,23 +1272,35 @@ mod tests {
         assert!(s.register_pi("00000001").unwrap());
         assert!(!s.register_pi("00000001").unwrap());
         assert_eq!(
-            s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap(),
+            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+                .unwrap(),
             StartBake::UnknownBakeform
         );
-        assert!(s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
-        assert!(!s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting")).unwrap());
+        assert!(
+            s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+                .unwrap()
+        );
+        assert!(
+            !s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+                .unwrap()
+        );
         assert_eq!(
-            s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap(),
+            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+                .unwrap(),
             StartBake::BakeformNotReady(BakeformState::Importing)
         );
         s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
-        let StartBake::Started(pi) = s.start_bake("os", None, true, "r1", ev("bakeStarted")).unwrap() else {
+        let StartBake::Started(pi) = s
+            .start_bake("os", None, true, "r1", ev("bakeStarted"))
+            .unwrap()
+        else {
             panic!("bake should start");
         };
         assert_eq!(pi.state, PiState::Preparing);
         assert_eq!(pi.pending_root.as_deref(), Some("r1"));
         assert_eq!(
-            s.start_bake("os", None, true, "r2", ev("bakeStarted")).unwrap(),
+            s.start_bake("os", None, true, "r2", ev("bakeStarted"))
+                .unwrap(),
             StartBake::NoFreePi
         );
         assert_eq!(
@@ -1271,11 +1317,22 @@ mod tests {
             s.finish_prepare("00000001", ev("bakeFinished")).unwrap(),
             PiChange::Done(_)
         ));
-        s.insert_disk(&disk("e1", None, false, true), ev("diskCreated")).unwrap();
-        s.insert_disk(&disk("p1", None, false, false), ev("diskCreated")).unwrap();
-        assert_eq!(s.attach_disk("00000001", "e1", ev("diskAttached")).unwrap(), DiskLink::Done);
-        assert_eq!(s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(), DiskLink::Done);
-        assert_eq!(s.detach_disk("00000001", "r1", ev("diskDetached")).unwrap(), DiskLink::RootDisk);
+        s.insert_disk(&disk("e1", None, false, true), ev("diskCreated"))
+            .unwrap();
+        s.insert_disk(&disk("p1", None, false, false), ev("diskCreated"))
+            .unwrap();
+        assert_eq!(
+            s.attach_disk("00000001", "e1", ev("diskAttached")).unwrap(),
+            DiskLink::Done
+        );
+        assert_eq!(
+            s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(),
+            DiskLink::Done
+        );
+        assert_eq!(
+            s.detach_disk("00000001", "r1", ev("diskDetached")).unwrap(),
+            DiskLink::RootDisk
+        );
         assert_eq!(
             s.delete_disk("p1", ev("diskDeleted")).unwrap(),
             DeleteDisk::Attached("00000001".into())
@@ -1297,7 +1354,8 @@ mod tests {
             PiChange::Done(_)
         ));
         assert_eq!(s.export_entries().unwrap().len(), 0);
-        let PiChange::Done(removed) = s.finish_unbake("00000001", None, ev("unbaked")).unwrap() else {
+        let PiChange::Done(removed) = s.finish_unbake("00000001", None, ev("unbaked")).unwrap()
+        else {
             panic!("unbake should finish");
         };
         let removed: Vec<_> = removed.into_iter().map(|d| d.id).collect();
@@ -1433,10 +1491,7 @@ mod event_tests {
             Ok(())
         });
         assert!(matches!(failed, Err(DbError::Query(_))), "{failed:?}");
-        assert_eq!(
-            s.pi("00000001").unwrap().unwrap().state,
-            PiState::Preparing
-        );
+        assert_eq!(s.pi("00000001").unwrap().unwrap().state, PiState::Preparing);
         assert_eq!(kinds(&s).len(), 4);
         // And a failing event insert (its table gone) rolls back the state change.
         let failed = s.change(|tx, events| {
@@ -1446,10 +1501,7 @@ mod event_tests {
             Ok(())
         });
         assert!(matches!(failed, Err(DbError::Query(_))), "{failed:?}");
-        assert_eq!(
-            s.pi("00000001").unwrap().unwrap().state,
-            PiState::Preparing
-        );
+        assert_eq!(s.pi("00000001").unwrap().unwrap().state, PiState::Preparing);
         assert_eq!(kinds(&s).len(), 4);
 
         // The sink heard exactly the committed events, with their ids.

@@ -93,7 +93,10 @@ impl Bakery {
         let location = self.layout.bakeform(name);
         let (key, loc) = (name.to_owned(), location.display().to_string());
         let event = EventKind::BakeformImporting.bakeform(name);
-        if !self.db(move |s| s.insert_bakeform(&key, &loc, event)).await? {
+        if !self
+            .db(move |s| s.insert_bakeform(&key, &loc, event))
+            .await?
+        {
             // The old CPI deletes and re-uploads on this 403: make sure it can read it.
             drain(body, limit).await;
             return Err(ServiceError::BakeformExists(name.to_owned()));

@@ -11,6 +11,7 @@ mod compressed;
 mod crash;
 mod demo;
 mod disks;
+mod eventlog;
 mod load;
 mod netboot;
 mod nfs;
