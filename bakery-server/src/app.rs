@@ -191,7 +191,7 @@ impl App {
         if auth.is_none() && tls.is_none() {
             crate::http::auth::ignore_sighup();
         }
-        let router = crate::http::auth::protect(crate::http::router(self.bakery.clone()), auth);
+        let router = crate::http::router(self.bakery.clone(), auth);
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         match tls {
             Some(tls) => {
@@ -264,5 +264,101 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         App::new(config).await?.serve(listener, shutdown).await
+    }
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, as Go's runtime
+/// and many servers do at start-up: TFTP sessions, NFS reloads, HTTP connections and clones
+/// together can outgrow the usual soft limit of 1024. Returns the soft limit now in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return Ok(limit.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: `raised` is a valid rlimit; only the soft limit changes, within the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(raised.rlim_cur)
+}
+
+/// [`raise_open_file_limit`], logged: the new limit at debug, a failure as a warning (the
+/// server runs on with the limit it has).
+pub fn raise_open_file_limit_logged() {
+    match raise_open_file_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file soft limit (RLIMIT_NOFILE)"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file soft limit (RLIMIT_NOFILE)")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHILD: &str = "BAKERY_TEST_RLIMIT_CHILD";
+
+    fn nofile() -> libc::rlimit {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        limit
+    }
+
+    /// Lowers the soft limit and raises it again, in a child process of this test binary so
+    /// the tests running beside it keep their limit.
+    #[test]
+    fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+        if std::env::var_os(CHILD).is_some() {
+            let before = nofile();
+            let low = libc::rlimit {
+                rlim_cur: 64.min(before.rlim_max),
+                rlim_max: before.rlim_max,
+            };
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+            assert_eq!(nofile().rlim_cur, low.rlim_cur);
+            let raised = raise_open_file_limit().unwrap();
+            let after = nofile();
+            assert_eq!(after.rlim_cur, before.rlim_max);
+            assert_eq!(after.rlim_max, before.rlim_max);
+            assert_eq!(raised, after.rlim_cur);
+            // Already at the hard limit: nothing to do, same answer.
+            assert_eq!(raise_open_file_limit().unwrap(), raised);
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "app::tests::the_open_file_soft_limit_is_raised_to_the_hard_limit",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "the child ran no test: {text}");
     }
 }

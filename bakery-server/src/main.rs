@@ -142,6 +142,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    bakery_server::app::raise_open_file_limit_logged();
     match &cli.command {
         Some(Command::Demo(args)) => return demo(args.clone(), &cli.serve).await,
         Some(Command::PrintDnsmasqConfig(args)) => return print_dnsmasq(args, &cli.serve),

@@ -395,7 +395,13 @@ pub async fn require_token(State(auth): State<Auth>, request: Request, next: Nex
 }
 
 /// Wraps `router` so every protected request needs a token (no-op without `auth`).
-pub fn protect(router: axum::Router, auth: Option<Auth>) -> axum::Router {
+///
+/// Layer this inside the request metrics ([`crate::http::router`] does), so refusals are
+/// counted too.
+pub fn protect<S>(router: axum::Router<S>, auth: Option<Auth>) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     match auth {
         Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, require_token)),
         None => router,

@@ -19,8 +19,12 @@ pub use extract::JSON_LIMIT;
 
 use crate::service::Bakery;
 
-/// The API router with every route of API v1 and bakery's additions.
-pub fn router(bakery: Arc<Bakery>) -> Router {
+/// The API router with every route of API v1 and bakery's additions, guarded by `auth`
+/// when given.
+///
+/// Authentication runs inside the request metrics, so refused requests (401, 403) are
+/// counted by matched route and status like any other answer.
+pub fn router(bakery: Arc<Bakery>, auth: Option<auth::Auth>) -> Router {
     use handlers as h;
     let api = Router::new()
         .route("/files/{name}", get(h::root_file))
@@ -60,13 +64,14 @@ pub fn router(bakery: Arc<Bakery>) -> Router {
         .route("/events/stream", get(observe::event_stream))
         .route("/openapi.json", get(openapi::serve))
         .method_not_allowed_fallback(h::method_not_allowed);
-    Router::new()
+    let routes = Router::new()
         .nest("/api/v1", api)
         .route("/", get(status::index))
         .route("/assets/{file}", get(status::asset))
         .route("/metrics", get(observe::metrics))
         .fallback(h::not_found)
-        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT));
+    auth::protect(routes, auth)
         .layer(axum::middleware::from_fn_with_state(
             bakery.clone(),
             observe::track,

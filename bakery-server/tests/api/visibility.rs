@@ -448,6 +448,67 @@ fn metrics_are_exposed_and_change_with_bakes_and_requests() {
     );
 }
 
+#[test]
+fn requests_refused_by_the_token_check_are_counted_by_route_and_status() {
+    const ADMIN: &str = "admin-token-for-the-metrics-test";
+    let env = Env::new();
+    let tokens = env.path("tokens");
+    std::fs::write(&tokens, format!("{ADMIN}\n")).unwrap();
+    let server = Server::start_with(&env, &["--token-file", tokens.to_str().unwrap()]);
+    let c = &server.client;
+    let bad = c
+        .get(server.url("/oven/00000001"))
+        .bearer_auth("not-a-token-we-know-at-all")
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    let missing = c.post(server.url("/fridge")).send().unwrap();
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    // No route: one fixed label, never the raw path (the label set stays bounded).
+    let unrouted = c.get(server.url("/no/such/route/x1y2z3")).send().unwrap();
+    assert_eq!(unrouted.status(), StatusCode::UNAUTHORIZED);
+    let resp = c
+        .get(server.base.replace("/api/v1", "/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "bakery_http_requests_total{method=\"GET\",route=\"/api/v1/oven/{pi_id}\",status=\"401\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "bakery_http_requests_total{method=\"POST\",route=\"/api/v1/fridge\",status=\"401\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "bakery_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"401\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("x1y2z3"), "{text}");
+    assert!(
+        metric(
+            &text,
+            "bakery_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/oven/{pi_id}\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
+}
+
 /// Every (method, path) the router serves, read from its `Debug` form: axum prints each
 /// route id with its path (`RouteId(6): "/api/v1/fridge"`) and with its method router
 /// (`RouteId(6): MethodRouter(MethodRouter { get: Route, head: None, ... })`).
@@ -499,7 +560,7 @@ fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         config.exports_file = env.path("bakery.exports");
         config.exportfs_cmd = format!("{} -ra", env.path("exportfs.sh").display());
         let app = bakery_server::App::new(config).await.unwrap();
-        router_routes(&bakery_server::http::router(app.bakery().clone()))
+        router_routes(&bakery_server::http::router(app.bakery().clone(), None))
     });
     assert!(
         served.len() > 20,
