@@ -99,6 +99,12 @@ pub enum AuthError {
     },
 }
 
+/// Marks a response as a refusal by authentication (in its extensions), so the request
+/// metrics count it while the boot timelines, which only record what a Pi was answered,
+/// leave it out: a client without a token writes no boot records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedByAuth;
+
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let (status, challenge) = match &self {
@@ -119,6 +125,7 @@ impl IntoResponse for AuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             )],
+            axum::Extension(RefusedByAuth),
             Json(ErrorBody {
                 error: self.to_string(),
             }),

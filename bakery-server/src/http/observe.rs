@@ -20,6 +20,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
+use super::auth::RefusedByAuth;
 use super::extract::{PathArgs, QueryArgs};
 use super::handlers::AppState;
 use crate::events::{EventLog, MAX_PAGE};
@@ -205,8 +206,9 @@ fn boot_peer(request: &Request) -> Option<IpAddr> {
 /// The prefix of the HTTP boot path.
 const FILES_PREFIX: &str = "/api/v1/files/";
 
-/// Middleware: counts every request by method, matched route and status, and records
-/// `/files` boot requests in the Pi's timeline once their body is sent (or dropped).
+/// Middleware: counts every request by method, matched route and status (refusals by
+/// authentication included), and records `/files` boot requests in the Pi's timeline once
+/// their body is sent (or dropped); a boot request refused for its token is not recorded.
 pub async fn track(State(bakery): AppState, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
@@ -235,7 +237,8 @@ pub async fn track(State(bakery): AppState, request: Request, next: Next) -> Res
     m.http_duration
         .get_or_create(&RouteLabels { method, route })
         .observe(started.elapsed().as_secs_f64());
-    let Some(file) = boot_file else {
+    let Some(file) = boot_file.filter(|_| response.extensions().get::<RefusedByAuth>().is_none())
+    else {
         return response;
     };
     let outcome = match status {

@@ -454,7 +454,14 @@ fn requests_refused_by_the_token_check_are_counted_by_route_and_status() {
     let env = Env::new();
     let tokens = env.path("tokens");
     std::fs::write(&tokens, format!("{ADMIN}\n")).unwrap();
-    let server = Server::start_with(&env, &["--token-file", tokens.to_str().unwrap()]);
+    let server = Server::start_with(
+        &env,
+        &[
+            "--token-file",
+            tokens.to_str().unwrap(),
+            "--boot-files-require-token",
+        ],
+    );
     let c = &server.client;
     let bad = c
         .get(server.url("/oven/00000001"))
@@ -467,6 +474,9 @@ fn requests_refused_by_the_token_check_are_counted_by_route_and_status() {
     // No route: one fixed label, never the raw path (the label set stays bounded).
     let unrouted = c.get(server.url("/no/such/route/x1y2z3")).send().unwrap();
     assert_eq!(unrouted.status(), StatusCode::UNAUTHORIZED);
+    // A boot request without the token the server asks for: counted, but no boot record.
+    let boot = server.boot_request("0000abcd", "start4.elf", None);
+    assert_eq!(boot.status(), StatusCode::UNAUTHORIZED);
     let resp = c
         .get(server.base.replace("/api/v1", "/metrics"))
         .bearer_auth(ADMIN)
@@ -499,6 +509,21 @@ fn requests_refused_by_the_token_check_are_counted_by_route_and_status() {
         "{text}"
     );
     assert!(!text.contains("x1y2z3"), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "bakery_http_requests_total{method=\"GET\",route=\"/api/v1/files/{pi_id}/{*path}\",status=\"401\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("bakery_http_boot_files_total{"), "{text}");
+    let boots = c
+        .get(server.url("/pis/0000abcd/boots"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(boots.status(), StatusCode::NOT_FOUND, "nobody registered");
     assert!(
         metric(
             &text,
