@@ -331,12 +331,54 @@ fn sync() {
     run_ok(&mut Command::new("sync"));
 }
 
+/// A `Duration`'s `Debug` text as tracing logs it (`850.2µs`, `1.5ms`, `2.1s`).
+fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(number * scale))
+}
+
+/// A bake timed request → baked, with the server's own time for placing the root (its
+/// `root cloned` log line, logged after line `from`: the clone, or taking a pooled root).
+fn timed_bake_with_clone(server: &Server) -> (Duration, Duration, PiInfo) {
+    let from = server.log.lock().unwrap().len();
+    let (total, pi) = timed_bake(server);
+    let mut clone = None;
+    let logged = eventually(Duration::from_secs(5), || {
+        clone = server.log.lock().unwrap()[from..]
+            .iter()
+            .filter(|l| l.contains("root cloned"))
+            .find_map(|l| {
+                l.split_once("elapsed=")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .and_then(parse_debug_duration)
+            });
+        clone.is_some()
+    });
+    assert!(
+        logged,
+        "no 'root cloned' with elapsed= logged for {}",
+        pi.id
+    );
+    (total, clone.unwrap(), pi)
+}
+
 /// Medians measured on one file system.
 struct FsResult {
     fs: FsKind,
     strategy: String,
     cold: Duration,
+    cold_clone: Duration,
     warm: Duration,
+    warm_clone: Duration,
     cp: Duration,
     rsync: Duration,
 }
@@ -349,14 +391,16 @@ fn ratio(a: Duration, b: Duration) -> String {
     format!("{:.3}", a.as_secs_f64() / b.as_secs_f64())
 }
 
-/// One result line: a bake mode's median against the copies'.
-fn result_line(r: &FsResult, mode: &str, bake: Duration) -> String {
+/// One result line: a bake mode's median (and the server's root placing within it) against
+/// the copies'.
+fn result_line(r: &FsResult, mode: &str, bake: Duration, clone: Duration) -> String {
     format!(
-        "{:<5} {:<14} {:<14} bake {:>9}  cp -a {:>9}  rsync -xa {:>9}  bake/cp {:>7}  bake/rsync {:>7}",
+        "{:<5} {:<14} {:<14} bake {:>9} (root placed in {:>10})  cp -a {:>9}  rsync -xa {:>9}  bake/cp {:>7}  bake/rsync {:>7}",
         format!("{:?}", r.fs).to_lowercase(),
         r.strategy,
         mode,
         secs(bake),
+        format!("{:.1} ms", clone.as_secs_f64() * 1e3),
         secs(r.cp),
         secs(r.rsync),
         ratio(bake, r.cp),
@@ -454,11 +498,12 @@ fn measure_on(kind: FsKind, image: &BenchImage, runs: usize) -> Option<FsResult>
     server.add_pis(runs as u32);
     sync();
 
-    let mut cold = Vec::new();
+    let (mut cold, mut cold_clone) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         sync();
-        let (t, pi) = timed_bake(&server);
+        let (t, clone, pi) = timed_bake_with_clone(&server);
         cold.push(t);
+        cold_clone.push(clone);
         unbake_and_settle(&server, &pi, &data);
     }
     server.stop();
@@ -471,7 +516,7 @@ fn measure_on(kind: FsKind, image: &BenchImage, runs: usize) -> Option<FsResult>
 
     let (server, _) = start_on(&env, &data, &["--warm-pool", "1"]);
     let pool = data.join("pool").join(OS);
-    let mut warm = Vec::new();
+    let (mut warm, mut warm_clone) = (Vec::new(), Vec::new());
     let mut last: Option<String> = None;
     for _ in 0..runs {
         last = Some(wait_one_pool_entry(
@@ -480,8 +525,9 @@ fn measure_on(kind: FsKind, image: &BenchImage, runs: usize) -> Option<FsResult>
             Duration::from_secs(600),
         ));
         sync();
-        let (t, pi) = timed_bake(&server);
+        let (t, clone, pi) = timed_bake_with_clone(&server);
         warm.push(t);
+        warm_clone.push(clone);
         unbake_and_settle(&server, &pi, &data);
     }
     assert!(
@@ -494,12 +540,14 @@ fn measure_on(kind: FsKind, image: &BenchImage, runs: usize) -> Option<FsResult>
         fs: kind,
         strategy,
         cold: median(cold),
+        cold_clone: median(cold_clone),
         warm: median(warm),
+        warm_clone: median(warm_clone),
         cp,
         rsync,
     };
-    println!("{}", result_line(&r, "pool off", r.cold));
-    println!("{}", result_line(&r, "--warm-pool 1", r.warm));
+    println!("{}", result_line(&r, "pool off", r.cold, r.cold_clone));
+    println!("{}", result_line(&r, "--warm-pool 1", r.warm, r.warm_clone));
     Some(r)
 }
 
@@ -508,7 +556,9 @@ fn measure_on(kind: FsKind, image: &BenchImage, runs: usize) -> Option<FsResult>
 /// `--warm-pool 1` (its entry ready before each bake), against `cp -a` and `rsync -xa` of the
 /// golden root on the same file system; medians of `BAKERY_BENCH_RUNS` runs (default 3),
 /// each bake unbaked (trash reclaimed, synced) before the next. Prints a line per file
-/// system and mode as it goes, then a summary block.
+/// system and mode as it goes (with the median of the server's own time to place the root,
+/// from its `root cloned` log line: the rest is the API, power, export and database work
+/// around it), then a summary block.
 ///
 /// ```text
 /// cargo test -p bakery-server --test api strategies::bake_latency -- --ignored --nocapture
@@ -542,8 +592,11 @@ fn bake_latency_per_filesystem() {
         image.what
     );
     for r in &results {
-        println!("  {}", result_line(r, "pool off", r.cold));
-        println!("  {}", result_line(r, "--warm-pool 1", r.warm));
+        println!("  {}", result_line(r, "pool off", r.cold, r.cold_clone));
+        println!(
+            "  {}",
+            result_line(r, "--warm-pool 1", r.warm, r.warm_clone)
+        );
     }
     if !skipped.is_empty() {
         println!("  skipped (cannot loop-mount here): {}", skipped.join(", "));
