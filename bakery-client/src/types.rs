@@ -302,7 +302,7 @@ pub struct BootSummary {
     pub started: i64,
     /// When its latest request ended.
     pub finished: i64,
-    /// Files sent completely.
+    /// Files sent completely (unconfirmed ones included: sent, final ack lost).
     pub files: u32,
     /// Bytes of the files sent.
     pub bytes: u64,
@@ -331,6 +331,9 @@ pub enum BootOutcome {
     Aborted,
     /// The client vanished mid-transfer.
     GaveUp,
+    /// Sent, final ack lost: the last block went out but its acknowledgement never came
+    /// (TFTP). The Pi most likely has the whole file; `bytes` counts what it acknowledged.
+    Unconfirmed,
     /// The server could not read or send the file.
     Failed,
 }

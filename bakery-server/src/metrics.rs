@@ -24,7 +24,7 @@ pub struct StateLabel {
 /// Labels: how a TFTP transfer ended.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// The boot outcome name (`sent`, `notFound`, `probe`, ...).
+    /// The boot outcome name (`sent`, `unconfirmed`, `notFound`, `probe`, ...).
     pub outcome: String,
 }
 
@@ -168,7 +168,7 @@ impl Metrics {
             );
             r.register(
                 "bakery_tftp_transfers",
-                "TFTP read requests by outcome (probe: size read then ended by the Pi)",
+                "TFTP read requests by outcome (probe: size read then ended by the Pi; unconfirmed: sent, final ack lost)",
                 m.tftp_transfers.clone(),
             );
             r.register(

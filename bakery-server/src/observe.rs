@@ -51,6 +51,7 @@ pub fn tftp_outcome(report: &TransferReport) -> BootOutcome {
         Outcome::Aborted if report.bytes == 0 => BootOutcome::Probe,
         Outcome::Aborted => BootOutcome::Aborted,
         Outcome::GaveUp => BootOutcome::GaveUp,
+        Outcome::Unconfirmed => BootOutcome::Unconfirmed,
         Outcome::Failed => BootOutcome::Failed,
     }
 }

@@ -48,6 +48,13 @@ impl FileProvider for BootFiles {
                 elapsed = ?report.elapsed,
                 "tftp transfer done"
             ),
+            Outcome::Unconfirmed => tracing::debug!(
+                file = report.filename,
+                peer = %report.peer,
+                bytes = report.bytes,
+                elapsed = ?report.elapsed,
+                "tftp transfer sent, final ack lost"
+            ),
             Outcome::Failed | Outcome::GaveUp => tracing::warn!(
                 file = report.filename,
                 peer = %report.peer,

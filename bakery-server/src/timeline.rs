@@ -48,6 +48,12 @@ pub fn is_kernel(file: &str) -> bool {
     base.starts_with("kernel") && base.ends_with(".img")
 }
 
+/// Whether a request most likely delivered its file: sent, or sent with its final
+/// acknowledgement lost (the Pi has the file; TFTP cannot confirm it).
+pub fn delivered(outcome: BootOutcome) -> bool {
+    matches!(outcome, BootOutcome::Sent | BootOutcome::Unconfirmed)
+}
+
 /// The summary of a boot's requests; the boot started at `opened` at the latest (a probe
 /// folded into a later fetch leaves no request of its own at the start).
 pub fn summarize(opened: i64, requests: &[BootRequest]) -> BootSummary {
@@ -57,10 +63,7 @@ pub fn summarize(opened: i64, requests: &[BootRequest]) -> BootSummary {
         .min()
         .map_or(opened, |first| first.min(opened));
     let finished = requests.iter().map(|r| r.time).max().unwrap_or(started);
-    let sent: Vec<&BootRequest> = requests
-        .iter()
-        .filter(|r| r.outcome == BootOutcome::Sent)
-        .collect();
+    let sent: Vec<&BootRequest> = requests.iter().filter(|r| delivered(r.outcome)).collect();
     let last_sent = sent.iter().map(|r| r.time).max();
     BootSummary {
         started,
@@ -261,7 +264,7 @@ impl Timelines {
             return recorded;
         }
         if let Some(last) = boot.requests.last() {
-            if last.outcome == BootOutcome::Sent && is_kernel(&last.file) {
+            if delivered(last.outcome) && is_kernel(&last.file) {
                 recorded.kernel_after_ms =
                     Some(last.time - summarize(boot.key, &boot.requests).started);
             }
@@ -474,6 +477,16 @@ mod tests {
             &mut changes,
         );
         assert_eq!(t.summary(PI).unwrap().failed, 2);
+        // A kernel sent whose final ack was lost is delivered, not failed.
+        let unconfirmed = t.record(
+            PI,
+            None,
+            req(4, "1a2b3c4d/kernel8.img", BootOutcome::Unconfirmed, 9),
+            &mut changes,
+        );
+        assert!(unconfirmed.kernel_after_ms.is_some());
+        let summary = t.summary(PI).unwrap();
+        assert_eq!((summary.failed, summary.files, summary.bytes), (2, 2, 14));
         let rows: Vec<BootRecordRow> = changes
             .into_iter()
             .filter_map(|c| match c {

@@ -65,6 +65,7 @@ pub fn outcome_str(outcome: BootOutcome) -> &'static str {
         BootOutcome::Probe => "probe",
         BootOutcome::Aborted => "aborted",
         BootOutcome::GaveUp => "gaveUp",
+        BootOutcome::Unconfirmed => "unconfirmed",
         BootOutcome::Failed => "failed",
     }
 }
@@ -77,6 +78,7 @@ fn parse_outcome(s: &str) -> Option<BootOutcome> {
         "probe" => BootOutcome::Probe,
         "aborted" => BootOutcome::Aborted,
         "gaveUp" => BootOutcome::GaveUp,
+        "unconfirmed" => BootOutcome::Unconfirmed,
         "failed" => BootOutcome::Failed,
         _ => return None,
     })

@@ -123,5 +123,75 @@ fn tftp_serves_baked_pis_and_registers_unknown_ones() {
             env.exports()
                 .contains(&format!("{} 127.0.0.1(", pi.disks[0].location))
         );
+
+        // A Pi that takes the last block and closes its port before its ACK arrives: the
+        // boot record and the metrics say "unconfirmed" (sent, final ack lost), not gaveUp.
+        let pi_socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rrq = bakery_tftp::packet::Packet::Rrq(bakery_tftp::packet::Request {
+            filename: "1a2b3c4d/cmdline.txt".into(),
+            mode: bakery_tftp::Mode::Octet,
+            options: bakery_tftp::RequestOptions::default(),
+        })
+        .to_bytes();
+        pi_socket.send_to(&rrq, tftp).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), pi_socket.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                bakery_tftp::packet::parse(&buf[..n]),
+                Ok(bakery_tftp::packet::Packet::Data { block: 1, data }) if data.len() < 512
+            ),
+            "one short DATA block"
+        );
+        drop(pi_socket);
+        let mut last = None;
+        for _ in 0..100 {
+            let boots: bakery_client::BootList = http
+                .get(format!("{base}/pis/1a2b3c4d/boots"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            last = boots
+                .boots
+                .iter()
+                .flat_map(|b| b.requests.iter())
+                .max_by_key(|r| r.time)
+                .cloned();
+            if last
+                .as_ref()
+                .is_some_and(|r| r.outcome == bakery_client::BootOutcome::Unconfirmed)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let last = last.expect("a boot request");
+        assert_eq!(
+            (last.file.as_str(), last.outcome, last.via.as_str()),
+            (
+                "1a2b3c4d/cmdline.txt",
+                bakery_client::BootOutcome::Unconfirmed,
+                "tftp"
+            )
+        );
+        let metrics = http
+            .get(base.replace("/api/v1", "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("bakery_tftp_transfers_total{outcome=\"unconfirmed\"} 1"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("bakery_tftp_errors_total 0"), "{metrics}");
     });
 }

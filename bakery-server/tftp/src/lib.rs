@@ -138,8 +138,14 @@ pub enum Outcome {
     /// The client ended the transfer with an ERROR packet (a Pi does this after reading
     /// `tsize`, or on rejecting the negotiated options).
     Aborted,
-    /// The client vanished: retries exhausted without an acknowledgement.
+    /// The client vanished before the last block was sent: retries exhausted without an
+    /// acknowledgement, or its port closed.
     GaveUp,
+    /// Sent, final ACK lost: the last block went out (and was resent until the retries ran
+    /// out, or the client's port closed) without its acknowledgement. The client most likely
+    /// has the whole file (RFC 1350 §6: the final ACK may be lost); `bytes` counts only what
+    /// was acknowledged.
+    Unconfirmed,
     /// The server could not read the source (the file shrank, an I/O error) or send.
     Failed,
 }

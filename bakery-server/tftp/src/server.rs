@@ -209,7 +209,7 @@ async fn run(
                 out.clear();
                 Packet::Oack(options).encode(&mut out);
                 if let Err(error) = socket.send(&out).await {
-                    return Ok((send_failure(&error), 0));
+                    return Ok((send_failure(&error, &mut session), 0));
                 }
                 deadline = Instant::now() + timeout;
             }
@@ -225,7 +225,8 @@ async fn run(
                         return Err(error);
                     }
                     if let Err(error) = socket.send(&out).await {
-                        return Ok((send_failure(&error), session.acked_bytes()));
+                        let outcome = send_failure(&error, &mut session);
+                        return Ok((outcome, session.acked_bytes()));
                     }
                 }
                 deadline = Instant::now() + timeout;
@@ -233,6 +234,7 @@ async fn run(
             Action::Wait => {}
             Action::Done => return Ok((Outcome::Sent, session.acked_bytes())),
             Action::GiveUp => return Ok((Outcome::GaveUp, session.acked_bytes())),
+            Action::Unconfirmed => return Ok((Outcome::Unconfirmed, session.acked_bytes())),
             Action::Aborted => return Ok((Outcome::Aborted, session.acked_bytes())),
         }
         action = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
@@ -244,7 +246,7 @@ async fn run(
                 next
             }
             Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
-                return Ok((Outcome::GaveUp, session.acked_bytes()));
+                session.on_unreachable()
             }
             Ok(Err(error)) if is_transient(&error) => Action::Wait,
             Ok(Err(error)) => return Err(error),
@@ -257,11 +259,15 @@ async fn run(
     }
 }
 
-fn send_failure(error: &io::Error) -> Outcome {
-    if error.kind() == io::ErrorKind::ConnectionRefused {
-        Outcome::GaveUp
-    } else {
-        Outcome::Failed
+/// How a transfer ends when a send fails: a closed client port ends it as the session says
+/// (unconfirmed once the last block went out), anything else is the server's failure.
+fn send_failure(error: &io::Error, session: &mut ReadSession) -> Outcome {
+    if error.kind() != io::ErrorKind::ConnectionRefused {
+        return Outcome::Failed;
+    }
+    match session.on_unreachable() {
+        Action::Unconfirmed => Outcome::Unconfirmed,
+        _ => Outcome::GaveUp,
     }
 }
 

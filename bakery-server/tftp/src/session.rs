@@ -1,7 +1,8 @@
 //! The read-transfer state machine of a TFTP server: no sockets and no clocks.
 //!
-//! A [`ReadSession`] is fed events (an ACK, a timeout, an ERROR from the client) and answers
-//! with an [`Action`] (send the OACK, send these DATA blocks, wait, done, give up). Blocks are
+//! A [`ReadSession`] is fed events (an ACK, a timeout, an ERROR from the client, the client's
+//! port closing) and answers with an [`Action`] (send the OACK, send these DATA blocks, wait,
+//! done, give up). Blocks are
 //! counted with 64-bit absolute numbers; the wire number is the low 16 bits, so files of more
 //! than 65535 blocks roll over to block 0 as tftp-hpa, curl and the Pi firmware expect.
 //! Windows follow RFC 7440; a duplicate or stale ACK never triggers a resend (no sorcerer's
@@ -74,8 +75,13 @@ pub enum Action {
     Wait,
     /// Every block is acknowledged.
     Done,
-    /// Retries are exhausted.
+    /// Retries are exhausted (or the client is gone) before the last block was sent.
     GiveUp,
+    /// Retries are exhausted (or the client is gone) after the window holding the last
+    /// block was sent, without its acknowledgement. The client most likely has the whole
+    /// file and its final ACK was lost (RFC 1350 §6: the final ACK may be lost, which is why
+    /// a client dallies); from the server's side this cannot be confirmed.
+    Unconfirmed,
     /// The client sent an ERROR.
     Aborted,
 }
@@ -200,8 +206,7 @@ impl ReadSession {
         }
         self.retries += 1;
         if self.retries > self.max_retries {
-            self.finished = true;
-            return Action::GiveUp;
+            return self.give_up();
         }
         match self.oack {
             Some(oack) => Action::SendOack(oack),
@@ -209,6 +214,31 @@ impl ReadSession {
                 first: self.acked + 1,
                 last: self.sent,
             },
+        }
+    }
+
+    /// The client cannot be reached any more (ICMP port unreachable: its socket is closed),
+    /// so waiting for retries is pointless.
+    pub fn on_unreachable(&mut self) -> Action {
+        if self.finished {
+            return Action::Wait;
+        }
+        self.give_up()
+    }
+
+    /// Whether the last block has been sent (in the current window or an earlier one).
+    pub fn last_block_sent(&self) -> bool {
+        self.oack.is_none() && self.sent == self.blocks
+    }
+
+    /// Ends the session without its final acknowledgement: unconfirmed when the last block
+    /// went out, given up otherwise.
+    fn give_up(&mut self) -> Action {
+        self.finished = true;
+        if self.last_block_sent() {
+            Action::Unconfirmed
+        } else {
+            Action::GiveUp
         }
     }
 
@@ -322,6 +352,54 @@ mod tests {
         assert_eq!(s.on_timeout(), Action::SendData { first: 5, last: 8 });
         assert_eq!(s.on_timeout(), Action::GiveUp);
         assert_eq!(s.on_ack(8), Action::Wait);
+    }
+
+    #[test]
+    fn a_lost_final_ack_is_unconfirmed_not_given_up() {
+        // Lock-step: every block but the last acknowledged, then only timeouts.
+        let mut s = ReadSession::new(1000, settings(512, 1), None, 2);
+        assert_eq!(s.start(), Action::SendData { first: 1, last: 1 });
+        assert!(!s.last_block_sent());
+        assert_eq!(s.on_ack(1), Action::SendData { first: 2, last: 2 });
+        assert!(s.last_block_sent());
+        assert_eq!(s.on_timeout(), Action::SendData { first: 2, last: 2 });
+        assert_eq!(s.on_timeout(), Action::SendData { first: 2, last: 2 });
+        assert_eq!(s.on_timeout(), Action::Unconfirmed);
+        assert_eq!(s.acked_bytes(), 512);
+        assert_eq!(s.on_ack(2), Action::Wait);
+        assert_eq!(s.on_timeout(), Action::Wait);
+        // A window holding the last block, never acknowledged.
+        let mut w = ReadSession::new(2500, settings(1000, 2), None, 1);
+        assert_eq!(w.start(), Action::SendData { first: 1, last: 2 });
+        assert_eq!(w.on_ack(2), Action::SendData { first: 3, last: 3 });
+        assert_eq!(w.on_timeout(), Action::SendData { first: 3, last: 3 });
+        assert_eq!(w.on_timeout(), Action::Unconfirmed);
+        // A single (empty) block that was never acknowledged.
+        let mut empty = ReadSession::new(0, settings(512, 1), None, 0);
+        assert_eq!(empty.start(), Action::SendData { first: 1, last: 1 });
+        assert_eq!(empty.on_timeout(), Action::Unconfirmed);
+    }
+
+    #[test]
+    fn a_client_gone_before_the_last_block_is_given_up() {
+        let mut s = ReadSession::new(1000, settings(512, 1), None, 5);
+        s.start();
+        assert_eq!(s.on_unreachable(), Action::GiveUp);
+        assert_eq!(s.on_ack(1), Action::Wait);
+        // Unanswered OACK: nothing was sent, whatever the file's size.
+        let oack = RequestOptions {
+            tsize: Some(0),
+            ..RequestOptions::default()
+        };
+        let mut o = ReadSession::new(0, settings(512, 1), Some(oack), 0);
+        assert_eq!(o.start(), Action::SendOack(oack));
+        assert_eq!(o.on_timeout(), Action::GiveUp);
+        // Gone after the last block went out: unconfirmed at once, no retries spent.
+        let mut late = ReadSession::new(1000, settings(512, 1), None, 5);
+        late.start();
+        late.on_ack(1);
+        assert_eq!(late.on_unreachable(), Action::Unconfirmed);
+        assert_eq!(late.on_unreachable(), Action::Wait);
     }
 
     #[test]
