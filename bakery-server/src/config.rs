@@ -130,7 +130,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BAKERY_MAX_IMAGE_SIZE", global = true)]
     pub max_image_size: Option<String>,
     /// Complete root clones kept ready per ready bakeform, so a bake only renames one into
-    /// place (each costs one golden root of disk) [default: 0 = off].
+    /// place (each costs one golden root of disk; 0 = off) [default: 1, or 0 where roots are
+    /// btrfs snapshots, which are instant anyway].
     #[arg(long, env = "BAKERY_WARM_POOL", global = true)]
     pub warm_pool: Option<usize>,
     /// Free space the data dir keeps: the warm pool fills, and bakes and uploads are accepted,
@@ -242,8 +243,9 @@ pub struct Config {
     pub export_to_any: bool,
     /// Largest bakeform image accepted, in bytes.
     pub max_image_size: u64,
-    /// Complete root clones kept ready per ready bakeform (0: no warm pool).
-    pub warm_pool: usize,
+    /// Complete root clones kept ready per ready bakeform (0: no warm pool); `None`: the
+    /// default for the data dir's clone strategy (see [`Config::warm_pool_for`]).
+    pub warm_pool: Option<usize>,
     /// Bytes the data dir keeps free: the pool, bakes and uploads stop short of it (0: none).
     pub min_free_space: u64,
     /// Where root-level boot files come from, if set.
@@ -302,6 +304,16 @@ pub const DEFAULT_GANESHA_EXPORTS_FILE: &str = "/etc/ganesha/bakery.conf";
 pub const DEFAULT_GANESHA_PID_FILE: &str = "/var/run/ganesha/ganesha.pid";
 
 impl Config {
+    /// The warm pool size to use with `strategy`: the configured one, else 1 — a bake is then
+    /// a rename instead of a clone — except with btrfs snapshots, which take milliseconds
+    /// anyway, where a pool would only spend disk.
+    pub fn warm_pool_for(&self, strategy: crate::imaging::CloneStrategy) -> usize {
+        self.warm_pool.unwrap_or(match strategy {
+            crate::imaging::CloneStrategy::Snapshot => 0,
+            _ => 1,
+        })
+    }
+
     /// A configuration with defaults for a data dir and NFS address (handy in tests).
     pub fn new(data_dir: PathBuf, nfs_address: String) -> Config {
         Config {
@@ -318,7 +330,7 @@ impl Config {
             export_options: DEFAULT_EXPORT_OPTIONS.to_owned(),
             export_to_any: false,
             max_image_size: 32 << 30,
-            warm_pool: 0,
+            warm_pool: None,
             min_free_space: DEFAULT_MIN_FREE_SPACE,
             boot_root_dir: None,
             cmdline_template: None,
@@ -530,7 +542,7 @@ impl ServeArgs {
         if let Some(max) = max {
             config.max_image_size = max;
         }
-        config.warm_pool = self.warm_pool.or(file.warm_pool).unwrap_or(0);
+        config.warm_pool = self.warm_pool.or(file.warm_pool);
         match (&self.min_free_space, file.min_free_space) {
             (Some(s), _) => config.min_free_space = parse_size_of("min-free-space", s)?,
             (None, Some(v)) => config.min_free_space = file_size("min_free_space", v)?,
@@ -621,7 +633,11 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/srv/bakery"));
         assert_eq!(config.db_path, PathBuf::from("/srv/bakery/bakery.db"));
         assert_eq!(config.max_image_size, 1 << 30);
-        assert_eq!(config.warm_pool, 2);
+        assert_eq!(config.warm_pool, Some(2));
+        assert_eq!(
+            config.warm_pool_for(crate::imaging::CloneStrategy::Snapshot),
+            2
+        );
         assert_eq!(config.min_free_space, 2 << 30);
         assert_eq!(config.tftp_listen, None);
         assert_eq!(config.exportfs_cmd, "exportfs -ra");
@@ -759,6 +775,18 @@ mod tests {
         ] {
             assert!(bad.resolve().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_warm_pool_defaults_to_one_root_except_on_btrfs_snapshots() {
+        use crate::imaging::CloneStrategy;
+        let mut config = Config::new(PathBuf::from("/srv/bakery"), "10.0.0.2".into());
+        assert_eq!(config.warm_pool, None);
+        assert_eq!(config.warm_pool_for(CloneStrategy::Copy), 1);
+        assert_eq!(config.warm_pool_for(CloneStrategy::Reflink), 1);
+        assert_eq!(config.warm_pool_for(CloneStrategy::Snapshot), 0);
+        config.warm_pool = Some(0);
+        assert_eq!(config.warm_pool_for(CloneStrategy::Copy), 0);
     }
 
     #[test]

@@ -150,7 +150,7 @@ fi
 # What check-config must resolve each case's bakery.toml to (lines of its `Config {...}`
 # output): proof that bakery-server reads the rendered keys the way the properties mean them.
 declare -A resolved=(
-  [bakery-full]='nfs_backend: Kernel,|db_path: "ROOT/var/vcap/store/bakery/db/bakery.db",|boot_root_dir: Some(|boot_files_require_token: true,|max_pis: 200,|warm_pool: 1,|min_free_space: 2147483648,|pin_pi_addresses: false,|tftp_listen: Some(|token_file: Some(|tls: Some(|ppi_timeout: 30s,|power_cycle_pause: 2.5s,'
+  [bakery-full]='nfs_backend: Kernel,|db_path: "ROOT/var/vcap/store/bakery/db/bakery.db",|boot_root_dir: Some(|boot_files_require_token: true,|max_pis: 200,|warm_pool: Some(|min_free_space: 2147483648,|pin_pi_addresses: false,|tftp_listen: Some(|token_file: Some(|tls: Some(|ppi_timeout: 30s,|power_cycle_pause: 2.5s,'
   [bakery-defaults]='nfs_backend: Kernel,|nfs_address: "192.168.50.4",|exports_file: "ROOT/etc/exports.d/bakery.exports",|token_file: None,|tls: None,|max_pis: 1024,'
   [bakery-ganesha]='nfs_backend: Ganesha,|exports_file: "ROOT/etc/ganesha/bakery.conf",|exportfs_cmd: "",|ganesha_pid_file: Some(|"ROOT/var/vcap/sys/run/nfs-ganesha/ganesha.pid",|ganesha_export_id_base: 2000,'
   [bakery-ganesha-bpm]='nfs_backend: Ganesha,|exports_file: "ROOT/var/vcap/data/ganesha/bakery.conf",|exportfs_cmd: "ROOT/var/vcap/jobs/nfs-ganesha/bin/reload",|ganesha_pid_file: None,'

@@ -347,6 +347,8 @@ pub struct Bakery {
     changes: watch::Sender<u64>,
     trash_ready: Arc<Notify>,
     clone_strategy: CloneStrategy,
+    /// Complete roots the warm pool keeps per ready bakeform (the configured or default size).
+    warm_pool: usize,
     cmdline_template: Option<String>,
     powering_off: Mutex<HashSet<String>>,
     observer: Arc<Observer>,
@@ -383,8 +385,10 @@ impl Bakery {
         let layout = Layout::new(&parts.config.data_dir);
         let (changes, _) = watch::channel(0);
         let store = Arc::new(parts.store);
+        let warm_pool = parts.config.warm_pool_for(parts.clone_strategy);
         Arc::new(Bakery {
             observer: Observer::new(store.clone()),
+            warm_pool,
             config: parts.config,
             layout,
             store,

@@ -72,7 +72,7 @@ impl Bakery {
 
     /// Asks the filler to top up the pool (after an import, a take, at start-up).
     pub(crate) fn wake_pool(&self) {
-        if self.config.warm_pool > 0 {
+        if self.warm_pool > 0 {
             self.pool.wake.notify_one();
         }
     }
@@ -81,7 +81,7 @@ impl Bakery {
     /// gauge; pooled roots given back below `--min-free-space`) and keeps `--warm-pool`
     /// complete roots per ready bakeform when the pool is on.
     pub fn spawn_pool_filler(self: &Arc<Self>) {
-        let target = self.config.warm_pool;
+        let target = self.warm_pool;
         if target > 0 {
             tracing::info!(
                 per_bakeform = target,
@@ -179,7 +179,7 @@ impl Bakery {
     /// below `--min-free-space`; a bake that will take a pooled root needs no new space, and a
     /// bakeform that is not ready is left to the bake's own refusal.
     pub(crate) async fn ensure_bake_space(&self, bakeform: &str) -> Result<(), ServiceError> {
-        if self.config.warm_pool > 0 && !pool_entries(&self.pool_of(bakeform)).is_empty() {
+        if self.warm_pool > 0 && !pool_entries(&self.pool_of(bakeform)).is_empty() {
             return Ok(());
         }
         let key = bakeform.to_owned();
@@ -357,7 +357,7 @@ impl Bakery {
     /// Moves a pooled root of `bakeform` to `dest` (same file system); `false` when none was
     /// ready (or the pool is off), and the caller clones as without a pool.
     pub(crate) async fn take_pooled(&self, bakeform: &str, dest: &Path) -> bool {
-        if self.config.warm_pool == 0 {
+        if self.warm_pool == 0 {
             return false;
         }
         let dir = self.pool_of(bakeform);

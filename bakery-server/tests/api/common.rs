@@ -150,6 +150,9 @@ pub fn server_command() -> Command {
     ] {
         cmd.env_remove(var);
     }
+    // The warm pool (on by default) clones in the background, which would race the tests'
+    // "tmp/ is empty" and disk-usage checks; the pool's own tests turn it on with the flag.
+    cmd.env("BAKERY_WARM_POOL", "0");
     cmd
 }
 

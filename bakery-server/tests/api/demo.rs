@@ -249,6 +249,7 @@ fn assert_no_stray(data: &Path) {
                 ".bakery-demo",
                 "bakeforms",
                 "disks",
+                "pool",
                 "tmp",
                 "trash",
                 "exports"
