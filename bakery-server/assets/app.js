@@ -73,7 +73,7 @@ function timeline(boot) {
     const offset = r.time - boot.started;
     list.append(el("li", { class: "outcome-" + r.outcome },
       "+" + (offset / 1000).toFixed(2) + "s ", r.via, " ", r.file, " ", r.outcome,
-      r.outcome === "sent" ? " " + bytes(r.bytes) : "", r.sizeProbed ? " (size probed)" : ""));
+      r.outcome === "sent" || r.outcome === "unconfirmed" ? " " + bytes(r.bytes) : "", r.sizeProbed ? " (size probed)" : ""));
   }
   return list;
 }

@@ -128,7 +128,7 @@ pub fn boots_table(list: &BootList) -> String {
                     } else {
                         outcome
                     },
-                    if r.outcome == BootOutcome::Sent {
+                    if matches!(r.outcome, BootOutcome::Sent | BootOutcome::Unconfirmed) {
                         r.bytes.to_string()
                     } else {
                         "-".to_owned()
@@ -197,6 +197,7 @@ mod tests {
                 requests: vec![
                     request(1100, "1a2b3c4d/start4.elf", BootOutcome::Sent, 4096),
                     request(1250, "1a2b3c4d/dt-blob.bin", BootOutcome::NotFound, 0),
+                    request(1300, "1a2b3c4d/cmdline.txt", BootOutcome::Unconfirmed, 512),
                 ],
             }],
         };
@@ -218,6 +219,10 @@ mod tests {
         );
         assert!(
             lines[3].contains("notFound") && lines[3].ends_with('-'),
+            "{text}"
+        );
+        assert!(
+            lines[4].contains("unconfirmed") && lines[4].ends_with("512"),
             "{text}"
         );
         assert_eq!(boots_table(&BootList::default()), "no boots recorded\n");

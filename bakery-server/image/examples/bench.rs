@@ -9,10 +9,12 @@
 //! `--source /usr/share --source /usr/lib/x86_64-linux-gnu --runs 3`.
 //!
 //! `--fs` picks the filesystems to run on: `here` (the work dir as it is), or `ext4`,
-//! `btrfs`, `xfs`: a fresh sparse image file under the work dir, formatted and loop-mounted
-//! for the run (needs root and mkfs.btrfs / mkfs.xfs from btrfs-progs / xfsprogs). Default:
-//! every one of the three this machine can make, else `here`. `here` keeps every output
-//! until the end (see `measure`): it needs about (runs + 1) × 7 copies of the tree free.
+//! `btrfs`, `xfs`: a fresh sparse image file under the work dir, formatted and mounted from a
+//! direct-I/O loop device (no second copy in the host's page cache, like a real disk) for
+//! the run (needs root, losetup, and mkfs.btrfs / mkfs.xfs from btrfs-progs / xfsprogs).
+//! Default: every one of the three this machine can make, else `here`. `here` keeps every
+//! output until the end (see `measure`): it needs about (runs + 1) × 7 copies of the tree
+//! free.
 //!
 //! What it does: copies the sources into a staged root tree (`cp -a`), builds a real SD-card
 //! image from it (sfdisk, mkfs.vfat + mcopy for a boot partition, `mkfs.ext4 -d` for the
@@ -93,7 +95,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// without a journal (this machine's root) the inode allocator skips inodes freed in the
 /// last 60 s (`recently_deleted()` in the kernel), so creating files right after a large
 /// removal is several times slower, and one contender's cleanup would be billed to the next.
-/// Without `keep` (the fresh loop-mounted filesystems, which are journaled or not ext4) each
+/// Without `keep` (the fresh filesystems on loop devices, journaled or not ext4) each
 /// output is removed and the removal synced before the next run starts.
 fn measure(runs: usize, scratch: &Path, keep: bool, mut f: impl FnMut(&Path)) -> Duration {
     let mut times = Vec::new();
@@ -210,13 +212,15 @@ struct Target {
     dir: PathBuf,
     /// Outputs are removed after each measured run (false on journal-less ext4: see `measure`).
     remove_outputs: bool,
-    mount: Option<PathBuf>,
+    /// Mount point and loop device, undone on drop.
+    mount: Option<(PathBuf, PathBuf)>,
 }
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if let Some(m) = &self.mount {
-            let _ = Command::new("umount").arg(m).status();
+        if let Some((mnt, dev)) = &self.mount {
+            let _ = Command::new("umount").arg(mnt).status();
+            let _ = Command::new("losetup").arg("-d").arg(dev).status();
         }
     }
 }
@@ -264,23 +268,39 @@ fn loop_target(w: &Path, fs: &str, size: u64) -> Result<Target, String> {
     }
     let mnt = w.join(format!("mnt-{fs}"));
     std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
-    let out = Command::new("mount")
-        .args(["-o", "loop"])
+    // Direct I/O on the loop device: its writes go to the image file without passing through
+    // the host's page cache a second time, as a real disk's would (DMA, no extra copy), so
+    // the loop device's own CPU work does not compete with the contenders.
+    let out = Command::new("losetup")
+        .args(["--direct-io=on", "--find", "--show"])
         .arg(&img)
+        .output()
+        .map_err(|e| format!("losetup: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let out = Command::new("mount")
+        .arg(&dev)
         .arg(&mnt)
         .output()
         .map_err(|e| format!("mount: {e}"))?;
     if !out.status.success() {
+        let _ = Command::new("losetup").arg("-d").arg(&dev).status();
         return Err(format!(
-            "mount -o loop: {}",
+            "mount {}: {}",
+            dev.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
     Ok(Target {
-        name: format!("{fs} (loop-mounted, fresh)"),
+        name: format!("{fs} (fresh, on a direct-I/O loop device)"),
         dir: mnt.clone(),
         remove_outputs: true,
-        mount: Some(mnt),
+        mount: Some((mnt, dev)),
     })
 }
 

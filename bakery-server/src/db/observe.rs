@@ -259,6 +259,28 @@ mod tests {
     use crate::db::tests::store;
 
     #[test]
+    fn every_outcome_is_stored_under_its_wire_name_and_read_back() {
+        use BootOutcome::*;
+        for o in [
+            Sent,
+            NotFound,
+            Refused,
+            Probe,
+            Aborted,
+            GaveUp,
+            Unconfirmed,
+            Failed,
+        ] {
+            assert_eq!(parse_outcome(outcome_str(o)), Some(o));
+            assert_eq!(
+                serde_json::to_value(o).unwrap(),
+                serde_json::Value::String(outcome_str(o).to_owned())
+            );
+        }
+        assert_eq!(parse_outcome("lost"), None);
+    }
+
+    #[test]
     fn events_get_increasing_ids_and_page_after_since() {
         let (_dir, store) = store();
         assert_eq!(store.last_event_id().unwrap(), 0);
