@@ -205,7 +205,7 @@ struct VolArgs {
 pub(crate) fn create_snapshot_root(path: &Path, mode: u32) -> io::Result<()> {
     let parent = parent_dir(path);
     if fs_type(parent) == Some(BTRFS_SUPER_MAGIC) {
-        match create_subvolume(parent, path) {
+        match vol_ioctl(path, BTRFS_IOC_SUBVOL_CREATE) {
             Ok(()) => return host::chmod(path, mode),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "could not create a btrfs subvolume, using a directory")
@@ -215,22 +215,24 @@ pub(crate) fn create_snapshot_root(path: &Path, mode: u32) -> io::Result<()> {
     fs::DirBuilder::new().mode(mode).create(path)
 }
 
-fn create_subvolume(parent: &Path, path: &Path) -> io::Result<()> {
+/// Runs a btrfs ioctl that takes `struct btrfs_ioctl_vol_args` naming `path` on `path`'s
+/// parent directory (create or destroy a subvolume).
+fn vol_ioctl(path: &Path, request: libc::c_ulong) -> io::Result<()> {
     let name = path
         .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no name"))?;
-    let name = name.as_bytes();
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no name"))?
+        .as_bytes();
     if name.len() >= 4088 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
     }
-    let dir = File::open(parent)?;
+    let dir = File::open(parent_dir(path))?;
     let mut args = VolArgs {
         fd: 0,
         name: [0; 4088],
     };
     args.name[..name.len()].copy_from_slice(name);
     // SAFETY: the parent dir fd is open and args is a properly laid out, live struct.
-    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &mut args) };
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), request as _, &mut args) };
     host::check(rc)
 }
 
@@ -247,26 +249,10 @@ pub(crate) fn destroy_subvolume(path: &Path) -> io::Result<bool> {
     if !md.is_dir() || md.ino() != BTRFS_FIRST_FREE_OBJECTID {
         return Ok(false);
     }
-    let parent = parent_dir(path);
-    if fs_type(parent) != Some(BTRFS_SUPER_MAGIC) {
+    if fs_type(parent_dir(path)) != Some(BTRFS_SUPER_MAGIC) {
         return Ok(false);
     }
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no name"))?
-        .as_bytes();
-    if name.len() >= 4088 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
-    }
-    let dir = File::open(parent)?;
-    let mut args = VolArgs {
-        fd: 0,
-        name: [0; 4088],
-    };
-    args.name[..name.len()].copy_from_slice(name);
-    // SAFETY: the parent dir fd is open and args is a properly laid out, live struct.
-    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY as _, &mut args) };
-    host::check(rc).map(|()| true)
+    vol_ioctl(path, BTRFS_IOC_SNAP_DESTROY).map(|()| true)
 }
 
 #[repr(C)]
