@@ -41,20 +41,20 @@ impl FileProvider for BootFiles {
     fn finished(&self, report: &TransferReport) {
         self.observer().tftp_finished(report);
         match report.outcome {
-            Outcome::Sent => tracing::debug!(
-                file = report.filename,
-                peer = %report.peer,
-                bytes = report.bytes,
-                elapsed = ?report.elapsed,
-                "tftp transfer done"
-            ),
-            Outcome::Unconfirmed => tracing::debug!(
-                file = report.filename,
-                peer = %report.peer,
-                bytes = report.bytes,
-                elapsed = ?report.elapsed,
-                "tftp transfer sent, final ack lost"
-            ),
+            Outcome::Sent | Outcome::Unconfirmed => {
+                let done = if report.outcome == Outcome::Sent {
+                    "tftp transfer done"
+                } else {
+                    "tftp transfer sent, final ack lost"
+                };
+                tracing::debug!(
+                    file = report.filename,
+                    peer = %report.peer,
+                    bytes = report.bytes,
+                    elapsed = ?report.elapsed,
+                    "{done}"
+                );
+            }
             Outcome::Failed | Outcome::GaveUp => tracing::warn!(
                 file = report.filename,
                 peer = %report.peer,

@@ -1185,6 +1185,27 @@ mod tests {
         }
     }
 
+    /// Starts a bake of bakeform `os` with root `root`; panics unless it started.
+    pub(super) fn started_bake(s: &Store, root: &str) -> Box<PiRow> {
+        let StartBake::Started(pi) = s
+            .start_bake("os", None, true, root, ev("bakeStarted"))
+            .unwrap()
+        else {
+            panic!("bake should start");
+        };
+        pi
+    }
+
+    /// Attaches disk `id` to Pi `serial`, writing `diskAttached`.
+    pub(super) fn attach(s: &Store, serial: &str, id: &str) -> DiskLink {
+        s.attach_disk(serial, id, ev("diskAttached")).unwrap()
+    }
+
+    /// Detaches disk `id` from Pi `serial`, writing `diskDetached`.
+    pub(super) fn detach(s: &Store, serial: &str, id: &str) -> DiskLink {
+        s.detach_disk(serial, id, ev("diskDetached")).unwrap()
+    }
+
     fn disk(id: &str, pi: Option<&str>, is_root: bool, ephemeral: bool) -> DiskRow {
         DiskRow {
             id: id.into(),
@@ -1290,12 +1311,7 @@ mod tests {
             StartBake::BakeformNotReady(BakeformState::Importing)
         );
         s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
-        let StartBake::Started(pi) = s
-            .start_bake("os", None, true, "r1", ev("bakeStarted"))
-            .unwrap()
-        else {
-            panic!("bake should start");
-        };
+        let pi = started_bake(&s, "r1");
         assert_eq!(pi.state, PiState::Preparing);
         assert_eq!(pi.pending_root.as_deref(), Some("r1"));
         assert_eq!(
@@ -1321,18 +1337,9 @@ mod tests {
             .unwrap();
         s.insert_disk(&disk("p1", None, false, false), ev("diskCreated"))
             .unwrap();
-        assert_eq!(
-            s.attach_disk("00000001", "e1", ev("diskAttached")).unwrap(),
-            DiskLink::Done
-        );
-        assert_eq!(
-            s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(),
-            DiskLink::Done
-        );
-        assert_eq!(
-            s.detach_disk("00000001", "r1", ev("diskDetached")).unwrap(),
-            DiskLink::RootDisk
-        );
+        assert_eq!(attach(&s, "00000001", "e1"), DiskLink::Done);
+        assert_eq!(attach(&s, "00000001", "p1"), DiskLink::Done);
+        assert_eq!(detach(&s, "00000001", "r1"), DiskLink::RootDisk);
         assert_eq!(
             s.delete_disk("p1", ev("diskDeleted")).unwrap(),
             DeleteDisk::Attached("00000001".into())
@@ -1377,7 +1384,7 @@ mod event_tests {
 
     use std::sync::{Arc, Mutex};
 
-    use super::tests::{ev, store};
+    use super::tests::{attach, detach, ev, started_bake, store};
     use super::*;
 
     /// A sink remembering what it heard.
@@ -1452,12 +1459,7 @@ mod event_tests {
         s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap();
         s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
-        let StartBake::Started(pi) = s
-            .start_bake("os", None, true, "r1", ev("bakeStarted"))
-            .unwrap()
-        else {
-            panic!("bake should start");
-        };
+        let pi = started_bake(&s, "r1");
         s.add_root_disk(&pi.serial, &root("r1", &pi.serial))
             .unwrap();
         let err = s.insert_disk(&root("r1", &pi.serial), ev("diskCreated"));
@@ -1513,18 +1515,9 @@ mod event_tests {
         ));
         // Attaching a disk twice writes one event.
         s.insert_disk(&disk_of("p1"), ev("diskCreated")).unwrap();
-        assert_eq!(
-            s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(),
-            DiskLink::Done
-        );
-        assert_eq!(
-            s.attach_disk("00000001", "p1", ev("diskAttached")).unwrap(),
-            DiskLink::Done
-        );
-        assert_eq!(
-            s.detach_disk("00000001", "r1", ev("diskDetached")).unwrap(),
-            DiskLink::RootDisk
-        );
+        assert_eq!(attach(&s, "00000001", "p1"), DiskLink::Done);
+        assert_eq!(attach(&s, "00000001", "p1"), DiskLink::Done);
+        assert_eq!(detach(&s, "00000001", "r1"), DiskLink::RootDisk);
         assert_eq!(
             &kinds(&s)[4..],
             ["bakeFinished", "diskCreated", "diskAttached"]

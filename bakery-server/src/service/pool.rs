@@ -175,6 +175,15 @@ impl Bakery {
         Ok(bytes)
     }
 
+    /// Whether `bakeform` is known and ready.
+    async fn bakeform_ready(&self, bakeform: &str) -> Result<bool, ServiceError> {
+        let key = bakeform.to_owned();
+        Ok(self
+            .db(move |s| s.bakeform(&key))
+            .await?
+            .is_some_and(|b| b.state == BakeformState::Ready))
+    }
+
     /// Refuses a bake from `bakeform` up front when cloning its root would take the data dir
     /// below `--min-free-space`; a bake that will take a pooled root needs no new space, and a
     /// bakeform that is not ready is left to the bake's own refusal.
@@ -182,12 +191,7 @@ impl Bakery {
         if self.warm_pool > 0 && !pool_entries(&self.pool_of(bakeform)).is_empty() {
             return Ok(());
         }
-        let key = bakeform.to_owned();
-        let ready = self
-            .db(move |s| s.bakeform(&key))
-            .await?
-            .is_some_and(|b| b.state == BakeformState::Ready);
-        if !ready {
+        if !self.bakeform_ready(bakeform).await? {
             return Ok(());
         }
         let needed = self.golden_bytes(bakeform).await?;
@@ -328,12 +332,7 @@ impl Bakery {
             return Err(self.no_space(format!("cloning a pooled root of {bakeform}"), e));
         }
         let _guard = self.pool.fill.lock().await;
-        let key = bakeform.to_owned();
-        let still_ready = self
-            .db(move |s| s.bakeform(&key))
-            .await?
-            .is_some_and(|b| b.state == BakeformState::Ready);
-        if !still_ready {
+        if !self.bakeform_ready(bakeform).await? {
             self.trash(&tmp);
             return Ok(());
         }

@@ -2,7 +2,7 @@
 //! scripts) and the real `bakery-server` binary started on a loopback port.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -433,6 +433,47 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Type, mode, owner, size, mtime and link target of every entry under `dir`, `piConfig`
+/// (made per Pi) left out.
+pub fn fingerprint(dir: &Path) -> Vec<String> {
+    fingerprint_with(dir, false)
+}
+
+/// [`fingerprint`] to the nanosecond, with device numbers and file contents.
+pub fn exact_fingerprint(dir: &Path) -> Vec<String> {
+    fingerprint_with(dir, true)
+}
+
+fn fingerprint_with(dir: &Path, exact: bool) -> Vec<String> {
+    tree(dir)
+        .into_iter()
+        .filter(|p| !p.starts_with("piConfig"))
+        .map(|p| {
+            let path = dir.join(&p);
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let target = std::fs::read_link(&path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            let size = if meta.is_dir() { 0 } else { meta.size() };
+            let owned = format!("{p} {:o} {}:{} {size}", meta.mode(), meta.uid(), meta.gid());
+            if !exact {
+                return format!("{owned} {} {target}", meta.mtime());
+            }
+            let content = if meta.is_file() {
+                std::fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            format!(
+                "{owned} {}.{} {:x} {target} {content:?}",
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.rdev(),
+            )
+        })
+        .collect()
+}
+
 pub fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|r| {
@@ -450,6 +491,70 @@ pub fn timed_bake(server: &Server) -> (Duration, PiInfo) {
     let started = Instant::now();
     let pi = server.bake_ready(false);
     (started.elapsed(), pi)
+}
+
+/// xorshift64*: enough randomness to pick moments, replayable from the seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+
+    /// A moment to kill the server at while an operation taking about `window_ms` runs
+    /// (up to a quarter past its end).
+    pub fn moment_within(&mut self, window_ms: u64) -> Duration {
+        Duration::from_millis(self.below(window_ms + window_ms / 4 + 5))
+    }
+}
+
+/// The trial count and seed of a random crash test: `{var}_TRIALS` (else `default_trials`)
+/// and `{var}_SEED` (else from the clock), printed under `label` so a run can be replayed.
+pub fn trials_and_seed(var: &str, label: &str, default_trials: u64) -> (u64, u64) {
+    let number = |suffix: &str| {
+        std::env::var(format!("{var}_{suffix}"))
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let trials = number("TRIALS").unwrap_or(default_trials);
+    let seed = number("SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1
+    });
+    println!("{label}: {trials} trials, {var}_SEED={seed}");
+    (trials, seed)
+}
+
+/// Times one bake and one unbake (ms), so kills can be aimed inside them.
+pub fn time_bake_and_unbake(server: &Server) -> (u64, u64) {
+    let (bake, pi) = timed_bake(server);
+    let t = Instant::now();
+    assert_eq!(
+        server.delete(&format!("/oven/{}", pi.id)).status(),
+        StatusCode::OK
+    );
+    (bake.as_millis() as u64, t.elapsed().as_millis() as u64)
+}
+
+/// Lets `job` run for `delay`, SIGKILLs the server, waits for the job to end and starts the
+/// server again on the same data.
+pub fn kill_and_restart(
+    server: &mut Server,
+    env: &Env,
+    job: std::thread::JoinHandle<()>,
+    delay: Duration,
+) {
+    std::thread::sleep(delay);
+    server.kill9();
+    let _ = job.join();
+    *server = Server::start(env);
 }
 
 /// The median of `times` (the upper one of an even count).

@@ -12,27 +12,14 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bakery_client::{BakeformMap, BakeformState, Disk, DiskList, PiInfo, PiMap, PiState};
+use bakery_client::{BakeformMap, BakeformState, Disk, DiskList, PiMap, PiState};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Env, OS, Server, entries, eventually, sample_image};
-
-/// xorshift64*: enough randomness to pick moments, replayable from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::common::{
+    Env, OS, Rng, Server, entries, eventually, kill_and_restart, sample_image,
+    time_bake_and_unbake, trials_and_seed,
+};
 
 const PATTERN_MIB: usize = 8;
 
@@ -204,21 +191,7 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
 
 #[test]
 fn sigkill_at_random_moments_keeps_every_invariant() {
-    let trials: u64 = std::env::var("BAKERY_CRASH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let seed: u64 = std::env::var("BAKERY_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("crash test: {trials} trials, BAKERY_CRASH_SEED={seed}");
+    let (trials, seed) = trials_and_seed("BAKERY_CRASH", "crash test", 10);
     let mut rng = Rng(seed);
 
     let env = Env::new();
@@ -232,15 +205,7 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
         .ppi_calls()
         .len()
         >= 4));
-    let t = Instant::now();
-    let first: PiInfo = server.bake_ready(false);
-    let bake_ms = t.elapsed().as_millis() as u64;
-    let t = Instant::now();
-    assert_eq!(
-        server.delete(&format!("/oven/{}", first.id)).status(),
-        StatusCode::OK
-    );
-    let unbake_ms = t.elapsed().as_millis() as u64;
+    let (bake_ms, unbake_ms) = time_bake_and_unbake(&server);
     let pattern: Disk = server
         .post_json("/disks", &json!({"size": PATTERN_MIB}))
         .json()
@@ -272,13 +237,10 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
             Op::Import => import_ms,
             Op::CreateDisk | Op::Attach => 30,
         };
-        let delay = Duration::from_millis(rng.below(window + window / 4 + 5));
+        let delay = rng.moment_within(window);
         *counts.entry(format!("{op:?}")).or_insert(0) += 1;
         let job = start_op(&server, op, &pattern.id, trial);
-        std::thread::sleep(delay);
-        server.kill9();
-        let _ = job.join();
-        server = Server::start(&env);
+        kill_and_restart(&mut server, &env, job, delay);
         if let Err(broken) = check(&env, &server, &pattern) {
             panic!(
                 "trial {trial} ({op:?} killed after {delay:?}), BAKERY_CRASH_SEED={seed}: {broken}\nlog: {:#?}",

@@ -8,25 +8,15 @@
 //! replays a run (the seed is printed).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bakery_client::{Event, EventList, PiMap, PiState};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{Env, OS, Server, eventually};
-
-/// xorshift64*: enough randomness to pick moments, replayable from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
+use crate::common::{
+    Env, OS, Rng, Server, eventually, kill_and_restart, time_bake_and_unbake, trials_and_seed,
+};
 
 /// The whole event log, page by page.
 fn all_events(server: &Server) -> Vec<Event> {
@@ -129,21 +119,7 @@ fn start_op(server: &Server, op: Op, baked: Option<String>) -> std::thread::Join
 
 #[test]
 fn sigkill_during_bakes_and_unbakes_leaves_events_agreeing_with_states() {
-    let trials: u64 = std::env::var("BAKERY_EVENTLOG_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("BAKERY_EVENTLOG_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("event log crash test: {trials} trials, BAKERY_EVENTLOG_SEED={seed}");
+    let (trials, seed) = trials_and_seed("BAKERY_EVENTLOG", "event log crash test", 20);
     let mut rng = Rng(seed);
 
     let env = Env::new();
@@ -155,15 +131,7 @@ fn sigkill_during_bakes_and_unbakes_leaves_events_agreeing_with_states() {
         .len()
         >= 3));
     // Time one bake and one unbake, so kills land inside them.
-    let t = Instant::now();
-    let first = server.bake_ready(false);
-    let bake_ms = t.elapsed().as_millis() as u64;
-    let t = Instant::now();
-    assert_eq!(
-        server.delete(&format!("/oven/{}", first.id)).status(),
-        StatusCode::OK
-    );
-    let unbake_ms = t.elapsed().as_millis() as u64;
+    let (bake_ms, unbake_ms) = time_bake_and_unbake(&server);
     log_agrees_with_state(&server).unwrap();
 
     let mut counts = BTreeMap::new();
@@ -181,13 +149,10 @@ fn sigkill_during_bakes_and_unbakes_leaves_events_agreeing_with_states() {
             _ => Op::Unbake,
         };
         let window = if op == Op::Unbake { unbake_ms } else { bake_ms };
-        let delay = Duration::from_millis(rng.below(window + window / 4 + 5));
+        let delay = rng.moment_within(window);
         *counts.entry(format!("{op:?}")).or_insert(0) += 1;
         let job = start_op(&server, op, baked);
-        std::thread::sleep(delay);
-        server.kill9();
-        let _ = job.join();
-        server = Server::start(&env);
+        kill_and_restart(&mut server, &env, job, delay);
         if let Err(broken) = log_agrees_with_state(&server) {
             panic!(
                 "trial {trial} ({op:?} killed after {delay:?}), BAKERY_EVENTLOG_SEED={seed}: {broken}\nevents: {:#?}",

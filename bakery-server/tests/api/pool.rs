@@ -3,40 +3,15 @@
 //! a restart keeps valid entries and drops those of gone bakeforms, deleting the bakeform
 //! removes its pool, the pool gauges follow; and the bake latency with and without a pool (printed, not asserted).
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
 use crate::common::{
-    Env, OS, Server, bulk_sample_spec, entries, eventually, median, timed_bake, tree,
+    Env, OS, Server, bulk_sample_spec, entries, eventually, fingerprint, median, timed_bake,
     wait_one_pool_entry,
 };
-
-/// Type, mode, owner, size, mtime and link target of every entry under `dir`, `piConfig`
-/// (made per Pi) left out.
-fn fingerprint(dir: &Path) -> Vec<String> {
-    tree(dir)
-        .into_iter()
-        .filter(|p| !p.starts_with("piConfig"))
-        .map(|p| {
-            let path = dir.join(&p);
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let target = std::fs::read_link(&path)
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            format!(
-                "{p} {:o} {}:{} {} {} {target}",
-                meta.mode(),
-                meta.uid(),
-                meta.gid(),
-                if meta.is_dir() { 0 } else { meta.size() },
-                meta.mtime(),
-            )
-        })
-        .collect()
-}
 
 fn pool_of(env: &Env) -> PathBuf {
     env.data().join("pool").join(OS)

@@ -20,43 +20,12 @@ use reqwest::StatusCode;
 
 use crate::common::{
     Env, OS, Server, build_image_from_tree, bulk_sample_spec, count_tree, entries, eventually,
-    median, run_ok, timed_bake, tree, wait_one_pool_entry,
+    exact_fingerprint, median, run_ok, timed_bake, wait_one_pool_entry,
 };
 use loopfs::{FsKind, LoopFs, btrfs_subvolumes, shared_bytes};
 
 /// Inode number of every btrfs subvolume's root directory.
 const SUBVOLUME_INO: u64 = 256;
-
-/// Type, mode, owner, size, mtime (ns), link target and contents of every entry under `dir`,
-/// `piConfig` (made per Pi) left out.
-fn fingerprint(dir: &Path) -> Vec<String> {
-    tree(dir)
-        .into_iter()
-        .filter(|p| !p.starts_with("piConfig"))
-        .map(|p| {
-            let path = dir.join(&p);
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let target = std::fs::read_link(&path)
-                .map(|t| t.display().to_string())
-                .unwrap_or_default();
-            let content = if meta.is_file() {
-                std::fs::read(&path).unwrap()
-            } else {
-                Vec::new()
-            };
-            format!(
-                "{p} {:o} {}:{} {} {}.{} {:x} {target} {content:?}",
-                meta.mode(),
-                meta.uid(),
-                meta.gid(),
-                if meta.is_dir() { 0 } else { meta.size() },
-                meta.mtime(),
-                meta.mtime_nsec(),
-                meta.rdev(),
-            )
-        })
-        .collect()
-}
 
 fn root_of(pi: &PiInfo) -> PathBuf {
     PathBuf::from(&pi.disks[0].location)
@@ -116,7 +85,7 @@ impl OnLoop {
     /// The root is identical to the golden root and made by the strategy.
     fn assert_cloned(&self, root: &Path) {
         assert!(root.starts_with(&self.data), "{}", root.display());
-        assert_eq!(fingerprint(root), fingerprint(&self.golden));
+        assert_eq!(exact_fingerprint(root), exact_fingerprint(&self.golden));
         let cloned: Vec<String> = self
             .log()
             .into_iter()

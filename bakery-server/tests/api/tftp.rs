@@ -10,6 +10,11 @@ use bakery_tftp::{ClientError, FetchOptions, ServerConfig, fetch};
 
 use crate::common::*;
 
+/// `GET url`, its JSON answer decoded.
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String) -> T {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 #[test]
 fn tftp_serves_baked_pis_and_registers_unknown_ones() {
     let env = Env::new();
@@ -51,14 +56,7 @@ fn tftp_serves_baked_pis_and_registers_unknown_ones() {
                 || err.to_string().to_lowercase().contains("not found"),
             "{err}"
         );
-        let pi: PiInfo = http
-            .get(format!("{base}/pis/1a2b3c4d"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let pi: PiInfo = get_json(&http, format!("{base}/pis/1a2b3c4d")).await;
         assert_eq!(pi.state, Some(PiState::Fridge));
         assert_eq!(pi.address.as_deref(), Some("127.0.0.1"));
 
@@ -77,14 +75,8 @@ fn tftp_serves_baked_pis_and_registers_unknown_ones() {
             .await
             .unwrap();
         assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
-        let pi: PiInfo = http
-            .get(format!("{base}/oven/1a2b3c4d?wait=baked&timeout=30"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let pi: PiInfo =
+            get_json(&http, format!("{base}/oven/1a2b3c4d?wait=baked&timeout=30")).await;
         assert_eq!(pi.status.code(), 2);
 
         let boot = env.data().join("bakeforms").join(OS).join("boot");
@@ -149,14 +141,8 @@ fn tftp_serves_baked_pis_and_registers_unknown_ones() {
         drop(pi_socket);
         let mut last = None;
         for _ in 0..100 {
-            let boots: bakery_client::BootList = http
-                .get(format!("{base}/pis/1a2b3c4d/boots"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let boots: bakery_client::BootList =
+                get_json(&http, format!("{base}/pis/1a2b3c4d/boots")).await;
             last = boots
                 .boots
                 .iter()
