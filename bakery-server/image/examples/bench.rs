@@ -38,6 +38,10 @@ use std::time::{Duration, Instant};
 
 use bakery_image::{CloneStrategy, clone_tree, detect_strategy, import_image, remove_tree};
 
+#[path = "../tests/common/sdcard.rs"]
+mod sdcard;
+use sdcard::{build_image_from_tree, count_tree, run_ok};
+
 struct Args {
     sources: Vec<PathBuf>,
     filesystems: Vec<String>,
@@ -72,17 +76,8 @@ fn parse_args() -> Args {
     a
 }
 
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn sync() {
-    sh(&mut Command::new("sync"));
+    run_ok(&mut Command::new("sync"));
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -114,96 +109,6 @@ fn measure(runs: usize, scratch: &Path, keep: bool, mut f: impl FnMut(&Path)) ->
         }
     }
     median(times)
-}
-
-fn count(dir: &Path) -> (u64, u64) {
-    let (mut n, mut bytes) = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let md = e.metadata().unwrap();
-            n += 1;
-            if md.is_dir() {
-                stack.push(e.path());
-            } else if md.is_file() {
-                bytes += md.len();
-            }
-        }
-    }
-    (n, bytes)
-}
-
-/// Builds the SD-card image; returns the byte offset of the root partition.
-fn build_image(img: &Path, stage: &Path, bytes: u64, entries: u64) -> u64 {
-    let boot_mib = 64u64;
-    let root_mib = (bytes + entries * 4096) * 13 / 10 / (1 << 20) + 256;
-    let boot_start = 8192u64;
-    let root_start = boot_start + boot_mib * 2048;
-    let f = std::fs::File::create(img).unwrap();
-    f.set_len((root_start + root_mib * 2048) * 512).unwrap();
-    drop(f);
-    let script = format!(
-        "label: dos\nstart={boot_start}, size={}, type=c\nstart={root_start}, type=83\n",
-        boot_mib * 2048
-    );
-    let sfdisk = std::process::Stdio::piped();
-    let mut child = Command::new("sfdisk")
-        .arg("-q")
-        .arg(img)
-        .stdin(sfdisk)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
-    let boot_img = img.with_extension("boot");
-    let f = std::fs::File::create(&boot_img).unwrap();
-    f.set_len(boot_mib << 20).unwrap();
-    drop(f);
-    sh(Command::new("mkfs.vfat")
-        .args(["-F", "32", "-n", "BOOTFS"])
-        .arg(&boot_img));
-    let boot_files = img.with_extension("bootfiles");
-    std::fs::create_dir_all(&boot_files).unwrap();
-    for (name, data) in bakery_image::SampleSpec::default().boot_files {
-        if !name.contains('/') {
-            std::fs::write(boot_files.join(name), data).unwrap();
-        }
-    }
-    let files: Vec<PathBuf> = std::fs::read_dir(&boot_files)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    sh(Command::new("mcopy")
-        .arg("-i")
-        .arg(&boot_img)
-        .args(&files)
-        .arg("::/"));
-    std::fs::remove_dir_all(&boot_files).unwrap();
-    sh(Command::new("dd")
-        .arg(format!("if={}", boot_img.display()))
-        .arg(format!("of={}", img.display()))
-        .args([
-            "bs=1M",
-            "conv=notrunc,sparse",
-            "status=none",
-            "oflag=seek_bytes",
-        ])
-        .arg(format!("seek={}", boot_start * 512)));
-    std::fs::remove_file(&boot_img).unwrap();
-    sh(Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-E",
-            &format!("offset={}", root_start * 512),
-            "-d",
-        ])
-        .arg(stage)
-        .arg(img)
-        .arg(format!("{root_mib}M")));
-    root_start * 512
 }
 
 /// A filesystem the benchmark runs on: the work dir itself, or a fresh loop-mounted one.
@@ -308,20 +213,24 @@ fn loop_target(w: &Path, fs: &str, size: u64) -> Result<Target, String> {
 /// read-only, copy with `tool`, unmount. Mount and unmount are part of the measured time.
 fn mount_and_copy(img: &Path, offset: u64, mnt: &Path, out: &Path, rsync: bool) {
     std::fs::create_dir_all(mnt).unwrap();
-    sh(Command::new("mount")
-        .arg("-o")
-        .arg(format!("loop,ro,offset={offset}"))
-        .arg(img)
-        .arg(mnt));
+    run_ok(
+        Command::new("mount")
+            .arg("-o")
+            .arg(format!("loop,ro,offset={offset}"))
+            .arg(img)
+            .arg(mnt),
+    );
     if rsync {
-        sh(Command::new("rsync")
-            .arg("-xa")
-            .arg(format!("{}/", mnt.display()))
-            .arg(out));
+        run_ok(
+            Command::new("rsync")
+                .arg("-xa")
+                .arg(format!("{}/", mnt.display()))
+                .arg(out),
+        );
     } else {
-        sh(Command::new("cp").arg("-a").arg(mnt).arg(out));
+        run_ok(Command::new("cp").arg("-a").arg(mnt).arg(out));
     }
-    sh(Command::new("umount").arg(mnt));
+    run_ok(Command::new("umount").arg(mnt));
 }
 
 fn main() {
@@ -336,9 +245,9 @@ fn main() {
     let t = Instant::now();
     for s in &args.sources {
         let name = s.to_string_lossy().trim_matches('/').replace('/', "_");
-        sh(Command::new("cp").arg("-a").arg(s).arg(stage.join(name)));
+        run_ok(Command::new("cp").arg("-a").arg(s).arg(stage.join(name)));
     }
-    let (entries, bytes) = count(&stage);
+    let (entries, bytes) = count_tree(&stage);
     println!(
         "staged {entries} entries, {:.2} GiB from {:?} in {:.1?}",
         bytes as f64 / (1u64 << 30) as f64,
@@ -347,7 +256,7 @@ fn main() {
     );
     let img = w.join("pi.img");
     let t = Instant::now();
-    let root_offset = build_image(&img, &stage, bytes, entries);
+    let root_offset = build_image_from_tree(&img, &stage, (entries, bytes));
     println!(
         "built image {} ({:.2} GiB) in {:.1?}",
         img.display(),
@@ -412,10 +321,12 @@ fn run_on(
     let mut lines = Vec::new();
     // The image sits on the filesystem it is imported into, as an upload does in <data>/tmp.
     let img = w.join("pi.img");
-    sh(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(img_src)
-        .arg(&img));
+    run_ok(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(img_src)
+            .arg(&img),
+    );
     println!("== import ({runs} runs, median)");
     let import = measure(runs, &w.join("out-import"), keep, |o| {
         import_image(&img, o, &mut |_| {}).expect("import");
@@ -456,13 +367,15 @@ fn run_on(
         strategies.push(CloneStrategy::Copy);
     }
     let cp = measure(runs, &w.join("out-clone-cp"), keep, |o| {
-        sh(Command::new("cp").arg("-a").arg(&src).arg(o))
+        run_ok(Command::new("cp").arg("-a").arg(&src).arg(o))
     });
     let rsync = measure(runs, &w.join("out-clone-rsync"), keep, |o| {
-        sh(Command::new("rsync")
-            .arg("-xa")
-            .arg(format!("{}/", src.display()))
-            .arg(o))
+        run_ok(
+            Command::new("rsync")
+                .arg("-xa")
+                .arg(format!("{}/", src.display()))
+                .arg(o),
+        )
     });
     for s in strategies {
         let d = measure(runs, &w.join(format!("out-clone-{s}")), keep, |o| {

@@ -11,11 +11,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bakery_client::{Event, EventList, PiMap, PiState};
-use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::{
-    Env, OS, Rng, Server, eventually, kill_and_restart, time_bake_and_unbake, trials_and_seed,
+    Env, OS, Rng, Server, kill_and_restart, ready_server, time_bake_and_unbake, trials_and_seed,
 };
 
 /// The whole event log, page by page.
@@ -123,13 +122,7 @@ fn sigkill_during_bakes_and_unbakes_leaves_events_agreeing_with_states() {
     let mut rng = Rng(seed);
 
     let env = Env::new();
-    let mut server = Server::start(&env);
-    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
-    server.add_pis(3);
-    assert!(eventually(Duration::from_secs(10), || env
-        .ppi_calls()
-        .len()
-        >= 3));
+    let (mut server, _) = ready_server(&env, 3);
     // Time one bake and one unbake, so kills land inside them.
     let (bake_ms, unbake_ms) = time_bake_and_unbake(&server);
     log_agrees_with_state(&server).unwrap();

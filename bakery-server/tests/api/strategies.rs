@@ -271,7 +271,7 @@ fn bench_image() -> BenchImage {
                 std::fs::write(file, data).unwrap();
             }
             let (entries, bytes) = count_tree(&stage);
-            build_image_from_tree(&path, &stage);
+            build_image_from_tree(&path, &stage, (entries, bytes));
             std::fs::remove_dir_all(&stage).unwrap();
             format!(
                 "{} ({entries} entries, {:.2} GiB)",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod loopfs;
+pub mod sdcard;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -360,16 +361,7 @@ pub fn build_image_with(
     fix_times(root_dir, &root_img);
 
     for (part, start) in [(&boot_img, boot_start), (&root_img, root_start)] {
-        run(Command::new("dd")
-            .arg(format!("if={}", part.display()))
-            .arg(format!("of={}", img.display()))
-            .args([
-                "bs=1M",
-                "conv=notrunc,sparse",
-                "status=none",
-                "oflag=seek_bytes",
-            ])
-            .arg(format!("seek={}", start * 512)));
+        sdcard::dd_at(part, img, start);
         fs::remove_file(part).unwrap();
     }
     (boot_start * 512, root_start * 512)
