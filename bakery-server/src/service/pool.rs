@@ -144,9 +144,8 @@ impl Bakery {
         })
     }
 
-    /// The bytes a full clone of `bakeform`'s golden root takes, measured once and cached
-    /// (the strategy may need far less: reflinks and snapshots share the data; this is the
-    /// safe upper bound).
+    /// The bytes a full copy of `bakeform`'s golden root takes, measured once and cached
+    /// (what a clone needs with this data dir's strategy is [`Bakery::clone_bytes`]).
     pub(crate) async fn golden_bytes(&self, bakeform: &str) -> Result<u64, ServiceError> {
         let cached = self
             .pool
@@ -194,9 +193,19 @@ impl Bakery {
         if !self.bakeform_ready(bakeform).await? {
             return Ok(());
         }
-        let needed = self.golden_bytes(bakeform).await?;
+        let needed = self.clone_bytes(bakeform).await?;
         self.ensure_free_space(format!("a root cloned from bakeform {bakeform}"), needed)
             .await
+    }
+
+    /// The new bytes a clone of `bakeform`'s root takes with this data dir's strategy: the
+    /// golden root's size for a copy, nothing for a btrfs snapshot or reflinks, which share
+    /// the data (their metadata is what `--min-free-space` is there for).
+    async fn clone_bytes(&self, bakeform: &str) -> Result<u64, ServiceError> {
+        match self.clone_strategy {
+            imaging::CloneStrategy::Copy => self.golden_bytes(bakeform).await,
+            imaging::CloneStrategy::Snapshot | imaging::CloneStrategy::Reflink => Ok(0),
+        }
     }
 
     /// `error` as [`ServiceError::NoSpaceLeft`] when the data dir filled up (ENOSPC) while
@@ -280,7 +289,7 @@ impl Bakery {
                 }
                 return Ok(());
             };
-            let needed = self.golden_bytes(&bakeform).await?;
+            let needed = self.clone_bytes(&bakeform).await?;
             let free = self.free_space().await?;
             let minimum = self.config.min_free_space;
             let metrics = self.observer.metrics();
