@@ -555,10 +555,21 @@ pub fn kill_and_restart(
     job: std::thread::JoinHandle<()>,
     delay: Duration,
 ) {
+    kill_and_restart_with(server, env, job, delay, &[]);
+}
+
+/// [`kill_and_restart`], restarting with the `extra` flags (see [`Server::start_with`]).
+pub fn kill_and_restart_with(
+    server: &mut Server,
+    env: &Env,
+    job: std::thread::JoinHandle<()>,
+    delay: Duration,
+    extra: &[&str],
+) {
     std::thread::sleep(delay);
     server.kill9();
     let _ = job.join();
-    *server = Server::start(env);
+    *server = Server::start_with(env, extra);
 }
 
 /// The median of `times` (the upper one of an even count).

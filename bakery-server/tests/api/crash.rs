@@ -1,7 +1,7 @@
 //! Crash safety, proven by trial: SIGKILL the real server at a random moment during a bake,
 //! an unbake, a bakeform import, a disk creation or an attach, restart it, and check the
-//! invariants every time: every Pi fridge or baked, baked Pis have their root, nothing in
-//! `tmp/`, no directory in `disks/` or `bakeforms/` the inventory does not know, warm pools in
+//! invariants every time: every Pi fridge or baked, baked Pis have their root, nothing left in
+//! `tmp/` once the warm pool (on, as by default) has refilled, no directory in `disks/` or `bakeforms/` the inventory does not know, warm pools in
 //! `pool/` only of ready bakeforms and complete, no bakeform half visible, and a persistent
 //! disk's bytes intact.
 //!
@@ -17,11 +17,15 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::{
-    Env, OS, Rng, Server, entries, eventually, kill_and_restart, sample_image,
+    Env, OS, Rng, Server, entries, eventually, kill_and_restart_with, sample_image,
     time_bake_and_unbake, trials_and_seed,
 };
 
 const PATTERN_MIB: usize = 8;
+
+/// The server runs with the warm pool on, as it does by default outside the tests: kills land
+/// in the filler's clones too.
+const POOL: &[&str] = &["--warm-pool", "1"];
 
 fn pattern_byte(i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 9)) as u8
@@ -146,9 +150,21 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
             return Err(format!("orphan disks/{name}"));
         }
     }
-    let tmp = entries(&env.data().join("tmp"));
-    if !tmp.is_empty() {
-        return Err(format!("tmp/ not empty: {tmp:?}"));
+    // Start-up repair empties tmp/; the warm pool then clones its refills there (`pool-*`)
+    // and renames each into pool/ when complete, so tmp/ must drain once the pool is full.
+    let tmp_dir = env.data().join("tmp");
+    let stray: Vec<String> = entries(&tmp_dir)
+        .into_iter()
+        .filter(|n| !n.starts_with("pool-"))
+        .collect();
+    if !stray.is_empty() {
+        return Err(format!("tmp/ holds more than pool refills: {stray:?}"));
+    }
+    if !eventually(Duration::from_secs(20), || entries(&tmp_dir).is_empty()) {
+        return Err(format!(
+            "tmp/ not empty after the pool refilled: {:?}",
+            entries(&tmp_dir)
+        ));
     }
     let bakeforms: BakeformMap = server.get("/bakeforms").json().unwrap();
     for b in bakeforms.values() {
@@ -195,7 +211,7 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
     let mut rng = Rng(seed);
 
     let env = Env::new();
-    let mut server = Server::start(&env);
+    let mut server = Server::start_with(&env, POOL);
     // Warm-up, timing each operation once so kills land inside them.
     let t = Instant::now();
     assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
@@ -240,7 +256,7 @@ fn sigkill_at_random_moments_keeps_every_invariant() {
         let delay = rng.moment_within(window);
         *counts.entry(format!("{op:?}")).or_insert(0) += 1;
         let job = start_op(&server, op, &pattern.id, trial);
-        kill_and_restart(&mut server, &env, job, delay);
+        kill_and_restart_with(&mut server, &env, job, delay, POOL);
         if let Err(broken) = check(&env, &server, &pattern) {
             panic!(
                 "trial {trial} ({op:?} killed after {delay:?}), BAKERY_CRASH_SEED={seed}: {broken}\nlog: {:#?}",
