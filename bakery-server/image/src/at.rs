@@ -45,11 +45,6 @@ impl Meta {
         self.mode & libc::S_IFMT
     }
 
-    /// Whether this is a directory.
-    pub fn is_dir(&self) -> bool {
-        self.kind() == libc::S_IFDIR
-    }
-
     /// The permission bits incl. setuid/setgid/sticky.
     pub fn perm(&self) -> u32 {
         self.mode & 0o7777
@@ -128,6 +123,11 @@ pub(crate) fn stat_at(dir: &File, name: &CStr) -> io::Result<Meta> {
         atime: (st.st_atime, st.st_atime_nsec as u32),
         mtime: (st.st_mtime, st.st_mtime_nsec as u32),
     })
+}
+
+/// `fstat` of an open file.
+pub(crate) fn stat_fd(file: &File) -> io::Result<Meta> {
+    file.metadata().map(|md| Meta::from(&md))
 }
 
 /// Opens the regular file `name` in `dir` for reading, refusing a symlink.

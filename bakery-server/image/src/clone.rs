@@ -444,8 +444,9 @@ fn clone_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, rel: PathBuf, depth
     }
 }
 
-/// An entry waiting to be cloned: its path in the tree, its name, its metadata.
-type Pending = (PathBuf, CString, Meta);
+/// An entry waiting to be cloned: its path in the tree, its name, its metadata (`None` for
+/// a regular file, stat'ed when it is opened).
+type Pending = (PathBuf, CString, Option<Meta>);
 
 /// A directory's entries are cloned in chunks of at most this many files or bytes, each
 /// chunk a task of its own: one large directory (`/usr/lib/<triplet>`) must not keep one
@@ -472,29 +473,42 @@ fn clone_dir_entries<'s>(
             move |e: io::Error| ImageError::io(op, p, e)
         };
         let cname = at::c_name(&name).map_err(err("clone"))?;
-        let md = at::stat_at(&sdir, &cname).map_err(err("stat"))?;
-        if md.is_dir() {
-            at::mkdir_at(&ddir, &cname, 0o700)
-                .map_err(|e| ImageError::io("create", ctx.dst.join(&child), e))?;
-            ctx.dirs
-                .lock()
-                .map_err(|_| poisoned(&src_path))?
-                .push((child.clone(), depth + 1));
-            scope.spawn(move |s| clone_dir(s, ctx, child, depth + 1));
-        } else if md.nlink > 1 {
-            ctx.linked
-                .lock()
-                .map_err(|_| poisoned(&src_path))?
-                .push((child, md));
+        // The entry's type from the directory itself (d_type): a directory needs no stat
+        // here (its metadata comes last), a regular file is stat'ed through its open fd when
+        // cloned, which saves a lookup per file.
+        let kind = e.file_type().map_err(err("stat"))?;
+        if kind.is_file() {
+            pending.push((child, cname, None));
+            continue;
+        }
+        let md = if kind.is_dir() {
+            None
         } else {
-            pending.push((child, cname, md));
+            Some(at::stat_at(&sdir, &cname).map_err(err("stat"))?)
+        };
+        match md {
+            None => {
+                at::mkdir_at(&ddir, &cname, 0o700)
+                    .map_err(|e| ImageError::io("create", ctx.dst.join(&child), e))?;
+                ctx.dirs
+                    .lock()
+                    .map_err(|_| poisoned(&src_path))?
+                    .push((child.clone(), depth + 1));
+                scope.spawn(move |s| clone_dir(s, ctx, child, depth + 1));
+            }
+            Some(md) if md.nlink > 1 => ctx
+                .linked
+                .lock()
+                .map_err(|_| poisoned(&src_path))?
+                .push((child, md)),
+            Some(md) => pending.push((child, cname, Some(md))),
         }
     }
     let mut chunk = Vec::new();
     let mut bytes = 0;
     let mut rest = pending.into_iter().peekable();
     while let Some(entry) = rest.next() {
-        bytes += entry.2.size;
+        bytes += entry.2.map_or(0, |md| md.size);
         chunk.push(entry);
         if rest.peek().is_some() && (chunk.len() >= CHUNK_FILES || bytes >= CHUNK_BYTES) {
             let batch = std::mem::take(&mut chunk);
@@ -533,8 +547,25 @@ fn clone_chunk(
         if ctx.failed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let kind = clone_entry(ctx, sdir, ddir, &child, &cname, &md)?;
-        ctx.count(kind, md.size);
+        let (kind, size) = match md {
+            Some(md) => (clone_entry(ctx, sdir, ddir, &child, &cname, &md)?, md.size),
+            None => {
+                let src = at::open_at(sdir, &cname)
+                    .map_err(|e| ImageError::io("open", ctx.src.join(&child), e))?;
+                let md = at::stat_fd(&src)
+                    .map_err(|e| ImageError::io("stat", ctx.src.join(&child), e))?;
+                if md.nlink > 1 {
+                    // Hardlinks are cloned in the sequential pass at the end.
+                    ctx.linked
+                        .lock()
+                        .map_err(|_| poisoned(&child))?
+                        .push((child, md));
+                    continue;
+                }
+                (clone_file(ctx, &src, ddir, &child, &cname, &md)?, md.size)
+            }
+        };
+        ctx.count(kind, size);
     }
     Ok(())
 }
@@ -596,30 +627,7 @@ fn clone_entry(
     match md.kind() {
         libc::S_IFREG => {
             let src = at::open_at(sdir, name).map_err(|e| ImageError::io("open", from(), e))?;
-            // Created with its final mode when the umask keeps it and no chown follows
-            // (chown clears setuid/setgid, so those files get their mode afterwards).
-            let direct =
-                own.is_none() && perm & 0o7000 == 0 && ctx.umask.is_some_and(|m| perm & m == 0);
-            let out = at::create_at(ddir, name, if direct { perm } else { 0o600 })
-                .map_err(|e| ImageError::io("create", to(), e))?;
-            copy_data(ctx, &src, &out, md)
-                .map_err(|e| ImageError::io("copy data into", to(), e))?;
-            if let Some((uid, gid)) = own {
-                host::fchown(&out, uid, gid)
-                    .map_err(|e| ImageError::io("set owner of", to(), e))?;
-            }
-            let xattrs =
-                host::fgetxattrs(&src).map_err(|e| ImageError::io("read xattrs of", from(), e))?;
-            for (name, value) in &xattrs {
-                host::fsetxattr(&out, name, value)
-                    .map_err(|e| ImageError::io("set xattr on", to(), e))?;
-            }
-            if !direct || !xattrs.is_empty() {
-                host::fchmod(&out, perm).map_err(|e| ImageError::io("chmod", to(), e))?;
-            }
-            host::futimens(&out, md.atime, md.mtime)
-                .map_err(|e| ImageError::io("set times of", to(), e))?;
-            Ok(0)
+            clone_file(ctx, &src, ddir, rel, name, md)
         }
         libc::S_IFLNK => {
             let target = at::readlink_at(sdir, name, md.size)
@@ -648,6 +656,41 @@ fn clone_entry(
             Ok(2)
         }
     }
+}
+
+/// Clones the regular file `src` (open, with metadata `md`) as `name` in `ddir`.
+///
+/// Created with its final mode when the umask keeps it and no chown follows (chown clears
+/// setuid/setgid, so those files get their mode afterwards).
+fn clone_file(
+    ctx: &Ctx<'_>,
+    src: &File,
+    ddir: &File,
+    rel: &Path,
+    name: &CStr,
+    md: &Meta,
+) -> Result<usize, ImageError> {
+    let from = || ctx.src.join(rel);
+    let to = || ctx.dst.join(rel);
+    let own = owner(ctx, md, rel)?;
+    let perm = md.perm();
+    let direct = own.is_none() && perm & 0o7000 == 0 && ctx.umask.is_some_and(|m| perm & m == 0);
+    let out = at::create_at(ddir, name, if direct { perm } else { 0o600 })
+        .map_err(|e| ImageError::io("create", to(), e))?;
+    copy_data(ctx, src, &out, md).map_err(|e| ImageError::io("copy data into", to(), e))?;
+    if let Some((uid, gid)) = own {
+        host::fchown(&out, uid, gid).map_err(|e| ImageError::io("set owner of", to(), e))?;
+    }
+    let xattrs = host::fgetxattrs(src).map_err(|e| ImageError::io("read xattrs of", from(), e))?;
+    for (name, value) in &xattrs {
+        host::fsetxattr(&out, name, value).map_err(|e| ImageError::io("set xattr on", to(), e))?;
+    }
+    if !direct || !xattrs.is_empty() {
+        host::fchmod(&out, perm).map_err(|e| ImageError::io("chmod", to(), e))?;
+    }
+    host::futimens(&out, md.atime, md.mtime)
+        .map_err(|e| ImageError::io("set times of", to(), e))?;
+    Ok(0)
 }
 
 /// Copies a file's data: a reflink if allowed and possible, else copy_file_range over the
