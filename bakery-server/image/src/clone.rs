@@ -621,14 +621,14 @@ fn clone_entry(
     md: &Meta,
 ) -> Result<usize, ImageError> {
     let from = || ctx.src.join(rel);
+    if md.kind() == libc::S_IFREG {
+        let src = at::open_at(sdir, name).map_err(|e| ImageError::io("open", from(), e))?;
+        return clone_file(ctx, &src, ddir, rel, name, md);
+    }
     let to = || ctx.dst.join(rel);
     let own = owner(ctx, md, rel)?;
     let perm = md.perm();
     match md.kind() {
-        libc::S_IFREG => {
-            let src = at::open_at(sdir, name).map_err(|e| ImageError::io("open", from(), e))?;
-            clone_file(ctx, &src, ddir, rel, name, md)
-        }
         libc::S_IFLNK => {
             let target = at::readlink_at(sdir, name, md.size)
                 .map_err(|e| ImageError::io("read link", from(), e))?;
