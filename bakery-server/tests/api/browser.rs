@@ -46,9 +46,23 @@ fn cloexec_pipe() -> (RawFd, RawFd) {
 }
 
 impl Browser {
-    /// Starts Chromium and opens a blank page.
+    /// Starts Chromium and opens a blank page. A Chromium that dies before it answers (seen
+    /// once under load on a shared 2-core machine) is started again, up to three times; the
+    /// panic quotes what it printed.
     pub fn start(exe: &Path) -> Browser {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Browser::launch(exe) {
+                Ok(browser) => return browser,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("chromium did not start: {failures:#?}");
+    }
+
+    fn launch(exe: &Path) -> Result<Browser, String> {
         let profile = tempfile::tempdir().unwrap();
+        let log = profile.path().join("chromium.log");
         let (cmd_read, cmd_write) = cloexec_pipe();
         let (out_read, out_write) = cloexec_pipe();
         let mut command = Command::new(exe);
@@ -61,6 +75,12 @@ impl Browser {
                 "--no-first-run",
                 "--no-default-browser-check",
                 "--disable-extensions",
+                // This machine has no network beyond loopback: without these Chromium keeps
+                // trying to reach Google's hosts in the background.
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
                 "--remote-debugging-pipe",
                 "--window-size=1280,900",
             ])
@@ -68,7 +88,7 @@ impl Browser {
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(File::create(&log).unwrap());
         // SAFETY: only dup2 (async-signal-safe) between fork and exec.
         unsafe {
             command.pre_exec(move || {
@@ -112,18 +132,38 @@ impl Browser {
             session: String::new(),
             _profile: profile,
         };
-        let target = browser.call(None, "Target.createTarget", json!({"url": "about:blank"}));
-        let target_id = target["targetId"].as_str().unwrap().to_owned();
-        let attached = browser.call(
-            None,
-            "Target.attachToTarget",
-            json!({"targetId": target_id, "flatten": true}),
-        );
+        let attached = browser
+            .try_call(None, "Target.createTarget", json!({"url": "about:blank"}))
+            .and_then(|target| {
+                let target_id = target["targetId"].as_str().unwrap_or_default().to_owned();
+                browser.try_call(
+                    None,
+                    "Target.attachToTarget",
+                    json!({"targetId": target_id, "flatten": true}),
+                )
+            })
+            .map_err(|why| {
+                let status = browser.child.try_wait().ok().flatten();
+                let printed = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = printed.lines().rev().take(15).collect();
+                format!("{why}; exit status {status:?}; it printed (last lines first): {tail:#?}")
+            })?;
         browser.session = attached["sessionId"].as_str().unwrap().to_owned();
-        browser
+        Ok(browser)
     }
 
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call(session, method, params)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Sends one DevTools command and waits up to 30 s for its answer.
+    fn try_call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -132,17 +172,19 @@ impl Browser {
         }
         let mut bytes = serde_json::to_vec(&message).unwrap();
         bytes.push(0);
-        self.to_chrome.write_all(&bytes).unwrap();
+        self.to_chrome
+            .write_all(&bytes)
+            .map_err(|e| format!("cannot send {method} to chromium: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let reply = self
                 .from_chrome
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("chromium did not answer {method}"));
+                .map_err(|_| format!("chromium did not answer {method}"))?;
             if reply["id"] == json!(id) {
                 assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return Ok(reply["result"].clone());
             }
         }
     }
