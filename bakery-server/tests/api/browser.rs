@@ -37,6 +37,17 @@ pub fn chromium() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
+/// A close-on-exec copy of `fd` numbered 10 or more; `fd` is closed.
+fn above_four(fd: RawFd) -> RawFd {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) and close on an fd we own.
+    unsafe {
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        assert!(high >= 10, "fcntl(F_DUPFD_CLOEXEC)");
+        libc::close(fd);
+        high
+    }
+}
+
 fn cloexec_pipe() -> (RawFd, RawFd) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
@@ -46,18 +57,9 @@ fn cloexec_pipe() -> (RawFd, RawFd) {
 }
 
 impl Browser {
-    /// Starts Chromium and opens a blank page. A Chromium that dies before it answers (seen
-    /// once under load on a shared 2-core machine) is started again, up to three times; the
-    /// panic quotes what it printed.
+    /// Starts Chromium and opens a blank page; the panic quotes what Chromium printed.
     pub fn start(exe: &Path) -> Browser {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            match Browser::launch(exe) {
-                Ok(browser) => return browser,
-                Err(why) => failures.push(why),
-            }
-        }
-        panic!("chromium did not start: {failures:#?}");
+        Browser::launch(exe).unwrap_or_else(|why| panic!("chromium did not start: {why}"))
     }
 
     fn launch(exe: &Path) -> Result<Browser, String> {
@@ -65,6 +67,10 @@ impl Browser {
         let log = profile.path().join("chromium.log");
         let (cmd_read, cmd_write) = cloexec_pipe();
         let (out_read, out_write) = cloexec_pipe();
+        // The child's ends must not be fds 3 or 4 themselves: dup2(3, 3) would keep the
+        // close-on-exec flag (Chromium then starts without its command pipe: broken pipe on
+        // our first write), and dup2(x, 3) would close an out_write that was 3.
+        let (cmd_read, out_write) = (above_four(cmd_read), above_four(out_write));
         let mut command = Command::new(exe);
         command
             .args([
