@@ -655,16 +655,21 @@ fn the_cli_lists_and_follows_events() {
     }
     let env = Env::new();
     let (server, _) = ready_server(&env, 1);
-    let out = std::process::Command::new(&cli)
-        .args(["--url", &server.base, "events", "--since", "0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    // Runs the CLI against the server; its standard output, after checking it succeeded.
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(&cli)
+            .args(["--url", &server.base])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["events", "--since", "0"]);
     assert!(
         text.contains("bakeformImported") && text.contains("bakeform=raspios"),
         "{text}"
@@ -708,16 +713,7 @@ fn the_cli_lists_and_follows_events() {
     let reply = server.boot_request(&pi.id, "config.txt", None);
     assert_eq!(reply.status(), StatusCode::OK);
     assert!(!reply.bytes().unwrap().is_empty());
-    let out = std::process::Command::new(&cli)
-        .args(["--url", &server.base, "pi", "boots", &pi.id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = run(&["pi", "boots", &pi.id]);
     assert!(text.starts_with("boot started "), "{text}");
     let line = text
         .lines()
