@@ -282,6 +282,14 @@ impl Server {
         self.client.post(self.url(path)).body(body).send().unwrap()
     }
 
+    /// `POST /oven/{id}/reset` (no body).
+    pub fn reset(&self, id: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/oven/{id}/reset")))
+            .send()
+            .unwrap()
+    }
+
     /// A Pi shows up on the boot path (how Pis become known), from `addr` when given.
     pub fn boot_request(&self, serial: &str, file: &str, addr: Option<&str>) -> Response {
         let mut req = self

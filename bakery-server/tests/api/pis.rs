@@ -302,11 +302,7 @@ fn metadata_upload_powercycle_and_reset() {
 
     // Reset: the root comes back from the bakeform, piConfig stays.
     std::fs::write(root.join("etc/hostname"), "changed\n").unwrap();
-    let resp = server
-        .client
-        .post(server.url(&format!("/oven/{}/reset", pi.id)))
-        .send()
-        .unwrap();
+    let resp = server.reset(&pi.id);
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(server.wait_baked(&pi.id).status(), StatusCode::OK);
     assert_eq!(

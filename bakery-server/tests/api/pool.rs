@@ -82,11 +82,7 @@ fn warm_pool_fills_is_taken_refills_survives_restart_and_goes_with_its_bakeform(
     // A reset takes the next pooled root and keeps piConfig.
     std::fs::write(root.join("piConfig/marker"), "kept").unwrap();
     std::fs::write(root.join("etc/hostname"), "changed\n").unwrap();
-    let resp = server
-        .client
-        .post(server.url(&format!("/oven/{}/reset", pi.id)))
-        .send()
-        .unwrap();
+    let resp = server.reset(&pi.id);
     assert_eq!(resp.status(), StatusCode::ACCEPTED, "{:?}", resp.text());
     assert_eq!(server.wait_baked(&pi.id).status(), StatusCode::OK);
     assert!(took(&server, &second), "no take of {second} logged");

@@ -143,12 +143,7 @@ impl OnLoop {
         let root = root_of(pi);
         std::fs::write(root.join("etc/hostname"), "pi-one\n").unwrap();
         std::fs::write(root.join("piConfig/marker"), "kept").unwrap();
-        let resp = self
-            .server
-            .client
-            .post(self.server.url(&format!("/oven/{}/reset", pi.id)))
-            .send()
-            .unwrap();
+        let resp = self.server.reset(&pi.id);
         assert_eq!(resp.status(), StatusCode::ACCEPTED, "{:?}", resp.text());
         let resp = self.server.wait_baked(&pi.id);
         assert_eq!(
