@@ -16,6 +16,15 @@ use crate::service::{Bakery, ServiceError};
 pub const CMDLINE: &str = "cmdline.txt";
 /// The Pi 3 boot ROM probes this and expects "file not found".
 pub const BOOTSIG: &str = "bootsig.bin";
+/// The one file served at the TFTP root: the Pi 3 boot ROM's second stage, which boots
+/// nothing by itself and asks for everything else under `<serial>/`.
+///
+/// Nothing else is served at the root. A Pi 4/5 bootloader (and a Pi 3's `bootcode.bin`)
+/// whose first file is not found under `<serial>/` clears the prefix and retries at the
+/// root (Raspberry Pi bootloader configuration, `TFTP_PREFIX`): if the root had
+/// `start*.elf`, a kernel or a `cmdline.txt`, a Pi in the fridge, or one bakery never saw,
+/// would boot a bakeform's stock files.
+pub const BOOTCODE: &str = "bootcode.bin";
 
 /// What a boot path resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +97,7 @@ impl BootFiles {
     }
 
     /// Resolves a full TFTP-style path: `<serial>/<path>` for a Pi's directory, anything else
-    /// (e.g. `bootcode.bin`) from the root-level boot directory.
+    /// at the root level, where only [`BOOTCODE`] is served.
     pub async fn open_path(&self, full: &str, peer: Option<IpAddr>) -> Result<BootFile, BootError> {
         let full = full.trim_start_matches('/');
         match full.split_once('/') {
@@ -97,7 +106,9 @@ impl BootFiles {
         }
     }
 
-    /// Resolves `path` inside the Pi directory `serial_dir` (or the root level when `None`).
+    /// Resolves `path` inside the Pi directory `serial_dir` (or the root level when `None`,
+    /// where only [`BOOTCODE`] is served, from `--boot-root-dir` or the newest ready
+    /// bakeform's boot directory).
     ///
     /// An unknown serial is registered in the fridge and powered off; a Pi that is not baked
     /// is powered off (fridge) or ignored (preparing); both get `NotFound`. A baked Pi gets
@@ -185,7 +196,13 @@ impl BootFiles {
         components: &[&str],
     ) -> Result<BootFile, BootError> {
         let not_found = || BootError::NotFound(path.to_owned());
-        if components.len() == 1 && components[0] == BOOTSIG {
+        if components != [BOOTCODE].as_slice() {
+            if components.len() == 1 && components[0] != BOOTSIG {
+                tracing::debug!(
+                    path,
+                    "root-level boot file refused: only {BOOTCODE} is served at the root"
+                );
+            }
             return Err(not_found());
         }
         let dir = match &self.bakery.config().boot_root_dir {

@@ -142,7 +142,7 @@ pub struct ServeArgs {
     /// [default: 1G].
     #[arg(long, env = "BAKERY_MIN_FREE_SPACE", global = true)]
     pub min_free_space: Option<String>,
-    /// Directory serving root-level boot files (bootcode.bin) [default: newest bakeform's boot dir].
+    /// Directory bootcode.bin (the Pi 3 boot ROM's one root-level file) is served from; no other root-level file is ever served [default: newest bakeform's boot dir].
     #[arg(long, env = "BAKERY_BOOT_ROOT_DIR", global = true)]
     pub boot_root_dir: Option<PathBuf>,
     /// cmdline.txt template with {{nfs_server}} {{nfs_root}} {{ip}} {{serial}}, overriding bakeforms'.
@@ -248,7 +248,7 @@ pub struct Config {
     pub warm_pool: Option<usize>,
     /// Bytes the data dir keeps free: the pool, bakes and uploads stop short of it (0: none).
     pub min_free_space: u64,
-    /// Where root-level boot files come from, if set.
+    /// Where bootcode.bin, the one root-level boot file, comes from, if set.
     pub boot_root_dir: Option<PathBuf>,
     /// The operator's cmdline.txt template file, if set.
     pub cmdline_template: Option<PathBuf>,

@@ -42,6 +42,15 @@ impl Model {
         }
     }
 
+    /// The first file this model asks for under its serial directory; when it is not found
+    /// there, the firmware clears the prefix and asks for it at the TFTP root.
+    pub fn first_file(self) -> &'static str {
+        match self {
+            Model::Pi3 => "start.elf",
+            Model::Pi4 => "start4.elf",
+        }
+    }
+
     /// The block size this model asks for.
     pub fn blksize(self) -> u16 {
         match self {
@@ -91,7 +100,9 @@ pub enum SimError {
         source: ClientError,
     },
     /// The server said "file not found" for a file the boot directory has, or that the Pi
-    /// cannot boot without.
+    /// cannot boot without. For the model's first file this means: not found under
+    /// `<serial>/` and not at the TFTP root either (the firmware's prefix fallback); `path`
+    /// is then the `<serial>/` one.
     #[error("pi {serial}: {path} not found on the server")]
     Missing {
         /// The Pi.
@@ -207,6 +218,10 @@ pub struct BootReport {
     pub files: Vec<FileReport>,
     /// The text of `cmdline.txt` as served.
     pub cmdline: String,
+    /// Whether the Pi booted from the TFTP root: its first file was not found under
+    /// `<serial>/` and the firmware's prefix fallback found it at the root. A bakery must
+    /// never let this happen (an unbaked Pi would boot a bakeform's stock files).
+    pub from_root: bool,
     /// Time from the first request to the last byte.
     pub total: Duration,
 }
@@ -353,21 +368,62 @@ async fn boot_with(
     let started = Instant::now();
     let mut files = Vec::new();
     let mut cmdline = String::new();
+    // Set once the firmware cleared its `<serial>/` prefix: every later request goes to the
+    // TFTP root, as on a real Pi whose first file was not found under its serial.
+    let mut prefix_cleared = false;
+    let at = |name: &str, cleared: bool| match cleared {
+        true => format!("/{}", name.trim_start_matches('/')),
+        false => name.to_owned(),
+    };
     for &(name, step) in sequence(model) {
         if matches!(step, Step::Overlays | Step::Kernel) {
             let config = expected.get("config.txt")?.unwrap_or_default();
             let (overlays, kernel) =
                 from_config(model, &String::from_utf8_lossy(&config), expected)?;
             if step == Step::Kernel {
+                let kernel = at(&kernel, prefix_cleared);
                 files.push(pi.request(&kernel, Step::Required).await?.0);
             } else {
                 for overlay in overlays {
+                    let overlay = at(&overlay, prefix_cleared);
                     files.push(pi.request(&overlay, Step::Probe).await?.0);
                 }
             }
             continue;
         }
-        let (report, data) = pi.request(name, step).await?;
+        if name == model.first_file() && !prefix_cleared {
+            // The firmware's prefix fallback (Raspberry Pi bootloader, TFTP_PREFIX): when the
+            // first file is not under `<serial>/`, it asks the TFTP root and, if that answers,
+            // boots everything from there.
+            let tried = Instant::now();
+            match pi.request(name, step).await {
+                Err(SimError::Missing { serial, path }) => {
+                    files.push(FileReport {
+                        path: path.clone(),
+                        found: false,
+                        bytes: 0,
+                        elapsed: tried.elapsed(),
+                    });
+                    match pi.request(&at(name, true), step).await {
+                        Ok((report, _)) => {
+                            prefix_cleared = true;
+                            files.push(report);
+                            continue;
+                        }
+                        Err(SimError::Missing { .. }) => {
+                            return Err(SimError::Missing { serial, path });
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+                Ok((report, _)) => {
+                    files.push(report);
+                    continue;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        let (report, data) = pi.request(&at(name, prefix_cleared), step).await?;
         if step == Step::Cmdline {
             cmdline = String::from_utf8_lossy(&data).into_owned();
         }
@@ -378,6 +434,7 @@ async fn boot_with(
         model,
         files,
         cmdline,
+        from_root: prefix_cleared,
         total: started.elapsed(),
     })
 }

@@ -121,6 +121,68 @@ async fn many_pis_boot_at_once() {
     }
 }
 
+/// Knows no Pi: every `<serial>/...` request is "not found", root-level files are served
+/// (what a server that serves a bakeform at the TFTP root does to an unbaked Pi), unless
+/// `root_too` is false.
+struct NoPiDirs {
+    inner: BootDirProvider,
+    root_too: bool,
+}
+
+impl FileProvider for NoPiDirs {
+    async fn open(&self, request: &ReadRequest) -> Result<FileSource, Refusal> {
+        let name = request.filename.trim_start_matches('/');
+        let under_serial = name
+            .split_once('/')
+            .is_some_and(|(first, _)| pi_sim::valid_serial(first));
+        if under_serial || (!self.root_too && name != "bootcode.bin") {
+            return Err(Refusal::NotFound);
+        }
+        self.inner.open(request).await
+    }
+}
+
+#[tokio::test]
+async fn the_firmware_prefix_fallback_boots_from_the_root_when_the_serial_dir_is_missing() {
+    let dir = sample();
+    let provider = |root_too| NoPiDirs {
+        inner: BootDirProvider::new(dir.path(), "10.0.0.1"),
+        root_too,
+    };
+    let server = start(provider(true)).await;
+    // The Pi clears its prefix after `<serial>/start*.elf` and boots everything from the
+    // root, the sample's stock cmdline.txt included; the sim says so.
+    let opts = BootOptions::default();
+    for model in [Model::Pi3, Model::Pi4] {
+        let report = boot(server, "0000000a", model, dir.path(), &opts)
+            .await
+            .expect("boots from the root");
+        assert!(report.from_root, "{report:?}");
+        let first = format!("0000000a/{}", model.first_file());
+        let at = report.files.iter().position(|f| f.path == first).unwrap();
+        assert!(!report.files[at].found);
+        assert_eq!(report.files[at + 1].path, model.first_file());
+        assert!(report.files[at + 1].found);
+        assert!(
+            report.files[at + 1..]
+                .iter()
+                .all(|f| !f.path.starts_with("0000000a/")),
+            "{report:?}"
+        );
+    }
+
+    // With nothing bootable at the root, both models stop at their first file.
+    let server = start(provider(false)).await;
+    for model in [Model::Pi3, Model::Pi4] {
+        match boot(server, "0000000a", model, dir.path(), &opts).await {
+            Err(SimError::Missing { path, .. }) => {
+                assert_eq!(path, format!("0000000a/{}", model.first_file()))
+            }
+            other => panic!("{model:?}: {other:?}"),
+        }
+    }
+}
+
 /// Serves the boot directory but flips one byte of the kernel.
 struct Corrupting(BootDirProvider);
 

@@ -463,7 +463,7 @@ async fn demo_steps(
         appear(client, tftp, serial, args.model, &boot_dir).await?;
         step.tick(&format!(
             "{serial} asked for {serial}/{}: file not found, now in the fridge",
-            sim::first_file(args.model)
+            args.model.first_file()
         ));
     }
     step.done(&format!("{count} pis in the fridge"));
@@ -543,7 +543,7 @@ async fn appear(
     model: Model,
     boot_dir: &Path,
 ) -> Result<(), DemoError> {
-    let first = format!("{serial}/{}", sim::first_file(model));
+    let first = format!("{serial}/{}", model.first_file());
     let opts = pi_sim::BootOptions::default();
     match pi_sim::boot(tftp, serial, model, boot_dir, &opts).await {
         Err(pi_sim::SimError::Missing { path, .. }) if path == first => {}

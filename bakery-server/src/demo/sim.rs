@@ -28,14 +28,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Time from power-on to the first TFTP request (the bootloader starting up).
 const FIRMWARE_START: Duration = Duration::from_millis(50);
 
-/// The first file a model asks for under its serial directory (its "am I known?" probe).
-pub fn first_file(model: Model) -> &'static str {
-    match model {
-        Model::Pi3 => "start.elf",
-        Model::Pi4 => "start4.elf",
-    }
-}
-
 /// How the last boot of a simulated Pi ended.
 #[derive(Debug, Clone)]
 pub struct BootRecord {
@@ -211,7 +203,7 @@ async fn expected_boot_dir(inner: &Inner, serial: &str) -> Option<PathBuf> {
 /// found" for the first file.
 async fn boot_until_served(inner: &Inner, serial: &str) -> BootRecord {
     let started = Instant::now();
-    let first = format!("{serial}/{}", first_file(inner.model));
+    let first = format!("{serial}/{}", inner.model.first_file());
     tokio::time::sleep(FIRMWARE_START).await;
     let mut attempts = 0;
     loop {
@@ -283,6 +275,6 @@ mod tests {
             boots.is_empty(),
             "a switched-off pi finished a boot: {boots:?}"
         );
-        assert_eq!(first_file(Model::Pi3), "start.elf");
+        assert_eq!(Model::Pi3.first_file(), "start.elf");
     }
 }

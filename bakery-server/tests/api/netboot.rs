@@ -222,3 +222,145 @@ fn print_dnsmasq_config_prints_a_proxy_dhcp_snippet_dnsmasq_accepts() {
         .unwrap();
     assert!(out.status.success(), "dnsmasq --test: {out:?}");
 }
+
+/// Every file under `dir`, as `/`-separated paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_string_lossy();
+                out.push(rel.replace('\\', "/"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn unbaked_pis_get_nothing_bootable_even_through_the_firmware_prefix_fallback() {
+    let env = Env::new();
+    let firmware = env.path("firmware");
+    std::fs::create_dir_all(&firmware).unwrap();
+    let server =
+        Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
+    let tftp = server.tftp_addr();
+    assert_eq!(
+        server.upload_sample(OS).status(),
+        reqwest::StatusCode::CREATED
+    );
+    let boot_dir = env.data().join("bakeforms").join(OS).join("boot");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = BootOptions::default();
+    let boot = |serial: &str, model: Model| {
+        runtime.block_on(pi_sim::boot(tftp, serial, model, &boot_dir, &opts))
+    };
+    let expect_nothing = |serial: &str, model: Model, what: &str| match boot(serial, model) {
+        Err(pi_sim::SimError::Missing { path, .. }) => {
+            assert_eq!(path, format!("{serial}/{}", model.first_file()), "{what}")
+        }
+        other => {
+            panic!("{what}: an unbaked {model:?} was not stopped at its first file: {other:?}")
+        }
+    };
+
+    // Unknown Pis (a Pi 4 and a Pi 3) fall back to the TFTP root and find nothing there.
+    expect_nothing("f0000001", Model::Pi4, "unknown pi 4");
+    expect_nothing("f0000002", Model::Pi3, "unknown pi 3");
+    for serial in ["f0000001", "f0000002"] {
+        let pi: bakery_client::PiInfo = server.get(&format!("/pis/{serial}")).json().unwrap();
+        assert_eq!(pi.state, Some(PiState::Fridge), "{serial}");
+    }
+    // Now in the fridge: still nothing, on every boot.
+    expect_nothing("f0000001", Model::Pi4, "pi 4 in the fridge");
+    expect_nothing("f0000002", Model::Pi3, "pi 3 in the fridge");
+
+    // At the root, of every file the bakeform's boot tree holds only bootcode.bin is served,
+    // over TFTP and over HTTP.
+    let fetch_opts = FetchOptions::default();
+    let tree = files_under(&boot_dir);
+    assert!(tree.len() > 10, "{tree:?}");
+    for name in tree
+        .iter()
+        .map(String::as_str)
+        .chain(["cmdline.txt", "bootsig.bin"])
+    {
+        let over_tftp = runtime.block_on(fetch(tftp, name, &fetch_opts));
+        let over_http = server.get(&format!("/files/{name}")).status();
+        if name == "bootcode.bin" {
+            let want = std::fs::read(boot_dir.join(name)).unwrap();
+            assert_eq!(over_tftp.unwrap().data, want);
+            assert_eq!(over_http, reqwest::StatusCode::OK);
+        } else {
+            let err = over_tftp.expect_err(name);
+            assert!(err.is_not_found(), "{name}: {err}");
+            assert!(
+                over_http == reqwest::StatusCode::NOT_FOUND
+                    || over_http == reqwest::StatusCode::BAD_REQUEST,
+                "{name}: {over_http}"
+            );
+        }
+    }
+
+    // A baked Pi boots fully under its serial; the Pi 3 gets bootcode.bin from the root.
+    let baked = server.bake_ready(true).id;
+    let model = if baked == "f0000001" {
+        Model::Pi4
+    } else {
+        Model::Pi3
+    };
+    let report = boot(&baked, model).unwrap();
+    assert!(!report.from_root, "{report:?}");
+    assert!(
+        report.cmdline.contains("nfsroot=10.0.0.2:"),
+        "{}",
+        report.cmdline
+    );
+    drop(server);
+
+    // --boot-root-dir only says where bootcode.bin comes from: a start4.elf, a kernel or a
+    // cmdline.txt put there is never served.
+    for name in [
+        "bootcode.bin",
+        "start4.elf",
+        "kernel8.img",
+        "cmdline.txt",
+        "config.txt",
+    ] {
+        std::fs::write(firmware.join(name), format!("operator {name}")).unwrap();
+    }
+    let server = Server::start_replacing(
+        &env,
+        &["--tftp-listen"],
+        &[
+            "--tftp-listen",
+            "127.0.0.1:0",
+            "--boot-root-dir",
+            &firmware.display().to_string(),
+        ],
+    );
+    let tftp = server.tftp_addr();
+    let got = runtime
+        .block_on(fetch(tftp, "bootcode.bin", &fetch_opts))
+        .unwrap();
+    assert_eq!(got.data, b"operator bootcode.bin");
+    for name in ["start4.elf", "kernel8.img", "cmdline.txt", "config.txt"] {
+        let err = runtime
+            .block_on(fetch(tftp, name, &fetch_opts))
+            .expect_err(name);
+        assert!(err.is_not_found(), "{name}: {err}");
+        assert_eq!(
+            server.get(&format!("/files/{name}")).status(),
+            reqwest::StatusCode::NOT_FOUND,
+            "{name}"
+        );
+    }
+}
