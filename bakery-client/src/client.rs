@@ -194,7 +194,8 @@ impl Client {
         self.empty(call, StatusCode::OK).await
     }
 
-    /// A Pi in the oven: `GET /oven/{pi}`. A Pi that is not in the oven → 404.
+    /// A Pi: `GET /oven/{pi}`. Any known Pi is answered, a fridge Pi with status 1 (as the
+    /// first Go server did; bakery servers before 0.1 answered 404 for it); unknown → 404.
     pub async fn pi(&self, pi: &str) -> Result<PiInfo, Error> {
         let call = self.call(Method::GET, format!("/oven/{}", seg(pi)?));
         self.json(call, StatusCode::OK).await

@@ -149,14 +149,15 @@ fn parse_timeout(value: Option<&str>) -> Reply<Duration> {
         .map_err(|_| ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds")))
 }
 
-/// `GET /oven/{piId}[?wait=baked&timeout=<s>]`.
+/// `GET /oven/{piId}[?wait=baked&timeout=<s>]`: any Pi bakery knows, a fridge Pi too (with
+/// `status: 1`, as the first, Go, server answered); only an unknown serial is 404.
 pub async fn oven_pi(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
     QueryArgs(args): QueryArgs<WaitArgs>,
 ) -> Reply<Json<PiInfo>> {
     match args.wait.as_deref() {
-        None => Ok(Json(bakery.oven_pi(&serial).await?)),
+        None => Ok(Json(bakery.pi(&serial).await?)),
         Some("baked" | "ready") => {
             let timeout = parse_timeout(args.timeout.as_deref())?;
             Ok(Json(bakery.wait_baked(&serial, timeout).await?))

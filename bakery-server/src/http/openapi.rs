@@ -79,7 +79,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/v1/fridge", "Pis in the fridge", N, J("PiMap"), &[OK]),
     op("post", "/api/v1/fridge", "Bake a free Pi from a bakeform", J("BakeRequest"), J("PiInfo"), &[(202, "baking (status 3)"), (400, "unknown or unready bakeform"), (404, "no available Pi found")]),
     op("get", "/api/v1/oven", "Pis in the oven", N, J("PiMap"), &[OK]),
-    op("get", "/api/v1/oven/{pi_id}", "A Pi in the oven; `?wait=baked&timeout=<s>` long-polls", N, J("PiInfo"), &[OK, NO_PI, (409, "the bake failed")]),
+    op("get", "/api/v1/oven/{pi_id}", "Any known Pi, a fridge Pi too (status 1, as the first Go server answered); `?wait=baked&timeout=<s>` long-polls", N, J("PiInfo"), &[OK, (404, "unknown Pi"), (409, "the bake failed")]),
     op("delete", "/api/v1/oven/{pi_id}", "Unbake a Pi", N, N, &[OK, (403, "not baked"), NO_PI]),
     op("post", "/api/v1/oven/{pi_id}/powercycle", "Power a baked Pi off and on", N, N, &[OK, (403, "not baked"), NO_PI, (502, "the PPI failed")]),
     op("post", "/api/v1/oven/{pi_id}/reset", "Re-clone a baked Pi's root from its bakeform", N, J("PiInfo"), &[(202, "resetting"), (403, "not baked"), NO_PI]),

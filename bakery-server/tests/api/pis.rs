@@ -26,14 +26,13 @@ fn pis_register_through_the_boot_path_only() {
     assert_eq!(server.get("/pis/0000000f").status(), StatusCode::NOT_FOUND);
     let oven: PiMap = server.get("/oven").json().unwrap();
     assert!(oven.is_empty());
+    // `GET /oven/{id}` answers for a fridge Pi too (status 1), as the first Go server did.
     let resp = server.get("/oven/00000001");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<PiInfo>().unwrap().status.code(), 1);
+    let resp = server.get("/oven/0000000f");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert!(
-        resp.json::<ErrorBody>()
-            .unwrap()
-            .error
-            .contains("not in the oven")
-    );
+    assert!(resp.json::<ErrorBody>().unwrap().error.contains("0000000f"));
     // Every new Pi was powered off through the PPI.
     assert!(eventually(Duration::from_secs(5), || env.ppi_calls().len() == 3));
     for serial in &serials {
@@ -100,7 +99,15 @@ fn bake_wait_and_unbake() {
         server.delete("/oven/0000abcd").status(),
         StatusCode::NOT_FOUND
     );
-    assert_eq!(server.get("/oven/00000001").status(), StatusCode::NOT_FOUND);
+    // A Pi in the fridge is still answered (200, status 1), as the first Go server did: the
+    // Go client reads it after an unbake. Only unknown serials are 404.
+    let resp = server.get("/oven/00000001");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let fridge: PiInfo = resp.json().unwrap();
+    assert_eq!(fridge.status.code(), 1);
+    assert_eq!(fridge.state, Some(bakery_client::PiState::Fridge));
+    assert_eq!(fridge.id, "00000001");
+    assert_eq!(server.get("/oven/0000abcd").status(), StatusCode::NOT_FOUND);
     // A long-poll on a Pi that is not being baked answers at once with its status.
     let resp = server.get("/oven/00000001?wait=baked&timeout=30");
     assert_eq!(resp.status(), StatusCode::OK);
