@@ -214,9 +214,12 @@ pub enum BakeformState {
 }
 
 /// Body of `POST /fridge`: bake a Pi.
+///
+/// Request bodies refuse unknown fields (400 naming the field): a misspelt `poweron` must not
+/// bake and power on as if it were absent. The original clients send none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BakeRequest {
     /// The bakeform to bake the Pi from.
     pub bakeform_name: String,
@@ -232,7 +235,7 @@ pub struct BakeRequest {
 /// Body of `POST /disks`: create a disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateDiskRequest {
     /// The size in MiB (must be > 0).
     pub size: i64,
@@ -244,7 +247,7 @@ pub struct CreateDiskRequest {
 /// Body of `POST /oven/{piId}/disks`: attach a disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AttachDiskRequest {
     /// The disk to attach.
     pub disk_id: String,
@@ -253,6 +256,7 @@ pub struct AttachDiskRequest {
 /// Body of `POST /disks/{diskId}/resize` (an addition): grow a detached disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ResizeDiskRequest {
     /// The new size in MiB; must not be smaller than the current one.
     pub size: i64,

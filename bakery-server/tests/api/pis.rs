@@ -325,3 +325,52 @@ fn metadata_upload_powercycle_and_reset() {
     assert_eq!(after.metadata["index"], 3);
     assert!(entries(&env.data().join("tmp")).is_empty());
 }
+
+#[test]
+fn request_bodies_with_unknown_fields_are_refused_naming_the_field() {
+    let env = Env::new();
+    let (server, serials) = ready_server(&env, 1);
+    let calls_before = env.ppi_calls().len();
+    let disk: bakery_client::Disk = server
+        .post_json("/disks", &json!({"size": 8}))
+        .json()
+        .unwrap();
+    let cases = [
+        (
+            "/fridge".to_owned(),
+            json!({"bakeformName": OS, "poweron": false}),
+            "poweron",
+        ),
+        (
+            "/disks".to_owned(),
+            json!({"size": 8, "ephemeal": true}),
+            "ephemeal",
+        ),
+        (
+            format!("/oven/{}/disks", serials[0]),
+            json!({"diskId": disk.id, "readOnly": true}),
+            "readOnly",
+        ),
+        (
+            format!("/disks/{}/resize", disk.id),
+            json!({"size": 16, "sizeMib": 16}),
+            "sizeMib",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let resp = server.post_json(&path, &body);
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        let error = resp.json::<ErrorBody>().unwrap().error;
+        assert!(
+            error.contains(&format!("unknown field `{field}`")),
+            "{path}: {error}"
+        );
+    }
+    // Nothing happened: no Pi baked or powered, no second disk, the disk not grown.
+    let oven: PiMap = server.get("/oven").json().unwrap();
+    assert!(oven.is_empty(), "{oven:?}");
+    assert_eq!(env.ppi_calls().len(), calls_before);
+    let disks: bakery_client::DiskList = server.get("/disks").json().unwrap();
+    assert_eq!(disks.disks.len(), 1);
+    assert_eq!(disks.disks[&disk.id].size, 8);
+}
