@@ -33,7 +33,7 @@ const MAX_RAM_MIB: i64 = 16 * 1024;
 const UNDO_WAIT: Duration = Duration::from_secs(120);
 
 /// The methods that talk to bakery (all others are answered by [`call_local`]).
-const BAKERY_METHODS: [&str; 15] = [
+const BAKERY_METHODS: [&str; 16] = [
     "create_stemcell",
     "delete_stemcell",
     "create_vm",
@@ -48,6 +48,7 @@ const BAKERY_METHODS: [&str; 15] = [
     "detach_disk",
     "get_disks",
     "resize_disk",
+    "update_disk",
     "set_disk_metadata",
 ];
 
@@ -66,9 +67,6 @@ pub fn call_local(request: &Request) -> Result<Value, CpiError> {
     match request.method.as_str() {
         "info" => Ok(json!({"api_version": API_VERSION, "stemcell_formats": STEMCELL_FORMATS})),
         "calculate_vm_cloud_properties" => calculate_vm_cloud_properties(args),
-        "update_disk" => Err(not_implemented(
-            "bakery disks have no types or iops; the director falls back to create, copy and delete",
-        )),
         "snapshot_disk" | "delete_snapshot" => {
             Err(not_implemented("bakery disks have no snapshots"))
         }
@@ -163,6 +161,7 @@ impl<'a> Cpi<'a> {
             "detach_disk" => self.detach_disk(args),
             "get_disks" => self.get_disks(args),
             "resize_disk" => self.resize_disk(args),
+            "update_disk" => self.update_disk(args),
             "set_disk_metadata" => self.set_disk_metadata(args),
             _ => call_local(request),
         }
@@ -590,6 +589,26 @@ impl<'a> Cpi<'a> {
         let disk_cid = args.string(0, "disk_cid")?;
         let new_size = args.integer(1, "new_size")?;
         args.at_most(2)?;
+        self.grow_disk(disk_cid, new_size)
+    }
+
+    /// `update_disk(disk_cid, new_size, cloud_properties)`: bakery disks have no cloud
+    /// properties (create_disk ignores them too), so an update is a grow in place and the
+    /// answer is the same disk cid. Shrinking is `Bosh::Clouds::NotSupported`: the director
+    /// (`DiskManager#update_disk_cpi`, which rescues NotImplemented and NotSupported) then
+    /// creates a new disk, migrates the data and orphans the old one.
+    fn update_disk(&mut self, args: Args<'_>) -> Result<Value, CpiError> {
+        let disk_cid = args.string(0, "disk_cid")?;
+        let new_size = args.integer(1, "new_size")?;
+        args.optional_object(2, "cloud_properties")?;
+        args.at_most(3)?;
+        self.grow_disk(disk_cid, new_size)?;
+        Ok(Value::String(disk_cid.to_owned()))
+    }
+
+    /// Grows a detached disk to `new_size` MiB (the same size is a no-op; smaller is
+    /// `NotSupported`).
+    fn grow_disk(&mut self, disk_cid: &str, new_size: i64) -> Result<Value, CpiError> {
         let disk = self.disk(disk_cid)?;
         if new_size < disk.size {
             return Err(CpiError::NotSupported(format!(

@@ -129,7 +129,6 @@ fn unknown_and_unsupported_methods_are_not_implemented() {
     for method in [
         "snapshot_disk",
         "delete_snapshot",
-        "update_disk",
         "create_network",
         "delete_network",
         "current_vm_id",

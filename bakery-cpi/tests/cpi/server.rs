@@ -462,6 +462,20 @@ fn deploy_and_delete(api_version: u64) {
     );
     bakery.ok("resize_disk", json!([disk, 128]), api_version);
     assert_eq!(bakery.client.disk(&disk).expect("disk").size, 128);
+    // update_disk grows in place and answers the same cid; shrinking is NotSupported, on
+    // which the director falls back to create, migrate and orphan
+    assert_eq!(
+        bakery.ok("update_disk", json!([disk, 192, {}]), api_version),
+        json!(disk)
+    );
+    assert_eq!(bakery.client.disk(&disk).expect("disk").size, 192);
+    let run = bakery.cpi("update_disk", json!([disk, 64, {}]), api_version);
+    assert_eq!(run.error_type(), Some("Bosh::Clouds::NotSupported"));
+    assert!(run.message().contains("cannot shrink"), "{}", run.message());
+    assert_eq!(bakery.client.disk(&disk).expect("disk").size, 192);
+    let gone = "0f0f0f0f-0000-4000-8000-000000000000";
+    let run = bakery.cpi("update_disk", json!([gone, 64, {}]), api_version);
+    assert_eq!(run.error_type(), Some("Bosh::Clouds::DiskNotFound"));
     bakery.ok("delete_disk", json!([disk]), api_version);
     bakery.ok("delete_disk", json!([disk]), api_version);
     assert_eq!(
