@@ -1,6 +1,6 @@
 //! Thin handlers: extract, call the service, shape the reply.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,23 +28,6 @@ type Reply<T> = Result<T, ServiceError>;
 
 fn to_map(pis: Vec<PiInfo>) -> PiMap {
     pis.into_iter().map(|p| (p.id.clone(), p)).collect()
-}
-
-/// The Pi's address for the boot path: only trusted from `X-Forwarded-For` sent by a
-/// local forwarder (HookTFTP); a remote HTTP client's own address says nothing about the Pi.
-fn boot_peer(connection: SocketAddr, headers: &HeaderMap) -> Option<IpAddr> {
-    if !connection.ip().is_loopback() {
-        return None;
-    }
-    headers
-        .get("x-forwarded-for")?
-        .to_str()
-        .ok()?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 async fn boot_reply(file: BootFile) -> Reply<Response> {
@@ -87,7 +70,7 @@ pub async fn pi_file(
     headers: HeaderMap,
     PathArgs((serial, path)): PathArgs<(String, String)>,
 ) -> Reply<Response> {
-    let peer = boot_peer(conn, &headers);
+    let peer = super::forwarded::boot_peer(conn, &headers);
     let file = to_completion(async move {
         let full = format!("{serial}/{path}");
         Ok(BootFiles::new(bakery).open_path(&full, peer).await?)

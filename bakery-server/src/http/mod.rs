@@ -3,6 +3,7 @@
 pub mod auth;
 mod error;
 mod extract;
+mod forwarded;
 mod handlers;
 mod observe;
 pub mod openapi;

@@ -184,23 +184,10 @@ pub async fn metrics(State(bakery): AppState) -> Reply<Response> {
         .into_response())
 }
 
-/// The Pi's address on the HTTP boot path, as the `/files` handlers take it: from
-/// `X-Forwarded-For` only when a local forwarder (HookTFTP) sent the request.
+/// The Pi's address on the HTTP boot path, as the `/files` handlers take it.
 fn boot_peer(request: &Request) -> Option<IpAddr> {
     let conn = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0;
-    if !conn.ip().is_loopback() {
-        return None;
-    }
-    request
-        .headers()
-        .get("x-forwarded-for")?
-        .to_str()
-        .ok()?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    super::forwarded::boot_peer(conn, request.headers())
 }
 
 /// The prefix of the HTTP boot path.

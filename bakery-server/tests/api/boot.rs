@@ -185,3 +185,24 @@ fn symlinks_out_of_the_boot_dir_are_refused() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[test]
+fn x_forwarded_for_is_read_with_or_without_the_forwarders_port() {
+    // hooktftp's current head sends `ip:port`, 1.1.1 nothing; other forwarders a bare address.
+    let env = Env::new();
+    let server = Server::start(&env);
+    for (serial, header, want) in [
+        ("00000041", "10.0.0.41", "10.0.0.41"),
+        ("00000042", "10.0.0.42:49152", "10.0.0.42"),
+        ("00000043", "[fd00::43]:49152, 127.0.0.1", "fd00::43"),
+    ] {
+        let resp = server.boot_request(serial, "start4.elf", Some(header));
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let pi: PiInfo = server.get(&format!("/pis/{serial}")).json().unwrap();
+        assert_eq!(pi.address.as_deref(), Some(want), "{header}");
+    }
+    // Without the header the loopback forwarder's own address is no Pi's.
+    server.boot_request("00000044", "start4.elf", None);
+    let pi: PiInfo = server.get("/pis/00000044").json().unwrap();
+    assert_eq!(pi.address, None);
+}
