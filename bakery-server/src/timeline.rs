@@ -2,9 +2,10 @@
 //! boots, the last [`BOOTS_KEPT`] boots per Pi kept in memory and written behind to the
 //! database.
 //!
-//! Grouping: a request for a first-stage file (`start*.elf`, `bootcode.bin`) more than
-//! [`BOOT_GAP_MS`] after the Pi's previous request starts a new boot, and so does one the
-//! current boot already asked for (the Pi started over), and any request after
+//! Grouping: a request for a first file of a boot (`start*.elf`, `bootcode.bin`, and
+//! `<serial>/config.txt`, a Pi 5's first file) more than [`BOOT_GAP_MS`] after the Pi's
+//! previous request starts a new boot, and so does a first-stage file (`start*.elf`,
+//! `bootcode.bin`) the current boot already asked for (the Pi started over), and any request after
 //! [`IDLE_GAP_MS`] of silence. Root-level requests (a Pi 3 asks for `bootcode.bin`
 //! before it names its serial) are held per address and join the boot of the next serial
 //! request from that address. A size probe (the firmware reads `tsize` and ends the
@@ -40,6 +41,17 @@ pub const PIS_KEPT: usize = 4096;
 pub fn is_first_stage(file: &str) -> bool {
     let base = file.rsplit('/').next().unwrap_or(file);
     base == "bootcode.bin" || (base.starts_with("start") && base.ends_with(".elf"))
+}
+
+/// Whether `file` can be the first request of a boot: a first-stage file, or the Pi 5's
+/// first file, `config.txt` directly under its serial (the Pi 5 EEPROM has no `start4.elf`
+/// to fetch). Pi 3s and 4s ask for `config.txt` several times within a boot, so it starts a
+/// boot only after a gap, never as "asked for again".
+pub fn starts_boot(file: &str) -> bool {
+    is_first_stage(file)
+        || file
+            .split_once('/')
+            .is_some_and(|(_, rest)| rest == "config.txt")
 }
 
 /// Whether `file` is a kernel image (its delivery marks "booted" for the time-to-boot metric).
@@ -202,7 +214,7 @@ impl Timelines {
             None => true,
             Some(gap) => {
                 gap > IDLE_GAP_MS
-                    || (gap > BOOT_GAP_MS && is_first_stage(&request.file))
+                    || (gap > BOOT_GAP_MS && starts_boot(&request.file))
                     || again
                     || !claimed.is_empty()
             }
@@ -412,6 +424,26 @@ mod tests {
             )
             .new_boot
         );
+    }
+
+    #[test]
+    fn a_pi5_boot_starts_at_its_config_txt() {
+        let t = Timelines::new();
+        let pi5 =
+            |time, file: &str| record(&t, req(time, &format!("{PI}/{file}"), BootOutcome::Sent, 1));
+        assert!(pi5(0, "config.txt").new_boot);
+        assert!(!pi5(10, "bcm2712-rpi-5-b.dtb").new_boot);
+        assert_eq!(pi5(20, "kernel_2712.img").kernel_after_ms, Some(20));
+        // config.txt again within the boot (as Pi 3s and 4s do) is the same boot.
+        assert!(!pi5(30, "config.txt").new_boot);
+        // After a power cycle (more than BOOT_GAP_MS of silence) config.txt starts a boot,
+        // where before only start*.elf and bootcode.bin did.
+        assert!(pi5(30 + BOOT_GAP_MS + 1, "config.txt").new_boot);
+        assert!(!pi5(30 + BOOT_GAP_MS + 2 + BOOT_GAP_MS, "cmdline.txt").new_boot);
+        assert_eq!(t.boots(PI).boots.len(), 2);
+        assert!(starts_boot("1a2b3c4d/config.txt"));
+        assert!(!starts_boot("1a2b3c4d/overlays/config.txt"));
+        assert!(!starts_boot("config.txt"));
     }
 
     #[test]

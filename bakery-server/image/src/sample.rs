@@ -125,6 +125,8 @@ impl Default for SampleSpec {
             blob("kernel8.img", 448 * 1024),
             blob("bcm2710-rpi-3-b.dtb", 30 * 1024),
             blob("bcm2711-rpi-4-b.dtb", 52 * 1024),
+            blob("bcm2712-rpi-5-b.dtb", 76 * 1024),
+            blob("kernel_2712.img", 512 * 1024),
             blob("overlays/vc4-kms-v3d.dtbo", 3 * 1024),
         ];
         let root_files = vec![

@@ -31,14 +31,19 @@ pub enum Model {
     Pi3,
     /// Pi 4: EEPROM bootloader, starts with `<serial>/start4.elf`.
     Pi4,
+    /// Pi 5: EEPROM bootloader with the firmware inside it, starts with `<serial>/config.txt`
+    /// (no `start4.elf`), probes `pieeprom.sig`, loads `bcm2712-rpi-5-b.dtb` and
+    /// `kernel_2712.img`.
+    Pi5,
 }
 
 impl Model {
-    /// The model's name on the command line: `pi3` or `pi4`.
+    /// The model's name on the command line: `pi3`, `pi4` or `pi5`.
     pub fn name(self) -> &'static str {
         match self {
             Model::Pi3 => "pi3",
             Model::Pi4 => "pi4",
+            Model::Pi5 => "pi5",
         }
     }
 
@@ -48,6 +53,7 @@ impl Model {
         match self {
             Model::Pi3 => "start.elf",
             Model::Pi4 => "start4.elf",
+            Model::Pi5 => "config.txt",
         }
     }
 
@@ -55,7 +61,7 @@ impl Model {
     pub fn blksize(self) -> u16 {
         match self {
             Model::Pi3 => 1024,
-            Model::Pi4 => 1468,
+            Model::Pi4 | Model::Pi5 => 1468,
         }
     }
 }
@@ -67,6 +73,7 @@ impl std::str::FromStr for Model {
         match s {
             "pi3" => Ok(Model::Pi3),
             "pi4" => Ok(Model::Pi4),
+            "pi5" => Ok(Model::Pi5),
             other => Err(SimError::UnknownModel {
                 name: other.to_owned(),
             }),
@@ -77,8 +84,8 @@ impl std::str::FromStr for Model {
 /// Errors of a simulated boot.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// A model name other than `pi3` or `pi4`.
-    #[error("unknown pi model {name:?} (expected pi3 or pi4)")]
+    /// A model name other than `pi3`, `pi4` or `pi5`.
+    #[error("unknown pi model {name:?} (expected pi3, pi4 or pi5)")]
     UnknownModel {
         /// The name given.
         name: String,
@@ -336,6 +343,16 @@ fn sequence(model: Model) -> &'static [(&'static str, Step)] {
             ("cmdline.txt", Step::Cmdline),
             ("", Step::Kernel),
         ],
+        // The Pi 5 EEPROM carries the firmware: config.txt is its first file.
+        Model::Pi5 => &[
+            ("config.txt", Step::Required),
+            ("pieeprom.sig", Step::Probe),
+            ("bcm2712-rpi-5-b.dtb", Step::Required),
+            ("overlays/overlay_map.dtb", Step::Probe),
+            ("", Step::Overlays),
+            ("cmdline.txt", Step::Cmdline),
+            ("", Step::Kernel),
+        ],
     }
 }
 
@@ -467,6 +484,11 @@ fn from_config(
     }
     let kernel = match kernel {
         Some(kernel) => kernel,
+        // A Pi 5 takes the 2712 kernel, and kernel8.img where the boot files have none.
+        None if model == Model::Pi5 && expected.get("kernel_2712.img")?.is_some() => {
+            "kernel_2712.img".to_owned()
+        }
+        None if model == Model::Pi5 => "kernel8.img".to_owned(),
         None if model == Model::Pi4 || arm_64bit => "kernel8.img".to_owned(),
         None if expected.get("kernel7.img")?.is_some() => "kernel7.img".to_owned(),
         None => "kernel8.img".to_owned(),
@@ -630,6 +652,19 @@ mod tests {
         let expected = Expected::new(dir.path());
         let names = |model, config: &str| from_config(model, config, &expected).expect("config");
         assert_eq!(names(Model::Pi4, ""), (vec![], "kernel8.img".to_owned()));
+        assert_eq!(names(Model::Pi5, "").1, "kernel8.img");
+        std::fs::write(dir.path().join("kernel_2712.img"), b"k").expect("write");
+        let with_2712 = Expected::new(dir.path());
+        assert_eq!(
+            from_config(Model::Pi5, "", &with_2712).expect("config").1,
+            "kernel_2712.img"
+        );
+        assert_eq!(
+            from_config(Model::Pi5, "kernel=kernel8.img\n", &with_2712)
+                .expect("config")
+                .1,
+            "kernel8.img"
+        );
         assert_eq!(names(Model::Pi3, "arm_64bit=1\n").1, "kernel8.img");
         assert_eq!(
             names(Model::Pi3, "dtoverlay=vc4-kms-v3d,cma-128\nkernel=zImage\n"),
@@ -650,6 +685,7 @@ mod tests {
     fn models_parse_by_name() {
         assert_eq!("pi3".parse::<Model>().ok(), Some(Model::Pi3));
         assert_eq!("pi4".parse::<Model>().ok(), Some(Model::Pi4));
-        assert!("pi5".parse::<Model>().is_err());
+        assert_eq!("pi5".parse::<Model>().ok(), Some(Model::Pi5));
+        assert!("pi6".parse::<Model>().is_err());
     }
 }

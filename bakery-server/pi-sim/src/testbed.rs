@@ -75,13 +75,13 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Writes a sample bakeform boot directory for Pi 3 and Pi 4 into `dir`: firmware of
-/// 3/8 of `kernel_len`, a `kernel8.img` of `kernel_len` bytes, device trees, an overlay,
+/// Writes a sample bakeform boot directory for Pi 3, Pi 4 and Pi 5 into `dir`: firmware of
+/// 3/8 of `kernel_len`, a `kernel8.img` and a `kernel_2712.img` of `kernel_len` bytes, device trees, an overlay,
 /// a `config.txt` naming them and a `cmdline.txt` with an NFS root.
 pub fn write_sample_boot_dir(dir: &Path, kernel_len: usize) -> io::Result<()> {
     let firmware = kernel_len * 3 / 8;
     std::fs::create_dir_all(dir.join("overlays"))?;
-    let files: [(&str, Vec<u8>); 12] = [
+    let files: [(&str, Vec<u8>); 14] = [
         ("bootcode.bin", noise(52_456, 1)),
         ("start.elf", noise(firmware, 2)),
         ("fixup.dat", noise(7_315, 3)),
@@ -91,6 +91,8 @@ pub fn write_sample_boot_dir(dir: &Path, kernel_len: usize) -> io::Result<()> {
         ("bcm2711-rpi-4-b.dtb", noise(52_593, 7)),
         ("overlays/vc4-kms-v3d.dtbo", noise(3_233, 8)),
         ("kernel8.img", noise(kernel_len, 9)),
+        ("bcm2712-rpi-5-b.dtb", noise(76_539, 10)),
+        ("kernel_2712.img", noise(kernel_len, 11)),
         (
             "config.txt",
             b"# bakery sample bakeform\narm_64bit=1\ndtoverlay=vc4-kms-v3d\nenable_uart=1\n".to_vec(),

@@ -101,6 +101,42 @@ async fn pi3_and_pi4_boot_with_every_byte_checked() {
 }
 
 #[tokio::test]
+async fn a_pi5_starts_at_config_txt_and_loads_the_2712_kernel() {
+    let dir = sample();
+    let server = start(BootDirProvider::new(dir.path(), "10.0.0.1")).await;
+    let report = boot(
+        server,
+        "5a5a5a5a",
+        Model::Pi5,
+        dir.path(),
+        &BootOptions::default(),
+    )
+    .await
+    .expect("pi5 boots");
+    let paths: Vec<&str> = report.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "5a5a5a5a/config.txt",
+            "5a5a5a5a/pieeprom.sig",
+            "5a5a5a5a/bcm2712-rpi-5-b.dtb",
+            "5a5a5a5a/overlays/overlay_map.dtb",
+            "5a5a5a5a/overlays/vc4-kms-v3d.dtbo",
+            "5a5a5a5a/cmdline.txt",
+            "5a5a5a5a/kernel_2712.img",
+        ]
+    );
+    let found: Vec<bool> = report.files.iter().map(|f| f.found).collect();
+    assert_eq!(found, [true, false, true, false, true, true, true]);
+    assert!(!paths.iter().any(|p| p.ends_with("start4.elf")));
+    assert!(
+        report.cmdline.contains("nfsroot=10.0.0.1:"),
+        "{}",
+        report.cmdline
+    );
+}
+
+#[tokio::test]
 async fn many_pis_boot_at_once() {
     let dir = sample();
     let server = start(BootDirProvider::new(dir.path(), "10.0.0.1")).await;
@@ -153,7 +189,7 @@ async fn the_firmware_prefix_fallback_boots_from_the_root_when_the_serial_dir_is
     // The Pi clears its prefix after `<serial>/start*.elf` and boots everything from the
     // root, the sample's stock cmdline.txt included; the sim says so.
     let opts = BootOptions::default();
-    for model in [Model::Pi3, Model::Pi4] {
+    for model in [Model::Pi3, Model::Pi4, Model::Pi5] {
         let report = boot(server, "0000000a", model, dir.path(), &opts)
             .await
             .expect("boots from the root");
@@ -173,7 +209,7 @@ async fn the_firmware_prefix_fallback_boots_from_the_root_when_the_serial_dir_is
 
     // With nothing bootable at the root, both models stop at their first file.
     let server = start(provider(false)).await;
-    for model in [Model::Pi3, Model::Pi4] {
+    for model in [Model::Pi3, Model::Pi4, Model::Pi5] {
         match boot(server, "0000000a", model, dir.path(), &opts).await {
             Err(SimError::Missing { path, .. }) => {
                 assert_eq!(path, format!("0000000a/{}", model.first_file()))

@@ -51,7 +51,7 @@ pub struct DemoArgs {
     /// Exit (0 when every Pi baked and booted) instead of serving until Ctrl-C.
     #[arg(long)]
     pub exit_after_boot: bool,
-    /// The simulated Pi model: pi3 (bootcode.bin from the TFTP root first) or pi4.
+    /// The simulated Pi model: pi3 (bootcode.bin from the TFTP root first), pi4 (start4.elf first) or pi5 (config.txt first, kernel_2712.img).
     #[arg(long, default_value = "pi4")]
     pub model: Model,
     /// How to print the result.

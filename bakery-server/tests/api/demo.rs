@@ -260,3 +260,45 @@ fn assert_no_stray(data: &Path) {
         );
     }
 }
+
+#[test]
+fn demo_boots_pi5s() {
+    let s = Scratch::new();
+    let data = s.path("pi5-data");
+    let out = s.run(&[
+        "--pis",
+        "2",
+        "--model",
+        "pi5",
+        "--exit-after-boot",
+        "--output",
+        "json",
+        "--data-dir",
+        &data.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    assert_eq!(summary["model"], "pi5");
+    let pis = summary["pis"].as_array().unwrap();
+    assert_eq!(pis.len(), 2, "{summary:#}");
+    let kernel = std::fs::metadata(data.join("bakeforms/sample/boot/kernel_2712.img"))
+        .unwrap()
+        .len();
+    for pi in pis {
+        assert_eq!(pi["booted"], true, "{pi:#}");
+        // config.txt, the 2712 dtb, the overlay, cmdline.txt, kernel_2712.img; no start4.elf.
+        assert!(pi["files"].as_u64().unwrap() >= 5, "{pi:#}");
+        assert!(pi["bytes"].as_u64().unwrap() > kernel, "{pi:#}");
+        assert!(
+            pi["cmdline"].as_str().unwrap().contains("root=/dev/nfs"),
+            "{pi:#}"
+        );
+    }
+    // Both roots are exported to the address the Pis booted from.
+    let exports = std::fs::read_to_string(data.join("exports")).unwrap();
+    assert_eq!(
+        exports.lines().filter(|l| l.contains("127.0.0.1(")).count(),
+        2
+    );
+}
