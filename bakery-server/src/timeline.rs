@@ -5,8 +5,10 @@
 //! Grouping: a request for a first file of a boot (`start*.elf`, `bootcode.bin`, and
 //! `<serial>/config.txt`, a Pi 5's first file) more than [`BOOT_GAP_MS`] after the Pi's
 //! previous request starts a new boot, and so does a first-stage file (`start*.elf`,
-//! `bootcode.bin`) the current boot already asked for (the Pi started over), and any request after
-//! [`IDLE_GAP_MS`] of silence. Root-level requests (a Pi 3 asks for `bootcode.bin`
+//! `bootcode.bin`) the current boot already asked for (the Pi started over), any request more
+//! than [`AFTER_KERNEL_GAP_MS`] after the previous one once the boot delivered its kernel (the
+//! boot is over: a later request is an operator's curl or a new boot, and must not stretch the
+//! finished one), and any request after [`IDLE_GAP_MS`] of silence. Root-level requests (a Pi 3 asks for `bootcode.bin`
 //! before it names its serial) are held per address and join the boot of the next serial
 //! request from that address. A size probe (the firmware reads `tsize` and ends the
 //! transfer) followed by the real fetch of the same file is folded into that fetch.
@@ -25,6 +27,9 @@ pub const BOOTS_KEPT: usize = 10;
 pub const REQUESTS_KEPT: usize = 256;
 /// Silence before a first-stage file starts a new boot.
 pub const BOOT_GAP_MS: i64 = 30_000;
+/// Silence after which any request starts a new boot once the current boot delivered its
+/// kernel (a Pi asks for its files back to back; nothing of that boot comes this late).
+pub const AFTER_KERNEL_GAP_MS: i64 = 2_000;
 /// Silence after which any request starts a new boot.
 pub const IDLE_GAP_MS: i64 = 300_000;
 /// How long a root-level request waits for a serial request from the same address.
@@ -210,10 +215,16 @@ impl Timelines {
                     .iter()
                     .any(|r| r.file == request.file && r.outcome != BootOutcome::Probe)
             });
+        let kernel_delivered = boots.back().is_some_and(|b| {
+            b.requests
+                .iter()
+                .any(|r| is_kernel(&r.file) && delivered(r.outcome))
+        });
         let new_boot = match gap {
             None => true,
             Some(gap) => {
                 gap > IDLE_GAP_MS
+                    || (kernel_delivered && gap > AFTER_KERNEL_GAP_MS)
                     || (gap > BOOT_GAP_MS && starts_boot(&request.file))
                     || again
                     || !claimed.is_empty()
@@ -424,6 +435,26 @@ mod tests {
             )
             .new_boot
         );
+    }
+
+    #[test]
+    fn a_request_long_after_a_finished_boot_does_not_stretch_it() {
+        let t = Timelines::new();
+        let at =
+            |time, file: &str| record(&t, req(time, &format!("{PI}/{file}"), BootOutcome::Sent, 1));
+        assert!(at(0, "start4.elf").new_boot);
+        assert!(!at(5, "config.txt").new_boot);
+        // Before the kernel, a pause does not end the boot.
+        assert!(!at(5 + AFTER_KERNEL_GAP_MS + 500, "cmdline.txt").new_boot);
+        assert!(!at(2_600, "kernel8.img").new_boot);
+        // Right after the kernel (an initramfs) it is the same boot.
+        assert!(!at(2_620, "initramfs8").new_boot);
+        // An operator's poke 5 s later is a boot of its own; the boot before stays 2.62 s.
+        assert!(at(7_620, "cmdline.txt").new_boot);
+        let boots = t.boots(PI).boots;
+        assert_eq!(boots.len(), 2);
+        assert_eq!(boots[1].summary.finished - boots[1].summary.started, 2_620);
+        assert_eq!(boots[0].requests.len(), 1);
     }
 
     #[test]

@@ -652,32 +652,92 @@ fn print_summary(output: DemoOutput, summary: &Summary) -> Result<(), DemoError>
     out.flush().map_err(DemoError::Output)
 }
 
-/// How to poke the running demo.
+/// How to poke the running demo: the lines it prints after the boots, the same as the
+/// README's "Poke it" block (a unit test compares them).
 fn poke_hints(url: &str, summary: &Summary) -> String {
     let serial = summary
         .pis
         .first()
         .map(|r| r.serial.as_str())
         .unwrap_or("dec00001");
-    format!(
-        "\nbakery keeps serving; poke it from another terminal:
-  curl -s {url}/pis
-  curl -s {url}/oven/{serial}
-  curl -s {url}/files/{serial}/cmdline.txt
-  curl -s tftp://{tftp}/{serial}/cmdline.txt
-  BAKERY_URL={url} cargo run -p bakery-client --bin bakery -- pi list
-  BAKERY_URL={url} cargo run -p bakery-client --bin bakery -- pi power-cycle {serial}
-  BAKERY_URL={url} cargo run -p bakery-client --bin bakery -- pi unbake {serial}
-Ctrl-C stops it; the data stays in {data} until the next demo wipes it.",
-        tftp = summary.tftp,
-        data = summary.data_dir,
-    )
+    let lines = poke_lines(url, &summary.tftp, serial, &bakery_command());
+    let mut text = String::from("\nbakery keeps serving; poke it from another terminal:\n");
+    for line in lines {
+        text.push_str("  ");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "Ctrl-C stops it; the data stays in {} until the next demo wipes it.",
+        summary.data_dir
+    ));
+    text
+}
+
+/// The poke commands for the API at `url` (ending in `/api/v1`), the TFTP server at `tftp`,
+/// the Pi `serial`, and the CLI run as `bakery`.
+fn poke_lines(url: &str, tftp: &str, serial: &str, bakery: &str) -> Vec<String> {
+    let site = url.strip_suffix("/api/v1").unwrap_or(url);
+    vec![
+        format!("# status page: {site}/"),
+        format!("curl -s {url}/pis"),
+        format!("curl -s {url}/oven/{serial}"),
+        format!("curl -s {url}/files/{serial}/cmdline.txt"),
+        format!("curl -s tftp://{tftp}/{serial}/cmdline.txt"),
+        format!("curl -s {site}/metrics"),
+        format!("export BAKERY_URL={url}"),
+        format!("{bakery} pi list"),
+        format!("{bakery} pi show {serial}"),
+        format!("{bakery} pi power-cycle {serial}"),
+        format!("{bakery} pi unbake {serial}"),
+        format!("{bakery} pi bake sample"),
+    ]
+}
+
+/// How to run the `bakery` CLI of this build: the binary beside this one when it was built,
+/// else `cargo run` with this build's profile.
+fn bakery_command() -> String {
+    let exe = std::env::current_exe().ok();
+    let dir = exe.as_deref().and_then(Path::parent);
+    if let Some(cli) = dir.map(|d| d.join("bakery")).filter(|p| p.is_file()) {
+        return cli.display().to_string();
+    }
+    let release = dir.is_some_and(|d| d.ends_with("release"));
+    cargo_run_bakery(release)
+}
+
+/// `cargo run` of the CLI, in the release or the debug profile.
+fn cargo_run_bakery(release: bool) -> String {
+    let profile = if release { " --release" } else { "" };
+    format!("cargo run{profile} -p bakery-client --bin bakery --")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_poke_lines_are_the_readmes() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("### Poke it")
+            .nth(1)
+            .and_then(|s| s.split("```sh\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("a Poke it block in the README");
+        let lines = poke_lines(
+            "http://127.0.0.1:<port>/api/v1",
+            "127.0.0.1:<tftp-port>",
+            "dec00001",
+            &cargo_run_bakery(true),
+        );
+        assert_eq!(block.lines().collect::<Vec<_>>(), lines);
+        assert_eq!(
+            cargo_run_bakery(false),
+            "cargo run -p bakery-client --bin bakery --"
+        );
+    }
 
     #[test]
     fn data_dir_is_made_reused_wiped_or_refused() {

@@ -721,3 +721,53 @@ fn the_cli_lists_and_follows_events() {
         .unwrap_or_default();
     assert!(line.contains("http") && line.contains("sent"), "{text}");
 }
+
+#[test]
+fn a_poke_after_a_finished_boot_does_not_stretch_that_boot() {
+    let env = Env::new();
+    let server =
+        Server::start_replacing(&env, &["--tftp-listen"], &["--tftp-listen", "127.0.0.1:0"]);
+    let tftp = server.tftp_addr();
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    server.add_pis(1);
+    let pi = server.bake_ready(true);
+    let boot_dir = env.data().join("bakeforms").join(OS).join("boot");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime
+        .block_on(pi_sim::boot(
+            tftp,
+            &pi.id,
+            Model::Pi4,
+            &boot_dir,
+            &BootOptions::default(),
+        ))
+        .unwrap();
+    let path = format!("/oven/{}/boots", pi.id);
+    let mut list = BootList::default();
+    assert!(eventually(Duration::from_secs(5), || {
+        list = boots(&server, &path);
+        list.boots
+            .first()
+            .is_some_and(|b| b.requests.iter().any(|r| r.file.ends_with("kernel8.img")))
+    }));
+    let booted = list.boots[0].summary.clone();
+    // What the README suggests trying next: fetch the Pi's cmdline.txt, 3 s later.
+    std::thread::sleep(Duration::from_secs(3));
+    let resp = server.get(&format!("/files/{}/cmdline.txt", pi.id));
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            list = boots(&server, &path);
+            list.boots.len() >= 2 && list.boots[1].summary == booted
+        }),
+        "{list:#?}"
+    );
+    // The boot keeps its own short duration; the poke is a one-request boot of its own.
+    let duration = booted.finished - booted.started;
+    assert!(duration < 2_000, "boot took {duration} ms: {report:?}");
+    assert_eq!(list.boots[0].requests.len(), 1, "{:?}", list.boots[0]);
+    assert!(list.boots[0].requests[0].file.ends_with("cmdline.txt"));
+}
