@@ -245,10 +245,17 @@ impl Bakery {
             .join(" ")
             .replace("the data dir  ", "the data dir ")
             .replace("the data dir :", "the data dir:");
-        ServiceError::UploadFailed {
-            name: name.to_owned(),
-            reason,
-            cause: Box::new(error),
+        match error {
+            ServiceError::BadImage { name, .. } => {
+                let prefix = format!("invalid image for bakeform {name}: ");
+                let reason = reason.strip_prefix(&prefix).unwrap_or(&reason).to_owned();
+                ServiceError::BadImage { name, reason }
+            }
+            cause => ServiceError::UploadFailed {
+                name: name.to_owned(),
+                reason,
+                cause: Box::new(cause),
+            },
         }
     }
 

@@ -168,7 +168,13 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
     }
     let bakeforms: BakeformMap = server.get("/bakeforms").json().unwrap();
     for b in bakeforms.values() {
-        if b.state.is_some_and(|s| s != BakeformState::Ready) {
+        // An interrupted import is kept as a failed row saying so, with nothing on disk.
+        let interrupted = b.state == Some(BakeformState::Failed)
+            && b.location.is_empty()
+            && b.error
+                .as_deref()
+                .is_some_and(|e| e.ends_with("the server stopped during the import"));
+        if b.state.is_some_and(|s| s != BakeformState::Ready) && !interrupted {
             return Err(format!(
                 "bakeform {} visible in state {:?}",
                 b.name, b.state
