@@ -866,6 +866,52 @@ mod tests {
     }
 
     #[test]
+    fn upload_knobs_from_flag_file_or_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bakery.toml");
+        let base = ServeArgs {
+            nfs_address: Some("10.0.0.2".into()),
+            ..ServeArgs::default()
+        };
+        let config = base.resolve().unwrap();
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_concurrent_uploads, 4);
+        let flags = ServeArgs {
+            upload_idle_timeout: Some(2.5),
+            max_concurrent_uploads: Some(1),
+            ..base.clone()
+        };
+        let config = flags.resolve().unwrap();
+        assert_eq!(config.upload_idle_timeout, Duration::from_millis(2500));
+        assert_eq!(config.max_concurrent_uploads, 1);
+        std::fs::write(
+            &file,
+            "upload_idle_timeout = 7.0\nmax_concurrent_uploads = 9\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..base.clone()
+        };
+        let config = from_file.resolve().unwrap();
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(7));
+        assert_eq!(config.max_concurrent_uploads, 9);
+        for bad in [
+            ServeArgs {
+                upload_idle_timeout: Some(0.0),
+                ..base.clone()
+            },
+            ServeArgs {
+                max_concurrent_uploads: Some(0),
+                ..base.clone()
+            },
+        ] {
+            let err = bad.resolve().unwrap_err().to_string();
+            assert!(err.contains("upload"), "{err}");
+        }
+    }
+
+    #[test]
     fn nfs_address_is_required() {
         let err = ServeArgs::default().resolve().unwrap_err();
         assert!(matches!(err, ConfigError::Missing(_)), "{err}");
