@@ -1028,18 +1028,6 @@ impl Store {
         })
     }
 
-    /// Removes a bakeform whose import failed or was interrupted, writing `event` when it
-    /// was there.
-    pub fn forget_bakeform(&self, name: &str, event: NewEvent) -> Result<(), DbError> {
-        self.change(|tx, events| {
-            let n = tx.execute("DELETE FROM bakeforms WHERE name = ?1", params![name])?;
-            if n == 1 {
-                events.push(event);
-            }
-            Ok(())
-        })
-    }
-
     /// Deletes a ready or failed bakeform that no Pi in the oven uses, writing `event`.
     pub fn delete_bakeform(&self, name: &str, event: NewEvent) -> Result<DeleteBakeform, DbError> {
         self.change(|tx, events| {
