@@ -174,7 +174,13 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
             && b.error
                 .as_deref()
                 .is_some_and(|e| e.ends_with("the server stopped during the import"));
-        if b.state.is_some_and(|s| s != BakeformState::Ready) && !interrupted {
+        if interrupted {
+            if Path::new(&env.data().join("bakeforms").join(&b.name)).exists() {
+                return Err(format!("failed bakeform {} left files", b.name));
+            }
+            continue;
+        }
+        if b.state.is_some_and(|s| s != BakeformState::Ready) {
             return Err(format!(
                 "bakeform {} visible in state {:?}",
                 b.name, b.state
