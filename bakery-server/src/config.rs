@@ -179,6 +179,12 @@ pub struct ServeArgs {
     /// Pi in the oven, from any address but its own (use with DHCP reservations).
     #[arg(long, env = "BAKERY_PIN_PI_ADDRESSES", global = true)]
     pub pin_pi_addresses: bool,
+    /// Seconds an upload's body may send nothing before the upload is failed (408) [default: 60].
+    #[arg(long, env = "BAKERY_UPLOAD_IDLE_TIMEOUT", global = true)]
+    pub upload_idle_timeout: Option<f64>,
+    /// Bakeform uploads running at once; more are refused with 503 and Retry-After [default: 4].
+    #[arg(long, env = "BAKERY_MAX_CONCURRENT_UPLOADS", global = true)]
+    pub max_concurrent_uploads: Option<usize>,
 }
 
 /// The `--config` TOML file: the same keys as the long flags, with `_`.
@@ -212,6 +218,8 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     max_pis: Option<u32>,
     pin_pi_addresses: Option<bool>,
+    upload_idle_timeout: Option<f64>,
+    max_concurrent_uploads: Option<usize>,
 }
 
 /// The resolved configuration of a server.
@@ -270,6 +278,10 @@ pub struct Config {
     pub max_pis: u32,
     /// Whether the boot path pins Pis to their addresses.
     pub pin_pi_addresses: bool,
+    /// Longest an upload's body may send nothing.
+    pub upload_idle_timeout: Duration,
+    /// Bakeform uploads running at once.
+    pub max_concurrent_uploads: usize,
 }
 
 /// The PEM files HTTPS is served with.
@@ -343,6 +355,8 @@ impl Config {
             tls: None,
             max_pis: DEFAULT_MAX_PIS,
             pin_pi_addresses: false,
+            upload_idle_timeout: Duration::from_secs(60),
+            max_concurrent_uploads: 4,
         }
     }
 }
@@ -588,6 +602,22 @@ impl ServeArgs {
             config.max_pis = n;
         }
         config.pin_pi_addresses = self.pin_pi_addresses || file.pin_pi_addresses.unwrap_or(false);
+        if let Some(t) = self.upload_idle_timeout.or(file.upload_idle_timeout) {
+            config.upload_idle_timeout = parse_seconds("upload-idle-timeout", t)?;
+            if config.upload_idle_timeout.is_zero() {
+                return Err(bad(
+                    "upload-idle-timeout",
+                    t.to_string(),
+                    "must be positive",
+                ));
+            }
+        }
+        if let Some(n) = self.max_concurrent_uploads.or(file.max_concurrent_uploads) {
+            if n == 0 {
+                return Err(bad("max-concurrent-uploads", "0", "must be at least 1"));
+            }
+            config.max_concurrent_uploads = n;
+        }
         // Read the security files now, so a bad one stops the server before it listens (and
         // `check-config` reports it); the server loads them again when it starts serving.
         if let Some(path) = &config.token_file {
@@ -833,6 +863,52 @@ mod tests {
             ..from_file
         };
         assert_eq!(both.resolve().unwrap().min_free_space, 1 << 20);
+    }
+
+    #[test]
+    fn upload_knobs_from_flag_file_or_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bakery.toml");
+        let base = ServeArgs {
+            nfs_address: Some("10.0.0.2".into()),
+            ..ServeArgs::default()
+        };
+        let config = base.resolve().unwrap();
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_concurrent_uploads, 4);
+        let flags = ServeArgs {
+            upload_idle_timeout: Some(2.5),
+            max_concurrent_uploads: Some(1),
+            ..base.clone()
+        };
+        let config = flags.resolve().unwrap();
+        assert_eq!(config.upload_idle_timeout, Duration::from_millis(2500));
+        assert_eq!(config.max_concurrent_uploads, 1);
+        std::fs::write(
+            &file,
+            "upload_idle_timeout = 7.0\nmax_concurrent_uploads = 9\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..base.clone()
+        };
+        let config = from_file.resolve().unwrap();
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(7));
+        assert_eq!(config.max_concurrent_uploads, 9);
+        for bad in [
+            ServeArgs {
+                upload_idle_timeout: Some(0.0),
+                ..base.clone()
+            },
+            ServeArgs {
+                max_concurrent_uploads: Some(0),
+                ..base.clone()
+            },
+        ] {
+            let err = bad.resolve().unwrap_err().to_string();
+            assert!(err.contains("upload"), "{err}");
+        }
     }
 
     #[test]

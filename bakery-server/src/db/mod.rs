@@ -989,8 +989,8 @@ impl Store {
         })
     }
 
-    /// Marks an importing bakeform failed, keeping `error` to show; writes `event` when it
-    /// was importing.
+    /// Marks an importing bakeform failed, keeping `error` to show and clearing its location
+    /// (nothing of it is on disk); writes `event` when it was importing.
     pub fn set_bakeform_failed(
         &self,
         name: &str,
@@ -999,7 +999,8 @@ impl Store {
     ) -> Result<Option<BakeformRow>, DbError> {
         self.change(|tx, events| {
             let n = tx.execute(
-                "UPDATE bakeforms SET state = ?2, error = ?3 WHERE name = ?1 AND state = 'importing'",
+                "UPDATE bakeforms SET state = ?2, error = ?3, location = ''
+                 WHERE name = ?1 AND state = 'importing'",
                 params![name, bakeform_state_str(BakeformState::Failed), error],
             )?;
             if n == 1 {
@@ -1024,18 +1025,6 @@ impl Store {
                 events.push(event);
             }
             get_bakeform(tx, name)
-        })
-    }
-
-    /// Removes a bakeform whose import failed or was interrupted, writing `event` when it
-    /// was there.
-    pub fn forget_bakeform(&self, name: &str, event: NewEvent) -> Result<(), DbError> {
-        self.change(|tx, events| {
-            let n = tx.execute("DELETE FROM bakeforms WHERE name = ?1", params![name])?;
-            if n == 1 {
-                events.push(event);
-            }
-            Ok(())
         })
     }
 

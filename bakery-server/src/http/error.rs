@@ -1,11 +1,14 @@
 //! The one place service errors become HTTP statuses and `{"error": ...}` bodies.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bakery_client::ErrorBody;
 
 use crate::service::ServiceError;
+
+/// Seconds a client refused with 503 (too many uploads) is told to wait.
+const RETRY_AFTER_SECS: &str = "5";
 
 /// The HTTP status of a service error.
 pub fn status_of(error: &ServiceError) -> StatusCode {
@@ -35,9 +38,12 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         | E::DiskAttached { .. }
         | E::PiConfigNotDir(_) => StatusCode::CONFLICT,
         E::BodyTooLarge { .. } | E::ImageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        E::InsufficientSpace { .. } | E::BelowMinFreeSpace { .. } | E::NoSpaceLeft { .. } => {
+        E::DiskOvercommit { .. } | E::BelowMinFreeSpace { .. } | E::NoSpaceLeft { .. } => {
             StatusCode::INSUFFICIENT_STORAGE
         }
+        E::UploadStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+        E::TooManyUploads { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::UploadFailed { cause, .. } => status_of(cause),
         E::Power(_) => StatusCode::BAD_GATEWAY,
         E::Db(_) | E::Io { .. } | E::Imaging(_) | E::Export(_) | E::Task(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -53,12 +59,19 @@ impl IntoResponse for ServiceError {
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request refused");
         }
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }

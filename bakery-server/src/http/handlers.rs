@@ -19,7 +19,7 @@ use tokio::io::AsyncReadExt;
 use super::extract::{JsonBody, PathArgs, QueryArgs};
 use crate::boot::{BootFile, BootFiles};
 use crate::imaging;
-use crate::service::{Bakery, DEFAULT_WAIT, ServiceError, to_completion};
+use crate::service::{Bakery, DEFAULT_WAIT, ServiceError, UploadHead, to_completion};
 
 /// The state every handler gets.
 pub type AppState = State<Arc<Bakery>>;
@@ -256,21 +256,40 @@ pub async fn bakeform(
 }
 
 /// `POST /bakeforms/{name}`: upload an image, raw or packed as `.img.gz`, `.img.xz` or `.zip`
-/// (by `Content-Type` or magic bytes) (201).
+/// (by `Content-Type` or magic bytes) (201). A refusal answers at once, before the body is
+/// read (and instead of `100 Continue`), and closes the connection.
 pub async fn upload_bakeform(
     State(bakery): AppState,
     PathArgs(name): PathArgs<String>,
     headers: HeaderMap,
     body: Body,
-) -> Reply<(StatusCode, Json<bakery_client::Bakeform>)> {
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(imaging::packing_of_content_type);
+) -> Response {
+    let head = UploadHead {
+        declared: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(imaging::packing_of_content_type),
+        announced: headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        expects_continue: headers
+            .get(header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue")),
+    };
     let stream = body.into_data_stream();
-    let bakeform =
-        to_completion(async move { bakery.import_bakeform(&name, stream, declared).await }).await?;
-    Ok((StatusCode::CREATED, Json(bakeform)))
+    match to_completion(async move { bakery.import_bakeform(&name, stream, head).await }).await {
+        Ok(bakeform) => (StatusCode::CREATED, Json(bakeform)).into_response(),
+        Err(e) => {
+            let mut response = e.into_response();
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// `DELETE /bakeforms/{name}`.

@@ -94,7 +94,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/v1/pis/{pi_id}/boots", "Boot timeline of any known Pi, newest boot first", N, J("BootList"), &[OK, (404, "unknown Pi")]),
     op("get", "/api/v1/bakeforms", "Every bakeform", N, J("BakeformMap"), &[OK]),
     op("get", "/api/v1/bakeforms/{name}", "One bakeform with its import state", N, J("Bakeform"), &[OK, (404, "unknown bakeform")]),
-    op("post", "/api/v1/bakeforms/{name}", "Upload an SD-card image (raw, .img.gz, .img.xz or .zip) as a bakeform", Raw, J("Bakeform"), &[(201, "imported"), (400, "invalid name, bad image or corrupt archive"), (403, "exists"), (413, "too large")]),
+    op("post", "/api/v1/bakeforms/{name}", "Upload an SD-card image (raw, .img.gz, .img.xz or .zip) as a bakeform", Raw, J("Bakeform"), &[(201, "imported"), (400, "invalid name, bad image or corrupt archive"), (403, "exists"), (408, "upload stalled (--upload-idle-timeout)"), (413, "too large"), (503, "too many uploads at once (Retry-After)")]),
     op("delete", "/api/v1/bakeforms/{name}", "Delete a bakeform", N, N, &[OK, (404, "unknown bakeform"), (409, "used by a baked Pi")]),
     op("get", "/api/v1/disks", "Every disk", N, J("DiskList"), &[OK]),
     op("post", "/api/v1/disks", "Create a disk", J("CreateDiskRequest"), J("Disk"), &[(201, "created"), (400, "size <= 0")]),

@@ -7,7 +7,6 @@ use bakery_client::{Bakeform, BakeformState};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use super::files::drain;
 use super::{Bakery, ServiceError, io_err};
 use crate::db::DeleteBakeform;
 use crate::domain::names::validate_bakeform_name;
@@ -16,6 +15,21 @@ use crate::imaging::{self, Packing};
 
 /// Body chunks buffered between the request and the decoder.
 const CHANNEL_CHUNKS: usize = 16;
+/// Most bytes read and discarded from a refused upload before its connection is closed.
+const LINGER_BYTES: u64 = 16 << 20;
+/// Longest a refused upload's rest is waited for between two chunks.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the request's head says about an upload, before its body is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadHead {
+    /// The packing the `Content-Type` names, if any (else found by magic bytes).
+    pub declared: Option<Packing>,
+    /// The body's length as `Content-Length` announces it.
+    pub announced: Option<u64>,
+    /// Whether the client waits for `100 Continue` before sending the body.
+    pub expects_continue: bool,
+}
 
 /// A blocking reader over the body chunks the async side sends.
 struct ChannelReader {
@@ -57,39 +71,32 @@ impl Bakery {
 
     /// Uploads and imports a bakeform: the body is streamed to `<data>/tmp`, imported into
     /// `<data>/tmp/import-<uuid>`, then renamed to `<data>/bakeforms/<name>`. A failed
-    /// bakeform of that name is replaced. On failure no file is left behind and the bakeform
-    /// stays listed as `failed` with the reason, until deleted or uploaded again.
+    /// bakeform of that name is replaced.
+    ///
+    /// What the request's head decides (a bad or taken name, an announced length above
+    /// `--max-image-size` or beyond the free space, `--max-concurrent-uploads` reached) is
+    /// refused before any of the body is read. On failure no file is left behind and the
+    /// bakeform stays listed as `failed` with the reason (and no location), until deleted or
+    /// uploaded again; the reason names the bakeform and the upload, never a server path.
     pub async fn import_bakeform<S, E>(
         self: &Arc<Self>,
         name: &str,
         body: S,
-        declared: Option<Packing>,
+        head: UploadHead,
     ) -> Result<Bakeform, ServiceError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: Display,
     {
-        let limit = self.config.max_image_size;
-        if let Err(e) = validate_bakeform_name(name) {
-            drain(body, limit).await;
-            return Err(e.into());
-        }
-        // The body's announced length (Content-Length) is what the image file needs at least.
-        let announced = u64::try_from(body.size_hint().0).unwrap_or(u64::MAX);
-        let what = format!("the image of bakeform {name}");
-        if let Err(short) = self.ensure_free_space(what, announced).await {
-            drain(body, limit).await;
-            let key = name.to_owned();
-            let taken = self
-                .db(move |s| s.bakeform(&key))
-                .await?
-                .is_some_and(|b| b.state != BakeformState::Failed);
-            return Err(if taken {
-                ServiceError::BakeformExists(name.to_owned())
-            } else {
-                short
-            });
-        }
+        let permit = match self.admit_upload(name, &head).await {
+            Ok(permit) => permit,
+            Err(e) => {
+                if !head.expects_continue {
+                    self.linger(body);
+                }
+                return Err(self.without_paths(name, e, None));
+            }
+        };
         let location = self.layout.bakeform(name);
         let (key, loc) = (name.to_owned(), location.display().to_string());
         let event = EventKind::BakeformImporting.bakeform(name);
@@ -97,8 +104,8 @@ impl Bakery {
             .db(move |s| s.insert_bakeform(&key, &loc, event))
             .await?
         {
-            // The old CPI deletes and re-uploads on this 403: make sure it can read it.
-            drain(body, limit).await;
+            // Lost a race with another upload of this name.
+            self.linger(body);
             return Err(ServiceError::BakeformExists(name.to_owned()));
         }
         tracing::info!(
@@ -110,25 +117,28 @@ impl Bakery {
         let image = self.layout.tmp.join(format!("upload-{id}.img"));
         let staging = self.layout.tmp.join(format!("import-{id}"));
         let result = self
-            .import_steps(name, body, declared, &image, &staging)
+            .import_steps(name, body, head.declared, &image, &staging)
             .await
             .map_err(|e| self.no_space(format!("importing bakeform {name}"), e));
+        drop(permit);
         let _ = tokio::fs::remove_file(&image).await;
-        if let Err(e) = &result {
+        if let Err(e) = result {
             self.trash(&staging);
-            let why = match e {
+            tracing::warn!(bakeform = name, state = "failed", error = %e, "bakeform import failed");
+            let e = self.without_paths(name, e, Some((&image, &staging)));
+            let why = match &e {
                 ServiceError::BadImage { reason, .. } => reason.clone(),
                 other => other.to_string(),
             };
-            tracing::warn!(bakeform = name, state = "failed", error = %e, "bakeform import failed");
             let key = name.to_owned();
-            let event = EventKind::BakeformFailed.bakeform(name).with_message(e);
+            let event = EventKind::BakeformFailed.bakeform(name).with_message(&e);
             if let Err(e) = self
                 .db(move |s| s.set_bakeform_failed(&key, &why, event))
                 .await
             {
                 tracing::error!(bakeform = name, error = %e, "cannot mark bakeform failed");
             }
+            return Err(e);
         }
         let bakeform = result?;
         tracing::info!(bakeform = name, state = "ready", "bakeform imported");
@@ -143,6 +153,112 @@ impl Bakery {
         Ok(bakeform)
     }
 
+    /// The refusals the request's head decides, in order: a bad name (400), a name taken by
+    /// a bakeform that did not fail (403), an announced length above `--max-image-size`
+    /// (413), `--max-concurrent-uploads` reached (503), an announced length that would take
+    /// the data dir below `--min-free-space` (507). Admitted: the upload's permit.
+    async fn admit_upload(
+        &self,
+        name: &str,
+        head: &UploadHead,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+        validate_bakeform_name(name)?;
+        let key = name.to_owned();
+        let taken = self
+            .db(move |s| s.bakeform(&key))
+            .await?
+            .is_some_and(|b| b.state != BakeformState::Failed);
+        if taken {
+            return Err(ServiceError::BakeformExists(name.to_owned()));
+        }
+        let limit = self.config.max_image_size;
+        let announced = head.announced.unwrap_or(0);
+        if announced > limit {
+            return Err(ServiceError::ImageTooLarge {
+                name: name.to_owned(),
+                limit,
+            });
+        }
+        let permit =
+            self.uploads
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ServiceError::TooManyUploads {
+                    limit: self.config.max_concurrent_uploads,
+                })?;
+        // The body's announced length is what the image file needs at least.
+        self.ensure_free_space(format!("the image of bakeform {name}"), announced)
+            .await?;
+        Ok(permit)
+    }
+
+    /// Reads and discards what a refused client still sends, in the background and bounded
+    /// ([`LINGER_BYTES`], [`LINGER_IDLE`]), so one that sends its body before reading the
+    /// answer sees the refusal instead of a reset connection; then the connection closes.
+    fn linger<S, E>(&self, body: S)
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+        E: Display,
+    {
+        tokio::spawn(async move {
+            let mut body = body;
+            let mut seen: u64 = 0;
+            while let Ok(Some(Ok(chunk))) = tokio::time::timeout(LINGER_IDLE, body.next()).await {
+                seen += chunk.len() as u64;
+                if seen > LINGER_BYTES {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// `error` told without the server's paths: the upload file and staging tree by what
+    /// they are, other paths in the data dir relative to it. Unchanged when it names none.
+    fn without_paths(
+        &self,
+        name: &str,
+        error: ServiceError,
+        temp: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> ServiceError {
+        let text = error.to_string();
+        let data = self.layout.data.display().to_string();
+        if !text.contains(&data) {
+            return error;
+        }
+        let mut reason = text;
+        if let Some((image, staging)) = temp {
+            reason = reason
+                .replace(&image.display().to_string(), "the uploaded file")
+                .replace(&staging.display().to_string(), "the imported tree");
+        }
+        let tmp = self.layout.tmp.display().to_string();
+        reason = reason
+            .split(' ')
+            .map(|word| {
+                if word.contains(&tmp) {
+                    "the upload's temporary files".to_owned()
+                } else {
+                    word.replace(&format!("{data}/"), "").replace(&data, "")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace("the data dir  ", "the data dir ")
+            .replace("the data dir :", "the data dir:");
+        match error {
+            ServiceError::BadImage { name, .. } => {
+                let prefix = format!("invalid image for bakeform {name}: ");
+                let reason = reason.strip_prefix(&prefix).unwrap_or(&reason).to_owned();
+                ServiceError::BadImage { name, reason }
+            }
+            cause => ServiceError::UploadFailed {
+                name: name.to_owned(),
+                reason,
+                cause: Box::new(cause),
+            },
+        }
+    }
+
     async fn import_steps<S, E>(
         &self,
         name: &str,
@@ -152,7 +268,7 @@ impl Bakery {
         staging: &std::path::Path,
     ) -> Result<Bakeform, ServiceError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: Display,
     {
         let limit = self.config.max_image_size;
@@ -205,24 +321,32 @@ impl Bakery {
         limit: u64,
     ) -> Result<imaging::Received, ServiceError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: Display,
     {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(CHANNEL_CHUNKS);
+        let idle = self.config.upload_idle_timeout;
         let forward = async move {
-            let mut seen: u64 = 0;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| e.to_string());
-                seen += chunk.as_ref().map_or(0, |c| c.len() as u64);
+            loop {
+                let chunk = match tokio::time::timeout(idle, body.next()).await {
+                    Err(_) => {
+                        let _ = tx.send(Err("stalled".to_owned())).await;
+                        // Dropped: the connection closes (a 408 goes out if it still can).
+                        return (None, true);
+                    }
+                    Ok(None) => return (None, false),
+                    Ok(Some(chunk)) => chunk.map_err(|e| e.to_string()),
+                };
                 let broken = chunk.is_err();
-                if tx.send(chunk).await.is_err() || broken {
-                    break;
+                if broken {
+                    let _ = tx.send(chunk).await;
+                    return (None, false);
+                }
+                if tx.send(chunk).await.is_err() {
+                    // The decoder stopped early (corrupt, too large): the rest is cut off.
+                    return (Some(body), false);
                 }
             }
-            drop(tx);
-            // The decoder stopped early (corrupt, too large): read the rest, so a client that
-            // sends the whole body before reading the reply still sees the refusal.
-            drain(body, limit.saturating_sub(seen)).await;
         };
         let (img, key) = (image.to_owned(), name.to_owned());
         let decode = self.blocking(move || {
@@ -244,7 +368,16 @@ impl Bakery {
                 other => ServiceError::Imaging(other),
             })
         });
-        let ((), received) = tokio::join!(forward, decode);
+        let ((rest, stalled), received) = tokio::join!(forward, decode);
+        if let Some(rest) = rest {
+            self.linger(rest);
+        }
+        if stalled {
+            return Err(ServiceError::UploadStalled {
+                name: name.to_owned(),
+                after: idle,
+            });
+        }
         received
     }
 
@@ -277,7 +410,9 @@ impl Bakery {
         let (key, event) = (name.to_owned(), EventKind::BakeformDeleted.bakeform(name));
         match self.db(move |s| s.delete_bakeform(&key, event)).await? {
             DeleteBakeform::Deleted(row) => {
-                self.trash(std::path::Path::new(&row.location));
+                if !row.location.is_empty() {
+                    self.trash(std::path::Path::new(&row.location));
+                }
                 self.drop_pool(name).await;
                 tracing::info!(bakeform = name, "bakeform deleted");
                 Ok(())

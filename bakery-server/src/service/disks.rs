@@ -13,16 +13,33 @@ use crate::fsutil;
 pub const DISK_IMAGE: &str = "disk.img";
 
 impl Bakery {
-    fn check_space(&self, what: &str, bytes: u64) -> Result<(), ServiceError> {
-        let dir = &self.layout.disks;
-        let free =
-            fsutil::free_bytes(dir).map_err(io_err(format!("cannot stat {}", dir.display())))?;
-        if bytes > free {
-            return Err(ServiceError::InsufficientSpace {
+    /// Refuses making `what`, which may grow to `bytes`, when that together with what the
+    /// existing sparse disks may still grow into and `--min-free-space` exceeds the free
+    /// space: disks are never overcommitted.
+    async fn check_space(&self, what: &str, bytes: u64) -> Result<(), ServiceError> {
+        let locations: Vec<String> = self
+            .db(|s| s.disks())
+            .await?
+            .into_iter()
+            .map(|d| d.location)
+            .collect();
+        let dir = self.layout.disks.clone();
+        let (free, promised) = self
+            .blocking(move || {
+                let free = fsutil::free_bytes(&dir)
+                    .map_err(io_err(format!("cannot stat {}", dir.display())))?;
+                Ok((free, promised_bytes(&locations)))
+            })
+            .await?;
+        let minimum = self.config.min_free_space;
+        let total = bytes.saturating_add(promised).saturating_add(minimum);
+        if total > free {
+            return Err(ServiceError::DiskOvercommit {
                 what: what.to_owned(),
-                needed: bytes >> 20,
-                free: free >> 20,
-                dir: dir.clone(),
+                needed: bytes,
+                promised,
+                free,
+                minimum,
             });
         }
         Ok(())
@@ -53,7 +70,8 @@ impl Bakery {
     pub async fn create_disk(&self, size: i64, ephemeral: bool) -> Result<Disk, ServiceError> {
         check_new_size(size)?;
         let bytes = mib_to_bytes(size);
-        self.check_space(&format!("a {size} MiB disk"), bytes)?;
+        self.check_space(&format!("a {size} MiB disk"), bytes)
+            .await?;
         let id = uuid::Uuid::new_v4().to_string();
         let tmp = self.layout.tmp.join(&id);
         let dest = self.layout.disk(&id);
@@ -181,7 +199,8 @@ impl Bakery {
         }
         check_resize(id, current.size, size)?;
         let grow = mib_to_bytes(size) - mib_to_bytes(current.size);
-        self.check_space(&format!("growing disk {id} to {size} MiB"), grow)?;
+        self.check_space(&format!("growing disk {id} to {size} MiB"), grow)
+            .await?;
         let image = std::path::PathBuf::from(&current.location).join(DISK_IMAGE);
         let bytes = mib_to_bytes(size);
         self.blocking(move || {
@@ -221,6 +240,19 @@ impl Bakery {
             .map(|d| self.disk_view(&d))
             .ok_or_else(|| ServiceError::DiskNotFound(id.to_owned()))
     }
+}
+
+/// The bytes the `disk.img` files under `locations` may still grow into: apparent size
+/// minus allocated blocks (a root disk, a directory tree, has no such file and promises
+/// nothing).
+fn promised_bytes(locations: &[String]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    locations
+        .iter()
+        .filter_map(|l| std::fs::symlink_metadata(std::path::Path::new(l).join(DISK_IMAGE)).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len().saturating_sub(m.blocks().saturating_mul(512)))
+        .fold(0, u64::saturating_add)
 }
 
 /// `O_NOFOLLOW` for opening disk images (a disk dir is exported to a Pi, which could plant a

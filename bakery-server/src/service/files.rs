@@ -60,21 +60,6 @@ where
     result
 }
 
-/// Reads and discards `body` (at most `limit` bytes), so a client that sends the whole body
-/// before reading the reply still sees an early refusal instead of a broken pipe.
-pub(crate) async fn drain<S, E>(mut body: S, limit: u64)
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
-{
-    let mut seen: u64 = 0;
-    while let Some(Ok(chunk)) = body.next().await {
-        seen += chunk.len() as u64;
-        if seen > limit {
-            return;
-        }
-    }
-}
-
 impl Bakery {
     /// The `piConfig` dir of a baked Pi's root disk, refusing anything but a plain directory.
     async fn pi_config_dir(&self, serial: &str, create: bool) -> Result<PathBuf, ServiceError> {

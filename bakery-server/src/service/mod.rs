@@ -8,7 +8,8 @@ mod files;
 mod pool;
 mod repair;
 
-pub use repair::RepairReport;
+pub use bakeforms::UploadHead;
+pub use repair::{INTERRUPTED_IMPORT, RepairReport};
 
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -125,6 +126,32 @@ pub enum ServiceError {
         /// What is wrong.
         reason: String,
     },
+    /// The upload's body sent nothing for `--upload-idle-timeout`.
+    #[error("upload of bakeform {name} stalled: no data for {after:?} (--upload-idle-timeout)")]
+    UploadStalled {
+        /// The bakeform.
+        name: String,
+        /// The idle timeout.
+        after: Duration,
+    },
+    /// `--max-concurrent-uploads` uploads are running already.
+    #[error(
+        "too many uploads at once: {limit} are running (--max-concurrent-uploads), retry later"
+    )]
+    TooManyUploads {
+        /// The limit.
+        limit: usize,
+    },
+    /// A failed upload, told without the server's own paths; answered like its cause.
+    #[error("upload of bakeform {name}: {reason}")]
+    UploadFailed {
+        /// The bakeform.
+        name: String,
+        /// The cause's message with server paths replaced by what they were.
+        reason: String,
+        /// The cause, which decides the status.
+        cause: Box<ServiceError>,
+    },
     /// The upload broke off.
     #[error("upload of {what} failed: {reason}")]
     Upload {
@@ -163,17 +190,24 @@ pub enum ServiceError {
     /// A disk size rule is broken.
     #[error(transparent)]
     DiskRule(#[from] DiskRuleError),
-    /// Not enough free space.
-    #[error("not enough space for {what}: {needed} MiB needed, {free} MiB free in {dir}")]
-    InsufficientSpace {
+    /// A new or grown disk would promise more space than the data dir has: the sparse parts
+    /// of existing disks, what is asked for and `--min-free-space` together exceed the free
+    /// space.
+    #[error(
+        "not enough space for {what}: {} needed, {} already promised to sparse disks, {} free, {} must stay free (--min-free-space)",
+        fsutil::human_bytes(*.needed), fsutil::human_bytes(*.promised), fsutil::human_bytes(*.free), fsutil::human_bytes(*.minimum)
+    )]
+    DiskOvercommit {
         /// What was being made.
         what: String,
-        /// MiB needed.
+        /// Bytes it needs.
         needed: u64,
-        /// MiB free.
+        /// Bytes existing disks may still grow into (apparent size minus allocated).
+        promised: u64,
+        /// Bytes free now.
         free: u64,
-        /// Where.
-        dir: PathBuf,
+        /// Bytes that must stay free.
+        minimum: u64,
     },
     /// Making something would take the data dir below `--min-free-space`.
     #[error(
@@ -353,6 +387,8 @@ pub struct Bakery {
     powering_off: Mutex<HashSet<String>>,
     observer: Arc<Observer>,
     pool: pool::WarmPool,
+    /// One permit per running bakeform upload (`--max-concurrent-uploads`).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Bakery {
@@ -387,6 +423,9 @@ impl Bakery {
         let store = Arc::new(parts.store);
         let warm_pool = parts.config.warm_pool_for(parts.clone_strategy);
         Arc::new(Bakery {
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                parts.config.max_concurrent_uploads,
+            )),
             observer: Observer::new(store.clone()),
             warm_pool,
             config: parts.config,

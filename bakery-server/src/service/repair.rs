@@ -13,6 +13,9 @@ use crate::events::EventKind;
 use crate::fsutil;
 use crate::ppi::PowerAction;
 
+/// Why a bakeform whose import a stop or crash interrupted is `failed`.
+pub const INTERRUPTED_IMPORT: &str = "the server stopped during the import";
+
 /// What the repair found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RepairReport {
@@ -22,8 +25,8 @@ pub struct RepairReport {
     pub resets_repaired: Vec<String>,
     /// Pis whose interrupted unbake was finished.
     pub unbakes_finished: Vec<String>,
-    /// Bakeforms whose interrupted import was dropped.
-    pub imports_dropped: Vec<String>,
+    /// Bakeforms whose interrupted import was marked failed.
+    pub imports_failed: Vec<String>,
     /// Directories in `disks/` or `bakeforms/` that nothing referenced.
     pub orphans_trashed: usize,
     /// Warm pools in `pool/` of bakeforms that are gone or not ready.
@@ -89,14 +92,14 @@ impl Bakery {
 
         for bakeform in self.db(|s| s.bakeforms()).await? {
             if bakeform.state == BakeformState::Importing {
-                self.trash(Path::new(&bakeform.location));
+                self.trash(&self.layout.bakeform(&bakeform.name));
                 let key = bakeform.name.clone();
-                let event = EventKind::BakeformFailed
-                    .bakeform(&key)
-                    .with_message("import interrupted by a restart of bakery");
-                self.db(move |s| s.forget_bakeform(&key, event)).await?;
-                tracing::warn!(bakeform = bakeform.name, "interrupted import dropped");
-                report.imports_dropped.push(bakeform.name);
+                let why = format!("upload of bakeform {key}: {INTERRUPTED_IMPORT}");
+                let event = EventKind::BakeformFailed.bakeform(&key).with_message(&why);
+                self.db(move |s| s.set_bakeform_failed(&key, &why, event))
+                    .await?;
+                tracing::warn!(bakeform = bakeform.name, "interrupted import marked failed");
+                report.imports_failed.push(bakeform.name);
             }
         }
 

@@ -168,6 +168,18 @@ fn check(env: &Env, server: &Server, pattern: &Disk) -> Result<(), String> {
     }
     let bakeforms: BakeformMap = server.get("/bakeforms").json().unwrap();
     for b in bakeforms.values() {
+        // An interrupted import is kept as a failed row saying so, with nothing on disk.
+        let interrupted = b.state == Some(BakeformState::Failed)
+            && b.location.is_empty()
+            && b.error
+                .as_deref()
+                .is_some_and(|e| e.ends_with("the server stopped during the import"));
+        if interrupted {
+            if Path::new(&env.data().join("bakeforms").join(&b.name)).exists() {
+                return Err(format!("failed bakeform {} left files", b.name));
+            }
+            continue;
+        }
         if b.state.is_some_and(|s| s != BakeformState::Ready) {
             return Err(format!(
                 "bakeform {} visible in state {:?}",

@@ -268,3 +268,54 @@ fn export_to_any_and_custom_options() {
             .ends_with(&format!("{} *(rw,async)\n", pi.disks[0].location))
     );
 }
+
+/// Bytes free to unprivileged users on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs writes into the zeroed struct; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+#[test]
+fn sparse_disks_are_not_overcommitted() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).unwrap();
+    // Leave 3 GiB above the minimum: one 2 GiB sparse disk fits, a second does not, although
+    // the first one takes almost nothing yet.
+    let minimum = free_bytes(&env.data()).saturating_sub(3 << 30) >> 20;
+    let flag = format!("{minimum}M");
+    let server = Server::start_with(&env, &["--min-free-space", &flag]);
+    let first = create(&server, 2048, false);
+    let resp = server.post_json("/disks", &json!({"size": 2048}));
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+    let err = resp.json::<ErrorBody>().unwrap().error;
+    assert!(
+        err.contains("2.0 GiB (2147483648 bytes) needed")
+            && err.contains("already promised to sparse disks")
+            && err.contains("free")
+            && err.contains("--min-free-space"),
+        "{err}"
+    );
+    let promised = err
+        .split(" needed, ")
+        .nth(1)
+        .and_then(|r| r.split(" already promised").next())
+        .unwrap();
+    assert!(
+        promised.starts_with("2.0 GiB") || promised.starts_with("1.9"),
+        "{err}"
+    );
+    // Growing the first disk is the same promise: refused too; deleting it frees it.
+    let resp = server.post_json(
+        &format!("/disks/{}/resize", first.id),
+        &json!({"size": 4096}),
+    );
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(
+        server.delete(&format!("/disks/{}", first.id)).status(),
+        StatusCode::OK
+    );
+    create(&server, 2048, false);
+}

@@ -24,4 +24,5 @@ mod space;
 mod strategies;
 mod tftp;
 mod traversal;
+mod uploads;
 mod visibility;

@@ -114,7 +114,7 @@ fn kill_9_with_the_root_made_but_not_powered_removes_the_root() {
 }
 
 #[test]
-fn kill_9_mid_upload_drops_the_bakeform() {
+fn kill_9_mid_upload_leaves_a_failed_bakeform() {
     use std::io::Write;
     let env = Env::new();
     let mut server = Server::start(&env);
@@ -140,9 +140,11 @@ fn kill_9_mid_upload_drops_the_bakeform() {
     drop(stream);
 
     let server = Server::start(&env);
+    let listed: serde_json::Value = server.get("/bakeforms/partial").json().unwrap();
+    assert_eq!(listed["state"], "failed");
     assert_eq!(
-        server.get("/bakeforms/partial").status(),
-        StatusCode::NOT_FOUND
+        listed["error"],
+        "upload of bakeform partial: the server stopped during the import"
     );
     assert!(entries(&env.data().join("tmp")).is_empty());
     assert!(entries(&env.data().join("bakeforms")).is_empty());
