@@ -15,8 +15,11 @@ use crate::imaging::{self, Packing};
 
 /// Body chunks buffered between the request and the decoder.
 const CHANNEL_CHUNKS: usize = 16;
-/// Most bytes read and discarded from a refused upload before its connection is closed.
-const LINGER_BYTES: u64 = 16 << 20;
+/// Most bytes read and discarded from a refused upload before its connection is closed: a
+/// client that sends its whole body before reading the answer (reqwest's blocking client)
+/// sees the refusal for a body up to this size, a reset connection beyond it. 64 MiB covers
+/// the demo's and the tests' sample images (about 54 MiB) with room to spare.
+const LINGER_BYTES: u64 = 64 << 20;
 /// Longest a refused upload's rest is waited for between two chunks.
 const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
