@@ -151,7 +151,9 @@ async fn pi_show_in_both_formats_and_not_found() {
         "sourceBakeform": {"name": "raspios", "location": "/l"},
         "disks": [disk("root1", 0, Some("1a2b3c4d")), disk("data1", 512, Some("1a2b3c4d"))],
         "network": {"ip": "10.0.0.21", "netmask": "255.255.255.0", "gateway": "10.0.0.1"},
-        "metadata": {"deployment": "cf"}
+        "metadata": {"deployment": "cf"},
+        "lastBoot": {"started": 1_700_000_000_000_i64, "finished": 1_700_000_000_021_i64,
+                     "files": 7, "bytes": 782_336, "failed": 0, "timeToLastFileMs": 21}
     });
     mock(&server, "GET", "/pis/1a2b3c4d", ok_json(&info)).await;
     mock(
@@ -166,15 +168,21 @@ async fn pi_show_in_both_formats_and_not_found() {
     let table = bakery(&server.uri(), &["pi", "show", "1a2b3c4d"]).await;
     assert_ok(&table);
     let text = stdout(&table);
+    // The state by name (no raw status number) and the last boot on one line.
     assert!(
-        text.starts_with("id        1a2b3c4d\nstatus    2\nstate     baked\n"),
+        text.starts_with("id         1a2b3c4d\nstate      baked\n"),
+        "{text}"
+    );
+    assert!(!text.contains("status"), "{text}");
+    assert!(
+        text.contains("network    10.0.0.21/255.255.255.0 via 10.0.0.1\n"),
         "{text}"
     );
     assert!(
-        text.contains("network   10.0.0.21/255.255.255.0 via 10.0.0.1\n"),
+        text.contains("last boot  2023-11-14 22:13:20 UTC, 21 ms, 7 files, 782336 bytes\n"),
         "{text}"
     );
-    assert!(text.contains("metadata  deployment=\"cf\"\n"), "{text}");
+    assert!(text.contains("metadata   deployment=\"cf\"\n"), "{text}");
     assert!(
         text.contains("data1  512       1a2b3c4d     no         10.0.0.2  /srv/bakery/disks/data1"),
         "{text}"
@@ -475,8 +483,9 @@ async fn disk_list_and_create_in_both_formats() {
         .await,
         disk("d4", 16, None)
     );
+    // A request the server refuses as bad (400) is a usage error: exit 2, its message.
     let bad = bakery(&server.uri(), &["disk", "create", "--size=-1"]).await;
-    assert_exit(&bad, 1, "disk size -1 must be > 0");
+    assert_exit(&bad, 2, "disk size -1 must be > 0");
 }
 
 #[tokio::test]
@@ -510,6 +519,27 @@ async fn disk_attach_detach_delete_in_both_formats() {
         .expect(2)
         .mount(&server)
         .await;
+    mock(&server, "GET", "/disks/d1", ok_json(&disk("d1", 64, None))).await;
+    mock(
+        &server,
+        "GET",
+        "/disks/d2",
+        ok_json(&disk("d2", 64, Some("1a2b3c4d"))),
+    )
+    .await;
+    mock(
+        &server,
+        "GET",
+        "/disks/d3",
+        ResponseTemplate::new(404).set_body_json(error("disk d3 not found")),
+    )
+    .await;
+    Mock::given(method("DELETE"))
+        .and(path("/api/v1/disks/d3"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
     mock(
         &server,
         "DELETE",
@@ -540,6 +570,11 @@ async fn disk_attach_detach_delete_in_both_formats() {
     }
     let unknown = bakery(&server.uri(), &["disk", "attach", "1a2b3c4d", "d9"]).await;
     assert_exit(&unknown, 3, "bakery: disk d9 not found");
+    // Deleting a disk that is gone says so (the API's DELETE would answer 200) and sends
+    // no DELETE.
+    let gone = bakery(&server.uri(), &["disk", "delete", "d3"]).await;
+    assert_exit(&gone, 3, "bakery: disk d3 not found");
+    assert!(gone.stdout.is_empty(), "{}", stdout(&gone));
     let attached = bakery(&server.uri(), &["disk", "delete", "d2"]).await;
     assert_exit(
         &attached,
@@ -682,4 +717,85 @@ async fn other_server_errors_exit_1_with_the_status() {
         1,
         "bakery: bakeforms: server answered 500: internal server error",
     );
+}
+
+#[tokio::test]
+async fn a_url_without_api_v1_is_a_usage_error_naming_the_fix() {
+    for url in [
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9/",
+        "http://127.0.0.1:9/api",
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(["--url", url, "pi", "list"])
+            .output()
+            .await
+            .expect("bakery runs");
+        assert_exit(&output, 2, "must end in /api/v1");
+        assert!(stderr(&output).contains(url), "{}", stderr(&output));
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let server = MockServer::start().await;
+    // Enough Pis that the table is far larger than a pipe's buffer.
+    let pis: serde_json::Map<String, Value> = (0..4000)
+        .map(|i| {
+            let id = format!("{i:08x}");
+            (
+                id.clone(),
+                json!({"id": id, "status": 1, "state": "fridge"}),
+            )
+        })
+        .collect();
+    mock(&server, "GET", "/pis", ok_json(&Value::Object(pis))).await;
+    let url = format!("{}/api/v1", server.uri());
+    let result = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(["--url", &url, "pi", "list"])
+            .env("BAKERY_TOKEN", TOKEN)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("bakery runs");
+        // `| head -1`: read one line, then close the pipe.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (first, output)
+    })
+    .await
+    .unwrap();
+    let (first, output) = result;
+    assert!(first.starts_with("ID"), "{first:?} {}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(output.stderr.is_empty(), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn help_describes_the_cli_and_every_command() {
+    let help = |args: &'static [&'static str]| async move {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bakery"))
+            .args(args)
+            .output()
+            .await
+            .expect("bakery runs");
+        assert_ok(&output);
+        stdout(&output)
+    };
+    let top = help(&["--help"]).await;
+    assert!(top.starts_with("Operate a bakery"), "{top}");
+    assert!(!top.contains("Typed client"), "{top}");
+    assert!(top.contains("Exit codes: 0 ok"), "{top}");
+    let pi = help(&["pi", "--help"]).await;
+    assert!(pi.lines().next().unwrap().contains("boots"), "{pi}");
+    assert!(pi.contains("Global options (any position)"), "{pi}");
+    let upload = help(&["bakeform", "upload", "--help"]).await;
+    for kind in [".img.gz", ".img.xz", ".zip"] {
+        assert!(upload.contains(kind), "{kind}: {upload}");
+    }
 }

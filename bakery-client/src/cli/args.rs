@@ -7,28 +7,34 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The default base URL: a bakery server on this machine.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/api/v1";
 
+/// The heading of the options every subcommand accepts.
+const GLOBAL: &str = "Global options (any position)";
+
 /// The exit codes, shown under `bakery --help`.
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 not found, \
 4 server unreachable, 5 refused (401/403), 6 conflict (409).";
 
-/// Operate a bakery: bake and unbake Pis, upload bakeforms, manage disks.
+/// Operate a bakery: bake and unbake Pis, upload bakeforms, manage disks, follow events.
+///
+/// Talks to a bakery server's HTTP API (--url, ending in /api/v1). The options below are
+/// accepted before or after any subcommand.
 #[derive(Debug, Parser)]
-#[command(name = "bakery", version, about, propagate_version = true, after_help = EXIT_CODES)]
+#[command(name = "bakery", version, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Base URL of the bakery API, ending in /api/v1.
-    #[arg(long, env = "BAKERY_URL", default_value = DEFAULT_URL, global = true)]
+    #[arg(long, env = "BAKERY_URL", default_value = DEFAULT_URL, global = true, help_heading = GLOBAL)]
     pub url: String,
 
     /// Bearer token sent as `Authorization: Bearer <token>`.
-    #[arg(long, env = "BAKERY_TOKEN", hide_env_values = true, global = true)]
+    #[arg(long, env = "BAKERY_TOKEN", hide_env_values = true, global = true, help_heading = GLOBAL)]
     pub token: Option<String>,
 
     /// PEM file of a CA to trust for an https URL (e.g. bakery's self-signed certificate).
-    #[arg(long, env = "BAKERY_CA_CERT", global = true)]
+    #[arg(long, env = "BAKERY_CA_CERT", global = true, help_heading = GLOBAL)]
     pub ca_cert: Option<std::path::PathBuf>,
 
     /// Output format: aligned plain text, or the API's JSON.
-    #[arg(long, short, value_enum, env = "BAKERY_OUTPUT", default_value_t = Output::Table, global = true)]
+    #[arg(long, short, value_enum, env = "BAKERY_OUTPUT", default_value_t = Output::Table, global = true, help_heading = GLOBAL)]
     pub output: Output,
 
     /// What to do.
@@ -48,7 +54,7 @@ pub enum Output {
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Pis: list, show, bake, unbake, power-cycle.
+    /// Pis: list, show, bake, unbake, power-cycle, boots.
     #[command(subcommand)]
     Pi(PiCommand),
     /// Bakeforms (SD-card images): list, upload, delete.
@@ -71,7 +77,7 @@ pub enum Command {
 pub enum PiCommand {
     /// List every known Pi (fridge and oven).
     List,
-    /// Show one Pi with its disks.
+    /// Show one Pi: its state, bakeform, address, last boot and disks.
     Show {
         /// The Pi's serial number, e.g. 1a2b3c4d.
         id: String,
@@ -120,7 +126,9 @@ pub enum BakeformCommand {
     Upload {
         /// The bakeform's name.
         name: String,
-        /// The raw image file (MBR, FAT boot partition, ext4 root).
+        /// The SD-card image (MBR or GPT, FAT boot partition, ext4 root): raw (.img) or
+        /// compressed as gzip (.img.gz), xz (.img.xz) or zip (.zip, one image inside),
+        /// recognised by its first bytes.
         file: PathBuf,
     },
     /// Delete a bakeform.
@@ -158,7 +166,7 @@ pub enum DiskCommand {
         /// The disk's id.
         disk: String,
     },
-    /// Delete a disk (deleting an unknown disk succeeds).
+    /// Delete a disk (an unknown disk: "not found", exit 3).
     Delete {
         /// The disk's id.
         disk: String,

@@ -1,8 +1,9 @@
 //! The `bakery` operator command line: argument grammar, the commands on the blocking client,
 //! table/JSON output, and the one mapping of errors to exit codes.
 //!
-//! Exit codes (a script can rely on them): 0 ok, 1 any other failure, 2 usage (bad arguments,
-//! bad URL or name), 3 not found, 4 the server cannot be reached (or did not answer in time),
+//! Exit codes (a script can rely on them): 0 ok (also when the reader of stdout went away),
+//! 1 any other failure, 2 usage (bad arguments, a URL not ending in /api/v1, a name or request
+//! the server refuses as bad), 3 not found, 4 the server cannot be reached (or did not answer in time),
 //! 5 refused (401/403: bad token, or the operation is not allowed in the current state),
 //! 6 conflict (409).
 
@@ -57,6 +58,19 @@ pub enum CliError {
         /// The wait in seconds.
         seconds: u64,
     },
+    /// The thing the command is about does not exist (checked by the CLI, where the API's
+    /// answer would not say so, e.g. deleting an unknown disk succeeds).
+    #[error("{subject} not found")]
+    NotFound {
+        /// What was looked for (`disk <id>`).
+        subject: String,
+    },
+    /// `--url` does not name the API.
+    #[error("bakery url {url:?} must end in /api/v1 (e.g. http://127.0.0.1:8080/api/v1)")]
+    UrlNotApi {
+        /// The URL given.
+        url: String,
+    },
     /// Writing the result to stdout failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -67,6 +81,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`bakery pi list | head -1`): nothing more to say to anyone.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
             let (code, message) = exit_status(&error);
             eprintln!("bakery: {message}");
@@ -82,6 +98,8 @@ pub fn exit_status(error: &CliError) -> (u8, String) {
         CliError::Output(_) | CliError::NotBakedInTime { .. } => {
             return (EXIT_FAILURE, error.to_string());
         }
+        CliError::NotFound { .. } => return (EXIT_NOT_FOUND, error.to_string()),
+        CliError::UrlNotApi { .. } => return (EXIT_USAGE, error.to_string()),
     };
     match source {
         Error::Status {
@@ -96,6 +114,7 @@ pub fn exit_status(error: &CliError) -> (u8, String) {
                 if generic { fallback } else { message.clone() }
             };
             match status {
+                400 => (EXIT_USAGE, said(format!("{subject}: bad request"))),
                 404 => (EXIT_NOT_FOUND, said(format!("{subject} not found"))),
                 401 => (
                     EXIT_REFUSED,
@@ -165,6 +184,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         clap_complete::generate(shell, &mut command, "bakery", &mut stdout);
         stdout.flush()?;
         return Ok(());
+    }
+    if !cli.url.trim_end_matches('/').ends_with("/api/v1") {
+        return Err(CliError::UrlNotApi { url: cli.url });
     }
     let mut builder = ClientBuilder::new(cli.url.clone());
     if let Some(token) = cli.token.as_ref().filter(|t| !t.is_empty()) {
@@ -304,6 +326,12 @@ fn disk(client: &Client, out: &Printer, command: DiskCommand) -> Result<(), CliE
             out.done(&format!("detached disk {disk} from pi {pi}"))
         }
         DiskCommand::Delete { disk } => {
+            // The API answers 200 for an unknown disk (idempotent, as the first server).
+            if !api(format!("disk {disk}"), client.disk_exists(&disk))? {
+                return Err(CliError::NotFound {
+                    subject: format!("disk {disk}"),
+                });
+            }
             api(format!("disk {disk}"), client.delete_disk(&disk))?;
             out.done(&format!("deleted disk {disk}"))
         }

@@ -76,7 +76,6 @@ pub fn pi_line(pi: &PiInfo) -> String {
 pub fn pi_detail(pi: &PiInfo) -> String {
     let mut fields = vec![
         ("id", pi.id.clone()),
-        ("status", pi.status.code().to_string()),
         ("state", pi_state(pi).to_owned()),
         (
             "bakeform",
@@ -97,6 +96,12 @@ pub fn pi_detail(pi: &PiInfo) -> String {
     if let Some(error) = &pi.last_error {
         fields.push(("last error", error.clone()));
     }
+    fields.push((
+        "last boot",
+        pi.last_boot
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), boot_summary),
+    ));
     for (key, value) in &pi.metadata {
         fields.push(("metadata", format!("{key}={value}")));
     }
@@ -106,6 +111,21 @@ pub fn pi_detail(pi: &PiInfo) -> String {
         out.push_str(&disk_table(pi.disks.iter()));
     }
     out
+}
+
+/// A boot summary on one line: when, how long, what was sent, what failed.
+pub fn boot_summary(boot: &crate::types::BootSummary) -> String {
+    let mut text = format!(
+        "{} UTC, {} ms, {} files, {} bytes",
+        super::events::utc(boot.started),
+        boot.finished - boot.started,
+        boot.files,
+        boot.bytes
+    );
+    if boot.failed > 0 {
+        text.push_str(&format!(", {} failed", boot.failed));
+    }
+    text
 }
 
 const DISK_HEADER: [&str; 6] = [
