@@ -262,11 +262,12 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
     'db_path' => '/var/vcap/store/bakery/db/bakery.db', 'boot_root_dir' => '/var/vcap/store/bakery/boot-root',
     'tftp_listen' => '0.0.0.0:69', 'nfs_backend' => 'kernel', 'exports_file' => '/etc/exports.d/bakery.exports',
     'max_image_size' => 8_589_934_592, 'export_options' => 'rw,sync,no_subtree_check,no_root_squash',
-    'ppi' => '/var/vcap/packages/bakery-simpleweb-ppi/bin/bakery-simpleweb-ppi',
+    'ppi' => '/var/vcap/packages/bakery/bin/bakery-ppi-simpleweb',
     'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30.0, 'power_cycle_pause' => 2.5,
     'export_to_any' => false, 'cmdline_template' => "#{job}/cmdline-template",
     'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key",
     'boot_files_require_token' => true, 'max_pis' => 200, 'warm_pool' => 1,
+    'upload_idle_timeout' => 120.0, 'max_concurrent_uploads' => 2,
     'min_free_space' => 2_147_483_648
   }
   expect(toml == want, "got #{toml.inspect}")
@@ -582,6 +583,23 @@ c.check('manifests/bakery.yml deploys the bakery job with declared properties on
     unknown = BoshTemplate.undeclared(spec, job['properties'] || {})
     expect(unknown.empty?, "job #{job['name']}: undeclared properties #{unknown.join(', ')}")
   end
+  true
+end
+
+c.check('manifests and job specs name only executables the release packages install') do
+  packaging = {}
+  Dir[File.join(RELEASE_DIR, 'packages', '*', 'packaging')].each do |file|
+    installed = File.read(file).scan(%r{\$\{BOSH_INSTALL_TARGET\}/(bin/[\w.-]+)}).flatten
+    packaging[File.basename(File.dirname(file))] = installed
+  end
+  texts = Dir[File.join(manifests, '**', '*.yml')] + Dir[File.join(RELEASE_DIR, 'jobs', '*', 'spec')]
+  texts.each do |file|
+    File.read(file).scan(%r{/var/vcap/packages/([\w.-]+)/(bin/[\w.-]+)}).each do |pkg, exe|
+      expect(packaging.key?(pkg), "#{file}: package #{pkg} is not in this release (packages: #{packaging.keys.sort.join(', ')})")
+      expect(packaging[pkg].include?(exe), "#{file}: package #{pkg} does not install #{exe} (it installs #{packaging[pkg].join(', ')})")
+    end
+  end
+  expect(packaging['bakery'].include?('bin/bakery-ppi-simpleweb'), 'the bakery package ships no PPI')
   true
 end
 

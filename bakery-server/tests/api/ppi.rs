@@ -99,3 +99,149 @@ fn without_ppi_power_is_not_managed() {
     server.add_pis(1);
     assert!(env.ppi_calls().is_empty());
 }
+
+/// A relay board like simpleweb's: answers `GET /poweron/<port>` and `GET /poweroff/<port>`
+/// with 200 (ports up to 8), anything else with 404, and records each request line.
+struct RelayBoard {
+    addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RelayBoard {
+    fn start() -> RelayBoard {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                // The rest of the head, up to its blank line.
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let target = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push(target.clone());
+                let ok = target
+                    .strip_prefix("/poweron/")
+                    .or_else(|| target.strip_prefix("/poweroff/"))
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| p <= 8);
+                let status = if ok { "200 OK" } else { "404 Not Found" };
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        RelayBoard { addr, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Runs the shipped simpleweb PPI with `config` and `request` on stdin.
+fn simpleweb(config: &std::path::Path, request: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bakery-ppi-simpleweb"))
+        .arg("-c")
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_shipped_simpleweb_ppi_switches_relay_ports_and_says_why_it_cannot() {
+    let board = RelayBoard::start();
+    let env = Env::new();
+    let config = env.path("simpleweb.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"url": "http://{}", "pis": {{"00000001": 3, "00000002": 9}}}}"#,
+            board.addr
+        ),
+    )
+    .unwrap();
+
+    // The PPI protocol by hand: exactly `ok` on stdout, nothing on stderr.
+    let out = simpleweb(&config, r#"{"piId":"00000001","action":"poweron"}"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"ok");
+    assert!(out.stderr.is_empty());
+    assert_eq!(board.requests(), ["/poweron/3"]);
+    // Failures name what failed: an unmapped Pi, a port the board refuses, a bad action.
+    for (request, says) in [
+        (
+            r#"{"piId":"0000000f","action":"poweron"}"#,
+            "pi 0000000f has no port",
+        ),
+        (
+            r#"{"piId":"00000002","action":"poweroff"}"#,
+            "answered HTTP/1.1 404",
+        ),
+        (
+            r#"{"piId":"00000001","action":"reboot"}"#,
+            "unknown action \"reboot\"",
+        ),
+    ] {
+        let out = simpleweb(&config, request);
+        assert_eq!(out.status.code(), Some(1), "{request}");
+        assert!(out.stdout.is_empty(), "{request}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{request}: {stderr}");
+    }
+
+    // As bakery's PPI: a bake powers the Pi off and on through the board.
+    let server = Server::start_replacing(
+        &env,
+        &["--ppi", "--ppi-config"],
+        &[
+            "--ppi",
+            env!("CARGO_BIN_EXE_bakery-ppi-simpleweb"),
+            "--ppi-config",
+            &config.display().to_string(),
+        ],
+    );
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    server.add_pis(1);
+    let before = board.requests().len();
+    server.bake_ready(true);
+    assert!(eventually(Duration::from_secs(5), || board
+        .requests()
+        .len()
+        >= before + 2));
+    let calls = board.requests()[before..].to_vec();
+    assert!(calls.contains(&"/poweroff/3".to_owned()), "{calls:?}");
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("/poweron/3"),
+        "{calls:?}"
+    );
+}
