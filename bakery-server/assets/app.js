@@ -1,4 +1,4 @@
-// The bakery status page: lists Pis and bakeforms from the API, follows the event stream
+// The bakery status page: lists Pis, bakeforms and disks from the API, follows the event stream
 // (read with fetch so it can send the bearer token; EventSource cannot) and refreshes on
 // every event. The token, when the server asks for one, is kept in sessionStorage.
 "use strict";
@@ -145,6 +145,24 @@ async function renderBakeforms() {
   document.querySelector("#bakeforms tbody").replaceWith(body);
 }
 
+// Every disk: size, the Pi it is attached to, and whether it is a Pi's root (size 0 on the
+// wire), attached, free, or goes with its Pi on unbake (ephemeral).
+async function renderDisks() {
+  const list = await api("/disks");
+  const disks = Object.values(list.disks || {}).sort((a, b) => a.id.localeCompare(b.id));
+  const body = el("tbody");
+  for (const d of disks) {
+    const root = d.size === 0;
+    const state = root ? "root" : d.attachedTo ? (d.ephemeral ? "attached, ephemeral" : "attached") : "free";
+    body.append(el("tr", { id: "disk-" + d.id, "data-state": d.attachedTo ? "attached" : "free" },
+      el("td", { class: "mono" }, d.id),
+      el("td", {}, root ? "" : d.size + " MiB"),
+      el("td", { class: "mono" }, d.attachedTo || ""),
+      el("td", {}, el("span", { class: "state state-" + (d.attachedTo ? "baked" : "fridge") }, state))));
+  }
+  document.querySelector("#disks tbody").replaceWith(body);
+}
+
 function addEvent(e) {
   const list = document.getElementById("events");
   const what = [e.pi && "pi " + e.pi, e.bakeform && "bakeform " + e.bakeform, e.disk && "disk " + e.disk]
@@ -156,7 +174,7 @@ function addEvent(e) {
 
 async function refresh() {
   try {
-    await Promise.all([renderPis(), renderBakeforms()]);
+    await Promise.all([renderPis(), renderBakeforms(), renderDisks()]);
     showError(null);
     document.getElementById("login").hidden = true;
     document.body.dataset.loaded = "true";

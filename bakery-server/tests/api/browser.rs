@@ -337,6 +337,42 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
         json!("ready")
     );
 
+    // The disks section: a free disk and one attached to the baked Pi, with their sizes.
+    let free: bakery_client::Disk = server
+        .post_json("/disks", &json!({"size": 24}))
+        .json()
+        .unwrap();
+    let used: bakery_client::Disk = server
+        .post_json("/disks", &json!({"size": 48}))
+        .json()
+        .unwrap();
+    let resp = server.post_json(
+        &format!("/oven/{}/disks", baked.id),
+        &json!({"diskId": used.id}),
+    );
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let disk_row = |id: &str| format!("document.getElementById('disk-{id}')");
+    assert!(
+        browser.wait_for(
+            &format!(
+                "{} !== null && {}?.dataset.state === 'attached'",
+                disk_row(&free.id),
+                disk_row(&used.id)
+            ),
+            Duration::from_secs(20)
+        ),
+        "{}",
+        browser.eval("document.getElementById('disks').innerText")
+    );
+    let free_text = browser.eval(&format!("{}.innerText", disk_row(&free.id)));
+    let used_text = browser.eval(&format!("{}.innerText", disk_row(&used.id)));
+    let (free_text, used_text) = (free_text.as_str().unwrap(), used_text.as_str().unwrap());
+    assert!(free_text.contains("24 MiB") && free_text.contains("free"), "{free_text}");
+    assert!(
+        used_text.contains("48 MiB") && used_text.contains(&baked.id) && used_text.contains("attached"),
+        "{used_text}"
+    );
+
     // Opening the last boot shows its timeline, file by file.
     browser.eval(&format!(
         "document.querySelector('#pi-{} details').open = true",
