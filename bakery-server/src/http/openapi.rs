@@ -8,10 +8,88 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, Para
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::Schema;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::server::Server;
 use utoipa::openapi::{
     ComponentsBuilder, Content, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder, PathItem,
     PathsBuilder, Ref, RefOr, Required, ResponsesBuilder, Type,
 };
+
+/// Who may call a route when a token file is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the status page and its assets (they hold no data).
+    Open,
+    /// The boot path: open unless `--boot-files-require-token` (Pis cannot send tokens).
+    BootPath,
+    /// A bearer token; a read-only (`ro:`) one only for reads.
+    Token,
+}
+
+/// The access rule of `path` (the same rule as `auth.rs` applies).
+pub fn access(path: &str) -> Access {
+    if path == "/" || path.starts_with("/assets/") {
+        Access::Open
+    } else if path.starts_with("/api/v1/files/") {
+        Access::BootPath
+    } else {
+        Access::Token
+    }
+}
+
+/// The name of the bearer-token security scheme.
+const BEARER: &str = "bearerToken";
+/// What a 401 means.
+const UNAUTHORIZED: &str = "no or a wrong bearer token (only when a token file is configured)";
+/// What a read-only token gets on a write.
+const READ_ONLY: &str = "a read-only token on a write";
+/// What a JSON body over the limit gets.
+const JSON_TOO_LARGE: &str = "JSON body over 64 KiB";
+/// The content types an upload may name (or leave to the image's first bytes).
+const UPLOAD_TYPES: &[(&str, &str)] = &[
+    (
+        "application/octet-stream",
+        "a raw image (also any other type: the first bytes decide)",
+    ),
+    ("application/gzip", "a gzip-compressed image (.img.gz)"),
+    ("application/x-xz", "an xz-compressed image (.img.xz)"),
+    ("application/zip", "a zip archive holding one image (.zip)"),
+];
+
+/// Every status `o` answers: its table entries plus what the auth layer and the JSON body
+/// limit add (401 on guarded routes, 403 for read-only tokens on writes, 413 on JSON bodies).
+pub fn statuses(o: &Operation) -> Vec<(u16, String)> {
+    let mut out: Vec<(u16, String)> = o
+        .statuses
+        .iter()
+        .map(|(s, m)| (*s, (*m).to_owned()))
+        .collect();
+    let mut add = |status: u16, meaning: &str| match out.iter_mut().find(|(s, _)| *s == status) {
+        Some((_, m)) => {
+            m.push_str("; or ");
+            m.push_str(meaning);
+        }
+        None => out.push((status, meaning.to_owned())),
+    };
+    if matches!(o.request, BodyKind::Json(_)) {
+        add(413, JSON_TOO_LARGE);
+    }
+    match access(o.path) {
+        Access::Open => {}
+        Access::BootPath => add(
+            401,
+            "no or a wrong bearer token (only with --boot-files-require-token)",
+        ),
+        Access::Token => {
+            add(401, UNAUTHORIZED);
+            if o.method != "get" {
+                add(403, READ_ONLY);
+            }
+        }
+    }
+    out.sort_by_key(|(s, _)| *s);
+    out
+}
 
 /// What an operation takes or returns as its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +143,7 @@ use BodyKind::{Json as J, None as N, Raw, Text};
 
 const OK: (u16, &str) = (200, "done");
 const BAD: (u16, &str) = (400, "invalid name, path or body");
-const NO_PI: (u16, &str) = (404, "unknown Pi (or not in the oven)");
+const NO_PI: (u16, &str) = (404, "unknown Pi");
 
 /// Every route the server serves (one line each: a table).
 #[rustfmt::skip]
@@ -77,12 +155,12 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/v1/files/{name}", "A root-level boot file (e.g. bootcode.bin)", N, Raw, &[(200, "the file"), (404, "no such file"), BAD]),
     op("get", "/api/v1/files/{pi_id}/{*path}", "A boot file of a Pi (what HookTFTP forwards); registers unknown Pis", N, Raw, &[(200, "the file"), (404, "no such file, or the Pi may not boot"), BAD]),
     op("get", "/api/v1/fridge", "Pis in the fridge", N, J("PiMap"), &[OK]),
-    op("post", "/api/v1/fridge", "Bake a free Pi from a bakeform", J("BakeRequest"), J("PiInfo"), &[(202, "baking (status 3)"), (400, "unknown or unready bakeform"), (404, "no available Pi found")]),
+    op("post", "/api/v1/fridge", "Bake a free Pi from a bakeform", J("BakeRequest"), J("PiInfo"), &[(202, "baking (status 3)"), (400, "unknown or unready bakeform"), (404, "no available Pi found"), (507, "the root would take the data dir below --min-free-space")]),
     op("get", "/api/v1/oven", "Pis in the oven", N, J("PiMap"), &[OK]),
     op("get", "/api/v1/oven/{pi_id}", "Any known Pi, a fridge Pi too (status 1, as the first Go server answered); `?wait=baked&timeout=<s>` long-polls", N, J("PiInfo"), &[OK, (404, "unknown Pi"), (409, "the bake failed")]),
     op("delete", "/api/v1/oven/{pi_id}", "Unbake a Pi", N, N, &[OK, (403, "not baked"), NO_PI]),
     op("post", "/api/v1/oven/{pi_id}/powercycle", "Power a baked Pi off and on", N, N, &[OK, (403, "not baked"), NO_PI, (502, "the PPI failed")]),
-    op("post", "/api/v1/oven/{pi_id}/reset", "Re-clone a baked Pi's root from its bakeform", N, J("PiInfo"), &[(202, "resetting"), (403, "not baked"), NO_PI]),
+    op("post", "/api/v1/oven/{pi_id}/reset", "Re-clone a baked Pi's root from its bakeform", N, J("PiInfo"), &[(202, "resetting"), (403, "not baked"), NO_PI, (507, "the new root would take the data dir below --min-free-space")]),
     op("put", "/api/v1/oven/{pi_id}/metadata", "Replace a Pi's metadata", J("Metadata"), J("PiInfo"), &[OK, BAD, NO_PI]),
     op("get", "/api/v1/oven/{pi_id}/boots", "Boot timeline of a Pi in the oven, newest boot first", N, J("BootList"), &[OK, NO_PI]),
     op("post", "/api/v1/oven/{pi_id}/disks", "Attach a disk", J("AttachDiskRequest"), N, &[OK, (404, "unknown Pi or disk"), (409, "attached elsewhere")]),
@@ -94,13 +172,13 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/v1/pis/{pi_id}/boots", "Boot timeline of any known Pi, newest boot first", N, J("BootList"), &[OK, (404, "unknown Pi")]),
     op("get", "/api/v1/bakeforms", "Every bakeform", N, J("BakeformMap"), &[OK]),
     op("get", "/api/v1/bakeforms/{name}", "One bakeform with its import state", N, J("Bakeform"), &[OK, (404, "unknown bakeform")]),
-    op("post", "/api/v1/bakeforms/{name}", "Upload an SD-card image (raw, .img.gz, .img.xz or .zip) as a bakeform", Raw, J("Bakeform"), &[(201, "imported"), (400, "invalid name, bad image or corrupt archive"), (403, "exists"), (408, "upload stalled (--upload-idle-timeout)"), (413, "too large"), (503, "too many uploads at once (Retry-After)")]),
+    op("post", "/api/v1/bakeforms/{name}", "Upload an SD-card image (raw, .img.gz, .img.xz or .zip) as a bakeform", Raw, J("Bakeform"), &[(201, "imported"), (400, "invalid name, bad image or corrupt archive"), (403, "exists"), (408, "upload stalled (--upload-idle-timeout)"), (413, "too large"), (503, "too many uploads at once (Retry-After)"), (507, "the image would take the data dir below --min-free-space")]),
     op("delete", "/api/v1/bakeforms/{name}", "Delete a bakeform", N, N, &[OK, (404, "unknown bakeform"), (409, "used by a baked Pi")]),
     op("get", "/api/v1/disks", "Every disk", N, J("DiskList"), &[OK]),
-    op("post", "/api/v1/disks", "Create a disk", J("CreateDiskRequest"), J("Disk"), &[(201, "created"), (400, "size <= 0")]),
+    op("post", "/api/v1/disks", "Create a disk", J("CreateDiskRequest"), J("Disk"), &[(201, "created"), (400, "size <= 0"), (507, "the disk would overcommit the data dir (promised, free and needed named)")]),
     op("get", "/api/v1/disks/{disk_id}", "One disk", N, J("Disk"), &[OK, (404, "unknown disk")]),
     op("delete", "/api/v1/disks/{disk_id}", "Delete a disk (unknown ones too)", N, N, &[OK, (409, "attached")]),
-    op("post", "/api/v1/disks/{disk_id}/resize", "Grow a disk", J("ResizeDiskRequest"), J("Disk"), &[OK, BAD, (404, "unknown disk"), (409, "attached")]),
+    op("post", "/api/v1/disks/{disk_id}/resize", "Grow a disk", J("ResizeDiskRequest"), J("Disk"), &[OK, BAD, (404, "unknown disk"), (409, "attached"), (507, "the growth would overcommit the data dir")]),
     op("put", "/api/v1/disks/{disk_id}/metadata", "Replace a disk's metadata", J("Metadata"), J("Disk"), &[OK, BAD, (404, "unknown disk")]),
     op("get", "/api/v1/events", "Events after `since` (`?since=<id>&limit=<n>`), oldest first", N, J("EventList"), &[OK, BAD]),
     op("get", "/api/v1/events/stream", "Live events as Server-Sent Events; resumes after `Last-Event-ID` or `?since=`", N, Text("text/event-stream"), &[OK]),
@@ -203,13 +281,19 @@ fn components() -> utoipa::openapi::Components {
     add::<bakery_client::BootList>(&mut schemas);
     add::<bakery_client::EventList>(&mut schemas);
     add::<bakery_client::ErrorBody>(&mut schemas);
-    ComponentsBuilder::new().schemas_from_iter(schemas).build()
+    ComponentsBuilder::new()
+        .schemas_from_iter(schemas)
+        .security_scheme(
+            BEARER,
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        )
+        .build()
 }
 
 fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
     let mut responses = ResponsesBuilder::new();
-    for (i, (status, meaning)) in o.statuses.iter().enumerate() {
-        let mut response = ResponseBuilder::new().description(*meaning);
+    for (i, (status, meaning)) in statuses(o).iter().enumerate() {
+        let mut response = ResponseBuilder::new().description(meaning.as_str());
         if i == 0 {
             if let Some((content_type, body)) = content(o.reply) {
                 response = response.content(content_type, body);
@@ -262,13 +346,39 @@ fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
         )))
         .parameters(Some(parameters))
         .responses(responses.build());
-    if let Some((content_type, body)) = content(o.request) {
+    if o.path == "/api/v1/bakeforms/{name}" && o.method == "post" {
+        let mut body = RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .description(Some(
+                "the SD-card image; compressed ones are decoded while they stream",
+            ));
+        for (content_type, meaning) in UPLOAD_TYPES {
+            let schema = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Binary,
+                )))
+                .description(Some(*meaning))
+                .build();
+            body = body.content(*content_type, Content::new(Some(schema)));
+        }
+        builder = builder.request_body(Some(body.build()));
+    } else if let Some((content_type, body)) = content(o.request) {
         builder = builder.request_body(Some(
             RequestBodyBuilder::new()
                 .content(content_type, body)
                 .required(Some(Required::True))
                 .build(),
         ));
+    }
+    match access(o.path) {
+        Access::Open => builder = builder.security(SecurityRequirement::default()),
+        Access::BootPath => {
+            builder = builder
+                .security(SecurityRequirement::default())
+                .security(SecurityRequirement::new(BEARER, Vec::<String>::new()));
+        }
+        Access::Token => {}
     }
     builder.build()
 }
@@ -290,12 +400,19 @@ pub fn document() -> OpenApi {
                 .description(Some(
                     "Pi-as-a-Service: bake Raspberry Pis from bakeforms, attach disks, watch \
                      them boot. Every error reply is `{\"error\": \"<message>\"}`. With a token \
-                     file configured, /api and /metrics need `Authorization: Bearer <token>`.",
+                     file configured, /api and /metrics need `Authorization: Bearer <token>` \
+                     (a read-only token for reads only); the status page is open, the boot \
+                     path (/api/v1/files) is open unless --boot-files-require-token.",
                 ))
                 .build(),
         )
+        .servers(Some([Server::new("/")]))
         .paths(paths.build())
         .components(Some(components()))
+        .security(Some([SecurityRequirement::new(
+            BEARER,
+            Vec::<String>::new(),
+        )]))
         .build()
 }
 

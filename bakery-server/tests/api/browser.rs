@@ -367,9 +367,14 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
     let free_text = browser.eval(&format!("{}.innerText", disk_row(&free.id)));
     let used_text = browser.eval(&format!("{}.innerText", disk_row(&used.id)));
     let (free_text, used_text) = (free_text.as_str().unwrap(), used_text.as_str().unwrap());
-    assert!(free_text.contains("24 MiB") && free_text.contains("free"), "{free_text}");
     assert!(
-        used_text.contains("48 MiB") && used_text.contains(&baked.id) && used_text.contains("attached"),
+        free_text.contains("24 MiB") && free_text.contains("free"),
+        "{free_text}"
+    );
+    assert!(
+        used_text.contains("48 MiB")
+            && used_text.contains(&baked.id)
+            && used_text.contains("attached"),
         "{used_text}"
     );
 

@@ -15,6 +15,7 @@ mod eventlog;
 mod load;
 mod netboot;
 mod nfs;
+mod openapi;
 mod pis;
 mod pool;
 mod ppi;

@@ -170,7 +170,8 @@ fn a_minimum_beyond_the_disk_stops_the_pool_and_refuses_bakes_and_uploads() {
     let env = Env::new();
     let mut server = Server::start(&env);
     assert_eq!(upload(&server, OS).status(), StatusCode::CREATED);
-    server.add_pis(1);
+    server.add_pis(2);
+    let baked = server.bake_ready(false);
     server.stop();
 
     server = Server::start_with(&env, &["--warm-pool", "1", "--min-free-space", "100000T"]);
@@ -228,6 +229,13 @@ fn a_minimum_beyond_the_disk_stops_the_pool_and_refuses_bakes_and_uploads() {
         1,
         "the pi stays in the fridge"
     );
+
+    // A reset needs a new root too: refused the same way, the Pi stays baked on its old root.
+    let error = refusal(server.reset(&baked.id), StatusCode::INSUFFICIENT_STORAGE);
+    names_the_numbers(&error, &env.data());
+    let still: bakery_client::PiInfo = server.get(&format!("/pis/{}", baked.id)).json().unwrap();
+    assert_eq!(still.state, Some(bakery_client::PiState::Baked));
+    assert_eq!(still.disks[0].id, baked.disks[0].id);
 
     let error = refusal(upload(&server, "other"), StatusCode::INSUFFICIENT_STORAGE);
     names_the_numbers(&error, &env.data());
