@@ -15,7 +15,7 @@ use reqwest::blocking::{Client, Response};
 
 #[path = "../../image/tests/common/sdcard.rs"]
 mod sdcard;
-pub use sdcard::{build_image_from_tree, count_tree, run_ok};
+pub use sdcard::{build_image_from_tree, build_image_with_boot, count_tree, run_ok};
 
 /// A bakeform name every test can bake from (uploaded by [`Server::upload_sample`]).
 pub const OS: &str = "raspios";

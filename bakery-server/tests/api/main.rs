@@ -26,4 +26,5 @@ mod strategies;
 mod tftp;
 mod traversal;
 mod uploads;
+mod virtual_pi;
 mod visibility;

@@ -29,10 +29,10 @@ use serde_json::json;
 use crate::common::*;
 
 /// One ganesha at a time in this binary (rpcbind holds one registration per program).
-static GANESHA: Mutex<()> = Mutex::new(());
+pub(crate) static GANESHA: Mutex<()> = Mutex::new(());
 
 /// Where `program` is: on PATH or in an sbin directory (rpcbind lives in /usr/sbin).
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/sbin".into()])
@@ -41,7 +41,7 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// Why ganesha cannot run here, if it cannot.
-fn missing() -> Option<String> {
+pub(crate) fn missing() -> Option<String> {
     for tool in ["ganesha.nfsd", "rpcbind", "nfs-ls", "nfs-cat", "nfs-cp"] {
         if which(tool).is_none() {
             return Some(format!(
@@ -84,7 +84,7 @@ fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
-fn terminate(child: &mut Child) {
+pub(crate) fn terminate(child: &mut Child) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -175,7 +175,7 @@ impl Drop for Netns {
 /// A ganesha whose config `%include`s bakery's exports file, in its own network namespace when
 /// one can be made; rpcbind on the host too when none runs (ganesha registers through its unix
 /// socket). All is stopped and removed on drop, also when the test fails.
-struct Ganesha {
+pub(crate) struct Ganesha {
     dir: tempfile::TempDir,
     child: Child,
     rpcbind: Option<Child>,
@@ -191,6 +191,23 @@ impl Ganesha {
     }
 
     fn start() -> Ganesha {
+        let netns = Netns::make();
+        let ports = free_ports(4);
+        let listen_all = netns.is_some();
+        Ganesha::launch(netns, listen_all, [ports[0], ports[1], ports[2], ports[3]])
+    }
+
+    /// A ganesha in the calling thread's network namespace, listening on every address with
+    /// NFS on `nfs_port` and MOUNT on `mnt_port` (the virtual Pis' test, whose thread has
+    /// entered a namespace of its own, mounts with those ports: no portmapper is reachable
+    /// there).
+    pub(crate) fn start_here(nfs_port: u16, mnt_port: u16) -> Ganesha {
+        let ports = free_ports(2);
+        Ganesha::launch(None, true, [nfs_port, mnt_port, ports[0], ports[1]])
+    }
+
+    /// Starts ganesha with NFS, MOUNT, NLM and RQUOTA on `ports`, in `netns` when given.
+    fn launch(netns: Option<Netns>, listen_all: bool, ports: [u16; 4]) -> Ganesha {
         let rpcbind = if accepts(111)
             || std::os::unix::net::UnixStream::connect("/run/rpcbind.sock").is_ok()
         {
@@ -212,8 +229,6 @@ impl Ganesha {
             .prefix("bakery-ganesha-")
             .tempdir()
             .unwrap();
-        let netns = Netns::make();
-        let ports = free_ports(4);
         let (nfs_port, mnt_port) = (ports[0], ports[1]);
         let p = |n: &str| dir.path().join(n).display().to_string();
         std::fs::write(p("bakery.conf"), "").unwrap();
@@ -240,7 +255,7 @@ impl Ganesha {
                  %include \"{}\"\n",
                 // In the namespace ganesha listens on every address (only lo is there); it can't
                 // be told so: getaddrinfo(AI_ADDRCONFIG) finds no address without a non-lo one.
-                if netns.is_some() {
+                if listen_all {
                     ""
                 } else {
                     "\tBind_addr = 127.0.0.1;\n"
@@ -286,7 +301,8 @@ impl Ganesha {
         self.dir.path().join(name)
     }
 
-    fn log(&self) -> String {
+    /// Ganesha's log so far.
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.path("ganesha.log")).unwrap_or_default()
     }
 
@@ -312,7 +328,7 @@ impl Ganesha {
     }
 
     /// The bakery flags that point it at this ganesha.
-    fn bakery_flags(&self) -> Vec<String> {
+    pub(crate) fn bakery_flags(&self) -> Vec<String> {
         vec![
             "--nfs-backend".into(),
             "ganesha".into(),

@@ -55,7 +55,22 @@ pub fn dd_at(part: &Path, img: &Path, start: u64) {
 /// `(entries, bytes)` as [`count_tree`] counts it: a 64 MiB FAT32 boot partition with the
 /// sample's top-level boot files, then the root, `mkfs.ext4 -d` in place (sized 1.3 × its
 /// data plus a block per entry, plus 256 MiB). Returns the root partition's byte offset.
-pub fn build_image_from_tree(img: &Path, stage: &Path, (entries, bytes): (u64, u64)) -> u64 {
+pub fn build_image_from_tree(img: &Path, stage: &Path, counts: (u64, u64)) -> u64 {
+    let boot: Vec<(String, Vec<u8>)> = bakery_image::SampleSpec::default()
+        .boot_files
+        .into_iter()
+        .filter(|(name, _)| !name.contains('/'))
+        .collect();
+    build_image_with_boot(img, &boot, stage, counts)
+}
+
+/// [`build_image_from_tree`] with the boot partition holding `boot` (top-level files only).
+pub fn build_image_with_boot(
+    img: &Path,
+    boot: &[(String, Vec<u8>)],
+    stage: &Path,
+    (entries, bytes): (u64, u64),
+) -> u64 {
     let boot_mib = 64u64;
     let root_mib = (bytes + entries * 4096) * 13 / 10 / (1 << 20) + 256;
     let boot_start = 8192u64;
@@ -90,10 +105,8 @@ pub fn build_image_from_tree(img: &Path, stage: &Path, (entries, bytes): (u64, u
     );
     let boot_files = img.with_extension("bootfiles");
     std::fs::create_dir_all(&boot_files).unwrap();
-    for (name, data) in bakery_image::SampleSpec::default().boot_files {
-        if !name.contains('/') {
-            std::fs::write(boot_files.join(name), data).unwrap();
-        }
+    for (name, data) in boot {
+        std::fs::write(boot_files.join(name), data).unwrap();
     }
     let files: Vec<PathBuf> = std::fs::read_dir(&boot_files)
         .unwrap()

@@ -1,0 +1,977 @@
+//! Virtual arm64 Pis that boot Linux from bakery, end to end: DHCP from the site's dnsmasq,
+//! the boot files over bakery's TFTP server, the root over NFS from nfs-ganesha, userspace on
+//! the Pi's own root.
+//!
+//! The test makes a network namespace with a bridge (bakery, dnsmasq and ganesha on
+//! 10.77.0.1) and one tap per guest. Its thread enters the namespace, so every process it
+//! starts, and its HTTP client, live there. Each guest is QEMU's `virt` arm64 board running
+//! U-Boot (Debian `u-boot-qemu`), which stands in for the Pi firmware: driven over the serial
+//! console, it does DHCP, then fetches over TFTP what a Pi 4 fetches (`<serial>/start4.elf`,
+//! `config.txt`, `cmdline.txt`, the kernel and the initramfs `config.txt` names) and boots
+//! the kernel with exactly the rendered `cmdline.txt` as its command line. The Pi's "serial"
+//! is the test's; the Pi registers the normal way, by asking under an unknown serial.
+//!
+//! The bakeform is an SD image built here: its FAT boot partition holds Debian's arm64 kernel
+//! (`linux-image-arm64`) as `kernel8.img` and an initramfs (busybox-static:arm64 and the
+//! kernel's virtio-net and NFS modules) that does DHCP as `ip=dhcp` asks and mounts
+//! `nfsroot=` read-write; its ext4 root is a busybox userland whose `/sbin/init` writes a
+//! marker into the root, says so on the console, tries the export it is told belongs to
+//! another Pi, and powers off. The Debian packages are downloaded by `ci/test` into
+//! `target/virtual-pi-debs` (or `BAKERY_VIRTUAL_PI_DEBS`).
+//!
+//! Without root, QEMU, U-Boot, ganesha, dnsmasq or the packages the test says why and passes,
+//! unless `CI` is set: there a missing tool is a failure.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bakery_client::{Bakeform, BakeformState, PiInfo, PiState};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+use crate::nfs::{GANESHA, Ganesha, terminate, which};
+
+/// The bridge's address: bakery's TFTP and NFS address, the site's DHCP server.
+const HOST: &str = "10.77.0.1";
+/// Ports ganesha serves NFS and MOUNT on; the guests' initramfs mounts with them (no
+/// portmapper is reachable inside the namespace, as initramfs-tools' `NFSOPTS` would set).
+const NFS_PORT: u16 = 2049;
+const MNT_PORT: u16 = 20048;
+/// Where U-Boot loads `cmdline.txt` (above the kernel and the initramfs).
+const CMDLINE_ADDR: &str = "0x4a000000";
+const U_BOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+/// The kernel modules the initramfs loads (with what they depend on): the guest's NIC and
+/// the NFS client, which Debian builds as modules.
+const MODULES: [&str; 3] = ["virtio_mmio", "virtio_net", "nfsv3"];
+/// The marker each guest's init writes into its root.
+const MARKER: &str = "bakery-virtual-pi-booted";
+/// Where the test tells a guest which export is another Pi's.
+const OTHER_EXPORT: &str = "etc/bakery-virtual-pi/other-export";
+
+/// The directory of the Debian arm64 packages.
+fn debs_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BAKERY_VIRTUAL_PI_DEBS") {
+        return dir.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("virtual-pi-debs")
+}
+
+/// The one `.deb` in `dir` whose name starts with `prefix` and ends in `_arm64.deb`.
+fn find_deb(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with("_arm64.deb"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Why the test cannot run here, if it cannot.
+fn missing() -> Option<String> {
+    if let Some(reason) = crate::nfs::missing() {
+        return Some(reason);
+    }
+    for tool in ["qemu-system-aarch64", "dnsmasq", "ip", "dpkg-deb"] {
+        if which(tool).is_none() {
+            return Some(format!(
+                "{tool} not found (apt-get install qemu-system-arm dnsmasq-base iproute2)"
+            ));
+        }
+    }
+    if !Path::new(U_BOOT).is_file() {
+        return Some(format!("{U_BOOT} not found (apt-get install u-boot-qemu)"));
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun missing: no tap devices".into());
+    }
+    let dir = debs_dir();
+    for prefix in ["linux-image-", "busybox-static_"] {
+        if find_deb(&dir, prefix).is_none() {
+            return Some(format!(
+                "no {prefix}*_arm64.deb in {} (ci/test downloads linux-image-arm64's kernel and busybox-static:arm64 there)",
+                dir.display()
+            ));
+        }
+    }
+    None
+}
+
+/// Debian's arm64 kernel, its modules and busybox, unpacked from the packages.
+struct Arm64 {
+    dir: tempfile::TempDir,
+}
+
+impl Arm64 {
+    fn unpack() -> Arm64 {
+        let dir = tempfile::Builder::new()
+            .prefix("bakery-arm64-")
+            .tempdir()
+            .unwrap();
+        let debs = debs_dir();
+        for prefix in ["linux-image-", "busybox-static_"] {
+            let deb = find_deb(&debs, prefix).unwrap();
+            run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.path()));
+        }
+        Arm64 { dir }
+    }
+
+    /// The kernel image (Debian's arm64 `vmlinuz` is an uncompressed `Image`).
+    fn kernel(&self) -> PathBuf {
+        only_entry(&self.dir.path().join("boot"), "vmlinuz-")
+    }
+
+    /// `lib/modules/<version>/kernel`.
+    fn modules(&self) -> PathBuf {
+        only_entry(&self.dir.path().join("lib/modules"), "").join("kernel")
+    }
+
+    fn busybox(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("bin/busybox")).unwrap()
+    }
+}
+
+fn only_entry(dir: &Path, prefix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("nothing named {prefix}* in {}", dir.display()))
+}
+
+/// Every `.ko` under `dir` by module name (`-` read as `_`, as the kernel does).
+fn module_index(dir: &Path) -> std::collections::BTreeMap<String, PathBuf> {
+    let mut index = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+                && let Some(stem) = name.strip_suffix(".ko")
+            {
+                index.insert(stem.replace('-', "_"), path);
+            }
+        }
+    }
+    index
+}
+
+/// A module's `depends=` from its `.modinfo` section (NUL-separated `key=value` strings).
+fn depends(ko: &[u8]) -> Vec<String> {
+    let needle = b"depends=";
+    let at = ko
+        .windows(needle.len())
+        .enumerate()
+        .find(|(i, w)| *w == needle && (*i == 0 || ko[i - 1] == 0))
+        .map(|(i, _)| i + needle.len());
+    let Some(start) = at else { return Vec::new() };
+    let end = ko[start..]
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(ko.len(), |n| start + n);
+    String::from_utf8_lossy(&ko[start..end])
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| d.replace('-', "_"))
+        .collect()
+}
+
+/// `wanted` and what they depend on, dependencies first, with their files.
+fn module_order(dir: &Path, wanted: &[&str]) -> Vec<(String, Vec<u8>)> {
+    fn visit(
+        name: &str,
+        index: &std::collections::BTreeMap<String, PathBuf>,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        if out.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        let path = index
+            .get(name)
+            .unwrap_or_else(|| panic!("kernel module {name} not in the package"));
+        let ko = std::fs::read(path).unwrap();
+        for dep in depends(&ko) {
+            visit(&dep, index, out);
+        }
+        out.push((name.to_owned(), ko));
+    }
+    let index = module_index(dir);
+    let mut out = Vec::new();
+    for name in wanted {
+        visit(name, &index, &mut out);
+    }
+    out
+}
+
+/// One entry of a `newc` cpio archive.
+enum Node {
+    Dir,
+    File(Vec<u8>, u32),
+}
+
+/// A `newc` cpio archive (the initramfs format) of `nodes`, parents before children.
+fn newc(nodes: &[(&str, Node)]) -> Vec<u8> {
+    fn pad(out: &mut Vec<u8>) {
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    fn header(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, size: usize) {
+        let fields = [
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            u32::try_from(size).unwrap(),
+            0,
+            0,
+            0,
+            0,
+            u32::try_from(name.len() + 1).unwrap(),
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for field in fields {
+            out.extend_from_slice(format!("{field:08X}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad(out);
+    }
+    let mut out = Vec::new();
+    for (ino, (name, node)) in (1u32..).zip(nodes) {
+        let (mode, data): (u32, &[u8]) = match node {
+            Node::Dir => (0o040_755, &[]),
+            Node::File(data, perm) => (0o100_000 | perm, data),
+        };
+        header(&mut out, ino, name, mode, data.len());
+        out.extend_from_slice(data);
+        pad(&mut out);
+    }
+    header(&mut out, 0, "TRAILER!!!", 0, 0);
+    out
+}
+
+/// The guests' mount options beside what `nfsroot=` says.
+fn site_nfs_options(server: &str) -> String {
+    format!("nolock,port={NFS_PORT},mountport={MNT_PORT},mountproto=tcp,addr={server}")
+}
+
+/// The initramfs's `/init`: modules, DHCP as `ip=dhcp` asks, the NFS root from `nfsroot=`
+/// (as `<server>:<path>[,<options>]`), then the root's own `/sbin/init`. A step that fails
+/// says which and powers off, so the test sees it at once.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+fail() { echo "initramfs: $*"; poweroff -f; }
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || fail "insmod $m failed"; done
+nfsroot=; ipconf=
+for p in $(cat /proc/cmdline); do
+  case "$p" in nfsroot=*) nfsroot="${p#nfsroot=}" ;; ip=*) ipconf="${p#ip=}" ;; esac
+done
+[ -n "$nfsroot" ] || fail "no nfsroot= on the command line"
+[ "$ipconf" = dhcp ] || fail "ip=$ipconf: this initramfs does ip=dhcp only"
+export_="${nfsroot%%,*}"
+case "$nfsroot" in *,*) opts="${nfsroot#*,}" ;; *) opts= ;; esac
+server="${export_%%:*}"
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -q -n -t 20 -T 1 -s /udhcpc.script >/dev/null || fail "no dhcp lease"
+echo "initramfs: mounting $export_ ($opts)"
+mount -t nfs -o "SITE_OPTIONS${opts:+,$opts}" "$export_" /root || fail "cannot mount $export_"
+exec switch_root /root /sbin/init
+"#;
+
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route add default via "${router%% *}"
+    ;;
+esac
+exit 0
+"#;
+
+/// The root's `/sbin/init`: the marker (this guest's address and root), a console line the
+/// test waits for, the other Pi's export tried (and, to show the options work, its own
+/// again), power off.
+const ROOT_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin 2>/dev/null
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+addr=$(ip -4 -o addr show eth0 | awk '{print $4}')
+root=$(awk '$2 == "/" && $3 ~ /^nfs/ {print $1}' /proc/mounts | tail -n 1)
+up=$(cut -d' ' -f1 /proc/uptime)
+echo "address=$addr root=$root uptime=$up" > /MARKER
+sync
+echo "bakery-virtual-pi: userspace on $root as $addr after ${up}s"
+if [ -f /OTHER ]; then
+  other=$(cat /OTHER)
+  mkdir -p /mnt/other
+  if mount -t nfs -o "SITE_OPTIONS,vers=3,tcp" "$other" /mnt/other 2>/dev/null; then
+    echo "bakery-virtual-pi: other export $other MOUNTED"
+  else
+    echo "bakery-virtual-pi: other export $other refused"
+  fi
+  mkdir -p /mnt/self
+  if mount -t nfs -o "SITE_OPTIONS,vers=3,tcp" "$root" /mnt/self; then
+    echo "bakery-virtual-pi: own export $root mounted again"
+    umount /mnt/self
+  else
+    echo "bakery-virtual-pi: own export $root failed to mount"
+  fi
+fi
+echo "bakery-virtual-pi: powering off"
+poweroff -f
+"#;
+
+fn initramfs(arm: &Arm64) -> Vec<u8> {
+    let modules = module_order(&arm.modules(), &MODULES);
+    let order: String = modules.iter().map(|(n, _)| format!("{n}\n")).collect();
+    let init = INIT.replace("SITE_OPTIONS", &site_nfs_options("$server"));
+    let mut nodes: Vec<(String, Node)> =
+        ["bin", "dev", "proc", "sys", "root", "lib", "lib/modules"]
+            .into_iter()
+            .map(|d| (d.to_owned(), Node::Dir))
+            .collect();
+    nodes.push(("bin/busybox".into(), Node::File(arm.busybox(), 0o755)));
+    nodes.push(("init".into(), Node::File(init.into_bytes(), 0o755)));
+    nodes.push((
+        "udhcpc.script".into(),
+        Node::File(UDHCPC_SCRIPT.as_bytes().to_vec(), 0o755),
+    ));
+    nodes.push((
+        "lib/modules/order".into(),
+        Node::File(order.into_bytes(), 0o644),
+    ));
+    for (name, ko) in modules {
+        nodes.push((format!("lib/modules/{name}.ko"), Node::File(ko, 0o644)));
+    }
+    let refs: Vec<(&str, Node)> = nodes
+        .into_iter()
+        .map(|(n, node)| (Box::leak(n.into_boxed_str()) as &str, node))
+        .collect();
+    newc(&refs)
+}
+
+/// The bakeform's SD image: the boot partition a Pi 4 boots from (placeholder firmware, the
+/// arm64 kernel as `kernel8.img`, the initramfs, `config.txt` naming both, a `cmdline.txt`
+/// for the board's PL011 console) and the busybox root.
+fn bakeform_image(arm: &Arm64, out: &Path) {
+    let boot = vec![
+        (
+            "start4.elf".to_owned(),
+            b"placeholder: U-Boot stands in for the firmware\n".to_vec(),
+        ),
+        ("fixup4.dat".to_owned(), b"placeholder\n".to_vec()),
+        (
+            "config.txt".to_owned(),
+            b"arm_64bit=1\nkernel=kernel8.img\ninitramfs initramfs8 followkernel\nenable_uart=1\n"
+                .to_vec(),
+        ),
+        (
+            "cmdline.txt".to_owned(),
+            b"console=ttyAMA0,115200 root=/dev/mmcblk0p2 rootfstype=ext4 rootwait panic=-1 quiet\n"
+                .to_vec(),
+        ),
+        (
+            "kernel8.img".to_owned(),
+            std::fs::read(arm.kernel()).unwrap(),
+        ),
+        ("initramfs8".to_owned(), initramfs(arm)),
+    ];
+    let stage = out.with_extension("root");
+    for dir in ["bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "etc"] {
+        std::fs::create_dir_all(stage.join(dir)).unwrap();
+    }
+    let write = |name: &str, data: &[u8], mode: u32| {
+        let path = stage.join(name);
+        std::fs::write(&path, data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write("bin/busybox", &arm.busybox(), 0o755);
+    let init = ROOT_INIT
+        .replace("SITE_OPTIONS", &site_nfs_options(HOST))
+        .replace("/MARKER", &format!("/{MARKER}"))
+        .replace("/OTHER", &format!("/{OTHER_EXPORT}"));
+    write("sbin/init", init.as_bytes(), 0o755);
+    write("etc/hostname", b"virtual-pi\n", 0o644);
+    let counts = count_tree(&stage);
+    build_image_with_boot(out, &boot, &stage, counts);
+    std::fs::remove_dir_all(&stage).unwrap();
+}
+
+/// Runs `ip` with `args` in the calling thread's namespace, failing on an error.
+fn ip(args: &[&str]) {
+    run_ok(Command::new(which("ip").unwrap()).args(args));
+}
+
+/// A network namespace with the bridge on [`HOST`], removed on drop.
+struct Segment {
+    name: String,
+}
+
+impl Segment {
+    /// Makes the namespace and moves the calling thread into it, with the bridge up and a
+    /// tap per name in `taps` attached to it.
+    fn enter(taps: &[&str]) -> Segment {
+        let name = format!("bakery-vpi-{}", std::process::id());
+        ip(&["netns", "add", &name]);
+        let segment = Segment { name };
+        let file = std::fs::File::open(format!("/run/netns/{}", segment.name)).unwrap();
+        // SAFETY: setns(2) on a namespace fd we opened; it changes only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["link", "add", "br0", "type", "bridge"]);
+        ip(&["addr", "add", &format!("{HOST}/24"), "dev", "br0"]);
+        ip(&["link", "set", "br0", "up"]);
+        for tap in taps {
+            ip(&["tuntap", "add", "dev", tap, "mode", "tap"]);
+            ip(&["link", "set", tap, "master", "br0"]);
+            ip(&["link", "set", tap, "up"]);
+        }
+        segment
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A child process killed on drop.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        terminate(&mut self.0);
+    }
+}
+
+/// The site's DHCP server: dnsmasq with the snippet `print-dnsmasq-config` renders, its proxy
+/// range replaced by a real one (here dnsmasq is the site's server too), and a fixed address
+/// per guest MAC as a site reserves them for its Pis.
+fn site_dhcp(dir: &Path, guests: &[(&str, &str)]) -> Guarded {
+    let out = server_command()
+        .args([
+            "print-dnsmasq-config",
+            "--subnet",
+            "10.77.0.0/24",
+            "--tftp-server",
+            HOST,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "print-dnsmasq-config failed");
+    let snippet = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        snippet.contains("dhcp-range=10.77.0.0,proxy,255.255.255.0"),
+        "{snippet}"
+    );
+    let mut conf: String = snippet
+        .lines()
+        .map(|l| {
+            if l.starts_with("dhcp-range=") {
+                "dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    for (mac, addr) in guests {
+        conf.push_str(&format!("dhcp-host={mac},{addr}\n"));
+    }
+    conf.push_str(&format!(
+        "interface=br0\nbind-interfaces\ndhcp-leasefile={}\npid-file={}\n",
+        dir.join("leases").display(),
+        dir.join("dnsmasq.pid").display()
+    ));
+    let path = dir.join("dnsmasq.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(which("dnsmasq").unwrap())
+        .arg("--keep-in-foreground")
+        .arg("--user=root")
+        .arg(format!("--conf-file={}", path.display()))
+        .arg(format!(
+            "--log-facility={}",
+            dir.join("dnsmasq.log").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq starts");
+    Guarded(child)
+}
+
+/// One virtual Pi: QEMU's arm64 `virt` board with U-Boot, its serial console on pipes.
+struct Guest {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    console: Arc<Mutex<Vec<u8>>>,
+    commands: usize,
+}
+
+impl Guest {
+    /// Powers the board on: QEMU starts and U-Boot's autoboot is interrupted.
+    fn power_on(name: &str, tap: &str, mac: &str) -> Guest {
+        let mut child = Command::new(which("qemu-system-aarch64").unwrap())
+            .args(["-M", "virt", "-cpu", "cortex-a57", "-m", "512", "-smp", "1"])
+            .args(["-bios", U_BOOT, "-display", "none", "-monitor", "none"])
+            .args(["-serial", "stdio", "-no-reboot"])
+            .arg("-netdev")
+            .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"))
+            .arg("-device")
+            // virtio over MMIO: U-Boot 2023.01 reads no MAC from a virtio-net-pci device
+            // (it answers DHCP as 52:52:52:52:52:52, the same for every guest).
+            .arg(format!("virtio-net-device,netdev=net0,mac={mac}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-system-aarch64 starts");
+        let console = Arc::new(Mutex::new(Vec::new()));
+        for mut stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = console.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        let stdin = child.stdin.take().unwrap();
+        let mut guest = Guest {
+            name: name.to_owned(),
+            child,
+            stdin,
+            console,
+            commands: 0,
+        };
+        guest.expect("Hit any key to stop autoboot", Duration::from_secs(60));
+        guest.type_text("x");
+        guest.expect("=> ", Duration::from_secs(10));
+        guest
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.console.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the console shows `needle`; panics with the console otherwise.
+    fn expect(&self, needle: &str, timeout: Duration) -> String {
+        if eventually(timeout, || self.text().contains(needle)) {
+            return self.text();
+        }
+        panic!(
+            "{}: no {needle:?} on the console within {timeout:?}:\n{}",
+            self.name,
+            self.tail()
+        );
+    }
+
+    fn tail(&self) -> String {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("####")).collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    fn type_text(&mut self, text: &str) {
+        self.stdin.write_all(text.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Runs one U-Boot command line; its output and whether it succeeded.
+    fn run(&mut self, command: &str, timeout: Duration) -> (String, bool) {
+        self.commands += 1;
+        let tag = format!("@@{}=", self.commands);
+        let before = self.text().len();
+        self.type_text(&format!("{command}; echo {tag}$?\n"));
+        let mut rc = None;
+        let done = eventually(timeout, || {
+            let text = self.text();
+            rc = text[before..].match_indices(&tag).find_map(|(at, _)| {
+                let rest = &text[before + at + tag.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                (!digits.is_empty() && rest[digits.len()..].starts_with(['\r', '\n']))
+                    .then(|| digits.parse::<u32>().unwrap())
+            });
+            rc.is_some()
+        });
+        assert!(
+            done,
+            "{}: {command:?} did not finish within {timeout:?}:\n{}",
+            self.name,
+            self.tail()
+        );
+        (self.text()[before..].to_owned(), rc == Some(0))
+    }
+
+    /// The firmware's part, played by U-Boot: DHCP, then over TFTP from the server DHCP
+    /// named what a Pi 4 fetches from its serial's directory, the command line set to
+    /// `cmdline.txt` exactly, and the kernel booted. `Err` with U-Boot's output when a step
+    /// fails (the Pi stays in U-Boot, as a Pi's firmware stays in its retry loop).
+    fn netboot(&mut self, serial: &str) -> Result<(Duration, String), String> {
+        let long = Duration::from_secs(120);
+        let fetched = Instant::now();
+        let (out, ok) = self.run("setenv autoload no; dhcp", long);
+        if !ok {
+            return Err(out);
+        }
+        let (out, _) = self.run("echo server=${serverip}", long);
+        assert!(
+            out.contains(&format!("server={HOST}")),
+            "{}: dhcp named no tftp server {HOST}:\n{out}",
+            self.name
+        );
+        for (file, at) in [
+            ("start4.elf", "${loadaddr}"),
+            ("config.txt", "${loadaddr}"),
+            ("cmdline.txt", CMDLINE_ADDR),
+        ] {
+            let (out, ok) = self.run(&format!("tftpboot {at} {serial}/{file}"), long);
+            if !ok {
+                return Err(out);
+            }
+        }
+        // cmdline.txt is one line; NUL-terminated it becomes bootargs unchanged.
+        let (out, ok) = self.run(
+            &format!(
+                "setexpr cmdend {CMDLINE_ADDR} + ${{filesize}}; mw.b ${{cmdend}} 0 1; setexpr.s bootargs *{CMDLINE_ADDR}"
+            ),
+            long,
+        );
+        assert!(ok, "{}: setting bootargs failed:\n{out}", self.name);
+        for (file, at) in [
+            ("kernel8.img", "${kernel_addr_r}"),
+            ("initramfs8", "${ramdisk_addr_r}"),
+        ] {
+            let (out, ok) = self.run(&format!("tftpboot {at} {serial}/{file}"), long);
+            if !ok {
+                return Err(out);
+            }
+        }
+        let took = fetched.elapsed();
+        let bootargs = self.bootargs();
+        self.type_text("booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}\n");
+        Ok((took, bootargs))
+    }
+
+    /// The kernel command line U-Boot set.
+    fn bootargs(&mut self) -> String {
+        let (out, _) = self.run("printenv bootargs", Duration::from_secs(10));
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("bootargs="))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits for QEMU to exit (the guest powered off).
+    fn wait_off(&mut self, timeout: Duration) {
+        let off = eventually(timeout, || matches!(self.child.try_wait(), Ok(Some(_))));
+        assert!(off, "{}: did not power off:\n{}", self.name, self.tail());
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Skips (loudly) when the virtual Pis cannot run; fails instead under CI.
+fn or_skip(test: &str) -> bool {
+    match missing() {
+        None => true,
+        Some(reason) if std::env::var_os("CI").is_some() => {
+            panic!("{test}: cannot run the virtual Pis under CI: {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: cannot run the virtual Pis here: {reason}");
+            false
+        }
+    }
+}
+
+fn upload(server: &Server, name: &str, image: &Path) -> Bakeform {
+    let resp = server.post_bytes(&format!("/bakeforms/{name}"), std::fs::read(image).unwrap());
+    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text());
+    let mut bakeform = None;
+    let ready = eventually(Duration::from_secs(120), || {
+        let b: Bakeform = server.get(&format!("/bakeforms/{name}")).json().unwrap();
+        let done = b.state != Some(BakeformState::Importing);
+        bakeform = Some(b);
+        done
+    });
+    let bakeform = bakeform.unwrap();
+    assert!(
+        ready && bakeform.state == Some(BakeformState::Ready),
+        "{bakeform:?}"
+    );
+    bakeform
+}
+
+fn pi(server: &Server, serial: &str) -> PiInfo {
+    let resp = server.get(&format!("/oven/{serial}"));
+    assert_eq!(resp.status(), StatusCode::OK, "{serial}");
+    resp.json().unwrap()
+}
+
+/// The guests: name, tap, MAC, the address the site reserves for it, serial.
+const GUESTS: [(&str, &str, &str, &str, &str); 2] = [
+    (
+        "pi-a",
+        "tap-a",
+        "52:54:00:77:00:0a",
+        "10.77.0.10",
+        "7a000001",
+    ),
+    (
+        "pi-b",
+        "tap-b",
+        "52:54:00:77:00:0b",
+        "10.77.0.11",
+        "7b000002",
+    ),
+];
+
+#[test]
+fn virtual_pis_boot_linux_from_bakery_each_on_its_own_nfs_root() {
+    let test = "virtual_pis_boot_linux_from_bakery_each_on_its_own_nfs_root";
+    if !or_skip(test) {
+        return;
+    }
+    let _one = GANESHA.lock().unwrap_or_else(|e| e.into_inner());
+    // The namespace is the thread's: run the whole test on a thread of its own.
+    std::thread::spawn(scenario).join().unwrap();
+}
+
+fn scenario() {
+    let arm = Arm64::unpack();
+    let env = Env::new();
+    let image = env.path("virtual-pi.img");
+    let built = Instant::now();
+    bakeform_image(&arm, &image);
+    eprintln!("virtual pi: bakeform image built in {:?}", built.elapsed());
+
+    let taps: Vec<&str> = GUESTS.iter().map(|g| g.1).collect();
+    let segment = Segment::enter(&taps);
+    let ganesha = Ganesha::start_here(NFS_PORT, MNT_PORT);
+    let reservations: Vec<(&str, &str)> = GUESTS.iter().map(|g| (g.2, g.3)).collect();
+    let _dhcp = site_dhcp(env.dir.path(), &reservations);
+    let mut flags = ganesha.bakery_flags();
+    let at = flags.iter().position(|f| f == "--nfs-address").unwrap();
+    flags[at + 1] = HOST.into();
+    flags.extend(["--tftp-listen".into(), format!("{HOST}:69")]);
+    let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start_custom(&env, &["--exportfs-cmd", "--tftp-listen"], &extra);
+    upload(&server, "virtual-pi", &image);
+
+    // Power on: each asks under its unknown serial, is registered, gets nothing, waits in
+    // U-Boot (its firmware's retry loop).
+    let mut guests: Vec<Guest> = GUESTS
+        .iter()
+        .map(|(name, tap, mac, _, _)| Guest::power_on(name, tap, mac))
+        .collect();
+    for (guest, (_, _, _, addr, serial)) in guests.iter_mut().zip(GUESTS) {
+        let refused = guest
+            .netboot(serial)
+            .expect_err("an unknown Pi gets no boot files");
+        assert!(
+            refused.contains(&format!("our IP address is {addr}")),
+            "{refused}\ndnsmasq: {}",
+            std::fs::read_to_string(env.path("dnsmasq.log")).unwrap_or_default()
+        );
+        assert!(
+            refused.contains("TFTP error: 'file not found'"),
+            "{refused}"
+        );
+        let info = pi(&server, serial);
+        assert_eq!(
+            info.state,
+            Some(PiState::Fridge),
+            "{serial} is in the fridge"
+        );
+        assert_eq!(
+            info.address.as_deref(),
+            Some(addr),
+            "{serial}'s address as bakery saw it"
+        );
+    }
+
+    // Bake both; tell each which export is the other's.
+    let mut roots = Vec::new();
+    for _ in GUESTS {
+        let resp = server.post_json(
+            "/fridge",
+            &json!({"bakeformName": "virtual-pi", "powerOn": false}),
+        );
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    for (_, _, _, _, serial) in GUESTS {
+        assert_eq!(server.wait_baked(serial).status(), StatusCode::OK);
+        let info = pi(&server, serial);
+        roots.push(info.disks.first().expect("a root disk").clone());
+    }
+    let export = |i: usize| format!("{}:{}", roots[i].nfs_address, roots[i].location);
+    for (i, root) in roots.iter().enumerate() {
+        let file = Path::new(&root.location).join(OTHER_EXPORT);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, format!("{}\n", export(1 - i))).unwrap();
+    }
+
+    // Power both on again (the firmware's retry): both boot at once.
+    let mut boots = Vec::new();
+    for (guest, (_, _, _, _, serial)) in guests.iter_mut().zip(GUESTS) {
+        let started = Instant::now();
+        let (fetch, bootargs) = guest
+            .netboot(serial)
+            .unwrap_or_else(|out| panic!("{serial}: the baked Pi's boot failed:\n{out}"));
+        boots.push((started, fetch, bootargs, None::<Duration>));
+    }
+    let up = eventually(Duration::from_secs(300), || {
+        for (guest, boot) in guests.iter().zip(boots.iter_mut()) {
+            if boot.3.is_none() && guest.text().contains("bakery-virtual-pi: userspace on") {
+                boot.3 = Some(boot.0.elapsed());
+            }
+        }
+        boots.iter().all(|b| b.3.is_some())
+    });
+    assert!(
+        up,
+        "not every virtual Pi reached userspace:\n{}",
+        guests
+            .iter()
+            .map(Guest::tail)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    );
+    for (i, (guest, (name, _, _, addr, serial))) in guests.iter_mut().zip(GUESTS).enumerate() {
+        let text = guest.expect("bakery-virtual-pi: powering off", Duration::from_secs(120));
+        guest.wait_off(Duration::from_secs(30));
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        // Userspace on its own root, from the address bakery exported it to.
+        let userspace = line("bakery-virtual-pi: userspace on");
+        assert!(
+            userspace.contains(&format!("userspace on {} as {addr}/24", export(i))),
+            "{name}: {userspace}"
+        );
+        let marker = std::fs::read_to_string(Path::new(&roots[i].location).join(MARKER))
+            .unwrap_or_else(|e| panic!("{name}: no marker in its root on the host: {e}"));
+        assert!(marker.contains(&format!("address={addr}/24")), "{marker}");
+        assert!(marker.contains(&format!("root={}", export(i))), "{marker}");
+        // The other Pi's export is refused to it; its own mounts again with the same options.
+        assert_eq!(
+            line("bakery-virtual-pi: other export"),
+            format!("bakery-virtual-pi: other export {} refused", export(1 - i)),
+            "{name}"
+        );
+        assert_eq!(
+            line("bakery-virtual-pi: own export"),
+            format!("bakery-virtual-pi: own export {} mounted again", export(i)),
+            "{name}"
+        );
+        // What bakery saw: a baked Pi whose last boot fetched every file.
+        let info = pi(&server, serial);
+        assert_eq!(info.state, Some(PiState::Baked));
+        let last = info.last_boot.expect("a boot timeline");
+        assert!(last.files >= 5 && last.failed == 0, "{name}: {last:?}");
+        let kernel_uptime = userspace
+            .rsplit("after ")
+            .next()
+            .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name}: no uptime in {userspace:?}"));
+        let (_, fetch, _, total) = &boots[i];
+        eprintln!(
+            "virtual pi {name} ({serial}): dhcp and boot files over tftp (U-Boot) {:.1} s, kernel to userspace on its nfs root {kernel_uptime:.2} s, power-on (dhcp) to userspace {:.1} s",
+            fetch.as_secs_f64(),
+            total.unwrap().as_secs_f64()
+        );
+    }
+    // The kernel ran with exactly the cmdline.txt bakery renders for the Pi.
+    for (i, (_, _, _, addr, serial)) in GUESTS.into_iter().enumerate() {
+        let rendered = server
+            .boot_request(serial, "cmdline.txt", Some(addr))
+            .text()
+            .unwrap();
+        assert_eq!(
+            boots[i].2,
+            rendered.trim_end(),
+            "{serial}: bootargs are cmdline.txt"
+        );
+        assert!(
+            rendered.contains(&format!("nfsroot={},vers=3,tcp", export(i))),
+            "{rendered}"
+        );
+    }
+
+    // Unbake the first and power it on again: the boot stops at its first file.
+    let (_, _, _, _, serial) = GUESTS[0];
+    assert_eq!(
+        server.delete(&format!("/oven/{serial}")).status(),
+        StatusCode::OK
+    );
+    assert!(eventually(Duration::from_secs(30), || {
+        pi(&server, serial).state == Some(PiState::Fridge)
+    }));
+    let (name, tap, mac, _, _) = GUESTS[0];
+    let mut again = Guest::power_on(name, tap, mac);
+    let refused = again
+        .netboot(serial)
+        .expect_err("an unbaked Pi gets no boot files");
+    assert!(
+        refused.contains("TFTP error: 'file not found'"),
+        "{refused}"
+    );
+    assert!(!again.text().contains("Starting kernel"));
+    drop(again);
+    drop(guests);
+    drop(server);
+    drop(ganesha);
+    drop(segment);
+}
