@@ -34,6 +34,16 @@ pub struct UploadHead {
     pub expects_continue: bool,
 }
 
+/// Where an import's time went, for its `bakeform imported` log line: receiving the body
+/// into the image file (decoding included), importing the image into trees, and moving the
+/// trees into place and marking the bakeform ready.
+#[derive(Debug, Default)]
+struct ImportPhases {
+    receive: std::time::Duration,
+    import: std::time::Duration,
+    finish: std::time::Duration,
+}
+
 /// A blocking reader over the body chunks the async side sends.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
@@ -119,8 +129,10 @@ impl Bakery {
         let id = uuid::Uuid::new_v4();
         let image = self.layout.tmp.join(format!("upload-{id}.img"));
         let staging = self.layout.tmp.join(format!("import-{id}"));
+        let started = std::time::Instant::now();
+        let mut phases = ImportPhases::default();
         let result = self
-            .import_steps(name, body, head.declared, &image, &staging)
+            .import_steps(name, body, head.declared, &image, &staging, &mut phases)
             .await
             .map_err(|e| self.no_space(format!("importing bakeform {name}"), e));
         drop(permit);
@@ -144,7 +156,15 @@ impl Bakery {
             return Err(e);
         }
         let bakeform = result?;
-        tracing::info!(bakeform = name, state = "ready", "bakeform imported");
+        tracing::info!(
+            bakeform = name,
+            state = "ready",
+            receive_ms = phases.receive.as_millis() as u64,
+            import_ms = phases.import.as_millis() as u64,
+            finish_ms = phases.finish.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "bakeform imported"
+        );
         // Measure the golden root now, so the first bake's space check does not walk it.
         let (this, key) = (self.clone(), name.to_owned());
         tokio::spawn(async move {
@@ -269,13 +289,17 @@ impl Bakery {
         declared: Option<Packing>,
         image: &std::path::Path,
         staging: &std::path::Path,
+        phases: &mut ImportPhases,
     ) -> Result<Bakeform, ServiceError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: Display,
     {
         let limit = self.config.max_image_size;
+        let mut clock = std::time::Instant::now();
         let received = self.receive(name, body, declared, image, limit).await?;
+        phases.receive = clock.elapsed();
+        clock = std::time::Instant::now();
         tracing::info!(
             bakeform = name,
             bytes = received.image_bytes,
@@ -300,6 +324,8 @@ impl Bakery {
             })
         })
         .await?;
+        phases.import = clock.elapsed();
+        clock = std::time::Instant::now();
         let location = self.layout.bakeform(name);
         self.trash(&location);
         std::fs::rename(staging, &location).map_err(io_err(format!(
@@ -307,10 +333,13 @@ impl Bakery {
             location.display()
         )))?;
         let (key, event) = (name.to_owned(), EventKind::BakeformImported.bakeform(name));
-        self.db(move |s| s.set_bakeform_ready(&key, event))
+        let ready = self
+            .db(move |s| s.set_bakeform_ready(&key, event))
             .await?
             .map(|row| Self::bakeform_view(&row))
-            .ok_or_else(|| ServiceError::BakeformNotFound(name.to_owned()))
+            .ok_or_else(|| ServiceError::BakeformNotFound(name.to_owned()));
+        phases.finish = clock.elapsed();
+        ready
     }
 
     /// Streams `body` into `image` through a blocking decoder (gzip, xz, zip or raw), the

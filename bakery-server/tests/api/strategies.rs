@@ -566,3 +566,176 @@ fn bake_latency_per_filesystem() {
         println!("  skipped (cannot loop-mount here): {}", skipped.join(", "));
     }
 }
+
+/// The byte offset of MBR partition `index` (0-based) of `image`.
+fn partition_offset(image: &Path, index: usize) -> u64 {
+    let mut mbr = [0u8; 512];
+    std::io::Read::read_exact(&mut std::fs::File::open(image).unwrap(), &mut mbr).unwrap();
+    let entry = 446 + 16 * index;
+    u64::from(u32::from_le_bytes(
+        mbr[entry + 8..entry + 12].try_into().unwrap(),
+    )) * 512
+}
+
+/// The `<key>_ms=` values of the server's `bakeform imported` line for `name`.
+fn import_phases(server: &Server, name: &str) -> Vec<(String, u64)> {
+    let log = server.log.lock().unwrap();
+    let Some(line) = log
+        .iter()
+        .find(|l| l.contains("bakeform imported") && l.contains(&format!("bakeform={name} ")))
+    else {
+        return Vec::new();
+    };
+    line.split_whitespace()
+        .filter_map(|w| {
+            let (key, value) = w.split_once("_ms=")?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Medians of upload → ready through the API and of the first bakery's way, on one file system.
+struct ImportResult {
+    fs: FsKind,
+    api: Duration,
+    old: Duration,
+    phases: Vec<(String, u64)>,
+}
+
+/// Measures one file system; `None` when this machine cannot loop-mount it (reason printed).
+fn import_on(kind: FsKind, image: &BenchImage, runs: usize) -> Option<ImportResult> {
+    let lfs = LoopFs::mount(kind, image.loop_mib)?;
+    let data = lfs.path().join("data");
+    let env = Env::new();
+    let (server, strategy) = start_on(&env, &data, &[]);
+    println!("{kind:?}: clone strategy {strategy}");
+    let mut api = Vec::new();
+    let mut phases: Vec<Vec<(String, u64)>> = Vec::new();
+    for i in 0..runs {
+        let name = format!("bench-{i}");
+        sync();
+        let started = Instant::now();
+        let out = Command::new("curl")
+            .args(["-sS", "-f", "-o", "/dev/null", "-X", "POST", "-H"])
+            .arg(format!(
+                "Content-Type: {}",
+                bakery_client::RAW_IMAGE_CONTENT_TYPE
+            ))
+            .arg("-T")
+            .arg(&image.path)
+            .arg(server.url(&format!("/bakeforms/{name}")))
+            .output()
+            .expect("curl runs");
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        api.push(took);
+        let p = import_phases(&server, &name);
+        println!("{kind:?}: upload -> ready {took:.2?} (server: {p:?})");
+        phases.push(p);
+        assert_eq!(
+            server.delete(&format!("/bakeforms/{name}")).status(),
+            StatusCode::OK
+        );
+        let trash = data.join("trash");
+        assert!(eventually(Duration::from_secs(300), || entries(&trash).is_empty()));
+    }
+    drop(server);
+    let offset = partition_offset(&image.path, 1);
+    let mnt = lfs.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut old = Vec::new();
+    for _ in 0..runs {
+        let (copy, out) = (lfs.path().join("old.img"), lfs.path().join("old-root"));
+        sync();
+        let started = Instant::now();
+        run_ok(Command::new("cp").arg(&image.path).arg(&copy));
+        run_ok(
+            Command::new("mount")
+                .arg("-o")
+                .arg(format!("loop,ro,offset={offset}"))
+                .arg(&copy)
+                .arg(&mnt),
+        );
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", mnt.display()))
+                .arg(&out),
+        );
+        run_ok(Command::new("umount").arg(&mnt));
+        let took = started.elapsed();
+        println!("{kind:?}: cp + mount + cp -a + umount {took:.2?}");
+        old.push(took);
+        std::fs::remove_file(&copy).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    sync();
+    // The phases of the run whose total is the median.
+    let api_median = median(api.clone());
+    let at = api.iter().position(|t| *t == api_median).unwrap_or(0);
+    Some(ImportResult {
+        fs: kind,
+        api: api_median,
+        old: median(old),
+        phases: phases.swap_remove(at),
+    })
+}
+
+/// Benchmark: a bakeform upload through the real API until it answers `201` (the import is
+/// done and the bakeform `ready`), streamed with `curl -X POST -T` from a file, against the
+/// first bakery's way on the same file system (copy the image, loop-mount its root partition,
+/// `cp -a` it out, unmount), on fresh loop-mounted journaled ext4, btrfs and XFS
+/// (`BAKERY_BENCH_FS=ext4,xfs` picks); medians of `BAKERY_BENCH_RUNS` (default 3), each
+/// deleted and synced before the next. Prints the ratio and the server's phases (receive,
+/// import, finish) from its `bakeform imported` log line.
+///
+/// ```text
+/// BAKERY_BENCH_SOURCE=/usr/share cargo test --release -p bakery-server --test api strategies::upload_to_ready -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "benchmark: loop-mounts file systems and uploads a big image to each"]
+fn upload_to_ready_per_filesystem() {
+    let runs: usize = std::env::var("BAKERY_BENCH_RUNS")
+        .ok()
+        .map(|v| v.parse().expect("BAKERY_BENCH_RUNS is a number"))
+        .unwrap_or(3)
+        .max(1);
+    let wanted = std::env::var("BAKERY_BENCH_FS").unwrap_or_else(|_| "ext4,btrfs,xfs".into());
+    let image = bench_image();
+    let mut results = Vec::new();
+    for kind in [FsKind::Ext4, FsKind::Btrfs, FsKind::Xfs] {
+        if !wanted
+            .split(',')
+            .any(|w| w.trim().eq_ignore_ascii_case(&format!("{kind:?}")))
+        {
+            continue;
+        }
+        if let Some(r) = import_on(kind, &image, runs) {
+            results.push(r);
+        }
+    }
+    println!();
+    println!(
+        "summary: upload -> ready through the API vs cp + mount + cp -a + umount, medians of \
+         {runs}; bakeform: {}",
+        image.what
+    );
+    for r in &results {
+        println!(
+            "  {:?}: api {:.2?}, first bakery's way {:.2?}, ratio {:.2}x; server phases of the median run: {}",
+            r.fs,
+            r.api,
+            r.old,
+            r.api.as_secs_f64() / r.old.as_secs_f64(),
+            r.phases
+                .iter()
+                .map(|(k, v)| format!("{k} {v} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
