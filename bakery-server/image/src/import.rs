@@ -780,6 +780,12 @@ fn xattr_refused(err: &io::Error, as_root: bool) -> bool {
     }
 }
 
+/// Files up to this size are copied through a buffer rather than by `copy_file_range`: on
+/// btrfs and XFS that call shares extents (a reflink), which for a small file costs more
+/// metadata work than writing its few blocks (measured by the upload benchmark,
+/// `strategies::upload_to_ready_per_filesystem`), and a small file gains little from sharing.
+const SMALL_FILE: u64 = 64 << 10;
+
 /// What writing one file produced: xattrs set and (warning, example) pairs.
 type FileOutcome = (u64, Vec<(String, String)>);
 
@@ -806,6 +812,7 @@ fn write_file(
     } else {
         fs.runs(&e.inode).map_err(|err| ext4_err(&e.rel, err))?
     };
+    let small = e.inode.size <= SMALL_FILE;
     for run in runs {
         let start = run.logical * bs;
         let end = ((run.logical + run.len) * bs).min(e.inode.size);
@@ -813,6 +820,14 @@ fn write_file(
             continue;
         }
         written_to = end;
+        if small {
+            let mut data = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
+            part.read_exact_at(run.physical * bs, &mut data)
+                .map_err(|err| ImageError::io("read data of", path, err))?;
+            std::os::unix::fs::FileExt::write_all_at(&out, &data, start)
+                .map_err(|err| ImageError::io("write", path, err))?;
+            continue;
+        }
         host::copy_range(
             part.file(),
             part.start() + run.physical * bs,
