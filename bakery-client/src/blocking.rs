@@ -126,6 +126,23 @@ impl Client {
             .block_on(self.inner.upload_pi_file(pi, filename, bytes))
     }
 
+    /// Sets a cloud-init file of a Pi; see [`crate::Client::set_cloud_init`].
+    pub fn set_cloud_init(&self, pi: &str, file: &str, data: Vec<u8>) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.inner.set_cloud_init(pi, file, data))
+    }
+
+    /// What a Pi is served for a cloud-init file; see [`crate::Client::cloud_init`].
+    pub fn cloud_init(&self, pi: &str, file: &str) -> Result<Vec<u8>, Error> {
+        self.runtime.block_on(self.inner.cloud_init(pi, file))
+    }
+
+    /// Removes a cloud-init file of a Pi; see [`crate::Client::delete_cloud_init`].
+    pub fn delete_cloud_init(&self, pi: &str, file: &str) -> Result<(), Error> {
+        self.runtime
+            .block_on(self.inner.delete_cloud_init(pi, file))
+    }
+
     /// Reads a file of a Pi's `piConfig/` back; see [`crate::Client::download_pi_file`].
     pub fn download_pi_file(&self, pi: &str, filename: &str) -> Result<Vec<u8>, Error> {
         self.runtime

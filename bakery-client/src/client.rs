@@ -338,6 +338,39 @@ impl Client {
         Ok(self.send(call, StatusCode::OK).await?.body.to_vec())
     }
 
+    /// Sets cloud-init file `file` (`meta-data`, `user-data`, `vendor-data` or
+    /// `network-config`) of a Pi in the oven: `PUT /oven/{pi}/cloud-init/{file}` (an addition).
+    pub async fn set_cloud_init(&self, pi: &str, file: &str, data: Vec<u8>) -> Result<(), Error> {
+        let call = self
+            .call(
+                Method::PUT,
+                format!("/oven/{}/cloud-init/{}", seg(pi)?, seg(file)?),
+            )
+            .header(CONTENT_TYPE, HeaderValue::from_static("text/plain"))
+            .body(data);
+        self.empty(call, StatusCode::OK).await
+    }
+
+    /// What a Pi in the oven is served for cloud-init file `file` (its own or the default):
+    /// `GET /oven/{pi}/cloud-init/{file}` (an addition).
+    pub async fn cloud_init(&self, pi: &str, file: &str) -> Result<Vec<u8>, Error> {
+        let call = self.call(
+            Method::GET,
+            format!("/oven/{}/cloud-init/{}", seg(pi)?, seg(file)?),
+        );
+        Ok(self.send(call, StatusCode::OK).await?.body.to_vec())
+    }
+
+    /// Removes cloud-init file `file` of a Pi in the oven (the default is served again):
+    /// `DELETE /oven/{pi}/cloud-init/{file}` (an addition).
+    pub async fn delete_cloud_init(&self, pi: &str, file: &str) -> Result<(), Error> {
+        let call = self.call(
+            Method::DELETE,
+            format!("/oven/{}/cloud-init/{}", seg(pi)?, seg(file)?),
+        );
+        self.empty(call, StatusCode::OK).await
+    }
+
     // ----- disks -----
 
     /// Creates a disk: `POST /disks`, expects 201 and the disk. Size ≤ 0 → 400.

@@ -173,6 +173,9 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        if let Ok(addr) = listener.local_addr() {
+            self.bakery.set_api_port(addr.port());
+        }
         let auth =
             crate::http::auth::Auth::from_config(self.config()).map_err(ConfigError::from)?;
         if let Some(auth) = &auth {

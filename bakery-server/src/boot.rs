@@ -175,6 +175,7 @@ impl BootFiles {
                 }
             };
             let root = pi.disks.first().ok_or_else(not_found)?;
+            let nocloud_url = self.bakery.nocloud_url();
             let line = cmdline::render(&CmdlineInput {
                 bakeform_cmdline: &own,
                 operator_template: self.bakery.cmdline_template(),
@@ -182,6 +183,7 @@ impl BootFiles {
                 nfs_root: &root.location,
                 network: pi.network.as_ref(),
                 serial,
+                nocloud_url: &nocloud_url,
             });
             return Ok(BootFile::Bytes(line.into_bytes()));
         }

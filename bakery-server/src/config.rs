@@ -145,9 +145,12 @@ pub struct ServeArgs {
     /// Directory bootcode.bin (the Pi 3 boot ROM's one root-level file) is served from; no other root-level file is ever served [default: newest bakeform's boot dir].
     #[arg(long, env = "BAKERY_BOOT_ROOT_DIR", global = true)]
     pub boot_root_dir: Option<PathBuf>,
-    /// cmdline.txt template with {{nfs_server}} {{nfs_root}} {{ip}} {{serial}}, overriding bakeforms'.
+    /// cmdline.txt template with {{nfs_server}} {{nfs_root}} {{ip}} {{serial}} {{nocloud_url}}, overriding bakeforms'.
     #[arg(long, env = "BAKERY_CMDLINE_TEMPLATE", global = true)]
     pub cmdline_template: Option<PathBuf>,
+    /// URL Pis fetch their cloud-init NoCloud files from, ending in "/cloud-init/" ({{nocloud_url}} in the cmdline template) [default: http://<nfs-address>:<port of --listen>/cloud-init/].
+    #[arg(long, env = "BAKERY_CLOUD_INIT_URL", global = true)]
+    pub cloud_init_url: Option<String>,
     /// Address of the built-in TFTP server, or "off" [default: 0.0.0.0:69].
     #[arg(long, env = "BAKERY_TFTP_LISTEN", global = true)]
     pub tftp_listen: Option<String>,
@@ -208,6 +211,7 @@ struct FileConfig {
     min_free_space: Option<toml::Value>,
     boot_root_dir: Option<PathBuf>,
     cmdline_template: Option<PathBuf>,
+    cloud_init_url: Option<String>,
     tftp_listen: Option<String>,
     nfs_backend: Option<String>,
     ganesha_pid_file: Option<PathBuf>,
@@ -260,6 +264,9 @@ pub struct Config {
     pub boot_root_dir: Option<PathBuf>,
     /// The operator's cmdline.txt template file, if set.
     pub cmdline_template: Option<PathBuf>,
+    /// The URL Pis fetch cloud-init files from, if set (else derived, see
+    /// [`Config::nocloud_url`]).
+    pub cloud_init_url: Option<String>,
     /// The TFTP server's address; `None` when off.
     pub tftp_listen: Option<SocketAddr>,
     /// Which NFS server the exports are written for.
@@ -316,6 +323,23 @@ pub const DEFAULT_GANESHA_EXPORTS_FILE: &str = "/etc/ganesha/bakery.conf";
 pub const DEFAULT_GANESHA_PID_FILE: &str = "/var/run/ganesha/ganesha.pid";
 
 impl Config {
+    /// The URL Pis fetch their cloud-init NoCloud files from (`{{nocloud_url}}`): the
+    /// configured one, else `http://<nfs-address>:<port>/cloud-init/` with the port the API
+    /// really listens on (`port`, which differs from `listen` when that asked for port 0).
+    pub fn nocloud_url(&self, port: u16) -> String {
+        match &self.cloud_init_url {
+            Some(url) => url.clone(),
+            None => {
+                let host = match self.nfs_address.parse::<std::net::Ipv6Addr>() {
+                    Ok(v6) => format!("[{v6}]"),
+                    Err(_) => self.nfs_address.clone(),
+                };
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{host}:{port}/cloud-init/")
+            }
+        }
+    }
+
     /// The warm pool size to use with `strategy`: the configured one, else 1 — a bake is then
     /// a rename instead of a clone — except with btrfs snapshots, which take milliseconds
     /// anyway, where a pool would only spend disk.
@@ -346,6 +370,7 @@ impl Config {
             min_free_space: DEFAULT_MIN_FREE_SPACE,
             boot_root_dir: None,
             cmdline_template: None,
+            cloud_init_url: None,
             tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
             nfs_backend: NfsBackend::Kernel,
             ganesha_pid_file: None,
@@ -564,6 +589,23 @@ impl ServeArgs {
         }
         config.boot_root_dir = set(self.boot_root_dir.clone().or(file.boot_root_dir));
         config.cmdline_template = set(self.cmdline_template.clone().or(file.cmdline_template));
+        config.cloud_init_url = match self.cloud_init_url.clone().or(file.cloud_init_url) {
+            Some(url) if !url.starts_with("http://") && !url.starts_with("https://") => {
+                return Err(bad(
+                    "cloud-init-url",
+                    url,
+                    "expected an http:// or https:// url",
+                ));
+            }
+            Some(url) if url.contains(char::is_whitespace) => {
+                return Err(bad(
+                    "cloud-init-url",
+                    url,
+                    "a url in cmdline.txt cannot hold whitespace",
+                ));
+            }
+            other => other,
+        };
         if let Some(t) = self.tftp_listen.clone().or(file.tftp_listen) {
             config.tftp_listen = if t.eq_ignore_ascii_case("off") {
                 None

@@ -94,6 +94,20 @@ pub enum PiCommand {
         /// The Pi's serial number.
         id: String,
     },
+    /// Show, set or remove a cloud-init NoCloud file of a Pi in the oven (served to the Pi at
+    /// <server>/cloud-init/<file>; deleted when the Pi is unbaked).
+    CloudInit {
+        /// The Pi's serial number.
+        id: String,
+        /// meta-data, user-data, vendor-data or network-config.
+        file: String,
+        /// Set the file from this path ("-" reads stdin); without it the file is printed.
+        #[arg(long, value_name = "PATH", conflicts_with = "delete")]
+        set: Option<PathBuf>,
+        /// Remove the file: the default is served again.
+        #[arg(long)]
+        delete: bool,
+    },
     /// Show a Pi's boot timeline: every file of its latest boot and how it ended.
     Boots {
         /// The Pi's serial number.

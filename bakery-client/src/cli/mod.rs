@@ -74,6 +74,14 @@ pub enum CliError {
     /// Writing the result to stdout failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// An input file named on the command line cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Input {
+        /// The path given (`-` for stdin).
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Runs `bakery` with the process's arguments and returns its exit code.
@@ -99,7 +107,9 @@ pub fn exit_status(error: &CliError) -> (u8, String) {
             return (EXIT_FAILURE, error.to_string());
         }
         CliError::NotFound { .. } => return (EXIT_NOT_FOUND, error.to_string()),
-        CliError::UrlNotApi { .. } => return (EXIT_USAGE, error.to_string()),
+        CliError::UrlNotApi { .. } | CliError::Input { .. } => {
+            return (EXIT_USAGE, error.to_string());
+        }
     };
     match source {
         Error::Status {
@@ -250,6 +260,37 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
         PiCommand::PowerCycle { id } => {
             api(format!("pi {id}"), client.power_cycle(&id))?;
             out.done(&format!("power-cycled pi {id}"))
+        }
+        PiCommand::CloudInit {
+            id,
+            file,
+            set,
+            delete,
+        } => {
+            let what = format!("cloud-init {file} of pi {id}");
+            if delete {
+                api(what, client.delete_cloud_init(&id, &file))?;
+                return out.done(&format!("removed cloud-init {file} of pi {id}"));
+            }
+            let Some(path) = set else {
+                let data = api(what, client.cloud_init(&id, &file))?;
+                let mut stdout = std::io::stdout().lock();
+                std::io::Write::write_all(&mut stdout, &data)?;
+                return Ok(std::io::Write::flush(&mut stdout)?);
+            };
+            let unreadable = |e: std::io::Error| CliError::Input {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            };
+            let data = if path.as_os_str() == "-" {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut data).map_err(unreadable)?;
+                data
+            } else {
+                std::fs::read(&path).map_err(unreadable)?
+            };
+            api(what, client.set_cloud_init(&id, &file, data))?;
+            out.done(&format!("set cloud-init {file} of pi {id}"))
         }
         PiCommand::Boots { id, all } => {
             let mut list = api(format!("pi {id}"), client.boots(&id))?;

@@ -801,6 +801,61 @@ impl Store {
         })
     }
 
+    // ---- cloud-init ----
+
+    /// Sets (`Some`) or removes (`None`) a cloud-init file of a Pi in the oven. `None` if no
+    /// such Pi; `Some(Err(state))` with its state if it is in the fridge.
+    pub fn set_cloud_init(
+        &self,
+        serial: &str,
+        file: &str,
+        data: Option<&[u8]>,
+    ) -> Result<Option<Result<(), PiState>>, DbError> {
+        self.change(|tx, _| {
+            let Some(pi) = get_pi(tx, serial)? else {
+                return Ok(None);
+            };
+            if pi.state == PiState::Fridge {
+                return Ok(Some(Err(pi.state)));
+            }
+            match data {
+                Some(data) => tx.execute(
+                    "INSERT INTO cloud_init (pi, file, data) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (pi, file) DO UPDATE SET data = excluded.data",
+                    params![serial, file, data],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM cloud_init WHERE pi = ?1 AND file = ?2",
+                    params![serial, file],
+                )?,
+            };
+            Ok(Some(Ok(())))
+        })
+    }
+
+    /// A cloud-init file a Pi's operator set, if any.
+    pub fn cloud_init(&self, serial: &str, file: &str) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT data FROM cloud_init WHERE pi = ?1 AND file = ?2",
+                params![serial, file],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The Pis bakery last saw at `address` on the boot path (more than one only when an
+    /// address moved from one Pi to another).
+    pub fn pis_at_address(&self, address: IpAddr) -> Result<Vec<PiRow>, DbError> {
+        fetch_all(
+            &self.conn(),
+            &format!("SELECT {PI_COLUMNS} FROM pis WHERE address = ?1 ORDER BY serial"),
+            params![address.to_string()],
+            pi_from_raw,
+        )
+    }
+
     // ---- disks ----
 
     /// Adds a disk, writing `event`.
@@ -1126,6 +1181,7 @@ fn back_to_fridge(
     error: Option<&str>,
 ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
     let removed = release_disks(tx, serial)?;
+    tx.execute("DELETE FROM cloud_init WHERE pi = ?1", params![serial])?;
     tx.execute(
         "UPDATE pis SET operation = NULL, pending_root = NULL, bakeform = NULL,
          network = NULL, metadata = '{}', last_error = ?2 WHERE serial = ?1",

@@ -75,4 +75,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO export_number_next (id, next) VALUES (0, 0);
     ",
+    // 4: cloud-init NoCloud files per Pi, set by its operator, deleted when it is unbaked.
+    "
+    CREATE TABLE cloud_init (
+        pi    TEXT NOT NULL REFERENCES pis(serial),
+        file  TEXT NOT NULL,
+        data  BLOB NOT NULL,
+        PRIMARY KEY (pi, file)
+    );
+    ",
 ];

@@ -22,6 +22,8 @@ pub struct CmdlineInput<'a> {
     pub network: Option<&'a StaticNetwork>,
     /// The Pi's serial.
     pub serial: &'a str,
+    /// Where the Pi fetches its cloud-init files (`{{nocloud_url}}`).
+    pub nocloud_url: &'a str,
 }
 
 /// The value of the kernel's `ip=` parameter: `dhcp`, or the static form
@@ -56,7 +58,8 @@ fn fill_go_field(text: &str, field: &str, value: &str) -> String {
 
 /// Renders the command line of one Pi.
 ///
-/// 1. An operator template fills `{{nfs_server}}`, `{{nfs_root}}`, `{{ip}}` and `{{serial}}`.
+/// 1. An operator template fills `{{nfs_server}}`, `{{nfs_root}}`, `{{ip}}`, `{{serial}}` and
+///    `{{nocloud_url}}` (e.g. `ds=nocloud;s={{nocloud_url}}` for cloud-init).
 /// 2. Else a bakeform made for the first bakery (`{{.NfsServer}}`/`{{.NfsRoot}}` in its
 ///    `cmdline.txt`) gets those two fields filled (and its `ip=` replaced by a static network).
 /// 3. Else the bakeform's parameters are kept, minus `root=`, `rootfstype=`, `nfsroot=`,
@@ -69,6 +72,7 @@ pub fn render(input: &CmdlineInput<'_>) -> String {
             .replace("{{nfs_root}}", input.nfs_root)
             .replace("{{ip}}", &ip)
             .replace("{{serial}}", input.serial)
+            .replace("{{nocloud_url}}", input.nocloud_url)
             .trim()
             .to_owned()
     } else if has_go_template(input.bakeform_cmdline) {
@@ -124,7 +128,22 @@ mod tests {
             nfs_root: "/srv/bakery/disks/abc",
             network: None,
             serial: "1a2b3c4d",
+            nocloud_url: "http://10.0.0.2:8080/cloud-init/",
         }
+    }
+
+    #[test]
+    fn the_template_renders_the_nocloud_url() {
+        let template =
+            "root=/dev/nfs nfsroot={{nfs_server}}:{{nfs_root}} ds=nocloud;s={{nocloud_url}}";
+        let line = render(&CmdlineInput {
+            operator_template: Some(template),
+            ..input("")
+        });
+        assert_eq!(
+            line,
+            "root=/dev/nfs nfsroot=10.0.0.2:/srv/bakery/disks/abc ds=nocloud;s=http://10.0.0.2:8080/cloud-init/\n"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Bakery's domain rules, free of I/O: names, the Pi lifecycle, cmdline.txt, exports, disks.
+//! Bakery's domain rules, free of I/O: names, the Pi lifecycle, cmdline.txt, exports, disks,
+//! cloud-init files.
 
+pub mod cloudinit;
 pub mod cmdline;
 pub mod disks;
 pub mod exports;

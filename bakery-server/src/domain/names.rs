@@ -30,6 +30,11 @@ pub enum NameError {
     /// A boot-file path has a component that breaks the rules.
     #[error("invalid boot file path {0:?}")]
     BootPath(String),
+    /// Not one of cloud-init's NoCloud files.
+    #[error(
+        "invalid cloud-init file {0:?}: expected meta-data, user-data, vendor-data or network-config"
+    )]
+    CloudInitFile(String),
 }
 
 /// Checks a bakeform name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.` or `-`.

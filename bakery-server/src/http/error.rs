@@ -24,6 +24,8 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         E::NotBaked { .. } | E::BakeformExists(_) | E::RootDisk { .. } => StatusCode::FORBIDDEN,
         E::PiNotFound(_)
         | E::PiNotInOven(_)
+        | E::CloudInitNotFound { .. }
+        | E::CloudInitNotSet { .. }
         | E::NoFreePi
         | E::BakeformNotFound(_)
         | E::DiskNotFound(_)

@@ -187,6 +187,58 @@ pub async fn pi_metadata(
     Ok(Json(bakery.set_pi_metadata(&serial, metadata).await?))
 }
 
+/// `GET /oven/{piId}/cloud-init/{file}`: what the Pi is served for that file.
+pub async fn cloud_init(
+    State(bakery): AppState,
+    PathArgs((serial, file)): PathArgs<(String, String)>,
+) -> Reply<Response> {
+    let data = bakery.cloud_init(&serial, &file).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
+
+/// `PUT /oven/{piId}/cloud-init/{file}`: sets the file (raw body).
+pub async fn set_cloud_init(
+    State(bakery): AppState,
+    PathArgs((serial, file)): PathArgs<(String, String)>,
+    body: Body,
+) -> Reply<StatusCode> {
+    let limit = crate::domain::cloudinit::MAX_FILE_BYTES;
+    let data =
+        axum::body::to_bytes(body, limit + 1)
+            .await
+            .map_err(|_| ServiceError::BodyTooLarge {
+                limit: limit as u64,
+            })?;
+    bakery
+        .set_cloud_init(&serial, &file, Some(data.to_vec()))
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /oven/{piId}/cloud-init/{file}`: back to the default.
+pub async fn delete_cloud_init(
+    State(bakery): AppState,
+    PathArgs((serial, file)): PathArgs<(String, String)>,
+) -> Reply<StatusCode> {
+    bakery.set_cloud_init(&serial, &file, None).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `GET /cloud-init/{file}` (outside `/api/v1`, no token: a Pi has none): the file of the
+/// baked Pi that network-booted from the caller's address.
+pub async fn nocloud_file(
+    State(bakery): AppState,
+    ConnectInfo(conn): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    PathArgs(file): PathArgs<String>,
+) -> Reply<Response> {
+    let peer = super::forwarded::boot_peer(conn, &headers)
+        .unwrap_or(conn.ip())
+        .to_canonical();
+    let data = bakery.cloud_init_for(peer, &file).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
+
 /// `POST /oven/{piId}/disks`: attach.
 pub async fn attach_disk(
     State(bakery): AppState,

@@ -36,6 +36,12 @@ pub fn router(bakery: Arc<Bakery>, auth: Option<auth::Auth>) -> Router {
         .route("/oven/{pi_id}/powercycle", post(h::power_cycle))
         .route("/oven/{pi_id}/reset", post(h::reset))
         .route("/oven/{pi_id}/metadata", put(h::pi_metadata))
+        .route(
+            "/oven/{pi_id}/cloud-init/{file}",
+            get(h::cloud_init)
+                .put(h::set_cloud_init)
+                .delete(h::delete_cloud_init),
+        )
         .route("/oven/{pi_id}/disks", post(h::attach_disk))
         .route(
             "/oven/{pi_id}/disks/{disk_id}",
@@ -70,6 +76,7 @@ pub fn router(bakery: Arc<Bakery>, auth: Option<auth::Auth>) -> Router {
         .route("/", get(status::index))
         .route("/assets/{file}", get(status::asset))
         .route("/metrics", get(observe::metrics))
+        .route("/cloud-init/{file}", get(h::nocloud_file))
         .fallback(h::not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT));
     auth::protect(routes, auth)

@@ -18,7 +18,8 @@ use utoipa::openapi::{
 /// Who may call a route when a token file is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone: the status page and its assets (they hold no data).
+    /// Anyone: the status page and its assets (they hold no data), and the cloud-init files
+    /// (a Pi has no token; each caller gets only the data of the Pi at its own address).
     Open,
     /// The boot path: open unless `--boot-files-require-token` (Pis cannot send tokens).
     BootPath,
@@ -28,7 +29,7 @@ pub enum Access {
 
 /// The access rule of `path` (the same rule as `auth.rs` applies).
 pub fn access(path: &str) -> Access {
-    if path == "/" || path.starts_with("/assets/") {
+    if path == "/" || path.starts_with("/assets/") || path.starts_with("/cloud-init/") {
         Access::Open
     } else if path.starts_with("/api/v1/files/") {
         Access::BootPath
@@ -150,6 +151,7 @@ const NO_PI: (u16, &str) = (404, "unknown Pi");
 pub const OPERATIONS: &[Operation] = &[
     op("get", "/", "The status page (HTML)", N, Text("text/html"), &[(200, "the page")]),
     op("get", "/assets/{file}", "A status page asset (JS, CSS)", N, Text("text/plain"), &[(200, "the asset"), (404, "no such asset")]),
+    op("get", "/cloud-init/{file}", "A cloud-init NoCloud file of the baked Pi that network-booted from the caller's address (`ds=nocloud;s={{nocloud_url}}`); no token, nothing by serial", N, Text("text/plain"), &[(200, "the file"), BAD, (404, "no baked Pi booted from this address, or no network-config set")]),
     op("get", "/metrics", "Prometheus metrics (text exposition format)", N, Text("text/plain"), &[(200, "the metrics")]),
     op("get", "/api/v1/openapi.json", "This document", N, J("OpenAPI"), &[(200, "the document")]),
     op("get", "/api/v1/files/{name}", "A root-level boot file (e.g. bootcode.bin)", N, Raw, &[(200, "the file"), (404, "no such file"), BAD]),
@@ -162,6 +164,9 @@ pub const OPERATIONS: &[Operation] = &[
     op("post", "/api/v1/oven/{pi_id}/powercycle", "Power a baked Pi off and on", N, N, &[OK, (403, "not baked"), NO_PI, (502, "the PPI failed")]),
     op("post", "/api/v1/oven/{pi_id}/reset", "Re-clone a baked Pi's root from its bakeform", N, J("PiInfo"), &[(202, "resetting"), (403, "not baked"), NO_PI, (507, "the new root would take the data dir below --min-free-space")]),
     op("put", "/api/v1/oven/{pi_id}/metadata", "Replace a Pi's metadata", J("Metadata"), J("PiInfo"), &[OK, BAD, NO_PI]),
+    op("get", "/api/v1/oven/{pi_id}/cloud-init/{file}", "What a Pi in the oven is served for a cloud-init file (meta-data, user-data, vendor-data, network-config): its operator's, else the default", N, Text("text/plain"), &[OK, BAD, (404, "unknown Pi, not in the oven, or no network-config set")]),
+    op("put", "/api/v1/oven/{pi_id}/cloud-init/{file}", "Set a cloud-init file of a Pi in the oven (the raw file, at most 256 KiB); deleted when the Pi is unbaked", Text("text/plain"), N, &[OK, BAD, (403, "in the fridge"), NO_PI, (413, "larger than 256 KiB")]),
+    op("delete", "/api/v1/oven/{pi_id}/cloud-init/{file}", "Remove a cloud-init file of a Pi in the oven (the default is served again)", N, N, &[OK, BAD, (403, "in the fridge"), NO_PI]),
     op("get", "/api/v1/oven/{pi_id}/boots", "Boot timeline of a Pi in the oven, newest boot first", N, J("BootList"), &[OK, NO_PI]),
     op("post", "/api/v1/oven/{pi_id}/disks", "Attach a disk", J("AttachDiskRequest"), N, &[OK, (404, "unknown Pi or disk"), (409, "attached elsewhere")]),
     op("delete", "/api/v1/oven/{pi_id}/disks/{disk_id}", "Detach a disk", N, N, &[OK, (403, "the root disk"), (404, "unknown Pi or disk")]),

@@ -3,6 +3,7 @@
 
 mod bake;
 mod bakeforms;
+mod cloudinit;
 mod disks;
 mod files;
 mod pool;
@@ -63,6 +64,22 @@ pub enum ServiceError {
     /// The Pi is known but not in the oven.
     #[error("pi {0} is not in the oven")]
     PiNotInOven(String),
+    /// No baked Pi network-booted from the address asking for its cloud-init data.
+    #[error("no cloud-init {file} for {peer}: no baked pi booted from that address")]
+    CloudInitNotFound {
+        /// The file asked for.
+        file: &'static str,
+        /// The caller's address.
+        peer: std::net::IpAddr,
+    },
+    /// A cloud-init file with no default that the Pi's operator did not set.
+    #[error("pi {serial} has no cloud-init {file}")]
+    CloudInitNotSet {
+        /// The Pi.
+        serial: String,
+        /// The file.
+        file: &'static str,
+    },
     /// The Pi is not baked.
     #[error("pi {serial} is {state}, not baked")]
     NotBaked {
@@ -389,6 +406,8 @@ pub struct Bakery {
     pool: pool::WarmPool,
     /// One permit per running bakeform upload (`--max-concurrent-uploads`).
     uploads: Arc<tokio::sync::Semaphore>,
+    /// The port the API listens on, once bound (for the default `{{nocloud_url}}`).
+    api_port: std::sync::atomic::AtomicU16,
 }
 
 impl std::fmt::Debug for Bakery {
@@ -440,7 +459,26 @@ impl Bakery {
             cmdline_template: parts.cmdline_template,
             powering_off: Mutex::new(HashSet::new()),
             pool: pool::WarmPool::default(),
+            api_port: std::sync::atomic::AtomicU16::new(0),
         })
+    }
+
+    /// Records the port the API is bound to (the listener's, which differs from the
+    /// configured one when that was 0).
+    pub fn set_api_port(&self, port: u16) {
+        self.api_port
+            .store(port, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The URL Pis fetch their cloud-init files from (`{{nocloud_url}}`).
+    pub fn nocloud_url(&self) -> String {
+        let bound = self.api_port.load(std::sync::atomic::Ordering::Relaxed);
+        let port = if bound == 0 {
+            self.config.listen.port()
+        } else {
+            bound
+        };
+        self.config.nocloud_url(port)
     }
 
     /// The configuration.

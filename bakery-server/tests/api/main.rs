@@ -6,6 +6,7 @@ mod boot;
 mod browser;
 mod cli;
 mod client;
+mod cloudinit;
 mod common;
 mod compressed;
 mod crash;

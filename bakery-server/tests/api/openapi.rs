@@ -290,6 +290,57 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
         status(c.put(url("/oven/0000abcd/metadata")).json(&json!({}))),
         404
     );
+    // cloud-init: set, read back, removed; served to the Pi's own address only.
+    let ci = format!("/oven/{baked}/cloud-init/user-data");
+    assert_eq!(status(c.put(url(&ci)).body("#cloud-config\n")), 200);
+    assert_eq!(
+        status(c.put(url(&format!("/oven/{baked}/cloud-init/x")))),
+        400
+    );
+    assert_eq!(
+        status(c.put(url("/oven/0000abcd/cloud-init/user-data"))),
+        404
+    );
+    assert_eq!(
+        status(c.put(url(&ci)).body("#".repeat(256 * 1024 + 1))),
+        413
+    );
+    assert_eq!(status(c.get(url(&ci))), 200);
+    assert_eq!(
+        status(c.get(url(&format!("/oven/{baked}/cloud-init/x")))),
+        400
+    );
+    assert_eq!(
+        status(c.get(url("/oven/0000abcd/cloud-init/user-data"))),
+        404
+    );
+    let booted = c
+        .get(url(&format!("/files/{baked}/start4.elf")))
+        .header("X-Forwarded-For", "10.0.0.31")
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(booted, StatusCode::OK);
+    let nocloud = |file: &str, from: &str| {
+        c.get(format!("{root}/cloud-init/{file}"))
+            .header("X-Forwarded-For", from)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(nocloud("user-data", "10.0.0.31"), 200);
+    assert_eq!(nocloud("userdata", "10.0.0.31"), 400);
+    assert_eq!(nocloud("user-data", "10.0.0.32"), 404);
+    assert_eq!(status(c.delete(url(&ci))), 200);
+    assert_eq!(
+        status(c.delete(url(&format!("/oven/{baked}/cloud-init/x")))),
+        400
+    );
+    assert_eq!(
+        status(c.delete(url("/oven/0000abcd/cloud-init/user-data"))),
+        404
+    );
     let upload = format!("/oven/{baked}/upload/settings.json");
     assert_eq!(status(c.post(url(&upload)).body("{}")), 200);
     assert_eq!(
@@ -395,6 +446,9 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
             == Some(bakery_client::PiState::Fridge)
     }));
     assert_eq!(status(c.post(url(&format!("/oven/{baked}/reset")))), 403);
+    let ci = format!("/oven/{baked}/cloud-init/user-data");
+    assert_eq!(status(c.put(url(&ci)).body("#cloud-config\n")), 403);
+    assert_eq!(status(c.delete(url(&ci))), 403);
     assert_eq!(status(c.post(url("/oven/0000abcd/reset"))), 404);
     assert_eq!(status(c.delete(url(&format!("/oven/{baked}")))), 403);
     assert_eq!(status(c.delete(url("/oven/0000abcd"))), 404);
@@ -423,7 +477,8 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
             .replace("{pi_id}", &baked)
             .replace("{disk_id}", &d.id)
             .replace("{name}", OS)
-            .replace("{filename}", "settings.json");
+            .replace("{filename}", "settings.json")
+            .replace("{file}", "user-data");
         let full = format!("{root}{path}");
         let method = reqwest::Method::from_bytes(o.method.to_uppercase().as_bytes()).unwrap();
         let none = c.request(method.clone(), &full).send().unwrap().status();

@@ -1,0 +1,105 @@
+//! cloud-init NoCloud files per Pi: set by its operator through the API while it is in the
+//! oven (deleted when it is unbaked), served to the Pi itself, found by the address it
+//! network-booted from.
+
+use std::net::IpAddr;
+
+use bakery_client::PiState;
+
+use super::{Bakery, ServiceError};
+use crate::domain::cloudinit::{CloudInitFile, MAX_FILE_BYTES};
+use crate::domain::names::validate_serial;
+
+impl Bakery {
+    /// Sets (`Some`) or removes (`None`) cloud-init file `name` of a Pi in the oven.
+    pub async fn set_cloud_init(
+        &self,
+        serial: &str,
+        name: &str,
+        data: Option<Vec<u8>>,
+    ) -> Result<(), ServiceError> {
+        validate_serial(serial)?;
+        let file = CloudInitFile::parse(name)?;
+        if let Some(data) = &data
+            && data.len() > MAX_FILE_BYTES
+        {
+            return Err(ServiceError::BodyTooLarge {
+                limit: MAX_FILE_BYTES as u64,
+            });
+        }
+        let key = serial.to_owned();
+        match self
+            .db(move |s| s.set_cloud_init(&key, file.as_str(), data.as_deref()))
+            .await?
+        {
+            None => Err(ServiceError::PiNotFound(serial.to_owned())),
+            Some(Err(state)) => Err(ServiceError::NotBaked {
+                serial: serial.to_owned(),
+                state: state.as_str(),
+            }),
+            Some(Ok(())) => {
+                tracing::info!(pi = serial, file = %file, "cloud-init file set");
+                Ok(())
+            }
+        }
+    }
+
+    /// What a Pi in the oven is served for cloud-init file `name`: what its operator set,
+    /// else the default ([`CloudInitFile::default_for`]).
+    pub async fn cloud_init(&self, serial: &str, name: &str) -> Result<Vec<u8>, ServiceError> {
+        validate_serial(serial)?;
+        let file = CloudInitFile::parse(name)?;
+        let pi = self.oven_pi(serial).await?;
+        self.cloud_init_of(&pi.id, pi.disks.first().map(|d| d.id.as_str()), file)
+            .await
+    }
+
+    /// Cloud-init file `name` for the baked Pi bakery last saw at `peer` on the boot path;
+    /// any other caller gets `CloudInitNotFound` (no data is served by serial).
+    pub async fn cloud_init_for(&self, peer: IpAddr, name: &str) -> Result<Vec<u8>, ServiceError> {
+        let file = CloudInitFile::parse(name)?;
+        let not_found = || ServiceError::CloudInitNotFound {
+            file: file.as_str(),
+            peer,
+        };
+        // Exactly one baked Pi at that address: two (an address that moved while both stay
+        // baked) is nobody's for certain.
+        let mut baked: Vec<_> = self
+            .db(move |s| s.pis_at_address(peer))
+            .await?
+            .into_iter()
+            .filter(|pi| pi.state == PiState::Baked)
+            .collect();
+        if baked.len() != 1 {
+            return Err(not_found());
+        }
+        let pi = baked.remove(0);
+        let root = self
+            .db({
+                let serial = pi.serial.clone();
+                move |s| s.disks_of(&serial)
+            })
+            .await?;
+        self.cloud_init_of(&pi.serial, root.first().map(|d| d.id.as_str()), file)
+            .await
+            .map_err(|_| not_found())
+    }
+
+    async fn cloud_init_of(
+        &self,
+        serial: &str,
+        root: Option<&str>,
+        file: CloudInitFile,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let key = serial.to_owned();
+        if let Some(data) = self.db(move |s| s.cloud_init(&key, file.as_str())).await? {
+            return Ok(data);
+        }
+        file.default_for(serial, root.unwrap_or("none"))
+            .map(String::into_bytes)
+            .ok_or_else(|| ServiceError::CloudInitNotSet {
+                serial: serial.to_owned(),
+                file: file.as_str(),
+            })
+    }
+}
