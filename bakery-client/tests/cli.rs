@@ -323,6 +323,143 @@ async fn pi_unbake_and_power_cycle_in_both_formats() {
     assert_exit(&refused, 5, "bakery: refused: pi aaaa0001 is not baked");
 }
 
+#[tokio::test]
+async fn pi_cloud_init_set_from_a_file_and_stdin_print_and_delete() {
+    let server = MockServer::start().await;
+    let route = "/api/v1/oven/1a2b3c4d/cloud-init/user-data";
+    let from_file = b"#cloud-config\nhostname: web-1\n".to_vec();
+    let from_stdin = b"#cloud-config\nhostname: web-2\n".to_vec();
+    for body in [&from_file, &from_stdin] {
+        Mock::given(method("PUT"))
+            .and(path(route))
+            .and(bearer_token(TOKEN))
+            .and(body_bytes(body.clone()))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(route))
+        .and(bearer_token(TOKEN))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(from_file.clone()))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(route))
+        .and(bearer_token(TOKEN))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    mock(
+        &server,
+        "PUT",
+        "/oven/aaaa0001/cloud-init/user-data",
+        ResponseTemplate::new(403).set_body_json(error("pi aaaa0001 is not baked")),
+    )
+    .await;
+    mock(
+        &server,
+        "GET",
+        "/oven/1a2b3c4d/cloud-init/vendor-data",
+        ResponseTemplate::new(404)
+            .set_body_json(error("cloud-init vendor-data of pi 1a2b3c4d is not set")),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("user-data");
+    std::fs::write(&file, &from_file).expect("write");
+    let file = file.to_str().expect("utf-8");
+    let set = bakery(
+        &server.uri(),
+        &["pi", "cloud-init", "1a2b3c4d", "user-data", "--set", file],
+    )
+    .await;
+    assert_ok(&set);
+    assert_eq!(stdout(&set), "set cloud-init user-data of pi 1a2b3c4d\n");
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bakery"))
+        .args(["pi", "cloud-init", "1a2b3c4d", "user-data", "--set", "-"])
+        .env("BAKERY_URL", format!("{}/api/v1", server.uri()))
+        .env("BAKERY_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bakery runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, &from_stdin)
+        .await
+        .expect("write stdin");
+    drop(stdin);
+    let piped = child.wait_with_output().await.expect("bakery ends");
+    assert_ok(&piped);
+
+    let printed = bakery(
+        &server.uri(),
+        &["pi", "cloud-init", "1a2b3c4d", "user-data"],
+    )
+    .await;
+    assert_ok(&printed);
+    assert_eq!(printed.stdout, from_file, "the file's bytes, unchanged");
+
+    let deleted = bakery(
+        &server.uri(),
+        &["pi", "cloud-init", "1a2b3c4d", "user-data", "--delete"],
+    )
+    .await;
+    assert_ok(&deleted);
+    assert_eq!(
+        stdout(&deleted),
+        "removed cloud-init user-data of pi 1a2b3c4d\n"
+    );
+
+    let missing = dir.path().join("missing-user-data");
+    let no_file = bakery(
+        &server.uri(),
+        &[
+            "pi",
+            "cloud-init",
+            "1a2b3c4d",
+            "user-data",
+            "--set",
+            missing.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    assert_exit(&no_file, 2, "missing-user-data");
+    let refused = bakery(
+        &server.uri(),
+        &["pi", "cloud-init", "aaaa0001", "user-data", "--set", file],
+    )
+    .await;
+    assert_exit(&refused, 5, "bakery: refused: pi aaaa0001 is not baked");
+    let unset = bakery(
+        &server.uri(),
+        &["pi", "cloud-init", "1a2b3c4d", "vendor-data"],
+    )
+    .await;
+    assert_exit(&unset, 3, "vendor-data");
+    let both = bakery(
+        &server.uri(),
+        &[
+            "pi",
+            "cloud-init",
+            "1a2b3c4d",
+            "user-data",
+            "--set",
+            file,
+            "--delete",
+        ],
+    )
+    .await;
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    assert!(stderr(&both).contains("'--set <PATH>' cannot be used with '--delete'"));
+}
+
 // ----- bakeform -----
 
 #[tokio::test]

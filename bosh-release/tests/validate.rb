@@ -265,6 +265,7 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
     'ppi' => '/var/vcap/packages/bakery/bin/bakery-ppi-simpleweb',
     'ppi_config' => "#{job}/ppi-config", 'ppi_timeout' => 30.0, 'power_cycle_pause' => 2.5,
     'export_to_any' => false, 'cmdline_template' => "#{job}/cmdline-template",
+    'cloud_init_url' => 'http://10.0.0.2:8080/cloud-init/',
     'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key",
     'boot_files_require_token' => true, 'max_pis' => 200, 'warm_pool' => 1,
     'upload_idle_timeout' => 120.0, 'max_concurrent_uploads' => 2,

@@ -9,8 +9,10 @@
 //!
 //! What is protected: every path under `/api/` and `/metrics`. The boot path
 //! (`/api/v1/files/...`, what HookTFTP forwards for Pis, which cannot send tokens) is open
-//! unless [`FilesPolicy::RequireToken`]. Other paths (the status page's static files) are
-//! open: they hold no data; the page asks for a token and sends it with its API calls.
+//! unless [`FilesPolicy::RequireToken`]. Other paths are open: the status page's static files
+//! hold no data (the page asks for a token and sends it with its API calls), and
+//! `/cloud-init/...` answers only the baked Pi at the requester's address, which cannot send
+//! a token either.
 //!
 //! This module is the one place authentication failures become HTTP statuses: 401 with
 //! `WWW-Authenticate: Bearer` for a missing or unknown token, 403 for a read-only token on a

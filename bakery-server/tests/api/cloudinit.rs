@@ -213,6 +213,15 @@ fn each_baked_pi_reads_only_its_own_cloud_init_data_until_it_is_unbaked() {
         "a refused write changes nothing"
     );
 
+    // A reset re-clones the root and keeps the Pi's cloud-init files.
+    assert_eq!(server.reset(&a.id).status(), StatusCode::ACCEPTED);
+    assert_eq!(server.wait_baked(&a.id).status(), StatusCode::OK);
+    assert_eq!(
+        fetch(&server, "user-data", Some("10.0.0.21")).1.as_bytes(),
+        user_data,
+        "kept across a reset"
+    );
+
     // Removed: the default again. Unbaked: gone, and nothing is served at that address.
     assert_eq!(
         put(
