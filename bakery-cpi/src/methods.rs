@@ -311,6 +311,7 @@ impl<'a> Cpi<'a> {
             bakeform_name: plan.stemcell.to_string(),
             network: plan.network.clone(),
             power_on: Some(false),
+            root_kind: None,
         };
         let pi = bakery.bake(&request).map_err(|e| match e.status() {
             Some(404) => StepFailure::retry(format!("no free pi in the fridge ({e})")),
