@@ -45,6 +45,7 @@ fn pi_info(id: &str) -> PiInfo {
         state: Some(PiState::Fridge),
         address: None,
         network: None,
+        root_kind: None,
         metadata: Metadata::new(),
         last_error: None,
         last_boot: None,
