@@ -210,6 +210,23 @@ fn nbd_server_serves_each_pi_only_its_own_root_image() {
     assert!(nbd.read_export("127.0.0.1", &out).status.success());
     assert_eq!(cat_in(&out, "/marker"), None, "pi a got pi b's root");
 
+    // A reset gives A a fresh clone of the bakeform's image: a marker written into A's image
+    // is gone afterwards, and B keeps its own.
+    let w = Command::new(which("debugfs").unwrap())
+        .args(["-w", "-R", &format!("write {} marker", marker.display())])
+        .arg(&image_a)
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{w:?}");
+    assert!(nbd.read_export("127.0.0.1", &out).status.success());
+    assert!(cat_in(&out, "/marker").is_some());
+    assert_eq!(server.reset(A).status(), StatusCode::ACCEPTED);
+    assert_eq!(server.wait_baked(A).status(), StatusCode::OK);
+    assert!(nbd.read_export("127.0.0.1", &out).status.success());
+    assert_eq!(cat_in(&out, "/marker"), None, "reset kept the old image");
+    assert!(nbd.read_export("127.0.0.2", &out).status.success());
+    assert_eq!(cat_in(&out, "/marker").unwrap(), b"pi b\n");
+
     // Unbaked: A's export is gone, B's stays.
     assert_eq!(
         server.delete(&format!("/oven/{A}")).status(),
