@@ -184,6 +184,7 @@ impl Client {
             bakeform_name: bakeform.to_owned(),
             network: None,
             power_on: None,
+            root_kind: None,
         })
         .await
     }

@@ -83,6 +83,44 @@ pub enum PiState {
     Unbaking,
 }
 
+/// How a baked Pi's root file system reaches it (an addition: `rootKind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum RootKind {
+    /// A directory tree exported over NFS (the default, as the first server).
+    #[default]
+    Nfs,
+    /// An ext4 image file served by `nbd-server` (k3s and containerd need a block-device
+    /// root: overlayfs does not work on NFS).
+    Nbd,
+}
+
+impl RootKind {
+    /// The lowercase name used in the API, the database and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootKind::Nfs => "nfs",
+            RootKind::Nbd => "nbd",
+        }
+    }
+
+    /// Parses `nfs` or `nbd`.
+    pub fn parse(s: &str) -> Option<RootKind> {
+        match s {
+            "nfs" => Some(RootKind::Nfs),
+            "nbd" => Some(RootKind::Nbd),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RootKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl PiState {
     /// The contract status number this state is reported as.
     pub fn status(self) -> PiStatus {
@@ -148,6 +186,9 @@ pub struct PiInfo {
     /// Addition: the static network configuration rendered into its `cmdline.txt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<StaticNetwork>,
+    /// Addition: how its root reaches it (`nfs` or `nbd`) while it is in the oven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_kind: Option<RootKind>,
     /// Addition: metadata set by the caller (the CPI stores the director's VM metadata).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, serde_json::Value>,
@@ -230,6 +271,9 @@ pub struct BakeRequest {
     /// The CPI sends `false`, writes the agent settings, then power-cycles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_on: Option<bool>,
+    /// Addition: how the Pi's root reaches it, `nfs` (default) or `nbd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_kind: Option<RootKind>,
 }
 
 /// Body of `POST /disks`: create a disk.
@@ -448,6 +492,7 @@ mod tests {
             state: None,
             address: None,
             network: None,
+            root_kind: None,
             metadata: Metadata::new(),
             last_error: None,
             last_boot: None,

@@ -102,6 +102,7 @@ async fn pi_list_in_both_formats() {
     let server = MockServer::start().await;
     let pis = json!({
         "1a2b3c4d": {"id": "1a2b3c4d", "status": 2, "state": "baked", "address": "10.0.0.21",
+                     "rootKind": "nbd",
                      "sourceBakeform": {"name": "raspios", "location": "/l"},
                      "disks": [disk("root1", 0, Some("1a2b3c4d"))]},
         "ffff0001": {"id": "ffff0001", "status": 1}
@@ -111,9 +112,9 @@ async fn pi_list_in_both_formats() {
     assert_ok(&table);
     assert_eq!(
         stdout(&table),
-        "ID        STATE   BAKEFORM  ADDRESS    DISKS\n\
-         1a2b3c4d  baked   raspios   10.0.0.21  1\n\
-         ffff0001  fridge  -         -          0\n"
+        "ID        STATE   BAKEFORM  ROOT  ADDRESS    DISKS\n\
+         1a2b3c4d  baked   raspios   nbd   10.0.0.21  1\n\
+         ffff0001  fridge  -         -     -          0\n"
     );
     assert_eq!(bakery_json(&server.uri(), &["pi", "list"]).await, pis);
 }
@@ -201,6 +202,36 @@ async fn pi_show_in_both_formats_and_not_found() {
 }
 
 #[tokio::test]
+async fn pi_bake_sends_the_root_kind_and_shows_it() {
+    let server = MockServer::start().await;
+    let baked = json!({"id": "1a2b3c4d", "status": 3, "state": "preparing", "rootKind": "nbd"});
+    Mock::given(method("POST"))
+        .and(path("/api/v1/fridge"))
+        .and(body_json(
+            json!({"bakeformName": "raspios", "rootKind": "nbd"}),
+        ))
+        .respond_with(ResponseTemplate::new(202).set_body_json(&baked))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let args = ["pi", "bake", "raspios", "--root-kind", "nbd"];
+    let table = bakery(&server.uri(), &args).await;
+    assert_ok(&table);
+    assert!(
+        stdout(&table).contains("1a2b3c4d  preparing  -         nbd "),
+        "{}",
+        stdout(&table)
+    );
+    assert_eq!(bakery_json(&server.uri(), &args).await, baked);
+    let bad = bakery(
+        &server.uri(),
+        &["pi", "bake", "raspios", "--root-kind", "iscsi"],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}
+
+#[tokio::test]
 async fn pi_bake_with_wait_in_both_formats() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -227,7 +258,7 @@ async fn pi_bake_with_wait_in_both_formats() {
     assert_ok(&table);
     assert_eq!(
         stdout(&table),
-        "ID        STATE  BAKEFORM  ADDRESS  DISKS\n1a2b3c4d  baked  raspios   -        0\n"
+        "ID        STATE  BAKEFORM  ROOT  ADDRESS  DISKS\n1a2b3c4d  baked  raspios   nfs   -        0\n"
     );
     assert_eq!(
         bakery_json(&server.uri(), &["pi", "bake", "raspios", "--wait"]).await,

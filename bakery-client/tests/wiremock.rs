@@ -110,6 +110,7 @@ async fn bake_sends_network_and_power_on() {
             hostname: None,
         }),
         power_on: Some(false),
+        root_kind: None,
     };
     client.bake(&request).await.expect("bake accepted");
 }

@@ -302,6 +302,7 @@ mod tests {
             state: None,
             address: None,
             network: None,
+            root_kind: None,
             metadata: Metadata::new(),
             last_error: None,
             last_boot: None,

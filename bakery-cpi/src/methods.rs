@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use bakery_client::{
-    BakeRequest, CreateDiskRequest, Metadata, PiInfo, PiState, PiStatus, StaticNetwork,
+    BakeRequest, CreateDiskRequest, Metadata, PiInfo, PiState, PiStatus, RootKind, StaticNetwork,
 };
 
 use crate::agent::{self, AgentSettings, NewSettings};
@@ -261,6 +261,7 @@ impl<'a> Cpi<'a> {
         let env = args.optional_object(5, "environment")?;
         args.at_most(6)?;
         let ephemeral_mib = ephemeral_disk_mib(args, cloud_properties, self.config)?;
+        let root_kind = root_kind(args, cloud_properties)?;
         let network = static_network(args, networks)?;
         let mbus = self.config.mbus()?.to_string();
 
@@ -272,6 +273,7 @@ impl<'a> Cpi<'a> {
             env: &env,
             ephemeral_mib,
             network,
+            root_kind,
             mbus: &mbus,
         };
         match self.create_vm_steps(&plan, &mut undo) {
@@ -311,6 +313,7 @@ impl<'a> Cpi<'a> {
             bakeform_name: plan.stemcell.to_string(),
             network: plan.network.clone(),
             power_on: Some(false),
+            root_kind: plan.root_kind,
         };
         let pi = bakery.bake(&request).map_err(|e| match e.status() {
             Some(404) => StepFailure::retry(format!("no free pi in the fridge ({e})")),
@@ -739,6 +742,7 @@ struct VmPlan<'p> {
     env: &'p Map<String, Value>,
     ephemeral_mib: i64,
     network: Option<StaticNetwork>,
+    root_kind: Option<RootKind>,
     mbus: &'p str,
 }
 
@@ -889,6 +893,28 @@ fn ephemeral_disk_mib(
                 "ephemeral_disk must be a size in MiB (>= 0) or {{\"size\": MiB}}, got {value}"
             ),
         )),
+    }
+}
+
+/// How the VM's root reaches it: cloud property `root_kind`, `nfs` or `nbd`; absent: the
+/// server's default (nfs).
+fn root_kind(
+    args: Args<'_>,
+    cloud_properties: &Map<String, Value>,
+) -> Result<Option<RootKind>, CpiError> {
+    match cloud_properties.get("root_kind") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_str()
+            .and_then(RootKind::parse)
+            .map(Some)
+            .ok_or_else(|| {
+                args.invalid(
+                    2,
+                    "cloud_properties",
+                    format!("root_kind must be \"nfs\" or \"nbd\", got {value}"),
+                )
+            }),
     }
 }
 

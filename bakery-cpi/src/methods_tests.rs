@@ -45,6 +45,7 @@ fn pi_info(id: &str) -> PiInfo {
         state: Some(PiState::Fridge),
         address: None,
         network: None,
+        root_kind: None,
         metadata: Metadata::new(),
         last_error: None,
         last_boot: None,
@@ -432,6 +433,22 @@ fn create_vm_v1_returns_the_cid_and_dynamic_networks_use_dhcp() {
         fake.file("1a2b3c4d", "settings.json")["disks"]["ephemeral"],
         Value::Null
     );
+}
+
+#[test]
+fn create_vm_passes_the_root_kind_through() {
+    let fake = Fake::with_pis(&["1a2b3c4d"]);
+    let args = json!(["agent-1", "stemcell-1", {"ephemeral_disk": 0, "root_kind": "nbd"}, {"d": {"type": "dynamic"}}, null, null]);
+    call(&fake, 1, "create_vm", args).expect("created");
+    assert_eq!(
+        fake.state.borrow().bake_requests[0].root_kind,
+        Some(bakery_client::RootKind::Nbd)
+    );
+    let fake = Fake::with_pis(&["1a2b3c4d"]);
+    let args = json!(["agent-1", "stemcell-1", {"root_kind": "iscsi"}, {"d": {"type": "dynamic"}}, null, null]);
+    let err = call(&fake, 1, "create_vm", args).expect_err("refused");
+    assert!(format!("{err:?}").contains("iscsi"), "{err:?}");
+    assert!(fake.state.borrow().bake_requests.is_empty());
 }
 
 #[test]

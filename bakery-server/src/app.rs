@@ -146,6 +146,7 @@ impl App {
             cmdline_template,
         });
         bakery.spawn_reclaimer();
+        bakery.start_nbd().await?;
         let report: RepairReport = bakery.repair().await?;
         tracing::info!(?report, "start-up repair done");
         bakery.spawn_pool_filler();

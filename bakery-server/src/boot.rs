@@ -176,6 +176,12 @@ impl BootFiles {
             };
             let root = pi.disks.first().ok_or_else(not_found)?;
             let nocloud_url = self.bakery.nocloud_url();
+            let nbd_root = match (pi.root_kind, self.bakery.nbd()) {
+                (Some(bakery_client::RootKind::Nbd), Some(nbd)) => Some(
+                    crate::domain::nbd::nbdroot(&self.bakery.config().nfs_address, nbd.port()),
+                ),
+                _ => None,
+            };
             let line = cmdline::render(&CmdlineInput {
                 bakeform_cmdline: &own,
                 operator_template: self.bakery.cmdline_template(),
@@ -184,6 +190,7 @@ impl BootFiles {
                 network: pi.network.as_ref(),
                 serial,
                 nocloud_url: &nocloud_url,
+                nbd_root: nbd_root.as_deref(),
             });
             return Ok(BootFile::Bytes(line.into_bytes()));
         }

@@ -188,6 +188,15 @@ pub struct ServeArgs {
     /// Bakeform uploads running at once; more are refused with 503 and Retry-After [default: 4].
     #[arg(long, env = "BAKERY_MAX_CONCURRENT_UPLOADS", global = true)]
     pub max_concurrent_uploads: Option<usize>,
+    /// nbd-server config file bakery writes (one export serving each nbd Pi its own root image); bakes with rootKind nbd are refused without it [default: off].
+    #[arg(long, env = "BAKERY_NBD_CONFIG", global = true)]
+    pub nbd_config: Option<PathBuf>,
+    /// Port nbd-server listens on, written into its config and into nbdroot= [default: 10809].
+    #[arg(long, env = "BAKERY_NBD_PORT", global = true)]
+    pub nbd_port: Option<u16>,
+    /// mkfs.ext4 command that makes a bakeform's root image for nbd roots, split on whitespace, no shell [default: mkfs.ext4].
+    #[arg(long, env = "BAKERY_MKFS_EXT4_CMD", global = true)]
+    pub mkfs_ext4_cmd: Option<String>,
 }
 
 /// The `--config` TOML file: the same keys as the long flags, with `_`.
@@ -224,6 +233,9 @@ struct FileConfig {
     pin_pi_addresses: Option<bool>,
     upload_idle_timeout: Option<f64>,
     max_concurrent_uploads: Option<usize>,
+    nbd_config: Option<PathBuf>,
+    nbd_port: Option<u16>,
+    mkfs_ext4_cmd: Option<String>,
 }
 
 /// The resolved configuration of a server.
@@ -289,6 +301,12 @@ pub struct Config {
     pub upload_idle_timeout: Duration,
     /// Bakeform uploads running at once.
     pub max_concurrent_uploads: usize,
+    /// The nbd-server config file bakery writes; `None`: nbd roots are off.
+    pub nbd_config: Option<PathBuf>,
+    /// The port nbd-server listens on.
+    pub nbd_port: u16,
+    /// The mkfs.ext4 command (program and arguments) for nbd root images.
+    pub mkfs_ext4_cmd: String,
 }
 
 /// The PEM files HTTPS is served with.
@@ -305,6 +323,8 @@ pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
 
 /// The default of `--max-pis`.
 pub const DEFAULT_MAX_PIS: u32 = 1024;
+/// The IANA port of NBD, nbd-server's default.
+pub const DEFAULT_NBD_PORT: u16 = 10809;
 
 /// The NFS server bakery writes exports for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +402,9 @@ impl Config {
             pin_pi_addresses: false,
             upload_idle_timeout: Duration::from_secs(60),
             max_concurrent_uploads: 4,
+            nbd_config: None,
+            nbd_port: DEFAULT_NBD_PORT,
+            mkfs_ext4_cmd: "mkfs.ext4".to_owned(),
         }
     }
 }
@@ -586,6 +609,19 @@ impl ServeArgs {
             (Some(s), _) => config.min_free_space = parse_size_of("min-free-space", s)?,
             (None, Some(v)) => config.min_free_space = file_size("min_free_space", v)?,
             (None, None) => {}
+        }
+        config.nbd_config = set(self.nbd_config.clone().or(file.nbd_config));
+        if let Some(port) = self.nbd_port.or(file.nbd_port) {
+            if port == 0 {
+                return Err(bad("nbd-port", "0", "must be a port from 1 to 65535"));
+            }
+            config.nbd_port = port;
+        }
+        if let Some(cmd) = self.mkfs_ext4_cmd.clone().or(file.mkfs_ext4_cmd) {
+            if cmd.split_whitespace().next().is_none() {
+                return Err(bad("mkfs-ext4-cmd", cmd, "must name a program"));
+            }
+            config.mkfs_ext4_cmd = cmd;
         }
         config.boot_root_dir = set(self.boot_root_dir.clone().or(file.boot_root_dir));
         config.cmdline_template = set(self.cmdline_template.clone().or(file.cmdline_template));

@@ -45,6 +45,7 @@ pub mod http;
 pub mod imaging;
 pub mod isolation;
 pub mod metrics;
+pub mod nbd;
 pub mod observe;
 pub mod ppi;
 pub mod service;

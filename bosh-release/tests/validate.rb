@@ -243,7 +243,7 @@ def parse_simple_toml(text)
     next if line.empty? || line.start_with?('#')
 
     key, value = line.split(' = ', 2)
-    raise "bakery.toml: line #{line.inspect} is not `key = value`" unless value && key.match?(/\A[a-z_]+\z/)
+    raise "bakery.toml: line #{line.inspect} is not `key = value`" unless value && key.match?(/\A[a-z0-9_]+\z/)
     raise "bakery.toml: key #{key} appears twice" if result.key?(key)
 
     result[key] = JSON.parse(value)
@@ -269,7 +269,9 @@ c.check('bakery-full: bakery.toml carries every set property with the right type
     'token_file' => "#{job}/token", 'tls_cert' => "#{job}/tls.crt", 'tls_key' => "#{job}/tls.key",
     'boot_files_require_token' => true, 'max_pis' => 200, 'warm_pool' => 1,
     'upload_idle_timeout' => 120.0, 'max_concurrent_uploads' => 2,
-    'min_free_space' => 2_147_483_648
+    'min_free_space' => 2_147_483_648,
+    'nbd_config' => '/var/vcap/data/bakery/nbd-server.conf', 'nbd_port' => 10810,
+    'mkfs_ext4_cmd' => '/sbin/mkfs.ext4'
   }
   expect(toml == want, "got #{toml.inspect}")
   expect(toml['ppi_timeout'].is_a?(Float), 'ppi_timeout must be a TOML float (bakery-server reads f64)')

@@ -119,6 +119,8 @@ pub fn cmdline(data: &[u8]) {
         nfs_root: "/var/lib/bakery/disks/0f0e0d0c",
         network: network.as_ref(),
         serial: "1a2b3c4d",
+        nocloud_url: "http://10.0.0.2:8080/cloud-init/",
+        nbd_root: None,
     };
     let line = render(&input);
     assert!(line.ends_with('\n'), "{line:?}");

@@ -123,6 +123,10 @@ pub enum PiCommand {
 pub struct BakeArgs {
     /// The bakeform to bake from.
     pub bakeform: String,
+    /// How the Pi's root reaches it: nfs (a tree over NFS) or nbd (an ext4 image over NBD,
+    /// needs a server started with --nbd-config) [default: the server's, nfs].
+    #[arg(long, value_parser = ["nfs", "nbd"])]
+    pub root_kind: Option<String>,
     /// Wait until the Pi is baked (or its bake failed).
     #[arg(long)]
     pub wait: bool,

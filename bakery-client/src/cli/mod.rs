@@ -21,7 +21,7 @@ use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
 use crate::blocking::Client;
-use crate::types::{CreateDiskRequest, PiMap};
+use crate::types::{BakeRequest, CreateDiskRequest, PiMap, RootKind};
 use crate::{ClientBuilder, Error};
 use args::{BakeformCommand, Cli, Command, DiskCommand, Output, PiCommand};
 
@@ -238,7 +238,13 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
         }
         PiCommand::Bake(bake) => {
             let subject = format!("bake from bakeform {}", bake.bakeform);
-            let mut info = api(&subject, client.bake_from(&bake.bakeform))?;
+            let request = BakeRequest {
+                bakeform_name: bake.bakeform.clone(),
+                network: None,
+                power_on: None,
+                root_kind: bake.root_kind.as_deref().and_then(RootKind::parse),
+            };
+            let mut info = api(&subject, client.bake(&request))?;
             if bake.wait {
                 let timeout = Duration::from_secs(bake.wait_timeout);
                 info = match client.wait_baked(&info.id, timeout) {

@@ -54,12 +54,23 @@ fn pi_row(pi: &PiInfo) -> Vec<String> {
         pi.id.clone(),
         pi_state(pi).to_owned(),
         dash(pi.source_bakeform.as_ref().map(|b| b.name.as_str())),
+        root_kind(pi).to_owned(),
         dash(pi.address.as_deref()),
         pi.disks.len().to_string(),
     ]
 }
 
-const PI_HEADER: [&str; 5] = ["ID", "STATE", "BAKEFORM", "ADDRESS", "DISKS"];
+/// How the Pi's root reaches it: the server's `rootKind`, else `nfs` for a Pi in the oven of
+/// a server that does not say (the first one has NFS roots only), `-` in the fridge.
+fn root_kind(pi: &PiInfo) -> &'static str {
+    match pi.root_kind {
+        Some(kind) => kind.as_str(),
+        None if pi.status != PiStatus::NotInUse => "nfs",
+        None => "-",
+    }
+}
+
+const PI_HEADER: [&str; 6] = ["ID", "STATE", "BAKEFORM", "ROOT", "ADDRESS", "DISKS"];
 
 /// `pi list`: one row per Pi.
 pub fn pis(pis: &PiMap) -> String {
@@ -81,6 +92,7 @@ pub fn pi_detail(pi: &PiInfo) -> String {
             "bakeform",
             dash(pi.source_bakeform.as_ref().map(|b| b.name.as_str())),
         ),
+        ("root", root_kind(pi).to_owned()),
         ("address", dash(pi.address.as_deref())),
     ];
     if let Some(network) = &pi.network {

@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -728,6 +728,60 @@ fn copy_data(ctx: &Ctx<'_>, src: &File, out: &File, md: &Meta) -> io::Result<()>
         pos = hole;
     }
     out.set_len(len)
+}
+
+/// Clones the regular file `src` as the new file `dst` (mode 0600): one FICLONE reflink when
+/// `reflink` is set and the file system takes it, else copy_file_range over the data
+/// segments only (holes stay holes, so a sparse disk image stays sparse). Returns the
+/// strategy used. On error `dst` is removed.
+pub fn clone_image_file(
+    src: &Path,
+    dst: &Path,
+    reflink: bool,
+) -> Result<CloneStrategy, ImageError> {
+    let input = File::open(src).map_err(|e| ImageError::io("open", src, e))?;
+    let md = input
+        .metadata()
+        .map_err(|e| ImageError::io("stat", src, e))?;
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .map_err(|e| ImageError::io("create", dst, e))?;
+    let result = (|| -> io::Result<CloneStrategy> {
+        if reflink {
+            match ficlone(&input, &out) {
+                Ok(()) => return Ok(CloneStrategy::Reflink),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOTTY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let len = md.len();
+        let mut pos = 0u64;
+        while pos < len {
+            let Some(data) = seek(&input, pos, libc::SEEK_DATA)? else {
+                break;
+            };
+            let hole = seek(&input, data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
+            host::copy_range(&input, data, &out, data, hole - data)?;
+            pos = hole;
+        }
+        out.set_len(len)?;
+        Ok(CloneStrategy::Copy)
+    })();
+    match result {
+        Ok(strategy) => Ok(strategy),
+        Err(e) => {
+            drop(out);
+            let _ = fs::remove_file(dst);
+            Err(ImageError::io("clone data into", dst, e))
+        }
+    }
 }
 
 fn seek(f: &File, from: u64, whence: libc::c_int) -> io::Result<Option<u64>> {

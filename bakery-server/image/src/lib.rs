@@ -57,7 +57,7 @@ mod table;
 
 use std::path::Path;
 
-pub use clone::{CloneStats, CloneStrategy, clone_tree, detect_strategy};
+pub use clone::{CloneStats, CloneStrategy, clone_image_file, clone_tree, detect_strategy};
 pub use decompress::{Packing, Received, receive_image};
 pub use error::ImageError;
 pub use import::{ImportPhase, ImportProgress, ImportSummary, import_image};

@@ -11,6 +11,7 @@ use rusqlite::{Transaction, params};
 
 use super::{DbError, corrupt};
 use crate::domain::exports::{EXPORT_NUMBERS, ExportEntry};
+use crate::domain::nbd::NbdRoot;
 
 /// The disks of Pis that are preparing or baked, each with its Pi's address and its export
 /// number, numbering first-time exports and forgetting the numbers of destroyed disks.
@@ -65,6 +66,37 @@ pub(super) fn export_entries(tx: &Transaction<'_>) -> Result<Vec<ExportEntry>, D
         .collect()
 }
 
+/// The root disks of Pis preparing or baked with `root_kind = 'nbd'`, with their addresses.
+pub(super) fn nbd_roots(tx: &Transaction<'_>) -> Result<Vec<NbdRoot>, DbError> {
+    let mut stmt = tx.prepare(
+        "SELECT p.serial, d.location, p.address FROM pis p JOIN disks d ON d.pi = p.serial
+         WHERE d.is_root = 1 AND p.root_kind = 'nbd' AND p.state IN ('preparing', 'baked')
+         ORDER BY p.serial",
+    )?;
+    let raws = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    raws.into_iter()
+        .map(|(serial, location, address)| {
+            let address = match address {
+                Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
+                None => None,
+            };
+            Ok(NbdRoot {
+                serial,
+                root_dir: location.into(),
+                address,
+            })
+        })
+        .collect()
+}
+
 /// Gives each of `disks` the next free number after the last one handed out.
 fn number(tx: &Transaction<'_>, disks: &[String]) -> Result<(), DbError> {
     let mut used: BTreeSet<i64> = {
@@ -103,7 +135,7 @@ fn number(tx: &Transaction<'_>, disks: &[String]) -> Result<(), DbError> {
 
 #[cfg(test)]
 mod tests {
-    use bakery_client::Metadata;
+    use bakery_client::{Metadata, RootKind};
 
     use crate::db::tests::ev;
     use crate::db::{DiskRow, PiChange, StartBake, Store};
@@ -125,7 +157,7 @@ mod tests {
     fn bake(s: &Store, serial: &str, root: &str) {
         s.register_pi(serial).unwrap();
         let StartBake::Started(_) = s
-            .start_bake("os", None, true, root, ev("bakeStarted"))
+            .start_bake("os", None, true, (root, RootKind::Nfs), ev("bakeStarted"))
             .unwrap()
         else {
             panic!("bake should start");

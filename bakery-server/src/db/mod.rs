@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bakery_client::{BakeformState, Metadata, PiState, StaticNetwork};
+use bakery_client::{BakeformState, Metadata, PiState, RootKind, StaticNetwork};
 use rusqlite::{
     Connection, OptionalExtension, Params, Row, Transaction, TransactionBehavior, params,
 };
@@ -95,6 +95,8 @@ pub struct PiRow {
     pub operation: Option<String>,
     /// The id of the root disk being made while preparing a bake.
     pub pending_root: Option<String>,
+    /// How its root reaches it (the last bake's choice; `nfs` in the fridge).
+    pub root_kind: RootKind,
 }
 
 /// A disk as stored.
@@ -234,7 +236,7 @@ fn corrupt(what: &'static str, value: impl Into<String>) -> DbError {
     }
 }
 
-const PI_COLUMNS: &str = "serial, state, bakeform, address, network, metadata, last_error, power_on, operation, pending_root";
+const PI_COLUMNS: &str = "serial, state, bakeform, address, network, metadata, last_error, power_on, operation, pending_root, root_kind";
 const DISK_COLUMNS: &str = "id, location, size, ephemeral, is_root, pi, position, metadata";
 const BAKEFORM_COLUMNS: &str = "name, location, state, error";
 
@@ -250,6 +252,7 @@ type RawPi = (
     bool,
     Option<String>,
     Option<String>,
+    String,
 );
 
 /// Reads a row's columns, in `SELECT` order, into a tuple of raw values (`RawPi`, ...).
@@ -294,8 +297,21 @@ where
 }
 
 fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
-    let (serial, state, bakeform, address, network, metadata, last_error, power_on, op, pending) =
-        raw;
+    let (
+        serial,
+        state,
+        bakeform,
+        address,
+        network,
+        metadata,
+        last_error,
+        power_on,
+        op,
+        pending,
+        root_kind,
+    ) = raw;
+    let root_kind =
+        RootKind::parse(&root_kind).ok_or_else(|| corrupt("pis.root_kind", &root_kind))?;
     let state = parse_state(&state).ok_or_else(|| corrupt("pis.state", &state))?;
     let address = match address {
         Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
@@ -318,6 +334,7 @@ fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
         power_on,
         operation: op,
         pending_root: pending,
+        root_kind,
     })
 }
 
@@ -686,9 +703,10 @@ impl Store {
         bakeform: &str,
         network: Option<&StaticNetwork>,
         power_on: bool,
-        root_id: &str,
+        root: (&str, RootKind),
         mut event: NewEvent,
     ) -> Result<StartBake, DbError> {
+        let (root_id, root_kind) = root;
         self.change(|tx, events| {
             match get_bakeform(tx, bakeform)? {
                 None => return Ok(StartBake::UnknownBakeform),
@@ -715,8 +733,15 @@ impl Store {
             }
             tx.execute(
                 "UPDATE pis SET bakeform = ?2, network = ?3, power_on = ?4, last_error = NULL,
-                 operation = 'bake', pending_root = ?5 WHERE serial = ?1",
-                params![serial, bakeform, network.map(json), power_on, root_id],
+                 operation = 'bake', pending_root = ?5, root_kind = ?6 WHERE serial = ?1",
+                params![
+                    serial,
+                    bakeform,
+                    network.map(json),
+                    power_on,
+                    root_id,
+                    root_kind.as_str()
+                ],
             )?;
             let Some(pi) = get_pi(tx, &serial)? else {
                 return Ok(StartBake::NoFreePi);
@@ -1148,6 +1173,11 @@ impl Store {
     pub fn export_entries(&self) -> Result<Vec<ExportEntry>, DbError> {
         self.write(exports::export_entries)
     }
+
+    /// The Pis preparing or baked with an NBD root that is in place, with their addresses.
+    pub fn nbd_roots(&self) -> Result<Vec<crate::domain::nbd::NbdRoot>, DbError> {
+        self.write(exports::nbd_roots)
+    }
 }
 
 fn insert_disk(tx: &Connection, disk: &DiskRow) -> Result<(), DbError> {
@@ -1184,7 +1214,7 @@ fn back_to_fridge(
     tx.execute("DELETE FROM cloud_init WHERE pi = ?1", params![serial])?;
     tx.execute(
         "UPDATE pis SET operation = NULL, pending_root = NULL, bakeform = NULL,
-         network = NULL, metadata = '{}', last_error = ?2 WHERE serial = ?1",
+         network = NULL, metadata = '{}', last_error = ?2, root_kind = 'nfs' WHERE serial = ?1",
         params![serial, error],
     )?;
     Ok(PiChange::Done(removed))
@@ -1233,7 +1263,7 @@ mod tests {
     /// Starts a bake of bakeform `os` with root `root`; panics unless it started.
     pub(super) fn started_bake(s: &Store, root: &str) -> Box<PiRow> {
         let StartBake::Started(pi) = s
-            .start_bake("os", None, true, root, ev("bakeStarted"))
+            .start_bake("os", None, true, (root, RootKind::Nfs), ev("bakeStarted"))
             .unwrap()
         else {
             panic!("bake should start");
@@ -1279,7 +1309,7 @@ mod tests {
         assert_eq!(failed.error.as_deref(), Some("no ext4"));
         assert_eq!(s.bakeforms().unwrap(), [failed]);
         assert_eq!(
-            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
                 .unwrap(),
             StartBake::BakeformNotReady(BakeformState::Failed)
         );
@@ -1338,7 +1368,7 @@ mod tests {
         assert!(s.register_pi("00000001").unwrap());
         assert!(!s.register_pi("00000001").unwrap());
         assert_eq!(
-            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
                 .unwrap(),
             StartBake::UnknownBakeform
         );
@@ -1351,7 +1381,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
                 .unwrap(),
             StartBake::BakeformNotReady(BakeformState::Importing)
         );
@@ -1360,7 +1390,7 @@ mod tests {
         assert_eq!(pi.state, PiState::Preparing);
         assert_eq!(pi.pending_root.as_deref(), Some("r1"));
         assert_eq!(
-            s.start_bake("os", None, true, "r2", ev("bakeStarted"))
+            s.start_bake("os", None, true, ("r2", RootKind::Nfs), ev("bakeStarted"))
                 .unwrap(),
             StartBake::NoFreePi
         );
@@ -1494,7 +1524,7 @@ mod event_tests {
             PiChange::WrongState(PiState::Fridge)
         );
         assert_eq!(
-            s.start_bake("os", None, true, "r1", ev("bakeStarted"))
+            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
                 .unwrap(),
             StartBake::UnknownBakeform
         );

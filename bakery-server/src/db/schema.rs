@@ -84,4 +84,9 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pi, file)
     );
     ",
+    // 8: how a Pi's root reaches it while it is in the oven: 'nfs' (a tree exported over
+    // NFS) or 'nbd' (an ext4 image served by nbd-server).
+    "
+    ALTER TABLE pis ADD COLUMN root_kind TEXT NOT NULL DEFAULT 'nfs';
+    ",
 ];

@@ -3,7 +3,15 @@
 use bakery_client::StaticNetwork;
 
 /// Kernel parameters bakery owns and removes from a bakeform's own command line.
-const OWNED_KEYS: [&str; 5] = ["root", "rootfstype", "nfsroot", "ip", "init"];
+const OWNED_KEYS: [&str; 7] = [
+    "root",
+    "rootfstype",
+    "nfsroot",
+    "nbdroot",
+    "nbddev",
+    "ip",
+    "init",
+];
 /// Flags bakery appends itself (dropped from the bakeform's line so they are not doubled).
 const OWNED_FLAGS: [&str; 3] = ["rw", "ro", "rootwait"];
 
@@ -24,6 +32,8 @@ pub struct CmdlineInput<'a> {
     pub serial: &'a str,
     /// Where the Pi fetches its cloud-init files (`{{nocloud_url}}`).
     pub nocloud_url: &'a str,
+    /// For a Pi with an NBD root: the `nbdroot=` value (`<server>:<port>/<export>`).
+    pub nbd_root: Option<&'a str>,
 }
 
 /// The value of the kernel's `ip=` parameter: `dhcp`, or the static form
@@ -58,8 +68,13 @@ fn fill_go_field(text: &str, field: &str, value: &str) -> String {
 
 /// Renders the command line of one Pi.
 ///
-/// 1. An operator template fills `{{nfs_server}}`, `{{nfs_root}}`, `{{ip}}`, `{{serial}}` and
-///    `{{nocloud_url}}` (e.g. `ds=nocloud;s={{nocloud_url}}` for cloud-init).
+/// 1. An operator template fills `{{nfs_server}}`, `{{nfs_root}}`, `{{ip}}`, `{{serial}}`,
+///    `{{nocloud_url}}` (e.g. `ds=nocloud;s={{nocloud_url}}` for cloud-init) and
+///    `{{root}}`: `root=/dev/nbd0 nbdroot=<server>:<port>/bakery` for a Pi with an NBD root,
+///    `root=/dev/nfs nfsroot=<server>:<root>,vers=3,tcp` for the others; `{{nbd_root}}` is
+///    the `nbdroot=` value alone (empty for an NFS root).
+///
+/// A Pi with an NBD root skips step 2 (a first-bakery template names an NFS root).
 /// 2. Else a bakeform made for the first bakery (`{{.NfsServer}}`/`{{.NfsRoot}}` in its
 ///    `cmdline.txt`) gets those two fields filled (and its `ip=` replaced by a static network).
 /// 3. Else the bakeform's parameters are kept, minus `root=`, `rootfstype=`, `nfsroot=`,
@@ -73,9 +88,11 @@ pub fn render(input: &CmdlineInput<'_>) -> String {
             .replace("{{ip}}", &ip)
             .replace("{{serial}}", input.serial)
             .replace("{{nocloud_url}}", input.nocloud_url)
+            .replace("{{root}}", &root_params(input))
+            .replace("{{nbd_root}}", input.nbd_root.unwrap_or(""))
             .trim()
             .to_owned()
-    } else if has_go_template(input.bakeform_cmdline) {
+    } else if input.nbd_root.is_none() && has_go_template(input.bakeform_cmdline) {
         let filled = fill_go_field(input.bakeform_cmdline, "NfsServer", input.nfs_server);
         let filled = fill_go_field(&filled, "NfsRoot", input.nfs_root);
         if input.network.is_some() {
@@ -99,11 +116,7 @@ pub fn render(input: &CmdlineInput<'_>) -> String {
             })
             .map(str::to_owned)
             .collect();
-        params.push("root=/dev/nfs".to_owned());
-        params.push(format!(
-            "nfsroot={}:{},vers=3,tcp",
-            input.nfs_server, input.nfs_root
-        ));
+        params.push(root_params(input));
         params.push("rw".to_owned());
         params.push(format!("ip={ip}"));
         params.push("rootwait".to_owned());
@@ -114,6 +127,18 @@ pub fn render(input: &CmdlineInput<'_>) -> String {
         "{}\n",
         line.split_whitespace().collect::<Vec<_>>().join(" ")
     )
+}
+
+/// The root parameters bakery appends: an NBD root through initramfs-tools' nbd script
+/// (package nbd-client in the Pi's initramfs), else the kernel's NFS root.
+fn root_params(input: &CmdlineInput<'_>) -> String {
+    match input.nbd_root {
+        Some(nbd) => format!("root=/dev/nbd0 nbdroot={nbd}"),
+        None => format!(
+            "root=/dev/nfs nfsroot={}:{},vers=3,tcp",
+            input.nfs_server, input.nfs_root
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +154,42 @@ mod tests {
             network: None,
             serial: "1a2b3c4d",
             nocloud_url: "http://10.0.0.2:8080/cloud-init/",
+            nbd_root: None,
         }
+    }
+
+    #[test]
+    fn an_nbd_root_replaces_the_nfs_root() {
+        let nbd = CmdlineInput {
+            nbd_root: Some("10.0.0.2:10809/bakery"),
+            ..input("console=tty1 root=PARTUUID=abc rootfstype=ext4 nbdroot=x rootwait")
+        };
+        assert_eq!(
+            render(&nbd),
+            "console=tty1 root=/dev/nbd0 nbdroot=10.0.0.2:10809/bakery rw ip=dhcp rootwait\n"
+        );
+        let go = CmdlineInput {
+            nbd_root: Some("10.0.0.2:10809/bakery"),
+            ..input("root=/dev/nfs nfsroot={{.NfsServer}}:{{.NfsRoot}} rw")
+        };
+        assert!(!render(&go).contains("nfsroot"), "{}", render(&go));
+        let template = "{{root}} nbd={{nbd_root}} ip={{ip}}";
+        let line = render(&CmdlineInput {
+            operator_template: Some(template),
+            ..nbd
+        });
+        assert_eq!(
+            line,
+            "root=/dev/nbd0 nbdroot=10.0.0.2:10809/bakery nbd=10.0.0.2:10809/bakery ip=dhcp\n"
+        );
+        let nfs = render(&CmdlineInput {
+            operator_template: Some(template),
+            ..input("")
+        });
+        assert_eq!(
+            nfs,
+            "root=/dev/nfs nfsroot=10.0.0.2:/srv/bakery/disks/abc,vers=3,tcp nbd= ip=dhcp\n"
+        );
     }
 
     #[test]

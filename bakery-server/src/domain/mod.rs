@@ -7,6 +7,7 @@ pub mod disks;
 pub mod exports;
 pub mod lifecycle;
 pub mod names;
+pub mod nbd;
 pub mod network;
 
 pub use lifecycle::{Event, TransitionError, transition};

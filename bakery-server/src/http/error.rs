@@ -47,7 +47,7 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         E::TooManyUploads { .. } => StatusCode::SERVICE_UNAVAILABLE,
         E::UploadFailed { cause, .. } => status_of(cause),
         E::Power(_) => StatusCode::BAD_GATEWAY,
-        E::Db(_) | E::Io { .. } | E::Imaging(_) | E::Export(_) | E::Task(_) => {
+        E::Db(_) | E::Io { .. } | E::Imaging(_) | E::Export(_) | E::Nbd(_) | E::Task(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }

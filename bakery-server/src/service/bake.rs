@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bakery_client::{BakeRequest, Metadata, PiInfo, PiState};
+use bakery_client::{BakeRequest, Metadata, PiInfo, PiState, RootKind};
 
 use super::{Bakery, ServiceError, io_err};
 use crate::db::{DiskRow, PiChange, StartBake};
@@ -28,13 +28,19 @@ impl Bakery {
             crate::domain::network::check_network(net)
                 .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         }
+        let kind = request.root_kind.unwrap_or_default();
+        if kind == RootKind::Nbd && self.nbd().is_none() {
+            return Err(ServiceError::BadRequest(
+                "rootKind nbd: nbd roots are not enabled on this server (start bakery-server with --nbd-config)".to_owned(),
+            ));
+        }
         self.ensure_bake_space(&name).await?;
         let root_id = uuid::Uuid::new_v4().to_string();
         let power_on = request.power_on.unwrap_or(true);
         let (n, net, id) = (name.clone(), request.network.clone(), root_id.clone());
         let event = EventKind::BakeStarted.bakeform(&name);
         let started = self
-            .db(move |s| s.start_bake(&n, net.as_ref(), power_on, &id, event))
+            .db(move |s| s.start_bake(&n, net.as_ref(), power_on, (&id, kind), event))
             .await?;
         let pi = match started {
             StartBake::Started(pi) => pi,
@@ -45,12 +51,13 @@ impl Bakery {
             StartBake::NoFreePi => return Err(ServiceError::NoFreePi),
         };
         let serial = pi.serial.clone();
-        tracing::info!(serial, state = "preparing", bakeform = name, "bake started");
+        tracing::info!(serial, state = "preparing", bakeform = name, root_kind = %kind, "bake started");
         self.notify_change();
         let this = self.clone();
         let job_serial = serial.clone();
         tokio::spawn(async move {
-            this.run_bake(job_serial, name, root_id, power_on).await;
+            this.run_bake(job_serial, name, (root_id, kind), power_on)
+                .await;
         });
         self.pi(&serial).await
     }
@@ -59,13 +66,15 @@ impl Bakery {
         self: Arc<Self>,
         serial: String,
         bakeform: String,
-        root_id: String,
+        root: (String, RootKind),
         power_on: bool,
     ) {
+        let (root_id, kind) = root;
         let tmp = self.layout.tmp.join(&root_id);
         let dest = self.layout.disk(&root_id);
         let result = async {
-            self.prepare_root(&serial, &bakeform, &tmp, &dest).await?;
+            self.prepare_root(&serial, &bakeform, &tmp, &dest, kind)
+                .await?;
             let root = DiskRow {
                 id: root_id.clone(),
                 location: dest.display().to_string(),
@@ -105,6 +114,7 @@ impl Bakery {
         bakeform: &str,
         tmp: &std::path::Path,
         dest: &std::path::Path,
+        kind: RootKind,
     ) -> Result<(), ServiceError> {
         self.power(serial, PowerAction::PowerOff).await?;
         let golden = self.layout.bakeform(bakeform).join("root");
@@ -112,11 +122,14 @@ impl Bakery {
         let strategy = self.clone_strategy;
         let what = format!("cloning the root of pi {serial} to {}", tmp.display());
         let serial = serial.to_owned();
-        let pooled = self.take_pooled(bakeform, &tmp).await;
+        let pooled = kind == RootKind::Nfs && self.take_pooled(bakeform, &tmp).await;
+        let nbd = self.nbd_root_maker(bakeform);
         self.blocking(move || {
             let started = std::time::Instant::now();
             let strategy = if pooled {
                 strategy
+            } else if kind == RootKind::Nbd {
+                nbd.make(&tmp)?
             } else {
                 imaging::clone_root(&golden, &tmp, strategy)?
             };
@@ -251,7 +264,8 @@ impl Bakery {
         tokio::spawn(async move {
             let serial = pi.serial.clone();
             let result = async {
-                this.run_reset(&serial, pi.bakeform.as_deref()).await?;
+                this.run_reset(&serial, pi.bakeform.as_deref(), pi.root_kind)
+                    .await?;
                 this.finish_preparing(&serial, true).await
             }
             .await;
@@ -263,7 +277,12 @@ impl Bakery {
         self.pi(serial).await
     }
 
-    async fn run_reset(&self, serial: &str, bakeform: Option<&str>) -> Result<(), ServiceError> {
+    async fn run_reset(
+        &self,
+        serial: &str,
+        bakeform: Option<&str>,
+        kind: RootKind,
+    ) -> Result<(), ServiceError> {
         let bakeform = bakeform
             .ok_or_else(|| ServiceError::BadRequest(format!("pi {serial} has no bakeform")))?;
         let key = serial.to_owned();
@@ -281,10 +300,13 @@ impl Bakery {
         let trash = self.layout.trash.clone();
         let clone_dir = tmp.clone();
         let what = format!("cloning the root of pi {serial} to {}", tmp.display());
-        let pooled = self.take_pooled(bakeform, &tmp).await;
+        let pooled = kind == RootKind::Nfs && self.take_pooled(bakeform, &tmp).await;
+        let nbd = self.nbd_root_maker(bakeform);
         let result = self
             .blocking(move || {
-                if !pooled {
+                if kind == RootKind::Nbd {
+                    nbd.make(&tmp)?;
+                } else if !pooled {
                     imaging::clone_root(&golden, &tmp, strategy)?;
                 }
                 keep_pi_config(
@@ -364,6 +386,56 @@ impl Bakery {
                 Ok(Err(_)) | Err(_) => return self.pi(serial).await,
             }
         }
+    }
+}
+
+/// What making an NBD root from one bakeform needs (moved into a blocking task).
+struct NbdRootMaker {
+    bakeform_dir: PathBuf,
+    tmp_dir: PathBuf,
+    mkfs: Vec<String>,
+    reflink: bool,
+}
+
+impl Bakery {
+    fn nbd_root_maker(&self, bakeform: &str) -> NbdRootMaker {
+        NbdRootMaker {
+            bakeform_dir: self.layout.bakeform(bakeform),
+            tmp_dir: self.layout.tmp.clone(),
+            mkfs: self
+                .config()
+                .mkfs_ext4_cmd
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            reflink: self.clone_strategy != bakery_image::CloneStrategy::Copy,
+        }
+    }
+}
+
+impl NbdRootMaker {
+    /// Makes the root disk directory `dir` of an NBD Pi: a clone of the bakeform's
+    /// `root.ext4` (made from its `root/` tree on first use, under `tmp/`, then renamed next
+    /// to it) as `dir/root.ext4`, reflinked where the file system can, else copied sparse.
+    fn make(&self, dir: &Path) -> Result<bakery_image::CloneStrategy, ServiceError> {
+        use crate::domain::nbd::{BAKEFORM_IMAGE, ROOT_IMAGE};
+        let image = self.bakeform_dir.join(BAKEFORM_IMAGE);
+        if std::fs::symlink_metadata(&image).is_err() {
+            let started = std::time::Instant::now();
+            let tmp = self.tmp_dir.join(format!("{}.ext4", uuid::Uuid::new_v4()));
+            crate::nbd::build_image(&self.mkfs, &self.bakeform_dir.join("root"), &tmp, &image)?;
+            tracing::info!(image = %image.display(), elapsed = ?started.elapsed(), "nbd root image of bakeform made");
+        }
+        std::fs::create_dir(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let strategy = bakery_image::clone_image_file(&image, &dir.join(ROOT_IMAGE), self.reflink)
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(dir);
+                ServiceError::Io {
+                    context: format!("cannot clone the nbd root image {}", image.display()),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+        Ok(strategy)
     }
 }
 

@@ -287,6 +287,9 @@ pub enum ServiceError {
     /// Publishing exports failed.
     #[error(transparent)]
     Export(Box<ExportError>),
+    /// Publishing the NBD roots or making a root image failed.
+    #[error(transparent)]
+    Nbd(#[from] crate::nbd::NbdError),
     /// No such route.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -408,6 +411,8 @@ pub struct Bakery {
     uploads: Arc<tokio::sync::Semaphore>,
     /// The port the API listens on, once bound (for the default `{{nocloud_url}}`).
     api_port: std::sync::atomic::AtomicU16,
+    /// nbd-server's files, when NBD roots are on (`--nbd-config`).
+    nbd: Option<crate::nbd::NbdServer>,
 }
 
 impl std::fmt::Debug for Bakery {
@@ -441,7 +446,11 @@ impl Bakery {
         let (changes, _) = watch::channel(0);
         let store = Arc::new(parts.store);
         let warm_pool = parts.config.warm_pool_for(parts.clone_strategy);
+        let nbd = parts.config.nbd_config.clone().map(|file| {
+            crate::nbd::NbdServer::new(file, &parts.config.data_dir, parts.config.nbd_port)
+        });
         Arc::new(Bakery {
+            nbd,
             uploads: Arc::new(tokio::sync::Semaphore::new(
                 parts.config.max_concurrent_uploads,
             )),
@@ -538,7 +547,27 @@ impl Bakery {
             .exporter
             .render(&entries, &self.config.export_options, scope)?;
         self.exporter.publish(&content).await?;
+        if let Some(nbd) = self.nbd.clone() {
+            let roots = self.db(|s| s.nbd_roots()).await?;
+            self.blocking(move || nbd.publish(&roots).map_err(ServiceError::from))
+                .await?;
+        }
         Ok(())
+    }
+
+    /// Writes nbd-server's config and an authfile letting nobody in (start-up, before the
+    /// first re-export); nothing when NBD roots are off.
+    pub async fn start_nbd(&self) -> Result<(), ServiceError> {
+        let Some(nbd) = self.nbd.clone() else {
+            return Ok(());
+        };
+        self.blocking(move || nbd.write_config().map_err(ServiceError::from))
+            .await
+    }
+
+    /// nbd-server's files, when NBD roots are on.
+    pub fn nbd(&self) -> Option<&crate::nbd::NbdServer> {
+        self.nbd.as_ref()
     }
 
     /// [`Bakery::reexport`], logging instead of failing (for changes that must go on).
@@ -635,6 +664,7 @@ impl Bakery {
             state: Some(pi.state),
             address: pi.address.map(|a| a.to_string()),
             network: pi.network.clone(),
+            root_kind: (pi.state != PiState::Fridge).then_some(pi.root_kind),
             metadata: pi.metadata.clone(),
             last_error: pi.last_error.clone(),
             last_boot: self.observer.timelines().summary(&pi.serial),

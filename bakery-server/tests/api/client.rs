@@ -41,6 +41,7 @@ fn cpi_sequence_through_the_typed_client() {
                     hostname: None,
                 }),
                 power_on: Some(false),
+                root_kind: None,
             })
             .await
             .unwrap();

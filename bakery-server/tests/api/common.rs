@@ -328,6 +328,7 @@ impl Server {
             bakeform_name: OS.into(),
             network: None,
             power_on: Some(power_on),
+            root_kind: None,
         };
         let resp = self.post_json("/fridge", &serde_json::to_value(&req).unwrap());
         assert_eq!(resp.status(), StatusCode::ACCEPTED);

@@ -14,6 +14,7 @@ mod demo;
 mod disks;
 mod eventlog;
 mod load;
+mod nbd;
 mod netboot;
 mod nfs;
 mod openapi;

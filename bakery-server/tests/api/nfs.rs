@@ -70,7 +70,7 @@ fn ganesha_or_skip(test: &str) -> bool {
     }
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -101,11 +101,11 @@ pub(crate) fn terminate(child: &mut Child) {
 }
 
 /// A private network namespace for ganesha and the clients, deleted on drop.
-struct Netns(String);
+pub(crate) struct Netns(pub(crate) String);
 
 impl Netns {
     /// Makes one with loopback up and 127.0.0.3 reached from 127.0.0.2; `None` if it can't.
-    fn make() -> Option<Netns> {
+    pub(crate) fn make() -> Option<Netns> {
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if std::env::var_os("BAKERY_TEST_NO_NETNS").is_some() {
@@ -354,7 +354,7 @@ impl Drop for Ganesha {
 }
 
 /// `program` run inside `netns` (`ip netns exec` execs it: the child's pid is the program's).
-fn command_in(netns: Option<&Netns>, program: &str) -> Command {
+pub(crate) fn command_in(netns: Option<&Netns>, program: &str) -> Command {
     let path = which(program).unwrap_or_else(|| program.into());
     match netns {
         Some(ns) => {

@@ -123,6 +123,7 @@ fn bake_request() -> serde_json::Value {
         bakeform_name: OS.into(),
         network: None,
         power_on: Some(false),
+        root_kind: None,
     })
     .unwrap()
 }

@@ -751,3 +751,98 @@ fn upload_to_ready_per_filesystem() {
         );
     }
 }
+
+/// Bakes from request to baked with `rootKind` `kind` (no power-on).
+fn timed_bake_of_kind(server: &Server, kind: &str) -> (Duration, PiInfo) {
+    let started = Instant::now();
+    let resp = server.post_json(
+        "/fridge",
+        &serde_json::json!({"bakeformName": OS, "powerOn": false, "rootKind": kind}),
+    );
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{:?}", resp.text());
+    let pi: PiInfo = resp.json().unwrap();
+    let resp = server.wait_baked(&pi.id);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let pi: PiInfo = resp.json().unwrap();
+    assert_eq!(pi.status.code(), 2, "{pi:?}");
+    (started.elapsed(), pi)
+}
+
+/// Benchmark: bake time request → baked of NFS roots (a tree clone) against NBD roots (a
+/// clone of the bakeform's `root.ext4`) on a fresh loop-mounted ext4, btrfs and XFS, warm
+/// pool off for both, bakes of the two kinds interleaved, each unbaked (trash reclaimed,
+/// synced) before the next; medians of `BAKERY_BENCH_RUNS` (default 5). The first NBD bake,
+/// which also makes the bakeform's image with mkfs.ext4 -d, is reported on its own. No
+/// nbd-server is needed: bakery only writes its config.
+///
+/// ```text
+/// cargo test -p bakery-server --test api strategies::nbd_vs_nfs -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "benchmark: loop-mounts three file systems and bakes NFS and NBD roots on each"]
+fn nbd_vs_nfs_bake_time_per_filesystem() {
+    let runs: usize = std::env::var("BAKERY_BENCH_RUNS")
+        .ok()
+        .map(|v| v.parse().expect("BAKERY_BENCH_RUNS is a number"))
+        .unwrap_or(5)
+        .max(1);
+    let image = bench_image();
+    let mut lines = Vec::new();
+    for kind in [FsKind::Ext4, FsKind::Btrfs, FsKind::Xfs] {
+        let Some(mut lfs) = LoopFs::mount(kind, image.loop_mib + 4096) else {
+            lines.push(format!("{kind:?}: skipped (cannot loop-mount here)"));
+            continue;
+        };
+        let data = lfs.path().join("data");
+        let env = Env::new();
+        let config = env.path("nbd.conf").display().to_string();
+        let (server, strategy) = start_on(
+            &env,
+            &data,
+            &["--warm-pool", "0", "--nbd-config", config.as_str()],
+        );
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .unwrap()
+            .post(server.url(&format!("/bakeforms/{OS}")))
+            .header("Content-Type", bakery_client::RAW_IMAGE_CONTENT_TYPE)
+            .body(std::fs::File::open(&image.path).unwrap())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text());
+        server.add_pis(1);
+        sync();
+        let (first, pi) = timed_bake_of_kind(&server, "nbd");
+        unbake_and_settle(&server, &pi, &data);
+        let (mut nfs, mut nbd) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            for (kind, times) in [("nfs", &mut nfs), ("nbd", &mut nbd)] {
+                sync();
+                let (t, pi) = timed_bake_of_kind(&server, kind);
+                times.push(t);
+                unbake_and_settle(&server, &pi, &data);
+            }
+        }
+        drop(server);
+        assert!(lfs.unmount(), "loop device left: {:?}", lfs.loop_devices());
+        let (nfs, nbd) = (median(nfs), median(nbd));
+        let line = format!(
+            "{kind:?} ({strategy}): nfs {}, nbd {} (nbd/nfs {}), first nbd bake with mkfs.ext4 {}",
+            secs(nfs),
+            secs(nbd),
+            ratio(nbd, nfs),
+            secs(first)
+        );
+        println!("{line}");
+        lines.push(line);
+    }
+    println!();
+    println!(
+        "summary: bake request -> baked, NFS vs NBD roots, medians of {runs}; bakeform: {}",
+        image.what
+    );
+    for line in lines {
+        println!("  {line}");
+    }
+}
