@@ -84,4 +84,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pi, file)
     );
     ",
+    // 5: disk snapshots: one image file each under snapshots/<disk>/, deleted with the disk.
+    "
+    CREATE TABLE snapshots (
+        id          TEXT PRIMARY KEY NOT NULL,
+        disk        TEXT NOT NULL REFERENCES disks(id),
+        size        INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        metadata    TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX snapshots_by_disk ON snapshots (disk, created_at);
+    ",
 ];

@@ -175,6 +175,7 @@ impl Bakery {
     fn trash_disks(&self, disks: &[DiskRow]) {
         for disk in disks {
             self.trash(&PathBuf::from(&disk.location));
+            self.trash(&self.layout.disk_snapshots(&disk.id));
         }
     }
 
