@@ -12,6 +12,7 @@ use crate::client::{ClientBuilder, ProgressFn};
 use crate::error::Error;
 use crate::types::{
     BakeRequest, Bakeform, BakeformMap, CreateDiskRequest, Disk, DiskList, Metadata, PiInfo, PiMap,
+    Snapshot, SnapshotList,
 };
 
 /// A blocking client of one bakery server: the methods of [`crate::Client`], synchronous.
@@ -187,6 +188,32 @@ impl Client {
     /// Grows a detached disk; see [`crate::Client::resize_disk`].
     pub fn resize_disk(&self, id: &str, size_mib: i64) -> Result<Disk, Error> {
         self.runtime.block_on(self.inner.resize_disk(id, size_mib))
+    }
+
+    /// Takes a snapshot of a data disk; see [`crate::Client::snapshot_disk`].
+    pub fn snapshot_disk(&self, id: &str, metadata: &Metadata) -> Result<Snapshot, Error> {
+        self.runtime
+            .block_on(self.inner.snapshot_disk(id, metadata))
+    }
+
+    /// A disk's snapshots; see [`crate::Client::disk_snapshots`].
+    pub fn disk_snapshots(&self, id: &str) -> Result<SnapshotList, Error> {
+        self.runtime.block_on(self.inner.disk_snapshots(id))
+    }
+
+    /// One snapshot; see [`crate::Client::snapshot`].
+    pub fn snapshot(&self, id: &str) -> Result<Snapshot, Error> {
+        self.runtime.block_on(self.inner.snapshot(id))
+    }
+
+    /// Deletes a snapshot; see [`crate::Client::delete_snapshot`].
+    pub fn delete_snapshot(&self, id: &str) -> Result<(), Error> {
+        self.runtime.block_on(self.inner.delete_snapshot(id))
+    }
+
+    /// Restores a disk from a snapshot; see [`crate::Client::restore_disk`].
+    pub fn restore_disk(&self, id: &str, snapshot: &str) -> Result<Disk, Error> {
+        self.runtime.block_on(self.inner.restore_disk(id, snapshot))
     }
 
     /// Replaces a disk's metadata; see [`crate::Client::set_disk_metadata`].

@@ -13,9 +13,10 @@ use tokio_util::io::ReaderStream;
 use crate::error::{Error, excerpt};
 use crate::sse::EventStream;
 use crate::types::{
-    AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, BootList, CreateDiskRequest, Disk,
-    DiskList, ErrorBody, EventList, Metadata, PiInfo, PiMap, PiState, PiStatus,
-    RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest,
+    AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, BootList, CreateDiskRequest,
+    CreateSnapshotRequest, Disk, DiskList, ErrorBody, EventList, Metadata, PiInfo, PiMap, PiState,
+    PiStatus, RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest, RestoreDiskRequest, Snapshot,
+    SnapshotList,
 };
 
 /// Default timeout of one request.
@@ -435,6 +436,46 @@ impl Client {
         let call = self
             .call(Method::POST, format!("/disks/{}/resize", seg(id)?))
             .json(&ResizeDiskRequest { size: size_mib });
+        self.json(call, StatusCode::OK).await
+    }
+
+    /// Takes a snapshot of a data disk: `POST /disks/{id}/snapshots` `{"metadata"}`, expects
+    /// 201 and the snapshot.
+    pub async fn snapshot_disk(&self, id: &str, metadata: &Metadata) -> Result<Snapshot, Error> {
+        let call = self
+            .call(Method::POST, format!("/disks/{}/snapshots", seg(id)?))
+            .json(&CreateSnapshotRequest {
+                metadata: metadata.clone(),
+            });
+        self.json(call, StatusCode::CREATED).await
+    }
+
+    /// A disk's snapshots, oldest first: `GET /disks/{id}/snapshots`.
+    pub async fn disk_snapshots(&self, id: &str) -> Result<SnapshotList, Error> {
+        let call = self.call(Method::GET, format!("/disks/{}/snapshots", seg(id)?));
+        self.json(call, StatusCode::OK).await
+    }
+
+    /// One snapshot: `GET /snapshots/{id}` (404 unknown).
+    pub async fn snapshot(&self, id: &str) -> Result<Snapshot, Error> {
+        let call = self.call(Method::GET, format!("/snapshots/{}", seg(id)?));
+        self.json(call, StatusCode::OK).await
+    }
+
+    /// Deletes a snapshot: `DELETE /snapshots/{id}`, expects 200 (404 unknown).
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), Error> {
+        let call = self.call(Method::DELETE, format!("/snapshots/{}", seg(id)?));
+        self.empty(call, StatusCode::OK).await
+    }
+
+    /// Replaces a detached disk's image with a copy of one of its snapshots:
+    /// `POST /disks/{id}/restore` `{"snapshot"}`, expects 200 and the disk.
+    pub async fn restore_disk(&self, id: &str, snapshot: &str) -> Result<Disk, Error> {
+        let call = self
+            .call(Method::POST, format!("/disks/{}/restore", seg(id)?))
+            .json(&RestoreDiskRequest {
+                snapshot: snapshot.to_owned(),
+            });
         self.json(call, StatusCode::OK).await
     }
 

@@ -315,6 +315,55 @@ pub struct DiskList {
     pub disks: BTreeMap<String, Disk>,
 }
 
+/// A snapshot of a data disk's image (an addition: `POST /disks/{diskId}/snapshots`): a
+/// reflink or sparse copy of its `disk.img`, kept by the server next to (not in) the disk's
+/// exported directory, restorable into the disk, deleted with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// The snapshot's UUID (the BOSH snapshot cid).
+    pub id: String,
+    /// The disk it was taken of.
+    pub disk: String,
+    /// The disk's size when it was taken, in MiB (a restore gives the disk this size).
+    pub size: i64,
+    /// When it was taken, Unix milliseconds.
+    pub created_at: i64,
+    /// Metadata given when it was taken (the CPI stores the director's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Body of `POST /disks/{diskId}/snapshots` (an addition); the body may be left out.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSnapshotRequest {
+    /// Metadata to keep with the snapshot.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Reply of `GET /disks/{diskId}/snapshots` (an addition): oldest first.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SnapshotList {
+    /// The disk's snapshots, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Body of `POST /disks/{diskId}/restore` (an addition): replace a detached disk's image
+/// with a copy of one of its snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RestoreDiskRequest {
+    /// The snapshot to restore (one of this disk's).
+    pub snapshot: String,
+}
+
 /// Reply of `GET /fridge` and `GET /oven`: `{id: PiInfo}`.
 pub type PiMap = BTreeMap<String, PiInfo>;
 
@@ -440,7 +489,8 @@ pub struct Event {
     pub time: i64,
     /// What happened: `registered`, `bakeStarted`, `bakeFinished`, `bakeFailed`,
     /// `unbakeStarted`, `unbaked`, `reset`, `powerOn`, `powerOff`, `diskCreated`,
-    /// `diskDeleted`, `diskAttached`, `diskDetached`, `bakeformImporting`,
+    /// `diskDeleted`, `diskAttached`, `diskDetached`, `snapshotCreated`, `snapshotDeleted`,
+    /// `diskRestored`, `bakeformImporting`,
     /// `bakeformImported`, `bakeformFailed`, `bakeformDeleted`.
     pub kind: String,
     /// The Pi concerned, if any.

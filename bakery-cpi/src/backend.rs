@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bakery_client::{BakeRequest, Bakeform, CreateDiskRequest, Disk, Metadata, PiInfo};
+use bakery_client::{BakeRequest, Bakeform, CreateDiskRequest, Disk, Metadata, PiInfo, Snapshot};
 
 /// A failed bakery operation, reduced to what the CPI decides on.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,10 @@ pub trait Bakery {
     fn resize_disk(&self, id: &str, size_mib: i64) -> BackendResult<Disk>;
     /// `PUT /disks/{id}/metadata`.
     fn set_disk_metadata(&self, id: &str, metadata: &Metadata) -> BackendResult<Disk>;
+    /// `POST /disks/{id}/snapshots` (404 unknown disk, 507 no space).
+    fn snapshot_disk(&self, id: &str, metadata: &Metadata) -> BackendResult<Snapshot>;
+    /// `DELETE /snapshots/{id}` (404 unknown).
+    fn delete_snapshot(&self, id: &str) -> BackendResult<()>;
 }
 
 impl From<bakery_client::Error> for BackendError {
@@ -197,5 +201,15 @@ impl Bakery for bakery_client::blocking::Client {
         Ok(bakery_client::blocking::Client::set_disk_metadata(
             self, id, metadata,
         )?)
+    }
+
+    fn snapshot_disk(&self, id: &str, metadata: &Metadata) -> BackendResult<Snapshot> {
+        Ok(bakery_client::blocking::Client::snapshot_disk(
+            self, id, metadata,
+        )?)
+    }
+
+    fn delete_snapshot(&self, id: &str) -> BackendResult<()> {
+        Ok(bakery_client::blocking::Client::delete_snapshot(self, id)?)
     }
 }

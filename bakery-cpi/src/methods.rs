@@ -33,7 +33,7 @@ const MAX_RAM_MIB: i64 = 16 * 1024;
 const UNDO_WAIT: Duration = Duration::from_secs(120);
 
 /// The methods that talk to bakery (all others are answered by [`call_local`]).
-const BAKERY_METHODS: [&str; 16] = [
+const BAKERY_METHODS: [&str; 18] = [
     "create_stemcell",
     "delete_stemcell",
     "create_vm",
@@ -50,6 +50,8 @@ const BAKERY_METHODS: [&str; 16] = [
     "resize_disk",
     "update_disk",
     "set_disk_metadata",
+    "snapshot_disk",
+    "delete_snapshot",
 ];
 
 /// Whether the method needs a bakery connection (and so a configured `url`).
@@ -67,9 +69,6 @@ pub fn call_local(request: &Request) -> Result<Value, CpiError> {
     match request.method.as_str() {
         "info" => Ok(json!({"api_version": API_VERSION, "stemcell_formats": STEMCELL_FORMATS})),
         "calculate_vm_cloud_properties" => calculate_vm_cloud_properties(args),
-        "snapshot_disk" | "delete_snapshot" => {
-            Err(not_implemented("bakery disks have no snapshots"))
-        }
         "create_network" | "delete_network" => Err(not_implemented(
             "a pi has one wired nic on the site's network; bakery manages no networks",
         )),
@@ -163,6 +162,8 @@ impl<'a> Cpi<'a> {
             "resize_disk" => self.resize_disk(args),
             "update_disk" => self.update_disk(args),
             "set_disk_metadata" => self.set_disk_metadata(args),
+            "snapshot_disk" => self.snapshot_disk(args),
+            "delete_snapshot" => self.delete_snapshot(args),
             _ => call_local(request),
         }
     }
@@ -647,6 +648,45 @@ impl<'a> Cpi<'a> {
             }),
             Err(e) => Err(CpiError::bakery(
                 format!("setting metadata of disk {disk_cid}"),
+                e,
+            )),
+        }
+    }
+
+    /// A snapshot of a persistent disk (attached ones too: crash-consistent); the snapshot
+    /// cid is bakery's snapshot id.
+    fn snapshot_disk(&mut self, args: Args<'_>) -> Result<Value, CpiError> {
+        let disk_cid = args.string(0, "disk_cid")?;
+        let metadata = metadata(args.object(1, "metadata")?);
+        args.at_most(2)?;
+        match self.bakery.snapshot_disk(disk_cid, &metadata) {
+            Ok(snapshot) => {
+                self.log
+                    .line(format!("snapshot {} of disk {disk_cid} taken", snapshot.id));
+                Ok(Value::String(snapshot.id))
+            }
+            Err(e) if e.is_not_found() => Err(CpiError::DiskNotFound {
+                disk_cid: disk_cid.to_string(),
+            }),
+            Err(e) if e.status() == Some(507) => Err(CpiError::Cloud(format!(
+                "not enough space for a snapshot of disk {disk_cid} ({e})"
+            ))),
+            Err(e) => Err(CpiError::bakery(
+                format!("taking a snapshot of disk {disk_cid}"),
+                e,
+            )),
+        }
+    }
+
+    /// Deletes a snapshot; an unknown one is fine (the director retries deletes).
+    fn delete_snapshot(&mut self, args: Args<'_>) -> Result<Value, CpiError> {
+        let snapshot_cid = args.string(0, "snapshot_cid")?;
+        args.at_most(1)?;
+        match self.bakery.delete_snapshot(snapshot_cid) {
+            Ok(()) => Ok(Value::Null),
+            Err(e) if e.is_not_found() => Ok(Value::Null),
+            Err(e) => Err(CpiError::bakery(
+                format!("deleting snapshot {snapshot_cid}"),
                 e,
             )),
         }

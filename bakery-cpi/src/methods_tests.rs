@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bakery_client::{
-    BakeRequest, Bakeform, CreateDiskRequest, Disk, Metadata, PiInfo, PiState, PiStatus,
+    BakeRequest, Bakeform, CreateDiskRequest, Disk, Metadata, PiInfo, PiState, PiStatus, Snapshot,
 };
 use serde_json::{Value, json};
 
@@ -22,6 +22,7 @@ struct State {
     bakeforms: BTreeSet<String>,
     pis: BTreeMap<String, PiInfo>,
     disks: BTreeMap<String, Disk>,
+    snapshots: BTreeMap<String, Snapshot>,
     files: BTreeMap<(String, String), Vec<u8>>,
     fail: BTreeMap<&'static str, (u16, &'static str)>,
     bake_requests: Vec<BakeRequest>,
@@ -333,6 +334,33 @@ impl Bakery for Fake {
             .ok_or_else(|| status(404, "unknown disk"))?;
         disk.metadata = metadata.clone();
         Ok(disk.clone())
+    }
+
+    fn snapshot_disk(&self, id: &str, metadata: &Metadata) -> BackendResult<Snapshot> {
+        let mut s = self.enter("snapshot_disk")?;
+        let size = s
+            .disks
+            .get(id)
+            .ok_or_else(|| status(404, "unknown disk"))?
+            .size;
+        let snapshot = Snapshot {
+            id: format!("snap-{}", s.next),
+            disk: id.to_owned(),
+            size,
+            created_at: 0,
+            metadata: metadata.clone(),
+        };
+        s.next += 1;
+        s.snapshots.insert(snapshot.id.clone(), snapshot.clone());
+        Ok(snapshot)
+    }
+
+    fn delete_snapshot(&self, id: &str) -> BackendResult<()> {
+        let mut s = self.enter("delete_snapshot")?;
+        s.snapshots
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| status(404, "unknown snapshot"))
     }
 }
 
@@ -700,6 +728,41 @@ fn resize_and_metadata() {
     fake.fail("create_disk", 507, "no space left");
     let err = call(&fake, 2, "create_disk", json!([10, {}, null])).unwrap_err();
     assert_eq!(err.bosh_type(), "Bosh::Clouds::NoDiskSpace");
+}
+
+#[test]
+fn snapshots_are_taken_with_metadata_and_deleted_idempotently() {
+    let fake = Fake::with_pis(&["1a2b3c4d"]);
+    let disk = call(&fake, 2, "create_disk", json!([100, {}, null])).expect("disk");
+    let meta = json!({"deployment": "db", "job": "pg", "index": 0, "director_name": "d"});
+    let cid = call(&fake, 2, "snapshot_disk", json!([disk, meta])).expect("snapshot");
+    let cid = cid.as_str().expect("snapshot cid is a string").to_owned();
+    {
+        let s = fake.state.borrow();
+        let stored = &s.snapshots[&cid];
+        assert_eq!(stored.disk, disk.as_str().expect("cid"));
+        assert_eq!(stored.metadata.get("index"), Some(&json!(0)));
+        assert_eq!(stored.metadata.get("job"), Some(&json!("pg")));
+    }
+    let err = call(&fake, 2, "snapshot_disk", json!(["nope", {}])).unwrap_err();
+    assert_eq!(err.bosh_type(), "Bosh::Clouds::DiskNotFound");
+    let err = call(&fake, 2, "snapshot_disk", json!([disk, "x"])).unwrap_err();
+    assert_eq!(err.bosh_type(), "InvalidCall");
+    fake.fail("snapshot_disk", 507, "not enough space");
+    let err = call(&fake, 2, "snapshot_disk", json!([disk, {}])).unwrap_err();
+    assert_eq!(err.bosh_type(), "Bosh::Clouds::CloudError");
+    assert!(err.to_string().contains("not enough space"), "{err}");
+
+    assert_eq!(
+        call(&fake, 2, "delete_snapshot", json!([cid])).expect("deleted"),
+        Value::Null
+    );
+    assert!(fake.state.borrow().snapshots.is_empty());
+    call(&fake, 2, "delete_snapshot", json!([cid])).expect("deleted again");
+    fake.fail("delete_snapshot", 500, "database query failed");
+    let err = call(&fake, 2, "delete_snapshot", json!([cid])).unwrap_err();
+    assert_eq!(err.bosh_type(), "Bosh::Clouds::CloudError");
+    assert!(err.to_string().contains(&cid), "{err}");
 }
 
 #[test]

@@ -44,6 +44,12 @@ pub enum EventKind {
     DiskAttached,
     /// A disk was detached.
     DiskDetached,
+    /// A snapshot of a disk was taken.
+    SnapshotCreated,
+    /// A snapshot was deleted.
+    SnapshotDeleted,
+    /// A disk's image was replaced by a copy of one of its snapshots.
+    DiskRestored,
     /// A bakeform upload started importing.
     BakeformImporting,
     /// A bakeform was imported.
@@ -71,6 +77,9 @@ impl EventKind {
             EventKind::DiskDeleted => "diskDeleted",
             EventKind::DiskAttached => "diskAttached",
             EventKind::DiskDetached => "diskDetached",
+            EventKind::SnapshotCreated => "snapshotCreated",
+            EventKind::SnapshotDeleted => "snapshotDeleted",
+            EventKind::DiskRestored => "diskRestored",
             EventKind::BakeformImporting => "bakeformImporting",
             EventKind::BakeformImported => "bakeformImported",
             EventKind::BakeformFailed => "bakeformFailed",

@@ -163,6 +163,26 @@ pub fn clone_root(
         })
 }
 
+/// What cloning a disk image made (reflink or sparse copy, its length, its allocation).
+pub type FileClone = bakery_image::FileClone;
+
+/// Clones the disk image `src` into the new file `dst`: a reflink where the file system
+/// takes one, else a sparse copy (holes kept); `dst` is removed on failure.
+pub fn clone_disk_image(src: &Path, dst: &Path) -> Result<FileClone, ImagingError> {
+    bakery_image::clone_file(src, dst).map_err(|e| {
+        let clone = ImagingError::Clone {
+            src: src.display().to_string(),
+            dst: dst.display().to_string(),
+            reason: e.to_string(),
+        };
+        if is_no_space(&e) {
+            ImagingError::NoSpace(clone.to_string())
+        } else {
+            clone
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,9 +60,12 @@ pub enum Command {
     /// Bakeforms (SD-card images): list, upload, delete.
     #[command(subcommand)]
     Bakeform(BakeformCommand),
-    /// Disks: list, create, attach, detach, delete.
+    /// Disks: list, create, attach, detach, delete, snapshot, restore.
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Disk snapshots: show, delete.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// The server's event log (state changes); --follow keeps printing new events.
     Events(EventsArgs),
     /// Print a shell completion script to stdout.
@@ -184,11 +187,54 @@ pub enum DiskCommand {
         /// The disk's id.
         disk: String,
     },
-    /// Delete a disk (an unknown disk: "not found", exit 3).
+    /// Delete a disk (an unknown disk: "not found", exit 3); its snapshots go with it.
     Delete {
         /// The disk's id.
         disk: String,
     },
+    /// Take a snapshot of a data disk (of an attached one: crash-consistent).
+    Snapshot {
+        /// The disk's id.
+        disk: String,
+        /// Metadata to keep with the snapshot, `KEY=VALUE` (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = key_value)]
+        meta: Vec<(String, String)>,
+    },
+    /// List a disk's snapshots, oldest first.
+    Snapshots {
+        /// The disk's id.
+        disk: String,
+    },
+    /// Replace a detached disk's image with a copy of one of its snapshots.
+    Restore {
+        /// The disk's id.
+        disk: String,
+        /// The snapshot's id.
+        snapshot: String,
+    },
+}
+
+/// `bakery snapshot ...`
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Show one snapshot.
+    Show {
+        /// The snapshot's id.
+        snapshot: String,
+    },
+    /// Delete a snapshot (an unknown one: "not found", exit 3).
+    Delete {
+        /// The snapshot's id.
+        snapshot: String,
+    },
+}
+
+/// Parses `KEY=VALUE`.
+fn key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {arg:?}")),
+    }
 }
 
 /// `bakery events ...`

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::blocking::Client;
 use crate::types::{BakeRequest, CreateDiskRequest, PiMap, RootKind};
 use crate::{ClientBuilder, Error};
-use args::{BakeformCommand, Cli, Command, DiskCommand, Output, PiCommand};
+use args::{BakeformCommand, Cli, Command, DiskCommand, Output, PiCommand, SnapshotCommand};
 
 /// Exit code: any other failure.
 pub const EXIT_FAILURE: u8 = 1;
@@ -214,6 +214,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pi(command) => pi(&client, &out, command),
         Command::Bakeform(command) => bakeform(&client, &out, command),
         Command::Disk(command) => disk(&client, &out, command),
+        Command::Snapshot(command) => snapshot(&client, &out, command),
         Command::Events(args) => events::run(&client, cli.output, &args),
         Command::Completions { .. } => Ok(()),
     }
@@ -381,6 +382,44 @@ fn disk(client: &Client, out: &Printer, command: DiskCommand) -> Result<(), CliE
             }
             api(format!("disk {disk}"), client.delete_disk(&disk))?;
             out.done(&format!("deleted disk {disk}"))
+        }
+        DiskCommand::Snapshot { disk, meta } => {
+            let metadata = meta
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            let taken = api(
+                format!("disk {disk}"),
+                client.snapshot_disk(&disk, &metadata),
+            )?;
+            out.print(&taken, || table::snapshot_line(&taken))
+        }
+        DiskCommand::Snapshots { disk } => {
+            let list = api(format!("disk {disk}"), client.disk_snapshots(&disk))?;
+            out.print(&list, || table::snapshots(&list))
+        }
+        DiskCommand::Restore { disk, snapshot } => {
+            let restored = api(
+                format!("disk {disk} or snapshot {snapshot}"),
+                client.restore_disk(&disk, &snapshot),
+            )?;
+            out.print(&restored, || table::disk_line(&restored))
+        }
+    }
+}
+
+fn snapshot(client: &Client, out: &Printer, command: SnapshotCommand) -> Result<(), CliError> {
+    match command {
+        SnapshotCommand::Show { snapshot } => {
+            let found = api(format!("snapshot {snapshot}"), client.snapshot(&snapshot))?;
+            out.print(&found, || table::snapshot_line(&found))
+        }
+        SnapshotCommand::Delete { snapshot } => {
+            api(
+                format!("snapshot {snapshot}"),
+                client.delete_snapshot(&snapshot),
+            )?;
+            out.done(&format!("deleted snapshot {snapshot}"))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Aligned plain-text tables and the table views of the API's types.
 
-use crate::types::{Bakeform, BakeformMap, Disk, DiskList, PiInfo, PiMap, PiStatus};
+use crate::types::{
+    Bakeform, BakeformMap, Disk, DiskList, PiInfo, PiMap, PiStatus, Snapshot, SnapshotList,
+};
 
 /// Renders rows under a header, each column padded to its widest cell, two spaces apart.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -173,6 +175,42 @@ pub fn disks(list: &DiskList) -> String {
 /// `disk create`: the one disk as a row.
 pub fn disk_line(disk: &Disk) -> String {
     disk_table(std::iter::once(disk))
+}
+
+const SNAPSHOT_HEADER: [&str; 5] = ["ID", "DISK", "SIZE_MIB", "CREATED", "METADATA"];
+
+fn snapshot_row(snapshot: &Snapshot) -> Vec<String> {
+    let metadata = snapshot
+        .metadata
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        snapshot.id.clone(),
+        snapshot.disk.clone(),
+        snapshot.size.to_string(),
+        super::events::utc(snapshot.created_at),
+        if metadata.is_empty() {
+            "-".to_owned()
+        } else {
+            metadata
+        },
+    ]
+}
+
+/// `disk snapshots`.
+pub fn snapshots(list: &SnapshotList) -> String {
+    let rows: Vec<Vec<String>> = list.snapshots.iter().map(snapshot_row).collect();
+    render(&SNAPSHOT_HEADER, &rows)
+}
+
+/// `disk snapshot`, `snapshot show`: the one snapshot as a row.
+pub fn snapshot_line(snapshot: &Snapshot) -> String {
+    render(&SNAPSHOT_HEADER, &[snapshot_row(snapshot)])
 }
 
 const BAKEFORM_HEADER: [&str; 4] = ["NAME", "STATE", "LOCATION", "ERROR"];

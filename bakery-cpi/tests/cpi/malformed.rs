@@ -127,8 +127,6 @@ fn unknown_and_unsupported_methods_are_not_implemented() {
     assert_eq!(run.error_type(), Some("Bosh::Clouds::NotImplemented"));
     assert!(run.message().contains("launch_rocket"), "{}", run.message());
     for method in [
-        "snapshot_disk",
-        "delete_snapshot",
         "create_network",
         "delete_network",
         "current_vm_id",

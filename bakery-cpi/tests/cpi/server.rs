@@ -426,6 +426,26 @@ fn deploy_and_delete(api_version: u64) {
         Some(&json!("0"))
     );
 
+    // a snapshot of the attached disk, with the director's metadata; deleted twice
+    let snapshot = bakery.ok(
+        "snapshot_disk",
+        json!([disk, {"deployment": "dep", "job": "web", "index": 0}]),
+        api_version,
+    );
+    let snapshot = snapshot.as_str().expect("snapshot cid").to_string();
+    let taken = bakery.client.snapshot(&snapshot).expect("snapshot");
+    assert_eq!(taken.disk, disk);
+    assert_eq!(taken.metadata.get("job"), Some(&json!("web")));
+    bakery.ok("delete_snapshot", json!([snapshot]), api_version);
+    bakery.ok("delete_snapshot", json!([snapshot]), api_version);
+    assert!(
+        bakery
+            .client
+            .snapshot(&snapshot)
+            .unwrap_err()
+            .is_not_found()
+    );
+
     // get_disks of another VM does not list it
     if api_version >= 2 {
         let other = bakery.ok(

@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -562,7 +562,10 @@ fn clone_chunk(
                         .push((child, md));
                     continue;
                 }
-                (clone_file(ctx, &src, ddir, &child, &cname, &md)?, md.size)
+                (
+                    clone_tree_file(ctx, &src, ddir, &child, &cname, &md)?,
+                    md.size,
+                )
             }
         };
         ctx.count(kind, size);
@@ -623,7 +626,7 @@ fn clone_entry(
     let from = || ctx.src.join(rel);
     if md.kind() == libc::S_IFREG {
         let src = at::open_at(sdir, name).map_err(|e| ImageError::io("open", from(), e))?;
-        return clone_file(ctx, &src, ddir, rel, name, md);
+        return clone_tree_file(ctx, &src, ddir, rel, name, md);
     }
     let to = || ctx.dst.join(rel);
     let own = owner(ctx, md, rel)?;
@@ -662,7 +665,7 @@ fn clone_entry(
 ///
 /// Created with its final mode when the umask keeps it and no chown follows (chown clears
 /// setuid/setgid, so those files get their mode afterwards).
-fn clone_file(
+fn clone_tree_file(
     ctx: &Ctx<'_>,
     src: &File,
     ddir: &File,
@@ -714,10 +717,15 @@ fn copy_data(ctx: &Ctx<'_>, src: &File, out: &File, md: &Meta) -> io::Result<()>
             Err(e) => return Err(e),
         }
     }
-    if md.blocks * 512 >= len {
+    copy_sparse(src, out, len, md.blocks)
+}
+
+/// Copies the `len` bytes of `src` (which has `blocks` 512-byte blocks allocated) into the
+/// empty `out`: with copy_file_range over the data segments only, so holes stay holes.
+fn copy_sparse(src: &File, out: &File, len: u64, blocks: u64) -> io::Result<()> {
+    if blocks * 512 >= len {
         return host::copy_range(src, 0, out, 0, len);
     }
-    // Sparse: copy only the data segments.
     let mut pos = 0u64;
     while pos < len {
         let Some(data) = seek(src, pos, libc::SEEK_DATA)? else {
@@ -730,56 +738,95 @@ fn copy_data(ctx: &Ctx<'_>, src: &File, out: &File, md: &Meta) -> io::Result<()>
     out.set_len(len)
 }
 
-/// Clones the regular file `src` as the new file `dst` (mode 0600): one FICLONE reflink when
-/// `reflink` is set and the file system takes it, else copy_file_range over the data
-/// segments only (holes stay holes, so a sparse disk image stays sparse). Returns the
-/// strategy used. On error `dst` is removed.
-pub fn clone_image_file(
-    src: &Path,
-    dst: &Path,
-    reflink: bool,
-) -> Result<CloneStrategy, ImageError> {
-    let input = File::open(src).map_err(|e| ImageError::io("open", src, e))?;
+/// How [`clone_file`] made its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCloneKind {
+    /// A reflink (FICLONE): the copy shares the source's extents until either is written.
+    Reflink,
+    /// A copy of the data segments (copy_file_range), holes kept as holes.
+    SparseCopy,
+}
+
+impl fmt::Display for FileCloneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileCloneKind::Reflink => "reflink",
+            FileCloneKind::SparseCopy => "sparse-copy",
+        })
+    }
+}
+
+/// What [`clone_file`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileClone {
+    /// Reflinked or copied.
+    pub kind: FileCloneKind,
+    /// The file's length in bytes.
+    pub len: u64,
+    /// Bytes allocated to the source (its data, not its holes) when it was cloned.
+    pub allocated: u64,
+}
+
+/// Clones the regular file `src` as the new file `dst` (which must not exist): a reflink
+/// where the file system takes one (btrfs, XFS), else a copy of its data segments with its
+/// holes kept. `src` is opened without following a symlink, and must be a regular file;
+/// `dst` gets `src`'s permission bits and is synced to disk before this returns. On error
+/// `dst` is removed.
+pub fn clone_file(src: &Path, dst: &Path) -> Result<FileClone, ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let input = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(src)
+        .map_err(|e| ImageError::io("open", src, e))?;
     let md = input
         .metadata()
         .map_err(|e| ImageError::io("stat", src, e))?;
+    if !md.is_file() {
+        return Err(ImageError::io(
+            "clone",
+            src,
+            io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
     let out = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(md.mode() & 0o777)
         .open(dst)
         .map_err(|e| ImageError::io("create", dst, e))?;
-    let result = (|| -> io::Result<CloneStrategy> {
-        if reflink {
+    let len = md.len();
+    let made = (|| -> io::Result<FileCloneKind> {
+        let kind = if len == 0 {
+            FileCloneKind::SparseCopy
+        } else {
             match ficlone(&input, &out) {
-                Ok(()) => return Ok(CloneStrategy::Reflink),
+                Ok(()) => FileCloneKind::Reflink,
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOTTY)
-                    ) => {}
+                    ) =>
+                {
+                    copy_sparse(&input, &out, len, md.blocks())?;
+                    FileCloneKind::SparseCopy
+                }
                 Err(e) => return Err(e),
             }
-        }
-        let len = md.len();
-        let mut pos = 0u64;
-        while pos < len {
-            let Some(data) = seek(&input, pos, libc::SEEK_DATA)? else {
-                break;
-            };
-            let hole = seek(&input, data, libc::SEEK_HOLE)?.unwrap_or(len).min(len);
-            host::copy_range(&input, data, &out, data, hole - data)?;
-            pos = hole;
-        }
-        out.set_len(len)?;
-        Ok(CloneStrategy::Copy)
+        };
+        out.sync_all()?;
+        Ok(kind)
     })();
-    match result {
-        Ok(strategy) => Ok(strategy),
+    match made {
+        Ok(kind) => Ok(FileClone {
+            kind,
+            len,
+            allocated: md.blocks().saturating_mul(512),
+        }),
         Err(e) => {
             drop(out);
             let _ = fs::remove_file(dst);
-            Err(ImageError::io("clone data into", dst, e))
+            Err(ImageError::io("clone into", dst, e))
         }
     }
 }
@@ -821,6 +868,37 @@ mod tests {
         assert_eq!(CloneStrategy::Snapshot.to_string(), "btrfs-snapshot");
         assert_eq!(CloneStrategy::Reflink.to_string(), "reflink");
         assert_eq!(CloneStrategy::Copy.to_string(), "copy");
+    }
+
+    #[test]
+    fn clone_file_keeps_data_and_holes_and_refuses_symlinks() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("disk.img");
+        let f = File::create_new(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&[7u8; 8192], 1 << 20).unwrap();
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        f.sync_all().unwrap();
+        let dst = dir.path().join("copy.img");
+        let made = clone_file(&src, &dst).unwrap();
+        assert_eq!(made.len, 64 << 20);
+        assert_eq!(fs::read(&src).unwrap(), fs::read(&dst).unwrap());
+        let blocks = fs::metadata(&dst).unwrap().blocks() * 512;
+        assert!(blocks < 1 << 20, "{blocks} bytes allocated: holes not kept");
+        let err = clone_file(&src, &dst).unwrap_err().to_string();
+        assert!(err.contains("create"), "{err}");
+        let link = dir.path().join("link.img");
+        std::os::unix::fs::symlink(&src, &link).unwrap();
+        let err = clone_file(&link, &dir.path().join("x.img"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("open"), "{err}");
+        assert!(!dir.path().join("x.img").exists());
+        let err = clone_file(dir.path(), &dir.path().join("y.img"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   with every file type and all metadata, without mounting and without root.
 //! - [`clone_tree`] / [`detect_strategy`]: per-Pi copies of a golden root tree by btrfs
 //!   snapshot, reflinks or a parallel copy.
+//! - [`clone_file`]: one file (a disk image) by reflink, else a sparse copy.
 //! - [`receive_image`]: writes an upload to a file, decoding `.img.gz`, `.img.xz` and `.zip`
 //!   (one `.img` inside) while it streams in, within a size limit.
 //! - [`remove_tree`]: removes a tree even where read-only directories would stop `rm -rf`
@@ -57,7 +58,9 @@ mod table;
 
 use std::path::Path;
 
-pub use clone::{CloneStats, CloneStrategy, clone_image_file, clone_tree, detect_strategy};
+pub use clone::{
+    CloneStats, CloneStrategy, FileClone, FileCloneKind, clone_file, clone_tree, detect_strategy,
+};
 pub use decompress::{Packing, Received, receive_image};
 pub use error::ImageError;
 pub use import::{ImportPhase, ImportProgress, ImportSummary, import_image};

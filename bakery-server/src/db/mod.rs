@@ -9,6 +9,7 @@
 mod exports;
 mod observe;
 mod schema;
+mod snapshots;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use crate::domain::exports::ExportEntry;
 use crate::domain::lifecycle::{Event, parse_state, transition};
 
 pub use observe::{BootRecordChange, BootRecordRow, EVENTS_KEPT, EventSink, NewEvent, outcome_str};
+pub use snapshots::SnapshotRow;
 
 /// A failure of the database.
 #[derive(Debug, Error)]
@@ -923,7 +925,7 @@ impl Store {
         )
     }
 
-    /// Deletes a detached disk's row, writing `event` when deleted.
+    /// Deletes a detached disk's row and its snapshots' rows, writing `event` when deleted.
     pub fn delete_disk(&self, id: &str, event: NewEvent) -> Result<DeleteDisk, DbError> {
         self.change(|tx, events| {
             let Some(disk) = get_disk(tx, id)? else {
@@ -932,6 +934,7 @@ impl Store {
             if let Some(pi) = disk.pi.clone() {
                 return Ok(DeleteDisk::Attached(pi));
             }
+            snapshots::delete_snapshots_of(tx, id)?;
             tx.execute("DELETE FROM disks WHERE id = ?1", params![id])?;
             events.push(event);
             Ok(DeleteDisk::Deleted(disk))
@@ -1220,7 +1223,8 @@ fn back_to_fridge(
     Ok(PiChange::Done(removed))
 }
 
-/// Deletes the root and ephemeral disks of a Pi (returned), detaches the others.
+/// Deletes the root and ephemeral disks of a Pi (returned) with their snapshots' rows,
+/// detaches the others.
 fn release_disks(tx: &Transaction<'_>, serial: &str) -> Result<Vec<DiskRow>, DbError> {
     let removed = fetch_all(
         tx,
@@ -1230,6 +1234,9 @@ fn release_disks(tx: &Transaction<'_>, serial: &str) -> Result<Vec<DiskRow>, DbE
         params![serial],
         disk_from_raw,
     )?;
+    for disk in &removed {
+        snapshots::delete_snapshots_of(tx, &disk.id)?;
+    }
     tx.execute(
         "DELETE FROM disks WHERE pi = ?1 AND (is_root = 1 OR ephemeral = 1)",
         params![serial],

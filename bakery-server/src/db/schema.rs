@@ -84,9 +84,20 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pi, file)
     );
     ",
-    // 8: how a Pi's root reaches it while it is in the oven: 'nfs' (a tree exported over
+    // 5: how a Pi's root reaches it while it is in the oven: 'nfs' (a tree exported over
     // NFS) or 'nbd' (an ext4 image served by nbd-server).
     "
     ALTER TABLE pis ADD COLUMN root_kind TEXT NOT NULL DEFAULT 'nfs';
+    ",
+    // 6: disk snapshots: one image file each under snapshots/<disk>/, deleted with the disk.
+    "
+    CREATE TABLE snapshots (
+        id          TEXT PRIMARY KEY NOT NULL,
+        disk        TEXT NOT NULL REFERENCES disks(id),
+        size        INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        metadata    TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX snapshots_by_disk ON snapshots (disk, created_at);
     ",
 ];

@@ -1,5 +1,5 @@
 //! Validation of every name that comes from outside: bakeform names, Pi config file names,
-//! Pi serials, disk ids and boot-file paths.
+//! Pi serials, disk and snapshot ids and boot-file paths.
 
 use thiserror::Error;
 
@@ -27,6 +27,9 @@ pub enum NameError {
     /// A disk id is not a UUID.
     #[error("invalid disk id {0:?}: expected a uuid")]
     DiskId(String),
+    /// A snapshot id is not a UUID.
+    #[error("invalid snapshot id {0:?}: expected a uuid")]
+    SnapshotId(String),
     /// A boot-file path has a component that breaks the rules.
     #[error("invalid boot file path {0:?}")]
     BootPath(String),
@@ -83,11 +86,26 @@ pub fn validate_serial(serial: &str) -> Result<(), NameError> {
     }
 }
 
+/// Whether `id` is a UUID in its hyphenated lowercase form (the only form bakery makes).
+fn is_uuid(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|uuid| uuid.hyphenated().to_string() == id)
+}
+
 /// Checks a disk id: a UUID in its hyphenated lowercase form (the only form bakery makes).
 pub fn validate_disk_id(id: &str) -> Result<(), NameError> {
-    match uuid::Uuid::parse_str(id) {
-        Ok(uuid) if uuid.hyphenated().to_string() == id => Ok(()),
-        _ => Err(NameError::DiskId(id.to_owned())),
+    if is_uuid(id) {
+        Ok(())
+    } else {
+        Err(NameError::DiskId(id.to_owned()))
+    }
+}
+
+/// Checks a snapshot id: a UUID in its hyphenated lowercase form, like disk ids.
+pub fn validate_snapshot_id(id: &str) -> Result<(), NameError> {
+    if is_uuid(id) {
+        Ok(())
+    } else {
+        Err(NameError::SnapshotId(id.to_owned()))
     }
 }
 
@@ -155,6 +173,10 @@ mod tests {
         assert!(validate_disk_id("67E55044-10B1-426F-9247-BB680E5FE0C8").is_err());
         assert!(validate_disk_id("67e5504410b1426f9247bb680e5fe0c8").is_err());
         assert!(validate_disk_id("..").is_err());
+        assert!(validate_snapshot_id("67e55044-10b1-426f-9247-bb680e5fe0c8").is_ok());
+        for bad in ["../x", "", "67e55044-10b1-426f-9247-bb680e5fe0c8.img"] {
+            assert!(validate_snapshot_id(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

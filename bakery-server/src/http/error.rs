@@ -21,7 +21,10 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         | E::BadImage { .. }
         | E::Upload { .. }
         | E::DiskRule(_) => StatusCode::BAD_REQUEST,
-        E::NotBaked { .. } | E::BakeformExists(_) | E::RootDisk { .. } => StatusCode::FORBIDDEN,
+        E::NotBaked { .. }
+        | E::BakeformExists(_)
+        | E::RootDisk { .. }
+        | E::RootDiskSnapshot { .. } => StatusCode::FORBIDDEN,
         E::PiNotFound(_)
         | E::PiNotInOven(_)
         | E::CloudInitNotFound { .. }
@@ -30,6 +33,8 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         | E::BakeformNotFound(_)
         | E::DiskNotFound(_)
         | E::DiskNotAttached { .. }
+        | E::SnapshotNotFound(_)
+        | E::SnapshotOfOtherDisk { .. }
         | E::PiFileNotFound { .. }
         | E::BootFileNotFound(_)
         | E::RouteNotFound(_) => StatusCode::NOT_FOUND,

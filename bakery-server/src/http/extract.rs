@@ -1,5 +1,6 @@
 //! Extractors whose rejections are service errors (so they get the JSON error body): JSON
-//! bodies parsed regardless of content type, and query strings.
+//! bodies parsed regardless of content type (also ones that may be left out), and query
+//! strings.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -24,18 +25,46 @@ where
     type Rejection = ServiceError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ServiceError::BodyTooLarge {
-                    limit: JSON_LIMIT as u64,
-                }
-            } else {
-                ServiceError::BadRequest(rejection.body_text())
+        let bytes = limited_bytes(req, state).await?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// The body, at most [`JSON_LIMIT`] bytes (the router's body limit).
+async fn limited_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ServiceError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ServiceError::BodyTooLarge {
+                limit: JSON_LIMIT as u64,
             }
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ServiceError::BadRequest(format!("invalid json body: {e}")))
+        } else {
+            ServiceError::BadRequest(rejection.body_text())
+        }
+    })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ServiceError::BadRequest(format!("invalid json body: {e}")))
+}
+
+/// A JSON body that may be left out: an empty (or all-whitespace) body is `T::default()`.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJsonBody<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ServiceError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = limited_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse(&bytes).map(OptionalJsonBody)
     }
 }
 

@@ -10,13 +10,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bakery_client::{
-    AttachDiskRequest, BakeRequest, BakeformMap, CreateDiskRequest, DiskList, Metadata, PiInfo,
-    PiMap, PiState, ResizeDiskRequest,
+    AttachDiskRequest, BakeRequest, BakeformMap, CreateDiskRequest, CreateSnapshotRequest,
+    DiskList, Metadata, PiInfo, PiMap, PiState, ResizeDiskRequest, RestoreDiskRequest, Snapshot,
+    SnapshotList,
 };
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use super::extract::{JsonBody, PathArgs, QueryArgs};
+use super::extract::{JsonBody, OptionalJsonBody, PathArgs, QueryArgs};
 use crate::boot::{BootFile, BootFiles};
 use crate::imaging;
 use crate::service::{Bakery, DEFAULT_WAIT, ServiceError, UploadHead, to_completion};
@@ -403,6 +404,53 @@ pub async fn disk_metadata(
     JsonBody(metadata): JsonBody<Metadata>,
 ) -> Reply<Json<bakery_client::Disk>> {
     Ok(Json(bakery.set_disk_metadata(&id, metadata).await?))
+}
+
+/// `POST /disks/{diskId}/snapshots` (201; the body may be left out).
+pub async fn snapshot_disk(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+    OptionalJsonBody(request): OptionalJsonBody<CreateSnapshotRequest>,
+) -> Reply<(StatusCode, Json<Snapshot>)> {
+    let snapshot =
+        to_completion(async move { bakery.snapshot_disk(&id, request.metadata).await }).await?;
+    Ok((StatusCode::CREATED, Json(snapshot)))
+}
+
+/// `GET /disks/{diskId}/snapshots`.
+pub async fn disk_snapshots(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+) -> Reply<Json<SnapshotList>> {
+    Ok(Json(bakery.disk_snapshots(&id).await?))
+}
+
+/// `POST /disks/{diskId}/restore`.
+pub async fn restore_disk(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+    JsonBody(request): JsonBody<RestoreDiskRequest>,
+) -> Reply<Json<bakery_client::Disk>> {
+    let disk =
+        to_completion(async move { bakery.restore_disk(&id, &request.snapshot).await }).await?;
+    Ok(Json(disk))
+}
+
+/// `GET /snapshots/{snapshotId}`.
+pub async fn snapshot(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+) -> Reply<Json<Snapshot>> {
+    Ok(Json(bakery.snapshot(&id).await?))
+}
+
+/// `DELETE /snapshots/{snapshotId}`.
+pub async fn delete_snapshot(
+    State(bakery): AppState,
+    PathArgs(id): PathArgs<String>,
+) -> Reply<StatusCode> {
+    to_completion(async move { bakery.delete_snapshot(&id).await }).await?;
+    Ok(StatusCode::OK)
 }
 
 /// Any other path.

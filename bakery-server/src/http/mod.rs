@@ -65,6 +65,15 @@ pub fn router(bakery: Arc<Bakery>, auth: Option<auth::Auth>) -> Router {
         .route("/disks/{disk_id}", get(h::disk).delete(h::delete_disk))
         .route("/disks/{disk_id}/resize", post(h::resize_disk))
         .route("/disks/{disk_id}/metadata", put(h::disk_metadata))
+        .route(
+            "/disks/{disk_id}/snapshots",
+            get(h::disk_snapshots).post(h::snapshot_disk),
+        )
+        .route("/disks/{disk_id}/restore", post(h::restore_disk))
+        .route(
+            "/snapshots/{snapshot_id}",
+            get(h::snapshot).delete(h::delete_snapshot),
+        )
         .route("/oven/{pi_id}/boots", get(observe::oven_boots))
         .route("/pis/{pi_id}/boots", get(observe::pi_boots))
         .route("/events", get(observe::events))

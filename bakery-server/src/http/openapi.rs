@@ -72,7 +72,7 @@ pub fn statuses(o: &Operation) -> Vec<(u16, String)> {
         }
         None => out.push((status, meaning.to_owned())),
     };
-    if matches!(o.request, BodyKind::Json(_)) {
+    if matches!(o.request, BodyKind::Json(_) | BodyKind::OptionalJson(_)) {
         add(413, JSON_TOO_LARGE);
     }
     match access(o.path) {
@@ -99,6 +99,8 @@ pub enum BodyKind {
     None,
     /// JSON: the named `bakery_client` wire type.
     Json(&'static str),
+    /// JSON that may be left out (an empty body is the type's default).
+    OptionalJson(&'static str),
     /// Raw bytes (`application/octet-stream`).
     Raw,
     /// Text of the given content type.
@@ -140,7 +142,7 @@ const fn op(
     }
 }
 
-use BodyKind::{Json as J, None as N, Raw, Text};
+use BodyKind::{Json as J, None as N, OptionalJson as OJ, Raw, Text};
 
 const OK: (u16, &str) = (200, "done");
 const BAD: (u16, &str) = (400, "invalid name, path or body");
@@ -185,6 +187,11 @@ pub const OPERATIONS: &[Operation] = &[
     op("delete", "/api/v1/disks/{disk_id}", "Delete a disk (unknown ones too)", N, N, &[OK, (409, "attached")]),
     op("post", "/api/v1/disks/{disk_id}/resize", "Grow a disk", J("ResizeDiskRequest"), J("Disk"), &[OK, BAD, (404, "unknown disk"), (409, "attached"), (507, "the growth would overcommit the data dir")]),
     op("put", "/api/v1/disks/{disk_id}/metadata", "Replace a disk's metadata", J("Metadata"), J("Disk"), &[OK, BAD, (404, "unknown disk")]),
+    op("post", "/api/v1/disks/{disk_id}/snapshots", "Take a snapshot of a data disk (attached ones too: crash-consistent); a reflink of disk.img on btrfs/XFS, a sparse copy elsewhere; the body may be left out", OJ("CreateSnapshotRequest"), J("Snapshot"), &[(201, "taken"), BAD, (403, "a Pi's root disk"), (404, "unknown disk"), (507, "the copy would overcommit the data dir")]),
+    op("get", "/api/v1/disks/{disk_id}/snapshots", "A disk's snapshots, oldest first", N, J("SnapshotList"), &[OK, BAD, (404, "unknown disk")]),
+    op("post", "/api/v1/disks/{disk_id}/restore", "Replace a detached disk's image with a copy of one of its snapshots (atomic rename); the disk takes the snapshot's size", J("RestoreDiskRequest"), J("Disk"), &[OK, BAD, (404, "unknown disk or snapshot, or a snapshot of another disk"), (409, "attached"), (507, "the copy would overcommit the data dir")]),
+    op("get", "/api/v1/snapshots/{snapshot_id}", "One snapshot", N, J("Snapshot"), &[OK, BAD, (404, "unknown snapshot")]),
+    op("delete", "/api/v1/snapshots/{snapshot_id}", "Delete a snapshot", N, N, &[OK, BAD, (404, "unknown snapshot")]),
     op("get", "/api/v1/events", "Events after `since` (`?since=<id>&limit=<n>`), oldest first", N, J("EventList"), &[OK, BAD]),
     op("get", "/api/v1/events/stream", "Live events as Server-Sent Events; resumes after `Last-Event-ID` or `?since=`", N, Text("text/event-stream"), &[OK]),
 ];
@@ -256,7 +263,9 @@ fn content(kind: BodyKind) -> Option<(&'static str, Content)> {
     };
     match kind {
         BodyKind::None => None,
-        BodyKind::Json(name) => Some(("application/json", Content::new(Some(json_schema(name))))),
+        BodyKind::Json(name) | BodyKind::OptionalJson(name) => {
+            Some(("application/json", Content::new(Some(json_schema(name)))))
+        }
         BodyKind::Raw => Some((
             "application/octet-stream",
             string(Some(utoipa::openapi::SchemaFormat::KnownFormat(
@@ -283,6 +292,10 @@ fn components() -> utoipa::openapi::Components {
     add::<bakery_client::ResizeDiskRequest>(&mut schemas);
     add::<bakery_client::Disk>(&mut schemas);
     add::<bakery_client::DiskList>(&mut schemas);
+    add::<bakery_client::Snapshot>(&mut schemas);
+    add::<bakery_client::SnapshotList>(&mut schemas);
+    add::<bakery_client::CreateSnapshotRequest>(&mut schemas);
+    add::<bakery_client::RestoreDiskRequest>(&mut schemas);
     add::<bakery_client::BootList>(&mut schemas);
     add::<bakery_client::EventList>(&mut schemas);
     add::<bakery_client::ErrorBody>(&mut schemas);
@@ -372,7 +385,11 @@ fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
         builder = builder.request_body(Some(
             RequestBodyBuilder::new()
                 .content(content_type, body)
-                .required(Some(Required::True))
+                .required(Some(if matches!(o.request, BodyKind::OptionalJson(_)) {
+                    Required::False
+                } else {
+                    Required::True
+                }))
                 .build(),
         ));
     }

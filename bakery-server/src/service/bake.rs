@@ -188,6 +188,7 @@ impl Bakery {
     fn trash_disks(&self, disks: &[DiskRow]) {
         for disk in disks {
             self.trash(&PathBuf::from(&disk.location));
+            self.trash(&self.layout.disk_snapshots(&disk.id));
         }
     }
 
@@ -394,7 +395,6 @@ struct NbdRootMaker {
     bakeform_dir: PathBuf,
     tmp_dir: PathBuf,
     mkfs: Vec<String>,
-    reflink: bool,
 }
 
 impl Bakery {
@@ -408,7 +408,6 @@ impl Bakery {
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect(),
-            reflink: self.clone_strategy != bakery_image::CloneStrategy::Copy,
         }
     }
 }
@@ -427,15 +426,17 @@ impl NbdRootMaker {
             tracing::info!(image = %image.display(), elapsed = ?started.elapsed(), "nbd root image of bakeform made");
         }
         std::fs::create_dir(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
-        let strategy = bakery_image::clone_image_file(&image, &dir.join(ROOT_IMAGE), self.reflink)
-            .map_err(|e| {
-                let _ = std::fs::remove_dir_all(dir);
-                ServiceError::Io {
-                    context: format!("cannot clone the nbd root image {}", image.display()),
-                    source: std::io::Error::other(e.to_string()),
-                }
-            })?;
-        Ok(strategy)
+        let made = bakery_image::clone_file(&image, &dir.join(ROOT_IMAGE)).map_err(|e| {
+            let _ = std::fs::remove_dir_all(dir);
+            ServiceError::Io {
+                context: format!("cannot clone the nbd root image {}", image.display()),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        Ok(match made.kind {
+            bakery_image::FileCloneKind::Reflink => bakery_image::CloneStrategy::Reflink,
+            bakery_image::FileCloneKind::SparseCopy => bakery_image::CloneStrategy::Copy,
+        })
     }
 }
 

@@ -16,7 +16,7 @@ impl Bakery {
     /// Refuses making `what`, which may grow to `bytes`, when that together with what the
     /// existing sparse disks may still grow into and `--min-free-space` exceeds the free
     /// space: disks are never overcommitted.
-    async fn check_space(&self, what: &str, bytes: u64) -> Result<(), ServiceError> {
+    pub(crate) async fn check_space(&self, what: &str, bytes: u64) -> Result<(), ServiceError> {
         let locations: Vec<String> = self
             .db(|s| s.disks())
             .await?
@@ -119,6 +119,7 @@ impl Bakery {
         match self.db(move |s| s.delete_disk(&key, event)).await? {
             DeleteDisk::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
+                self.trash(&self.layout.disk_snapshots(id));
                 tracing::info!(disk = id, "disk deleted");
                 Ok(())
             }
@@ -156,7 +157,9 @@ impl Bakery {
         validate_disk_id(id).map_err(|_| ServiceError::DiskNotFound(id.to_owned()))?;
         let (s, d) = (serial.to_owned(), id.to_owned());
         let event = EventKind::DiskAttached.pi(serial).with_disk(id);
+        let images = self.disk_images.lock().await;
         let link = self.db(move |st| st.attach_disk(&s, &d, event)).await?;
+        drop(images);
         Self::link_error(serial, id, link)?;
         tracing::info!(serial, disk = id, "disk attached");
         self.reexport().await?;
@@ -253,6 +256,21 @@ fn promised_bytes(locations: &[String]) -> u64 {
         .filter(|m| m.is_file())
         .map(|m| m.len().saturating_sub(m.blocks().saturating_mul(512)))
         .fold(0, u64::saturating_add)
+}
+
+/// Bytes allocated to the regular file `path` (its data, not its holes); an error naming it
+/// when it is missing or not a regular file (a symlink planted in an exported directory).
+pub(crate) fn allocated_bytes(path: &std::path::Path) -> Result<u64, ServiceError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path)
+        .map_err(io_err(format!("cannot stat {}", path.display())))?;
+    if !md.is_file() {
+        return Err(ServiceError::Io {
+            context: format!("cannot use {}", path.display()),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        });
+    }
+    Ok(md.blocks().saturating_mul(512))
 }
 
 /// `O_NOFOLLOW` for opening disk images (a disk dir is exported to a Pi, which could plant a

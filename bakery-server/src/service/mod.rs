@@ -8,6 +8,7 @@ mod disks;
 mod files;
 mod pool;
 mod repair;
+mod snapshots;
 
 pub use bakeforms::UploadHead;
 pub use repair::{INTERRUPTED_IMPORT, RepairReport};
@@ -204,6 +205,27 @@ pub enum ServiceError {
         /// The Pi.
         serial: String,
     },
+    /// No such snapshot.
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    /// A restore names a snapshot of another disk.
+    #[error("snapshot {snapshot} is not a snapshot of disk {disk}")]
+    SnapshotOfOtherDisk {
+        /// The snapshot.
+        snapshot: String,
+        /// The disk being restored.
+        disk: String,
+    },
+    /// A Pi's root disk is a tree, not an image: it has no snapshots.
+    #[error(
+        "disk {disk} is the root disk of pi {serial}: only data disks (disk.img) have snapshots"
+    )]
+    RootDiskSnapshot {
+        /// The disk.
+        disk: String,
+        /// Its Pi.
+        serial: String,
+    },
     /// A disk size rule is broken.
     #[error(transparent)]
     DiskRule(#[from] DiskRuleError),
@@ -347,6 +369,8 @@ pub struct Layout {
     pub bakeforms: PathBuf,
     /// `<data>/disks`.
     pub disks: PathBuf,
+    /// `<data>/snapshots` (not exported: a Pi never reaches its disks' snapshots).
+    pub snapshots: PathBuf,
     /// `<data>/tmp`.
     pub tmp: PathBuf,
     /// `<data>/trash`.
@@ -360,6 +384,7 @@ impl Layout {
             data: data.to_owned(),
             bakeforms: data.join("bakeforms"),
             disks: data.join("disks"),
+            snapshots: data.join("snapshots"),
             tmp: data.join("tmp"),
             trash: data.join("trash"),
         }
@@ -371,6 +396,7 @@ impl Layout {
             &self.data,
             &self.bakeforms,
             &self.disks,
+            &self.snapshots,
             &self.tmp,
             &self.trash,
         ] {
@@ -387,6 +413,17 @@ impl Layout {
     /// `<data>/disks/<id>` (id validated or made by bakery).
     pub fn disk(&self, id: &str) -> PathBuf {
         self.disks.join(id)
+    }
+
+    /// `<data>/snapshots/<disk id>`: the snapshots of one disk (id validated or made by
+    /// bakery).
+    pub fn disk_snapshots(&self, disk: &str) -> PathBuf {
+        self.snapshots.join(disk)
+    }
+
+    /// `<data>/snapshots/<disk id>/<snapshot id>.img` (ids validated or made by bakery).
+    pub fn snapshot(&self, disk: &str, snapshot: &str) -> PathBuf {
+        self.disk_snapshots(disk).join(format!("{snapshot}.img"))
     }
 }
 
@@ -409,6 +446,9 @@ pub struct Bakery {
     pool: pool::WarmPool,
     /// One permit per running bakeform upload (`--max-concurrent-uploads`).
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Held while a disk's image is replaced by a restore and while a disk is attached, so
+    /// a restore never replaces the image of a disk a Pi has just been given.
+    disk_images: tokio::sync::Mutex<()>,
     /// The port the API listens on, once bound (for the default `{{nocloud_url}}`).
     api_port: std::sync::atomic::AtomicU16,
     /// nbd-server's files, when NBD roots are on (`--nbd-config`).
@@ -468,6 +508,7 @@ impl Bakery {
             cmdline_template: parts.cmdline_template,
             powering_off: Mutex::new(HashSet::new()),
             pool: pool::WarmPool::default(),
+            disk_images: tokio::sync::Mutex::new(()),
             api_port: std::sync::atomic::AtomicU16::new(0),
         })
     }

@@ -27,7 +27,8 @@ pub struct RepairReport {
     pub unbakes_finished: Vec<String>,
     /// Bakeforms whose interrupted import was marked failed.
     pub imports_failed: Vec<String>,
-    /// Directories in `disks/` or `bakeforms/` that nothing referenced.
+    /// Directories in `disks/`, `bakeforms/` or `snapshots/`, and snapshot files, that
+    /// nothing referenced.
     pub orphans_trashed: usize,
     /// Warm pools in `pool/` of bakeforms that are gone or not ready.
     pub pools_dropped: usize,
@@ -118,6 +119,16 @@ impl Bakery {
         let bakeform_names: HashSet<String> = bakeform_rows.into_iter().map(|b| b.name).collect();
         report.pools_dropped = self.repair_pool(&ready);
         report.orphans_trashed += self.trash_orphans(&self.layout.disks.clone(), &disk_ids);
+        report.orphans_trashed += self.trash_orphans(&self.layout.snapshots.clone(), &disk_ids);
+        let snapshots = self.db(|s| s.snapshots()).await?;
+        for disk in &disk_ids {
+            let files: HashSet<String> = snapshots
+                .iter()
+                .filter(|r| &r.disk == disk)
+                .map(|r| format!("{}.img", r.id))
+                .collect();
+            report.orphans_trashed += self.trash_orphans(&self.layout.disk_snapshots(disk), &files);
+        }
         report.orphans_trashed +=
             self.trash_orphans(&self.layout.bakeforms.clone(), &bakeform_names);
         self.trash_ready.notify_one();
@@ -153,7 +164,7 @@ impl Bakery {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) {
-                tracing::warn!(path = %entry.path().display(), "orphaned directory moved to trash");
+                tracing::warn!(path = %entry.path().display(), "orphan moved to trash");
                 self.trash(&entry.path());
                 count += 1;
             }

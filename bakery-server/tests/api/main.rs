@@ -23,6 +23,7 @@ mod pool;
 mod ppi;
 mod recovery;
 mod security;
+mod snapshots;
 mod space;
 mod strategies;
 mod tftp;

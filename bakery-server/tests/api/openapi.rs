@@ -56,6 +56,18 @@ const ELSEWHERE: &[(&str, &str, u16, &str)] = &[
         507,
         "disks::sparse_disks_are_not_overcommitted",
     ),
+    (
+        "post",
+        "/api/v1/disks/{disk_id}/snapshots",
+        507,
+        "snapshots::snapshots_and_restores_do_not_overcommit_the_data_dir",
+    ),
+    (
+        "post",
+        "/api/v1/disks/{disk_id}/restore",
+        507,
+        "snapshots::snapshots_and_restores_do_not_overcommit_the_data_dir",
+    ),
 ];
 
 /// Every `(method, route, status)` the server counted in its request metrics.
@@ -398,6 +410,47 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
         ),
         404
     );
+    // Snapshots: take (with and without a body), list, read, restore, delete.
+    let snaps = format!("/disks/{}/snapshots", d.id);
+    let no_disk = "/disks/0f0f0f0f-0000-4000-8000-000000000000";
+    let no_snap = "/snapshots/0f0f0f0f-0000-4000-8000-000000000000";
+    let snap: bakery_client::Snapshot =
+        admin(c.post(url(&snaps)).json(&json!({"metadata": {"a": "b"}})))
+            .json()
+            .unwrap();
+    assert_eq!(status(c.post(url(&snaps))), 201);
+    assert_eq!(status(c.post(url(&snaps)).json(&json!({"x": 1}))), 400);
+    assert_eq!(status(c.post(url(&snaps)).json(&big)), 413);
+    assert_eq!(status(c.post(url(&format!("{no_disk}/snapshots")))), 404);
+    assert_eq!(
+        status(c.post(url(&format!("/disks/{}/snapshots", first.disks[0].id)))),
+        403
+    );
+    assert_eq!(status(c.get(url(&snaps))), 200);
+    assert_eq!(status(c.get(url("/disks/x/snapshots"))), 400);
+    assert_eq!(status(c.get(url(&format!("{no_disk}/snapshots")))), 404);
+    assert_eq!(status(c.get(url(&format!("/snapshots/{}", snap.id)))), 200);
+    assert_eq!(status(c.get(url("/snapshots/x"))), 400);
+    assert_eq!(status(c.get(url(no_snap))), 404);
+    let restore = format!("/disks/{}/restore", d.id);
+    assert_eq!(
+        status(c.post(url(&restore)).json(&json!({"snapshot": snap.id}))),
+        200
+    );
+    assert_eq!(
+        status(c.post(url(&restore)).json(&json!({"snapshot": "x"}))),
+        400
+    );
+    assert_eq!(status(c.post(url(&restore)).json(&big)), 413);
+    assert_eq!(
+        status(
+            c.post(url(&restore))
+                .json(&json!({"snapshot": no_snap.trim_start_matches("/snapshots/")}))
+        ),
+        404
+    );
+    assert_eq!(status(c.delete(url("/snapshots/x"))), 400);
+    assert_eq!(status(c.delete(url(no_snap))), 404);
     let attach = |pi: &str, id: &str| {
         status(
             c.post(url(&format!("/oven/{pi}/disks")))
@@ -412,6 +465,10 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
         413
     );
     assert_eq!(status(c.post(url(&resize)).json(&json!({"size": 32}))), 409);
+    assert_eq!(
+        status(c.post(url(&restore)).json(&json!({"snapshot": snap.id}))),
+        409
+    );
     assert_eq!(status(c.delete(url(&format!("/disks/{}", d.id)))), 409);
     assert_eq!(status(c.delete(url(&format!("/bakeforms/{OS}")))), 409);
     let root_disk = first.disks[0].id.clone();
@@ -427,6 +484,10 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
     );
     assert_eq!(
         status(c.delete(url(&format!("/oven/{baked}/disks/{}", d.id)))),
+        200
+    );
+    assert_eq!(
+        status(c.delete(url(&format!("/snapshots/{}", snap.id)))),
         200
     );
     assert_eq!(status(c.delete(url(&format!("/disks/{}", d.id)))), 200);
@@ -476,6 +537,7 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
             .path
             .replace("{pi_id}", &baked)
             .replace("{disk_id}", &d.id)
+            .replace("{snapshot_id}", &snap.id)
             .replace("{name}", OS)
             .replace("{filename}", "settings.json")
             .replace("{file}", "user-data");

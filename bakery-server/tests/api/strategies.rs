@@ -8,7 +8,7 @@
 
 #[allow(dead_code)]
 #[path = "../../image/tests/common/loopfs.rs"]
-mod loopfs;
+pub(crate) mod loopfs;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
