@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::client::{ClientBuilder, ProgressFn};
 use crate::error::Error;
 use crate::types::{
-    BakeRequest, Bakeform, BakeformMap, CreateDiskRequest, Disk, DiskList, Metadata, PiInfo, PiMap,
-    Snapshot, SnapshotList,
+    BakeRequest, Bakeform, BakeformMap, CreateDiskRequest, Disk, DiskList, Labels, Metadata,
+    PiInfo, PiMap, Snapshot, SnapshotList,
 };
 
 /// A blocking client of one bakery server: the methods of [`crate::Client`], synchronous.
@@ -113,6 +113,11 @@ impl Client {
     /// Every known Pi; see [`crate::Client::pis`].
     pub fn pis(&self) -> Result<PiMap, Error> {
         self.runtime.block_on(self.inner.pis())
+    }
+
+    /// Replaces a Pi's labels; see [`crate::Client::set_pi_labels`].
+    pub fn set_pi_labels(&self, pi: &str, labels: &Labels) -> Result<PiInfo, Error> {
+        self.runtime.block_on(self.inner.set_pi_labels(pi, labels))
     }
 
     /// Replaces a Pi's metadata; see [`crate::Client::set_pi_metadata`].

@@ -14,8 +14,8 @@ use crate::error::{Error, excerpt};
 use crate::sse::EventStream;
 use crate::types::{
     AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, BootList, CreateDiskRequest,
-    CreateSnapshotRequest, Disk, DiskList, ErrorBody, EventList, Metadata, PiInfo, PiMap, PiState,
-    PiStatus, RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest, RestoreDiskRequest, Snapshot,
+    CreateSnapshotRequest, Disk, DiskList, ErrorBody, EventList, Labels, Metadata, PiInfo, PiMap,
+    PiState, PiStatus, RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest, RestoreDiskRequest, Snapshot,
     SnapshotList,
 };
 
@@ -186,6 +186,8 @@ impl Client {
             network: None,
             power_on: None,
             root_kind: None,
+            model: None,
+            labels: Default::default(),
         })
         .await
     }
@@ -297,6 +299,15 @@ impl Client {
     /// Every known Pi: `GET /pis`.
     pub async fn pis(&self) -> Result<PiMap, Error> {
         let call = self.call(Method::GET, "/pis".into());
+        self.json(call, StatusCode::OK).await
+    }
+
+    /// Replaces a Pi's labels: `PUT /pis/{pi}/labels`, expects 200 and the Pi. A bad key
+    /// or value → 400; unknown Pi → 404.
+    pub async fn set_pi_labels(&self, pi: &str, labels: &Labels) -> Result<PiInfo, Error> {
+        let call = self
+            .call(Method::PUT, format!("/pis/{}/labels", seg(pi)?))
+            .json(labels);
         self.json(call, StatusCode::OK).await
     }
 

@@ -142,6 +142,55 @@ impl PiState {
     }
 }
 
+/// The board a Pi is, as its network boot tells (an addition to the contract, field `model`):
+/// which first-stage files and kernel it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PiModel {
+    /// A Pi 3 (or 2 B v1.2): `bootcode.bin`, then `start.elf`.
+    Pi3,
+    /// A Pi 4, 400 or CM4: `start4.elf` first.
+    Pi4,
+    /// A Pi 5 or CM5: no `start*.elf`; `kernel_2712.img` and `bcm2712-*.dtb`.
+    Pi5,
+}
+
+impl PiModel {
+    /// Every model, in order.
+    pub const ALL: [PiModel; 3] = [PiModel::Pi3, PiModel::Pi4, PiModel::Pi5];
+
+    /// The lowercase name used in the API, the CLI and the docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PiModel::Pi3 => "pi3",
+            PiModel::Pi4 => "pi4",
+            PiModel::Pi5 => "pi5",
+        }
+    }
+}
+
+impl std::fmt::Display for PiModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PiModel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PiModel::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown pi model {s:?}, expected pi3, pi4 or pi5"))
+    }
+}
+
+/// Operator labels of a Pi (`rack=a`, `poe=port-7`): set with `PUT /pis/{id}/labels`, matched
+/// by a bake's `labels` constraint.
+pub type Labels = BTreeMap<String, String>;
+
 /// A static network configuration for a Pi, rendered into its `cmdline.txt` as the kernel's
 /// `ip=<ip>::<gateway>:<netmask>:<hostname>:eth0:off` parameter (an addition to the contract).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +247,19 @@ pub struct PiInfo {
     /// Addition: a summary of the Pi's most recent boot on the boot path, if it booted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_boot: Option<BootSummary>,
+    /// Addition: the board, as its network boot told (unknown until it asked for a file
+    /// only one model asks for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PiModel>,
+    /// Addition: the operator's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
+    /// Addition: when bakery first heard of the Pi (unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<i64>,
+    /// Addition: when the Pi last asked for a boot file (unix milliseconds, to the minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
 }
 
 /// A disk: a directory exported over NFS (`Disk` of the contract).
@@ -274,6 +336,12 @@ pub struct BakeRequest {
     /// Addition: how the Pi's root reaches it, `nfs` (default) or `nbd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_kind: Option<RootKind>,
+    /// Addition: bake only a Pi of this model (404 naming it when none is free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PiModel>,
+    /// Addition: bake only a Pi carrying all these labels with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
 }
 
 /// Body of `POST /disks`: create a disk.
@@ -546,6 +614,10 @@ mod tests {
             metadata: Metadata::new(),
             last_error: None,
             last_boot: None,
+            model: None,
+            labels: Default::default(),
+            first_seen: None,
+            last_seen: None,
         };
         assert_eq!(
             serde_json::to_string(&pi).expect("serializes"),

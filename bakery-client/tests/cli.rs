@@ -102,7 +102,7 @@ async fn pi_list_in_both_formats() {
     let server = MockServer::start().await;
     let pis = json!({
         "1a2b3c4d": {"id": "1a2b3c4d", "status": 2, "state": "baked", "address": "10.0.0.21",
-                     "rootKind": "nbd",
+                     "rootKind": "nbd", "model": "pi4",
                      "sourceBakeform": {"name": "raspios", "location": "/l"},
                      "disks": [disk("root1", 0, Some("1a2b3c4d"))]},
         "ffff0001": {"id": "ffff0001", "status": 1}
@@ -112,9 +112,9 @@ async fn pi_list_in_both_formats() {
     assert_ok(&table);
     assert_eq!(
         stdout(&table),
-        "ID        STATE   BAKEFORM  ROOT  ADDRESS    DISKS\n\
-         1a2b3c4d  baked   raspios   nbd   10.0.0.21  1\n\
-         ffff0001  fridge  -         -     -          0\n"
+        "ID        STATE   MODEL  BAKEFORM  ROOT  ADDRESS    DISKS\n\
+         1a2b3c4d  baked   pi4    raspios   nbd   10.0.0.21  1\n\
+         ffff0001  fridge  -      -         -     -          0\n"
     );
     assert_eq!(bakery_json(&server.uri(), &["pi", "list"]).await, pis);
 }
@@ -153,6 +153,8 @@ async fn pi_show_in_both_formats_and_not_found() {
         "disks": [disk("root1", 0, Some("1a2b3c4d")), disk("data1", 512, Some("1a2b3c4d"))],
         "network": {"ip": "10.0.0.21", "netmask": "255.255.255.0", "gateway": "10.0.0.1"},
         "metadata": {"deployment": "cf"},
+        "model": "pi4", "labels": {"rack": "a", "slot": "7"},
+        "firstSeen": 1_699_000_000_000_i64, "lastSeen": 1_700_000_060_000_i64,
         "lastBoot": {"started": 1_700_000_000_000_i64, "finished": 1_700_000_000_021_i64,
                      "files": 7, "bytes": 782_336, "failed": 0, "timeToLastFileMs": 21}
     });
@@ -171,19 +173,24 @@ async fn pi_show_in_both_formats_and_not_found() {
     let text = stdout(&table);
     // The state by name (no raw status number) and the last boot on one line.
     assert!(
-        text.starts_with("id         1a2b3c4d\nstate      baked\n"),
+        text.starts_with("id          1a2b3c4d\nstate       baked\nmodel       pi4\n"),
         "{text}"
     );
     assert!(!text.contains("status"), "{text}");
     assert!(
-        text.contains("network    10.0.0.21/255.255.255.0 via 10.0.0.1\n"),
+        text.contains("network     10.0.0.21/255.255.255.0 via 10.0.0.1\n"),
+        "{text}"
+    );
+    assert!(text.contains("labels      rack=a slot=7\n"), "{text}");
+    assert!(
+        text.contains("first seen  2023-11-03 08:26:40 UTC\nlast seen   2023-11-14 22:14:20 UTC\n"),
         "{text}"
     );
     assert!(
-        text.contains("last boot  2023-11-14 22:13:20 UTC, 21 ms, 7 files, 782336 bytes\n"),
+        text.contains("last boot   2023-11-14 22:13:20 UTC, 21 ms, 7 files, 782336 bytes\n"),
         "{text}"
     );
-    assert!(text.contains("metadata   deployment=\"cf\"\n"), "{text}");
+    assert!(text.contains("metadata    deployment=\"cf\"\n"), "{text}");
     assert!(
         text.contains("data1  512       1a2b3c4d     no         10.0.0.2  /srv/bakery/disks/data1"),
         "{text}"
@@ -199,6 +206,68 @@ async fn pi_show_in_both_formats_and_not_found() {
     // no message from the server: the CLI names the subject itself
     let bare = bakery(&server.uri(), &["pi", "show", "eeee0000"]).await;
     assert_exit(&bare, 3, "bakery: pi eeee0000 not found");
+}
+
+#[tokio::test]
+async fn pi_label_replaces_the_labels_and_pi_bake_sends_constraints() {
+    let server = MockServer::start().await;
+    let labelled = json!({"id": "1a2b3c4d", "status": 1, "state": "fridge",
+                          "labels": {"rack": "a", "slot": "7"}});
+    Mock::given(method("PUT"))
+        .and(path("/api/v1/pis/1a2b3c4d/labels"))
+        .and(body_json(json!({"rack": "a", "slot": "7"})))
+        .respond_with(ok_json(&labelled))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/api/v1/pis/1a2b3c4d/labels"))
+        .and(body_json(json!({})))
+        .respond_with(ok_json(&json!({"id": "1a2b3c4d", "status": 1})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let set = bakery(
+        &server.uri(),
+        &["pi", "label", "1a2b3c4d", "rack=a", "slot=7"],
+    )
+    .await;
+    assert_ok(&set);
+    assert!(
+        stdout(&set).contains("labels     rack=a slot=7\n"),
+        "{}",
+        stdout(&set)
+    );
+    assert_ok(&bakery(&server.uri(), &["pi", "label", "1a2b3c4d"]).await);
+    let bad = bakery(&server.uri(), &["pi", "label", "1a2b3c4d", "rack"]).await;
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("expected KEY=VALUE, got \"rack\""),
+        "{bad:?}"
+    );
+
+    Mock::given(method("POST"))
+        .and(path("/api/v1/fridge"))
+        .and(body_json(json!({"bakeformName": "raspios", "model": "pi5",
+                              "labels": {"rack": "a", "poe": "yes"}})))
+        .respond_with(ResponseTemplate::new(404).set_body_json(error(
+            "no available Pi found matching model pi5, labels poe=yes,rack=a",
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let none = bakery(
+        &server.uri(),
+        &[
+            "pi", "bake", "raspios", "--model", "pi5", "--label", "rack=a", "--label", "poe=yes",
+        ],
+    )
+    .await;
+    assert_exit(
+        &none,
+        3,
+        "bakery: no available Pi found matching model pi5, labels poe=yes,rack=a",
+    );
 }
 
 #[tokio::test]
@@ -218,7 +287,7 @@ async fn pi_bake_sends_the_root_kind_and_shows_it() {
     let table = bakery(&server.uri(), &args).await;
     assert_ok(&table);
     assert!(
-        stdout(&table).contains("1a2b3c4d  preparing  -         nbd "),
+        stdout(&table).contains("1a2b3c4d  preparing  -      -         nbd "),
         "{}",
         stdout(&table)
     );
@@ -258,7 +327,7 @@ async fn pi_bake_with_wait_in_both_formats() {
     assert_ok(&table);
     assert_eq!(
         stdout(&table),
-        "ID        STATE  BAKEFORM  ROOT  ADDRESS  DISKS\n1a2b3c4d  baked  raspios   nfs   -        0\n"
+        "ID        STATE  MODEL  BAKEFORM  ROOT  ADDRESS  DISKS\n1a2b3c4d  baked  -      raspios   nfs   -        0\n"
     );
     assert_eq!(
         bakery_json(&server.uri(), &["pi", "bake", "raspios", "--wait"]).await,

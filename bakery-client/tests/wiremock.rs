@@ -111,6 +111,8 @@ async fn bake_sends_network_and_power_on() {
         }),
         power_on: Some(false),
         root_kind: None,
+        model: None,
+        labels: Default::default(),
     };
     client.bake(&request).await.expect("bake accepted");
 }

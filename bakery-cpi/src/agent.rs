@@ -306,6 +306,10 @@ mod tests {
             metadata: Metadata::new(),
             last_error: None,
             last_boot: None,
+            model: None,
+            labels: Default::default(),
+            first_seen: None,
+            last_seen: None,
         };
         let value: Value = serde_json::from_slice(&disks_json(&pi)).expect("json");
         assert_eq!(

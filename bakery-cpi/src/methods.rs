@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use bakery_client::{
-    BakeRequest, CreateDiskRequest, Metadata, PiInfo, PiState, PiStatus, RootKind, StaticNetwork,
+    BakeRequest, CreateDiskRequest, Labels, Metadata, PiInfo, PiModel, PiState, PiStatus, RootKind,
+    StaticNetwork,
 };
 
 use crate::agent::{self, AgentSettings, NewSettings};
@@ -263,6 +264,7 @@ impl<'a> Cpi<'a> {
         args.at_most(6)?;
         let ephemeral_mib = ephemeral_disk_mib(args, cloud_properties, self.config)?;
         let root_kind = root_kind(args, cloud_properties)?;
+        let (model, labels) = pi_constraints(args, cloud_properties)?;
         let network = static_network(args, networks)?;
         let mbus = self.config.mbus()?.to_string();
 
@@ -275,6 +277,8 @@ impl<'a> Cpi<'a> {
             ephemeral_mib,
             network,
             root_kind,
+            model,
+            labels,
             mbus: &mbus,
         };
         match self.create_vm_steps(&plan, &mut undo) {
@@ -315,6 +319,8 @@ impl<'a> Cpi<'a> {
             network: plan.network.clone(),
             power_on: Some(false),
             root_kind: plan.root_kind,
+            model: plan.model,
+            labels: plan.labels.clone(),
         };
         let pi = bakery.bake(&request).map_err(|e| match e.status() {
             Some(404) => StepFailure::retry(format!("no free pi in the fridge ({e})")),
@@ -783,6 +789,8 @@ struct VmPlan<'p> {
     ephemeral_mib: i64,
     network: Option<StaticNetwork>,
     root_kind: Option<RootKind>,
+    model: Option<PiModel>,
+    labels: Labels,
     mbus: &'p str,
 }
 
@@ -956,6 +964,50 @@ fn root_kind(
                 )
             }),
     }
+}
+
+/// Which Pi the VM may get: cloud properties `model` (`pi3`, `pi4`, `pi5`) and `labels` (a
+/// map of label to value; numbers and booleans are taken as their text), passed to the bake
+/// as its constraints.
+fn pi_constraints(
+    args: Args<'_>,
+    cloud_properties: &Map<String, Value>,
+) -> Result<(Option<PiModel>, Labels), CpiError> {
+    let invalid = |message: String| args.invalid(2, "cloud_properties", message);
+    let model = match cloud_properties.get("model") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.parse::<PiModel>().map_err(invalid)?),
+        Some(other) => {
+            return Err(invalid(format!(
+                "model must be \"pi3\", \"pi4\" or \"pi5\", got {other}"
+            )));
+        }
+    };
+    let mut labels = Labels::new();
+    match cloud_properties.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => {
+                        return Err(invalid(format!(
+                            "labels.{key} must be a string, number or boolean, got {other}"
+                        )));
+                    }
+                };
+                labels.insert(key.clone(), text);
+            }
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "labels must be a map of label to value, got {other}"
+            )));
+        }
+    }
+    Ok((model, labels))
 }
 
 /// The static network of a VM: the `manual` network's address for the kernel's `ip=`, or

@@ -50,6 +50,10 @@ fn pi_info(id: &str) -> PiInfo {
         metadata: Metadata::new(),
         last_error: None,
         last_boot: None,
+        model: None,
+        labels: Default::default(),
+        first_seen: None,
+        last_seen: None,
     }
 }
 
@@ -477,6 +481,33 @@ fn create_vm_passes_the_root_kind_through() {
     let err = call(&fake, 1, "create_vm", args).expect_err("refused");
     assert!(format!("{err:?}").contains("iscsi"), "{err:?}");
     assert!(fake.state.borrow().bake_requests.is_empty());
+}
+
+#[test]
+fn create_vm_passes_model_and_labels_as_constraints() {
+    let fake = Fake::with_pis(&["1a2b3c4d"]);
+    let args = json!(["agent-1", "stemcell-1", {"model": "pi4", "labels": {"rack": "a", "poe": true, "slot": 7}}, {"d": {"type": "dynamic"}}, null, null]);
+    call(&fake, 1, "create_vm", args).expect("created");
+    let request = fake.state.borrow().bake_requests[0].clone();
+    assert_eq!(request.model, Some(bakery_client::PiModel::Pi4));
+    let labels: Vec<(&str, &str)> = request
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(labels, [("poe", "true"), ("rack", "a"), ("slot", "7")]);
+    for (bad, names) in [
+        (json!({"model": "pi6"}), "pi6"),
+        (json!({"model": 4}), "model"),
+        (json!({"labels": ["rack"]}), "labels"),
+        (json!({"labels": {"rack": {"row": 1}}}), "labels.rack"),
+    ] {
+        let fake = Fake::with_pis(&["1a2b3c4d"]);
+        let args = json!(["agent-1", "stemcell-1", bad, {"d": {"type": "dynamic"}}, null, null]);
+        let err = call(&fake, 1, "create_vm", args).expect_err("refused");
+        assert!(format!("{err:?}").contains(names), "{names}: {err:?}");
+        assert!(fake.state.borrow().bake_requests.is_empty());
+    }
 }
 
 #[test]

@@ -148,6 +148,7 @@ impl BootFiles {
         if let Some(addr) = peer.filter(|a| Some(*a) != seen_at(&known)) {
             self.bakery.saw_pi_at(serial, addr).await?;
         }
+        self.bakery.saw_pi_ask(serial, path).await;
         let Some(pi) = known else {
             self.bakery.power_off_stray(serial);
             return Err(not_found());

@@ -111,6 +111,14 @@ pub enum PiCommand {
         #[arg(long)]
         delete: bool,
     },
+    /// Replace a Pi's labels (matched by `pi bake --label`); no pairs removes them all.
+    Label {
+        /// The Pi's serial number.
+        id: String,
+        /// The labels, as key=value (keys: A-Z a-z 0-9 . _ / -; values: A-Z a-z 0-9 . _ : -).
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
     /// Show a Pi's boot timeline: every file of its latest boot and how it ended.
     Boots {
         /// The Pi's serial number.
@@ -130,6 +138,12 @@ pub struct BakeArgs {
     /// needs a server started with --nbd-config) [default: the server's, nfs].
     #[arg(long, value_parser = ["nfs", "nbd"])]
     pub root_kind: Option<String>,
+    /// Bake only a Pi of this model (pi3, pi4 or pi5), as the boot path recorded it.
+    #[arg(long, value_parser = ["pi3", "pi4", "pi5"])]
+    pub model: Option<String>,
+    /// Bake only a Pi carrying this label (KEY=VALUE); repeat for several, all must match.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Wait until the Pi is baked (or its bake failed).
     #[arg(long)]
     pub wait: bool,
@@ -249,4 +263,12 @@ pub struct EventsArgs {
     /// Keep following: print each new event as it happens, until interrupted.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+/// A `KEY=VALUE` label argument (the server checks the characters).
+fn parse_label(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {arg:?}")),
+    }
 }

@@ -21,7 +21,7 @@ use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
 use crate::blocking::Client;
-use crate::types::{BakeRequest, CreateDiskRequest, PiMap, RootKind};
+use crate::types::{BakeRequest, CreateDiskRequest, Labels, PiMap, RootKind};
 use crate::{ClientBuilder, Error};
 use args::{BakeformCommand, Cli, Command, DiskCommand, Output, PiCommand, SnapshotCommand};
 
@@ -244,6 +244,8 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
                 network: None,
                 power_on: None,
                 root_kind: bake.root_kind.as_deref().and_then(RootKind::parse),
+                model: bake.model.as_deref().and_then(|m| m.parse().ok()),
+                labels: bake.labels.iter().cloned().collect(),
             };
             let mut info = api(&subject, client.bake(&request))?;
             if bake.wait {
@@ -263,6 +265,14 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
         PiCommand::Unbake { id } => {
             api(format!("pi {id}"), client.unbake(&id))?;
             out.done(&format!("unbaking pi {id}"))
+        }
+        PiCommand::Label { id, labels } => {
+            let labels: Labels = labels.into_iter().collect();
+            let info = api(
+                format!("labels of pi {id}"),
+                client.set_pi_labels(&id, &labels),
+            )?;
+            out.print(&info, || table::pi_detail(&info))
         }
         PiCommand::PowerCycle { id } => {
             api(format!("pi {id}"), client.power_cycle(&id))?;

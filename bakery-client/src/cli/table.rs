@@ -55,6 +55,7 @@ fn pi_row(pi: &PiInfo) -> Vec<String> {
     vec![
         pi.id.clone(),
         pi_state(pi).to_owned(),
+        dash(pi.model.map(|m| m.as_str())),
         dash(pi.source_bakeform.as_ref().map(|b| b.name.as_str())),
         root_kind(pi).to_owned(),
         dash(pi.address.as_deref()),
@@ -72,7 +73,9 @@ fn root_kind(pi: &PiInfo) -> &'static str {
     }
 }
 
-const PI_HEADER: [&str; 6] = ["ID", "STATE", "BAKEFORM", "ROOT", "ADDRESS", "DISKS"];
+const PI_HEADER: [&str; 7] = [
+    "ID", "STATE", "MODEL", "BAKEFORM", "ROOT", "ADDRESS", "DISKS",
+];
 
 /// `pi list`: one row per Pi.
 pub fn pis(pis: &PiMap) -> String {
@@ -90,6 +93,7 @@ pub fn pi_detail(pi: &PiInfo) -> String {
     let mut fields = vec![
         ("id", pi.id.clone()),
         ("state", pi_state(pi).to_owned()),
+        ("model", dash(pi.model.map(|m| m.as_str()))),
         (
             "bakeform",
             dash(pi.source_bakeform.as_ref().map(|b| b.name.as_str())),
@@ -107,8 +111,18 @@ pub fn pi_detail(pi: &PiInfo) -> String {
         }
         fields.push(("network", text));
     }
+    if !pi.labels.is_empty() {
+        let labels: Vec<String> = pi.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        fields.push(("labels", labels.join(" ")));
+    }
     if let Some(error) = &pi.last_error {
         fields.push(("last error", error.clone()));
+    }
+    if let Some(first) = pi.first_seen {
+        fields.push(("first seen", format!("{} UTC", super::events::utc(first))));
+    }
+    if let Some(last) = pi.last_seen {
+        fields.push(("last seen", format!("{} UTC", super::events::utc(last))));
     }
     fields.push((
         "last boot",

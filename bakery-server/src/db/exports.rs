@@ -157,7 +157,14 @@ mod tests {
     fn bake(s: &Store, serial: &str, root: &str) {
         s.register_pi(serial).unwrap();
         let StartBake::Started(_) = s
-            .start_bake("os", None, true, (root, RootKind::Nfs), ev("bakeStarted"))
+            .start_bake(
+                "os",
+                None,
+                true,
+                (root, RootKind::Nfs),
+                &crate::domain::hardware::Constraints::default(),
+                ev("bakeStarted"),
+            )
             .unwrap()
         else {
             panic!("bake should start");

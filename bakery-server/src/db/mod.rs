@@ -16,13 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bakery_client::{BakeformState, Metadata, PiState, RootKind, StaticNetwork};
+use bakery_client::{BakeformState, Labels, Metadata, PiModel, PiState, RootKind, StaticNetwork};
+
 use rusqlite::{
     Connection, OptionalExtension, Params, Row, Transaction, TransactionBehavior, params,
 };
 use thiserror::Error;
 
 use crate::domain::exports::ExportEntry;
+use crate::domain::hardware::Constraints;
 use crate::domain::lifecycle::{Event, parse_state, transition};
 
 pub use observe::{BootRecordChange, BootRecordRow, EVENTS_KEPT, EventSink, NewEvent, outcome_str};
@@ -99,6 +101,14 @@ pub struct PiRow {
     pub pending_root: Option<String>,
     /// How its root reaches it (the last bake's choice; `nfs` in the fridge).
     pub root_kind: RootKind,
+    /// The model the boot path revealed, if it did.
+    pub model: Option<PiModel>,
+    /// The operator's labels.
+    pub labels: Labels,
+    /// When it was registered (unix ms).
+    pub created_at: i64,
+    /// When it last asked for a boot file (unix ms, to the minute).
+    pub last_seen: Option<i64>,
 }
 
 /// A disk as stored.
@@ -238,7 +248,7 @@ fn corrupt(what: &'static str, value: impl Into<String>) -> DbError {
     }
 }
 
-const PI_COLUMNS: &str = "serial, state, bakeform, address, network, metadata, last_error, power_on, operation, pending_root, root_kind";
+const PI_COLUMNS: &str = "serial, state, bakeform, address, network, metadata, last_error, power_on, operation, pending_root, root_kind, model, labels, created_at, last_seen";
 const DISK_COLUMNS: &str = "id, location, size, ephemeral, is_root, pi, position, metadata";
 const BAKEFORM_COLUMNS: &str = "name, location, state, error";
 
@@ -255,6 +265,10 @@ type RawPi = (
     Option<String>,
     Option<String>,
     String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
 );
 
 /// Reads a row's columns, in `SELECT` order, into a tuple of raw values (`RawPi`, ...).
@@ -311,7 +325,16 @@ fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
         op,
         pending,
         root_kind,
+        model,
+        labels,
+        created_at,
+        last_seen,
     ) = raw;
+    let model = match model {
+        Some(m) => Some(m.parse().map_err(|_| corrupt("pis.model", &m))?),
+        None => None,
+    };
+    let labels = serde_json::from_str(&labels).map_err(|_| corrupt("pis.labels", &labels))?;
     let root_kind =
         RootKind::parse(&root_kind).ok_or_else(|| corrupt("pis.root_kind", &root_kind))?;
     let state = parse_state(&state).ok_or_else(|| corrupt("pis.state", &state))?;
@@ -337,6 +360,10 @@ fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
         operation: op,
         pending_root: pending,
         root_kind,
+        model,
+        labels,
+        created_at,
+        last_seen,
     })
 }
 
@@ -667,6 +694,35 @@ impl Store {
         })
     }
 
+    /// Records that a Pi asked for a boot file at `at` (unix ms) and, when the request
+    /// revealed it, its model. Writes only when the model is news or the last record is a
+    /// minute old or more (a booting Pi asks for dozens of files); `true` if it wrote.
+    pub fn saw_pi(&self, serial: &str, model: Option<PiModel>, at: i64) -> Result<bool, DbError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE pis SET last_seen = ?2, model = COALESCE(?3, model) WHERE serial = ?1
+                 AND (last_seen IS NULL OR last_seen <= ?2 - 60000
+                      OR (?3 IS NOT NULL AND model IS NOT ?3))",
+                params![serial, at, model.map(PiModel::as_str)],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Replaces a Pi's labels; `None` if no such Pi.
+    pub fn set_pi_labels(&self, serial: &str, labels: &Labels) -> Result<Option<PiRow>, DbError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE pis SET labels = ?2 WHERE serial = ?1",
+                params![serial, json(labels)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            get_pi(tx, serial)
+        })
+    }
+
     /// Replaces a Pi's metadata; `None` if no such Pi.
     pub fn set_pi_metadata(
         &self,
@@ -706,6 +762,7 @@ impl Store {
         network: Option<&StaticNetwork>,
         power_on: bool,
         root: (&str, RootKind),
+        constraints: &Constraints,
         mut event: NewEvent,
     ) -> Result<StartBake, DbError> {
         let (root_id, root_kind) = root;
@@ -717,19 +774,19 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            let serial: Option<String> = tx
-                .query_row(
-                    "SELECT serial FROM pis WHERE state = 'fridge' ORDER BY serial LIMIT 1",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(serial) = serial else {
+            let fridge = fetch_all(
+                tx,
+                &format!("SELECT {PI_COLUMNS} FROM pis WHERE state = 'fridge' ORDER BY serial"),
+                [],
+                pi_from_raw,
+            )?;
+            let Some(pi) = fridge
+                .into_iter()
+                .find(|p| constraints.admit(p.model, &p.labels))
+            else {
                 return Ok(StartBake::NoFreePi);
             };
-            let Some(pi) = get_pi(tx, &serial)? else {
-                return Ok(StartBake::NoFreePi);
-            };
+            let serial = pi.serial.clone();
             if step(tx, &pi, Event::StartBake)?.is_err() {
                 return Ok(StartBake::NoFreePi);
             }
@@ -1270,7 +1327,14 @@ mod tests {
     /// Starts a bake of bakeform `os` with root `root`; panics unless it started.
     pub(super) fn started_bake(s: &Store, root: &str) -> Box<PiRow> {
         let StartBake::Started(pi) = s
-            .start_bake("os", None, true, (root, RootKind::Nfs), ev("bakeStarted"))
+            .start_bake(
+                "os",
+                None,
+                true,
+                (root, RootKind::Nfs),
+                &Constraints::default(),
+                ev("bakeStarted"),
+            )
             .unwrap()
         else {
             panic!("bake should start");
@@ -1316,8 +1380,15 @@ mod tests {
         assert_eq!(failed.error.as_deref(), Some("no ext4"));
         assert_eq!(s.bakeforms().unwrap(), [failed]);
         assert_eq!(
-            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
-                .unwrap(),
+            s.start_bake(
+                "os",
+                None,
+                true,
+                ("r1", RootKind::Nfs),
+                &Constraints::default(),
+                ev("bakeStarted")
+            )
+            .unwrap(),
             StartBake::BakeformNotReady(BakeformState::Failed)
         );
         assert!(
@@ -1370,13 +1441,95 @@ mod tests {
     }
 
     #[test]
+    fn a_bake_with_constraints_takes_only_a_matching_pi_from_the_fridge() {
+        let (_d, s) = store();
+        for serial in ["00000001", "00000002", "00000003"] {
+            s.register_pi(serial).unwrap();
+        }
+        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+            .unwrap();
+        s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
+        assert!(s.saw_pi("00000002", Some(PiModel::Pi4), 1_000).unwrap());
+        assert!(s.saw_pi("00000003", Some(PiModel::Pi4), 1_000).unwrap());
+        let rack_b: Labels = [("rack".to_owned(), "b".to_owned())].into();
+        let labelled = s.set_pi_labels("00000003", &rack_b).unwrap().unwrap();
+        assert_eq!(labelled.labels, rack_b);
+        assert_eq!(s.set_pi_labels("0000000f", &rack_b).unwrap(), None);
+        let want = Constraints {
+            model: Some(PiModel::Pi4),
+            labels: rack_b.clone(),
+        };
+        let bake = |c: &Constraints, root: &str| {
+            s.start_bake(
+                "os",
+                None,
+                true,
+                (root, RootKind::Nfs),
+                c,
+                ev("bakeStarted"),
+            )
+            .unwrap()
+        };
+        let StartBake::Started(pi) = bake(&want, "r1") else {
+            panic!("a matching pi is in the fridge");
+        };
+        assert_eq!(pi.serial, "00000003");
+        assert_eq!(bake(&want, "r2"), StartBake::NoFreePi);
+        let pi4 = Constraints {
+            model: Some(PiModel::Pi4),
+            labels: Labels::new(),
+        };
+        let StartBake::Started(pi) = bake(&pi4, "r3") else {
+            panic!("another pi 4 is in the fridge");
+        };
+        assert_eq!(pi.serial, "00000002");
+        assert_eq!(bake(&pi4, "r4"), StartBake::NoFreePi);
+        let StartBake::Started(pi) = bake(&Constraints::default(), "r5") else {
+            panic!("the pi of unknown model is free");
+        };
+        assert_eq!((pi.serial.as_str(), pi.model), ("00000001", None));
+    }
+
+    #[test]
+    fn the_boot_path_records_the_model_at_once_and_last_seen_once_a_minute() {
+        let (_d, s) = store();
+        s.register_pi("00000001").unwrap();
+        let created = s.pi("00000001").unwrap().unwrap().created_at;
+        assert!(created > 0);
+        assert!(s.saw_pi("00000001", None, 100_000).unwrap());
+        assert!(!s.saw_pi("00000001", None, 130_000).unwrap());
+        assert!(s.saw_pi("00000001", Some(PiModel::Pi5), 130_000).unwrap());
+        assert!(!s.saw_pi("00000001", Some(PiModel::Pi5), 140_000).unwrap());
+        assert!(!s.saw_pi("00000001", None, 150_000).unwrap());
+        let pi = s.pi("00000001").unwrap().unwrap();
+        assert_eq!(
+            (pi.model, pi.last_seen),
+            (Some(PiModel::Pi5), Some(130_000))
+        );
+        assert!(s.saw_pi("00000001", None, 190_000).unwrap());
+        let pi = s.pi("00000001").unwrap().unwrap();
+        assert_eq!(
+            (pi.model, pi.last_seen),
+            (Some(PiModel::Pi5), Some(190_000))
+        );
+        assert!(!s.saw_pi("0000000f", Some(PiModel::Pi4), 1).unwrap());
+    }
+
+    #[test]
     fn bake_and_unbake_cycle() {
         let (_d, s) = store();
         assert!(s.register_pi("00000001").unwrap());
         assert!(!s.register_pi("00000001").unwrap());
         assert_eq!(
-            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
-                .unwrap(),
+            s.start_bake(
+                "os",
+                None,
+                true,
+                ("r1", RootKind::Nfs),
+                &Constraints::default(),
+                ev("bakeStarted")
+            )
+            .unwrap(),
             StartBake::UnknownBakeform
         );
         assert!(
@@ -1388,8 +1541,15 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
-                .unwrap(),
+            s.start_bake(
+                "os",
+                None,
+                true,
+                ("r1", RootKind::Nfs),
+                &Constraints::default(),
+                ev("bakeStarted")
+            )
+            .unwrap(),
             StartBake::BakeformNotReady(BakeformState::Importing)
         );
         s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
@@ -1397,8 +1557,15 @@ mod tests {
         assert_eq!(pi.state, PiState::Preparing);
         assert_eq!(pi.pending_root.as_deref(), Some("r1"));
         assert_eq!(
-            s.start_bake("os", None, true, ("r2", RootKind::Nfs), ev("bakeStarted"))
-                .unwrap(),
+            s.start_bake(
+                "os",
+                None,
+                true,
+                ("r2", RootKind::Nfs),
+                &Constraints::default(),
+                ev("bakeStarted")
+            )
+            .unwrap(),
             StartBake::NoFreePi
         );
         assert_eq!(
@@ -1531,8 +1698,15 @@ mod event_tests {
             PiChange::WrongState(PiState::Fridge)
         );
         assert_eq!(
-            s.start_bake("os", None, true, ("r1", RootKind::Nfs), ev("bakeStarted"))
-                .unwrap(),
+            s.start_bake(
+                "os",
+                None,
+                true,
+                ("r1", RootKind::Nfs),
+                &Constraints::default(),
+                ev("bakeStarted")
+            )
+            .unwrap(),
             StartBake::UnknownBakeform
         );
         assert_eq!(kinds(&s), ["registered"]);

@@ -100,4 +100,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX snapshots_by_disk ON snapshots (disk, created_at);
     ",
+    // 7: hardware inventory: the model the boot path revealed, the operator's labels, when
+    // the Pi last asked for a boot file (unix ms, written at most once a minute).
+    "
+    ALTER TABLE pis ADD COLUMN model TEXT;
+    ALTER TABLE pis ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE pis ADD COLUMN last_seen INTEGER;
+    ",
 ];

@@ -30,6 +30,7 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         | E::CloudInitNotFound { .. }
         | E::CloudInitNotSet { .. }
         | E::NoFreePi
+        | E::NoMatchingPi(_)
         | E::BakeformNotFound(_)
         | E::DiskNotFound(_)
         | E::DiskNotAttached { .. }

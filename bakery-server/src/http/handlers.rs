@@ -179,6 +179,15 @@ pub async fn reset(
     Ok((StatusCode::ACCEPTED, Json(pi)))
 }
 
+/// `PUT /pis/{piId}/labels`.
+pub async fn pi_labels(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+    JsonBody(labels): JsonBody<bakery_client::Labels>,
+) -> Reply<Json<PiInfo>> {
+    Ok(Json(bakery.set_pi_labels(&serial, labels).await?))
+}
+
 /// `PUT /oven/{piId}/metadata`.
 pub async fn pi_metadata(
     State(bakery): AppState,

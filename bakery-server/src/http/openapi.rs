@@ -159,12 +159,13 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/api/v1/files/{name}", "A root-level boot file (e.g. bootcode.bin)", N, Raw, &[(200, "the file"), (404, "no such file"), BAD]),
     op("get", "/api/v1/files/{pi_id}/{*path}", "A boot file of a Pi (what HookTFTP forwards); registers unknown Pis", N, Raw, &[(200, "the file"), (404, "no such file, or the Pi may not boot"), BAD]),
     op("get", "/api/v1/fridge", "Pis in the fridge", N, J("PiMap"), &[OK]),
-    op("post", "/api/v1/fridge", "Bake a free Pi from a bakeform", J("BakeRequest"), J("PiInfo"), &[(202, "baking (status 3)"), (400, "unknown or unready bakeform"), (404, "no available Pi found"), (507, "the root would take the data dir below --min-free-space")]),
+    op("post", "/api/v1/fridge", "Bake a free Pi from a bakeform; `model` and `labels` restrict which Pi is taken", J("BakeRequest"), J("PiInfo"), &[(202, "baking (status 3)"), (400, "unknown or unready bakeform, bad constraints"), (404, "no available Pi found (matching the constraints)"), (507, "the root would take the data dir below --min-free-space")]),
     op("get", "/api/v1/oven", "Pis in the oven", N, J("PiMap"), &[OK]),
     op("get", "/api/v1/oven/{pi_id}", "Any known Pi, a fridge Pi too (status 1, as the first Go server answered); `?wait=baked&timeout=<s>` long-polls", N, J("PiInfo"), &[OK, (404, "unknown Pi"), (409, "the bake failed")]),
     op("delete", "/api/v1/oven/{pi_id}", "Unbake a Pi", N, N, &[OK, (403, "not baked"), NO_PI]),
     op("post", "/api/v1/oven/{pi_id}/powercycle", "Power a baked Pi off and on", N, N, &[OK, (403, "not baked"), NO_PI, (502, "the PPI failed")]),
     op("post", "/api/v1/oven/{pi_id}/reset", "Re-clone a baked Pi's root from its bakeform", N, J("PiInfo"), &[(202, "resetting"), (403, "not baked"), NO_PI, (507, "the new root would take the data dir below --min-free-space")]),
+    op("put", "/api/v1/pis/{pi_id}/labels", "Replace a Pi's labels (a map of key to value, matched by a bake's `labels`)", J("Labels"), J("PiInfo"), &[OK, BAD, NO_PI]),
     op("put", "/api/v1/oven/{pi_id}/metadata", "Replace a Pi's metadata", J("Metadata"), J("PiInfo"), &[OK, BAD, NO_PI]),
     op("get", "/api/v1/oven/{pi_id}/cloud-init/{file}", "What a Pi in the oven is served for a cloud-init file (meta-data, user-data, vendor-data, network-config): its operator's, else the default", N, Text("text/plain"), &[OK, BAD, (404, "unknown Pi, not in the oven, or no network-config set")]),
     op("put", "/api/v1/oven/{pi_id}/cloud-init/{file}", "Set a cloud-init file of a Pi in the oven (the raw file, at most 256 KiB); deleted when the Pi is unbaked", Text("text/plain"), N, &[OK, BAD, (403, "in the fridge"), NO_PI, (413, "larger than 256 KiB")]),
@@ -244,7 +245,7 @@ fn json_schema(name: &str) -> RefOr<Schema> {
     match name {
         "PiMap" => map_of("PiInfo"),
         "BakeformMap" => map_of("Bakeform"),
-        "Metadata" | "OpenAPI" => ObjectBuilder::new()
+        "Metadata" | "Labels" | "OpenAPI" => ObjectBuilder::new()
             .schema_type(Type::Object)
             .description(Some(name))
             .into(),

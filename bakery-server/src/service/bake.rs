@@ -34,13 +34,20 @@ impl Bakery {
                 "rootKind nbd: nbd roots are not enabled on this server (start bakery-server with --nbd-config)".to_owned(),
             ));
         }
+        let constraints = crate::domain::hardware::Constraints {
+            model: request.model,
+            labels: request.labels.clone(),
+        };
+        crate::domain::hardware::check_labels(&constraints.labels)
+            .map_err(|e| ServiceError::BadRequest(format!("labels constraint: {e}")))?;
         self.ensure_bake_space(&name).await?;
         let root_id = uuid::Uuid::new_v4().to_string();
         let power_on = request.power_on.unwrap_or(true);
         let (n, net, id) = (name.clone(), request.network.clone(), root_id.clone());
+        let wanted = constraints.clone();
         let event = EventKind::BakeStarted.bakeform(&name);
         let started = self
-            .db(move |s| s.start_bake(&n, net.as_ref(), power_on, (&id, kind), event))
+            .db(move |s| s.start_bake(&n, net.as_ref(), power_on, (&id, kind), &wanted, event))
             .await?;
         let pi = match started {
             StartBake::Started(pi) => pi,
@@ -48,7 +55,10 @@ impl Bakery {
             StartBake::BakeformNotReady(state) => {
                 return Err(self.bakeform_not_ready(name, state).await);
             }
-            StartBake::NoFreePi => return Err(ServiceError::NoFreePi),
+            StartBake::NoFreePi if constraints.is_empty() => return Err(ServiceError::NoFreePi),
+            StartBake::NoFreePi => {
+                return Err(ServiceError::NoMatchingPi(constraints.to_string()));
+            }
         };
         let serial = pi.serial.clone();
         tracing::info!(serial, state = "preparing", bakeform = name, root_kind = %kind, "bake started");

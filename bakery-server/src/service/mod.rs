@@ -92,6 +92,9 @@ pub enum ServiceError {
     /// No Pi in the fridge.
     #[error("no available Pi found")]
     NoFreePi,
+    /// No Pi in the fridge meets a bake's constraints.
+    #[error("no available Pi found matching {0}")]
+    NoMatchingPi(String),
     /// A bake failed (reported to long-polls).
     #[error("bake of pi {serial} failed: {reason}")]
     BakeFailed {
@@ -709,6 +712,10 @@ impl Bakery {
             metadata: pi.metadata.clone(),
             last_error: pi.last_error.clone(),
             last_boot: self.observer.timelines().summary(&pi.serial),
+            model: pi.model,
+            labels: pi.labels.clone(),
+            first_seen: Some(pi.created_at),
+            last_seen: pi.last_seen,
         }
     }
 
@@ -791,6 +798,25 @@ impl Bakery {
         self.pi(serial).await
     }
 
+    /// Replaces a Pi's labels (checked first: 400 naming the bad key or value).
+    pub async fn set_pi_labels(
+        &self,
+        serial: &str,
+        labels: bakery_client::Labels,
+    ) -> Result<PiInfo, ServiceError> {
+        crate::domain::names::validate_serial(serial)?;
+        crate::domain::hardware::check_labels(&labels)
+            .map_err(|e| ServiceError::BadRequest(format!("labels of pi {serial}: {e}")))?;
+        let key = serial.to_owned();
+        let updated = self.db(move |s| s.set_pi_labels(&key, &labels)).await?;
+        if updated.is_none() {
+            return Err(ServiceError::PiNotFound(serial.to_owned()));
+        }
+        tracing::info!(serial, "pi labels set");
+        self.notify_change();
+        self.pi(serial).await
+    }
+
     // ---- the boot path's needs ----
 
     /// Registers a Pi seen on the boot path; `Some(true)` if new, `None` when the inventory
@@ -827,6 +853,24 @@ impl Bakery {
             self.notify_change();
         }
         Ok(Some(new))
+    }
+
+    /// Records that a Pi asked for the boot file `path` (its model, when the file tells it;
+    /// the time, once a minute). A failure is logged, not returned: it must not stop a boot.
+    pub(crate) async fn saw_pi_ask(&self, serial: &str, path: &str) {
+        let model = crate::domain::hardware::model_from_request(path);
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let key = serial.to_owned();
+        match self.db(move |s| s.saw_pi(&key, model, at)).await {
+            Ok(wrote) => {
+                if wrote && let Some(model) = model {
+                    tracing::debug!(serial, %model, "pi model recorded from the boot path");
+                }
+            }
+            Err(e) => tracing::warn!(serial, error = %e, "cannot record when the pi was seen"),
+        }
     }
 
     /// Records the address a Pi was seen at, re-exporting when it changed.

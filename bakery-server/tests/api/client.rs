@@ -42,6 +42,8 @@ fn cpi_sequence_through_the_typed_client() {
                 }),
                 power_on: Some(false),
                 root_kind: None,
+                model: None,
+                labels: Default::default(),
             })
             .await
             .unwrap();

@@ -329,6 +329,8 @@ impl Server {
             network: None,
             power_on: Some(power_on),
             root_kind: None,
+            model: None,
+            labels: Default::default(),
         };
         let resp = self.post_json("/fridge", &serde_json::to_value(&req).unwrap());
         assert_eq!(resp.status(), StatusCode::ACCEPTED);

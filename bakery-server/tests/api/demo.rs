@@ -250,6 +250,7 @@ fn assert_no_stray(data: &Path) {
                 "bakeforms",
                 "disks",
                 "pool",
+                "snapshots",
                 "tmp",
                 "trash",
                 "exports"

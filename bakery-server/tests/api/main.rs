@@ -13,6 +13,7 @@ mod crash;
 mod demo;
 mod disks;
 mod eventlog;
+mod hardware;
 mod load;
 mod nbd;
 mod netboot;

@@ -294,6 +294,17 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
         200
     );
     assert_eq!(status(c.post(url("/oven/0000abcd/powercycle"))), 404);
+    let labels = format!("/pis/{baked}/labels");
+    assert_eq!(status(c.put(url(&labels)).json(&json!({"rack": "a"}))), 200);
+    assert_eq!(
+        status(c.put(url(&labels)).json(&json!({"rack a": "b"}))),
+        400
+    );
+    assert_eq!(status(c.put(url(&labels)).json(&big)), 413);
+    assert_eq!(
+        status(c.put(url("/pis/0000abcd/labels")).json(&json!({}))),
+        404
+    );
     let meta = format!("/oven/{baked}/metadata");
     assert_eq!(status(c.put(url(&meta)).json(&json!({"role": "web"}))), 200);
     assert_eq!(status(c.put(url(&meta)).json(&json!([1]))), 400);

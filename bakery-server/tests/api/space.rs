@@ -124,6 +124,8 @@ fn bake_request() -> serde_json::Value {
         network: None,
         power_on: Some(false),
         root_kind: None,
+        model: None,
+        labels: Default::default(),
     })
     .unwrap()
 }

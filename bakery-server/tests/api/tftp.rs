@@ -58,6 +58,12 @@ fn tftp_serves_baked_pis_and_registers_unknown_ones() {
         );
         let pi: PiInfo = get_json(&http, format!("{base}/pis/1a2b3c4d")).await;
         assert_eq!(pi.state, Some(PiState::Fridge));
+        // start.elf is asked for by a Pi 3 only: the inventory records the model.
+        assert_eq!(pi.model, Some(bakery_client::PiModel::Pi3));
+        assert!(
+            pi.last_seen.is_some() && pi.first_seen <= pi.last_seen,
+            "{pi:?}"
+        );
         assert_eq!(pi.address.as_deref(), Some("127.0.0.1"));
 
         let image = tokio::fs::read(sample_image()).await.unwrap();
