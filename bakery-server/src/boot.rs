@@ -148,7 +148,18 @@ impl BootFiles {
         if let Some(addr) = peer.filter(|a| Some(*a) != seen_at(&known)) {
             self.bakery.saw_pi_at(serial, addr).await?;
         }
-        self.bakery.saw_pi_ask(serial, path).await;
+        // The inventory is written only on news: a model not recorded yet, or a last-seen
+        // time a minute old (the row read above tells, so most requests write nothing).
+        let model = crate::domain::hardware::model_from_request(path);
+        let news = known.as_ref().is_none_or(|pi| {
+            (model.is_some() && pi.model != model)
+                || pi
+                    .last_seen
+                    .is_none_or(|at| crate::domain::hardware::seen_is_stale(at, now_ms()))
+        });
+        if news {
+            self.bakery.saw_pi_ask(serial, model, now_ms()).await;
+        }
         let Some(pi) = known else {
             self.bakery.power_off_stray(serial);
             return Err(not_found());
@@ -251,4 +262,11 @@ async fn resolve_in(dir: &Path, components: &[&str]) -> Option<BootFile> {
         path: real,
         len: meta.len(),
     })
+}
+
+/// The time now in unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -701,9 +701,14 @@ impl Store {
         self.write(|tx| {
             let n = tx.execute(
                 "UPDATE pis SET last_seen = ?2, model = COALESCE(?3, model) WHERE serial = ?1
-                 AND (last_seen IS NULL OR last_seen <= ?2 - 60000
+                 AND (last_seen IS NULL OR last_seen <= ?2 - ?4
                       OR (?3 IS NOT NULL AND model IS NOT ?3))",
-                params![serial, at, model.map(PiModel::as_str)],
+                params![
+                    serial,
+                    at,
+                    model.map(PiModel::as_str),
+                    crate::domain::hardware::LAST_SEEN_GRANULARITY_MS
+                ],
             )?;
             Ok(n == 1)
         })

@@ -31,6 +31,14 @@ pub enum LabelError {
     },
 }
 
+/// How old a Pi's last-seen time may grow before a boot-file request writes a new one.
+pub const LAST_SEEN_GRANULARITY_MS: i64 = 60_000;
+
+/// Whether a last-seen time `at` is old enough at `now` (both unix ms) to be written again.
+pub fn seen_is_stale(at: i64, now: i64) -> bool {
+    now - at >= LAST_SEEN_GRANULARITY_MS
+}
+
 /// The model a request for `path` (inside the Pi's `<serial>/` directory) reveals, if only
 /// one model asks for it: `start4*.elf` a Pi 4, `start.elf`/`start_x.elf`/`start_cd.elf`/
 /// `start_db.elf` a Pi 3 (a Pi 4 asks for the `start4` ones), `kernel_2712.img` or a

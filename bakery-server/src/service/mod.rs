@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bakery_client::{Bakeform, Disk, PiInfo, PiState};
+use bakery_client::{Bakeform, Disk, PiInfo, PiModel, PiState};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
@@ -855,13 +855,9 @@ impl Bakery {
         Ok(Some(new))
     }
 
-    /// Records that a Pi asked for the boot file `path` (its model, when the file tells it;
-    /// the time, once a minute). A failure is logged, not returned: it must not stop a boot.
-    pub(crate) async fn saw_pi_ask(&self, serial: &str, path: &str) {
-        let model = crate::domain::hardware::model_from_request(path);
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    /// Records that a Pi asked for a boot file at `at` (unix ms), and the model the file
+    /// revealed, if any. A failure is logged, not returned: it must not stop a boot.
+    pub(crate) async fn saw_pi_ask(&self, serial: &str, model: Option<PiModel>, at: i64) {
         let key = serial.to_owned();
         match self.db(move |s| s.saw_pi(&key, model, at)).await {
             Ok(wrote) => {
