@@ -151,14 +151,15 @@ impl BootFiles {
         // The inventory is written only on news: a model not recorded yet, or a last-seen
         // time a minute old (the row read above tells, so most requests write nothing).
         let model = crate::domain::hardware::model_from_request(path);
+        let now = crate::observe::unix_ms();
         let news = known.as_ref().is_none_or(|pi| {
             (model.is_some() && pi.model != model)
                 || pi
                     .last_seen
-                    .is_none_or(|at| crate::domain::hardware::seen_is_stale(at, now_ms()))
+                    .is_none_or(|at| crate::domain::hardware::seen_is_stale(at, now))
         });
         if news {
-            self.bakery.saw_pi_ask(serial, model, now_ms()).await;
+            self.bakery.saw_pi_ask(serial, model, now).await;
         }
         let Some(pi) = known else {
             self.bakery.power_off_stray(serial);
@@ -262,11 +263,4 @@ async fn resolve_in(dir: &Path, components: &[&str]) -> Option<BootFile> {
         path: real,
         len: meta.len(),
     })
-}
-
-/// The time now in unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

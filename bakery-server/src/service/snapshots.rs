@@ -7,7 +7,6 @@
 //! reached the server's file when it was taken, as if the Pi had lost power then.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bakery_client::{Disk, Metadata, Snapshot, SnapshotList};
 
@@ -17,12 +16,6 @@ use crate::db::{DiskRow, SnapshotRow};
 use crate::domain::names::{validate_disk_id, validate_snapshot_id};
 use crate::events::EventKind;
 use crate::imaging;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 fn snapshot_view(row: &SnapshotRow) -> Snapshot {
     Snapshot {
@@ -89,7 +82,7 @@ impl Bakery {
             id: sid.clone(),
             disk: id.to_owned(),
             size: disk.size,
-            created_at: now_ms(),
+            created_at: crate::observe::unix_ms(),
             metadata,
         };
         let insert = row.clone();
