@@ -223,7 +223,7 @@ done
 if [[ -z "$server" ]]; then
   missing "every bakery-server setting is rendered by some case (no bakery-server binary built)"
 elif [[ ${#server_configs[@]} -gt 0 ]]; then
-  mapfile -t settings < <("$server" --help | grep -Eo '^[[:space:]]+--[a-z][a-z-]+' | sed -e 's/^[[:space:]]*--//' -e 's/-/_/g' \
+  mapfile -t settings < <("$server" --help | grep -Eo '^[[:space:]]+--[a-z][a-z0-9-]+' | sed -e 's/^[[:space:]]*--//' -e 's/-/_/g' \
     | grep -vx -e config -e help -e version)
   unrendered=()
   for key in "${settings[@]}"; do
