@@ -607,3 +607,49 @@ fn start_up_reconciles_every_pis_power_state_without_delaying_serving() {
     asked.sort();
     assert_eq!(asked, ["00000001", "00000002", "00000003"]);
 }
+
+/// `bakery pi list` (POWER column), `pi show` and `pi power-status` against the real server.
+#[test]
+fn the_cli_shows_and_asks_the_power_state() {
+    let cli = std::path::Path::new(env!("CARGO_BIN_EXE_bakery-server")).with_file_name("bakery");
+    if !cli.exists() {
+        eprintln!(
+            "\n!!!! SKIPPED bakery power CLI test: no {} (cargo build -p bakery-client) !!!!\n",
+            cli.display()
+        );
+        return;
+    }
+    let env = Env::new();
+    env.make_ppi_stateful();
+    let (server, _) = ready_server(&env, 1);
+    let ok = |args: &[&str]| {
+        let out = std::process::Command::new(&cli)
+            .args(["--url", &server.base])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(eventually(Duration::from_secs(5), || pi(
+        &server, "00000001"
+    )
+    .power_state
+        == Some(PowerState::Off)));
+    let list = ok(&["pi", "list"]);
+    assert!(list.starts_with("ID        STATE   POWER  MODEL"), "{list}");
+    assert!(list.contains("00000001  fridge  off "), "{list}");
+    let show = ok(&["pi", "show", "00000001"]);
+    assert!(show.contains("\npower       off since 20"), "{show}");
+    assert!(show.contains(" UTC\n"), "{show}");
+    env.set_power("00000001", Some("on"));
+    let asked = ok(&["pi", "power-status", "00000001"]);
+    assert!(asked.starts_with("00000001  on since 20"), "{asked}");
+    let json: PiInfo =
+        serde_json::from_str(&ok(&["-o", "json", "pi", "power-status", "00000001"])).unwrap();
+    assert_eq!(json.power_state, Some(PowerState::On));
+}
