@@ -120,6 +120,11 @@ impl Client {
         self.runtime.block_on(self.inner.set_pi_labels(pi, labels))
     }
 
+    /// Asks the Pi's power state now; see [`crate::Client::refresh_power_state`].
+    pub fn refresh_power_state(&self, pi: &str) -> Result<PiInfo, Error> {
+        self.runtime.block_on(self.inner.refresh_power_state(pi))
+    }
+
     /// Replaces a Pi's metadata; see [`crate::Client::set_pi_metadata`].
     pub fn set_pi_metadata(&self, pi: &str, metadata: &Metadata) -> Result<PiInfo, Error> {
         self.runtime

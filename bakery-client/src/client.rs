@@ -311,6 +311,14 @@ impl Client {
         self.json(call, StatusCode::OK).await
     }
 
+    /// Asks the server to ask the Pi's PPI for its power state now:
+    /// `POST /pis/{pi}/power/status`, expects 200 and the Pi with `powerState` and
+    /// `powerStateAt`. Unknown Pi → 404.
+    pub async fn refresh_power_state(&self, pi: &str) -> Result<PiInfo, Error> {
+        let call = self.call(Method::POST, format!("/pis/{}/power/status", seg(pi)?));
+        self.json(call, StatusCode::OK).await
+    }
+
     /// Replaces a Pi's metadata: `PUT /oven/{pi}/metadata`, expects 200 and the Pi.
     pub async fn set_pi_metadata(&self, pi: &str, metadata: &Metadata) -> Result<PiInfo, Error> {
         let call = self

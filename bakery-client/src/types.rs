@@ -187,6 +187,47 @@ impl std::str::FromStr for PiModel {
     }
 }
 
+/// A Pi's power as bakery last knew it (an addition to the contract, field `powerState`): from
+/// a power switch bakery made or the PPI's answer to a `status` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    /// Switched on.
+    On,
+    /// Switched off.
+    Off,
+    /// The PPI cannot tell (or does not know the `status` action).
+    Unknown,
+}
+
+impl PowerState {
+    /// The lowercase name used in the API, the PPI protocol and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+            PowerState::Unknown => "unknown",
+        }
+    }
+
+    /// Parses `on`, `off` or `unknown`.
+    pub fn parse(s: &str) -> Option<PowerState> {
+        match s {
+            "on" => Some(PowerState::On),
+            "off" => Some(PowerState::Off),
+            "unknown" => Some(PowerState::Unknown),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PowerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Operator labels of a Pi (`rack=a`, `poe=port-7`): set with `PUT /pis/{id}/labels`, matched
 /// by a bake's `labels` constraint.
 pub type Labels = BTreeMap<String, String>;
@@ -260,6 +301,13 @@ pub struct PiInfo {
     /// Addition: when the Pi last asked for a boot file (unix milliseconds, to the minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<i64>,
+    /// Addition: the power state bakery last knew of (omitted when it never knew: no PPI
+    /// call for the Pi since the server started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_state: Option<PowerState>,
+    /// Addition: when `powerState` was learnt (unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_state_at: Option<i64>,
 }
 
 /// A disk: a directory exported over NFS (`Disk` of the contract).
@@ -618,11 +666,31 @@ mod tests {
             labels: Default::default(),
             first_seen: None,
             last_seen: None,
+            power_state: None,
+            power_state_at: None,
         };
         assert_eq!(
             serde_json::to_string(&pi).expect("serializes"),
             r#"{"id":"1a2b3c4d","status":1}"#
         );
+    }
+
+    #[test]
+    fn power_state_is_a_lowercase_word_beside_its_time() {
+        let pi: PiInfo = serde_json::from_str(
+            r#"{"id":"1a2b3c4d","status":2,"powerState":"off","powerStateAt":1700000000000}"#,
+        )
+        .expect("parses");
+        assert_eq!(pi.power_state, Some(PowerState::Off));
+        assert_eq!(pi.power_state_at, Some(1_700_000_000_000));
+        for state in [PowerState::On, PowerState::Off, PowerState::Unknown] {
+            assert_eq!(PowerState::parse(state.as_str()), Some(state));
+            assert_eq!(
+                serde_json::to_string(&state).expect("serializes"),
+                format!("\"{state}\"")
+            );
+        }
+        assert_eq!(PowerState::parse("1"), None);
     }
 
     #[test]

@@ -102,7 +102,8 @@ async fn pi_list_in_both_formats() {
     let server = MockServer::start().await;
     let pis = json!({
         "1a2b3c4d": {"id": "1a2b3c4d", "status": 2, "state": "baked", "address": "10.0.0.21",
-                     "rootKind": "nbd", "model": "pi4",
+                     "rootKind": "nbd", "model": "pi4", "powerState": "on",
+                     "powerStateAt": 1_700_000_000_000_i64,
                      "sourceBakeform": {"name": "raspios", "location": "/l"},
                      "disks": [disk("root1", 0, Some("1a2b3c4d"))]},
         "ffff0001": {"id": "ffff0001", "status": 1}
@@ -112,9 +113,9 @@ async fn pi_list_in_both_formats() {
     assert_ok(&table);
     assert_eq!(
         stdout(&table),
-        "ID        STATE   MODEL  BAKEFORM  ROOT  ADDRESS    DISKS\n\
-         1a2b3c4d  baked   pi4    raspios   nbd   10.0.0.21  1\n\
-         ffff0001  fridge  -      -         -     -          0\n"
+        "ID        STATE   POWER  MODEL  BAKEFORM  ROOT  ADDRESS    DISKS\n\
+         1a2b3c4d  baked   on     pi4    raspios   nbd   10.0.0.21  1\n\
+         ffff0001  fridge  -      -      -         -     -          0\n"
     );
     assert_eq!(bakery_json(&server.uri(), &["pi", "list"]).await, pis);
 }
@@ -154,6 +155,7 @@ async fn pi_show_in_both_formats_and_not_found() {
         "network": {"ip": "10.0.0.21", "netmask": "255.255.255.0", "gateway": "10.0.0.1"},
         "metadata": {"deployment": "cf"},
         "model": "pi4", "labels": {"rack": "a", "slot": "7"},
+        "powerState": "off", "powerStateAt": 1_700_000_030_000_i64,
         "firstSeen": 1_699_000_000_000_i64, "lastSeen": 1_700_000_060_000_i64,
         "lastBoot": {"started": 1_700_000_000_000_i64, "finished": 1_700_000_000_021_i64,
                      "files": 7, "bytes": 782_336, "failed": 0, "timeToLastFileMs": 21}
@@ -173,7 +175,9 @@ async fn pi_show_in_both_formats_and_not_found() {
     let text = stdout(&table);
     // The state by name (no raw status number) and the last boot on one line.
     assert!(
-        text.starts_with("id          1a2b3c4d\nstate       baked\nmodel       pi4\n"),
+        text.starts_with(
+            "id          1a2b3c4d\nstate       baked\npower       off since 2023-11-14 22:13:50 UTC\nmodel       pi4\n"
+        ),
         "{text}"
     );
     assert!(!text.contains("status"), "{text}");
@@ -287,7 +291,7 @@ async fn pi_bake_sends_the_root_kind_and_shows_it() {
     let table = bakery(&server.uri(), &args).await;
     assert_ok(&table);
     assert!(
-        stdout(&table).contains("1a2b3c4d  preparing  -      -         nbd "),
+        stdout(&table).contains("1a2b3c4d  preparing  -      -      -         nbd "),
         "{}",
         stdout(&table)
     );
@@ -327,7 +331,7 @@ async fn pi_bake_with_wait_in_both_formats() {
     assert_ok(&table);
     assert_eq!(
         stdout(&table),
-        "ID        STATE  MODEL  BAKEFORM  ROOT  ADDRESS  DISKS\n1a2b3c4d  baked  -      raspios   nfs   -        0\n"
+        "ID        STATE  POWER  MODEL  BAKEFORM  ROOT  ADDRESS  DISKS\n1a2b3c4d  baked  -      -      raspios   nfs   -        0\n"
     );
     assert_eq!(
         bakery_json(&server.uri(), &["pi", "bake", "raspios", "--wait"]).await,
@@ -421,6 +425,39 @@ async fn pi_unbake_and_power_cycle_in_both_formats() {
 
     let refused = bakery(&server.uri(), &["pi", "unbake", "aaaa0001"]).await;
     assert_exit(&refused, 5, "bakery: refused: pi aaaa0001 is not baked");
+}
+
+#[tokio::test]
+async fn pi_power_status_asks_the_server_in_both_formats() {
+    let server = MockServer::start().await;
+    let info = json!({"id": "1a2b3c4d", "status": 2, "state": "baked",
+                      "powerState": "on", "powerStateAt": 1_700_000_000_000_i64});
+    Mock::given(method("POST"))
+        .and(path("/api/v1/pis/1a2b3c4d/power/status"))
+        .and(bearer_token(TOKEN))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&info))
+        .expect(2)
+        .mount(&server)
+        .await;
+    mock(
+        &server,
+        "POST",
+        "/pis/ffff0000/power/status",
+        ResponseTemplate::new(404).set_body_json(error("pi ffff0000 not found")),
+    )
+    .await;
+    let line = bakery(&server.uri(), &["pi", "power-status", "1a2b3c4d"]).await;
+    assert_ok(&line);
+    assert_eq!(
+        stdout(&line),
+        "1a2b3c4d  on since 2023-11-14 22:13:20 UTC\n"
+    );
+    assert_eq!(
+        bakery_json(&server.uri(), &["pi", "power-status", "1a2b3c4d"]).await,
+        info
+    );
+    let missing = bakery(&server.uri(), &["pi", "power-status", "ffff0000"]).await;
+    assert_exit(&missing, 3, "bakery: pi ffff0000 not found");
 }
 
 #[tokio::test]

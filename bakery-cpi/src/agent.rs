@@ -310,6 +310,8 @@ mod tests {
             labels: Default::default(),
             first_seen: None,
             last_seen: None,
+            power_state: None,
+            power_state_at: None,
         };
         let value: Value = serde_json::from_slice(&disks_json(&pi)).expect("json");
         assert_eq!(

@@ -54,6 +54,8 @@ fn pi_info(id: &str) -> PiInfo {
         labels: Default::default(),
         first_seen: None,
         last_seen: None,
+        power_state: None,
+        power_state_at: None,
     }
 }
 

@@ -3,6 +3,10 @@
 //! Bakery runs `<ppi> -c <config>`, writes `{"piId": "<serial>", "action": "poweron"}` (or
 //! `poweroff`) to its stdin and expects stdout to be exactly `ok` (a trailing newline is
 //! tolerated) and stderr empty. Anything else is a failure quoting that output.
+//!
+//! The optional `status` action asks what the Pi's power is: stdout exactly `on`, `off` or
+//! `unknown` (a trailing newline tolerated), stderr empty. A PPI that does not know the action
+//! fails it, and the caller takes that as `unknown`.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,6 +14,7 @@ use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
 
+use bakery_client::PowerState;
 use serde::Serialize;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -62,7 +67,7 @@ pub enum PowerError {
         /// The limit.
         timeout: Duration,
     },
-    /// The PPI answered something other than `ok`.
+    /// The PPI answered something other than `ok` (or, to `status`, `on`, `off` or `unknown`).
     #[error(
         "ppi {ppi} failed on {action} of pi {serial} ({status}): stdout {stdout:?}, stderr {stderr:?}"
     )]
@@ -85,10 +90,20 @@ pub enum PowerError {
 /// A boxed future returned by [`Power`] (keeps the trait usable as `dyn Power`).
 pub type PowerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), PowerError>> + Send + 'a>>;
 
-/// Switches Pis on and off.
+/// A boxed future returned by [`Power::status`].
+pub type StatusFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<PowerState, PowerError>> + Send + 'a>>;
+
+/// The protocol's name of the status action.
+pub const STATUS_ACTION: &str = "status";
+
+/// Switches Pis on and off and tells their power state.
 pub trait Power: Send + Sync {
     /// Runs `action` for the Pi `serial`.
     fn power<'a>(&'a self, serial: &'a str, action: PowerAction) -> PowerFuture<'a>;
+    /// Asks what the power of the Pi `serial` is; an error when the backend cannot answer
+    /// (an old PPI without the `status` action).
+    fn status<'a>(&'a self, serial: &'a str) -> StatusFuture<'a>;
     /// Whether power is really managed (false for [`NoPower`]).
     fn is_managed(&self) -> bool;
 }
@@ -109,6 +124,10 @@ impl Power for NoPower {
         })
     }
 
+    fn status<'a>(&'a self, _serial: &'a str) -> StatusFuture<'a> {
+        Box::pin(async { Ok(PowerState::Unknown) })
+    }
+
     fn is_managed(&self) -> bool {
         false
     }
@@ -126,7 +145,7 @@ pub struct ProcessPpi {
 #[serde(rename_all = "camelCase")]
 struct PpiRequest<'a> {
     pi_id: &'a str,
-    action: PowerAction,
+    action: &'a str,
 }
 
 impl ProcessPpi {
@@ -139,7 +158,14 @@ impl ProcessPpi {
         }
     }
 
-    async fn run(&self, serial: &str, action: PowerAction) -> Result<(), PowerError> {
+    /// Runs the PPI with `action` for `serial`; its stdout (newline stripped) when it exits
+    /// 0 with nothing on stderr and `accept` takes that answer.
+    async fn run<T>(
+        &self,
+        serial: &str,
+        action: &'static str,
+        accept: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, PowerError> {
         let mut cmd = Command::new(&self.program);
         if let Some(config) = &self.config {
             cmd.arg("-c").arg(config);
@@ -150,7 +176,7 @@ impl ProcessPpi {
             .kill_on_drop(true);
         let spawn_err = |source| PowerError::Spawn {
             ppi: self.program.clone(),
-            action: action.as_str(),
+            action,
             serial: serial.to_owned(),
             source,
         };
@@ -172,7 +198,7 @@ impl ProcessPpi {
             Err(_) => {
                 return Err(PowerError::Timeout {
                     ppi: self.program.clone(),
-                    action: action.as_str(),
+                    action,
                     serial: serial.to_owned(),
                     timeout: self.timeout,
                 });
@@ -182,27 +208,91 @@ impl ProcessPpi {
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let answer = stdout.strip_suffix('\n').unwrap_or(&stdout);
-        if output.status.success() && answer == "ok" && stderr.is_empty() {
-            Ok(())
-        } else {
-            Err(PowerError::Failed {
-                ppi: self.program.clone(),
-                action: action.as_str(),
-                serial: serial.to_owned(),
-                status: output.status.to_string(),
-                stdout,
-                stderr,
-            })
-        }
+        let accepted = (output.status.success() && stderr.is_empty())
+            .then(|| accept(answer))
+            .flatten();
+        accepted.ok_or_else(|| PowerError::Failed {
+            ppi: self.program.clone(),
+            action,
+            serial: serial.to_owned(),
+            status: output.status.to_string(),
+            stdout,
+            stderr,
+        })
     }
 }
 
 impl Power for ProcessPpi {
     fn power<'a>(&'a self, serial: &'a str, action: PowerAction) -> PowerFuture<'a> {
-        Box::pin(self.run(serial, action))
+        Box::pin(self.run(serial, action.as_str(), |answer| {
+            (answer == "ok").then_some(())
+        }))
+    }
+
+    fn status<'a>(&'a self, serial: &'a str) -> StatusFuture<'a> {
+        Box::pin(self.run(serial, STATUS_ACTION, PowerState::parse))
     }
 
     fn is_managed(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A PPI script answering `body` (shell) in a temp dir kept alive by the returned guard.
+    fn script(body: &str) -> (tempfile::TempDir, ProcessPpi) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ppi.sh");
+        std::fs::write(&path, format!("#!/bin/sh\ninput=$(cat)\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ppi = ProcessPpi::new(path, None, Duration::from_millis(500));
+        (dir, ppi)
+    }
+
+    #[tokio::test]
+    async fn status_answers_on_off_and_unknown_with_or_without_a_newline() {
+        for (body, state) in [
+            ("printf on", PowerState::On),
+            ("echo off", PowerState::Off),
+            ("echo unknown", PowerState::Unknown),
+            (
+                r#"case "$input" in *'"action":"status"'*) printf on ;; esac"#,
+                PowerState::On,
+            ),
+        ] {
+            let (_dir, ppi) = script(body);
+            assert_eq!(ppi.status("1a2b3c4d").await.unwrap(), state, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_answer_other_than_a_state_is_a_failure_naming_the_output() {
+        for (body, names) in [
+            ("printf ok", "stdout \"ok\""),
+            ("echo 1", "stdout \"1\\n\""),
+            ("printf on; echo flaky >&2", "stderr \"flaky\\n\""),
+            ("echo 'unknown action status' >&2; exit 1", "exit status: 1"),
+        ] {
+            let (_dir, ppi) = script(body);
+            let err = ppi.status("1a2b3c4d").await.unwrap_err().to_string();
+            assert!(err.contains("status of pi 1a2b3c4d"), "{body}: {err}");
+            assert!(err.contains(names), "{body}: {err}");
+        }
+        let (_dir, ppi) = script("sleep 5; printf on");
+        let err = ppi.status("1a2b3c4d").await.unwrap_err();
+        assert!(matches!(err, PowerError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn power_still_wants_exactly_ok() {
+        let (_dir, ppi) = script("printf ok");
+        ppi.power("1a2b3c4d", PowerAction::PowerOn).await.unwrap();
+        let (_dir, ppi) = script("printf on");
+        let err = ppi.power("1a2b3c4d", PowerAction::PowerOff).await;
+        assert!(err.is_err());
     }
 }

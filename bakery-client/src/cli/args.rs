@@ -97,6 +97,12 @@ pub enum PiCommand {
         /// The Pi's serial number.
         id: String,
     },
+    /// Ask the Pi's power interface now whether the Pi is on or off (unknown when it cannot
+    /// tell).
+    PowerStatus {
+        /// The Pi's serial number.
+        id: String,
+    },
     /// Show, set or remove a cloud-init NoCloud file of a Pi in the oven (served to the Pi at
     /// <server>/cloud-init/<file>; deleted when the Pi is unbaked).
     CloudInit {

@@ -278,6 +278,10 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
             api(format!("pi {id}"), client.power_cycle(&id))?;
             out.done(&format!("power-cycled pi {id}"))
         }
+        PiCommand::PowerStatus { id } => {
+            let info = api(format!("pi {id}"), client.refresh_power_state(&id))?;
+            out.print(&info, || table::power_line(&info))
+        }
         PiCommand::CloudInit {
             id,
             file,

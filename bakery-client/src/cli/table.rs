@@ -55,6 +55,7 @@ fn pi_row(pi: &PiInfo) -> Vec<String> {
     vec![
         pi.id.clone(),
         pi_state(pi).to_owned(),
+        dash(pi.power_state.map(|p| p.as_str())),
         dash(pi.model.map(|m| m.as_str())),
         dash(pi.source_bakeform.as_ref().map(|b| b.name.as_str())),
         root_kind(pi).to_owned(),
@@ -73,8 +74,8 @@ fn root_kind(pi: &PiInfo) -> &'static str {
     }
 }
 
-const PI_HEADER: [&str; 7] = [
-    "ID", "STATE", "MODEL", "BAKEFORM", "ROOT", "ADDRESS", "DISKS",
+const PI_HEADER: [&str; 8] = [
+    "ID", "STATE", "POWER", "MODEL", "BAKEFORM", "ROOT", "ADDRESS", "DISKS",
 ];
 
 /// `pi list`: one row per Pi.
@@ -88,11 +89,26 @@ pub fn pi_line(pi: &PiInfo) -> String {
     render(&PI_HEADER, &[pi_row(pi)])
 }
 
+/// The power state and since when: `on since 2026-01-02 03:04:05 UTC`, `-` when never known.
+fn power(pi: &PiInfo) -> String {
+    match (pi.power_state, pi.power_state_at) {
+        (Some(state), Some(at)) => format!("{state} since {} UTC", super::events::utc(at)),
+        (Some(state), None) => state.to_string(),
+        (None, _) => "-".to_owned(),
+    }
+}
+
+/// `pi power-status`: the Pi and its power state.
+pub fn power_line(pi: &PiInfo) -> String {
+    format!("{}  {}\n", pi.id, power(pi))
+}
+
 /// `pi show`: the Pi's fields, then its disks.
 pub fn pi_detail(pi: &PiInfo) -> String {
     let mut fields = vec![
         ("id", pi.id.clone()),
         ("state", pi_state(pi).to_owned()),
+        ("power", power(pi)),
         ("model", dash(pi.model.map(|m| m.as_str()))),
         (
             "bakeform",

@@ -18,7 +18,7 @@ use pi_sim::{BootOptions, BootReport, Model, SimError};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::ppi::{Power, PowerAction, PowerFuture};
+use crate::ppi::{Power, PowerAction, PowerFuture, StatusFuture};
 use crate::service::Bakery;
 
 /// How long after power-on a simulated Pi keeps retrying its first file (by default).
@@ -48,6 +48,8 @@ struct Inner {
     retry_window: Duration,
     bakery: OnceLock<Weak<Bakery>>,
     running: Mutex<HashMap<String, AbortHandle>>,
+    /// Pis switched on (and not off since), what `status` answers from.
+    powered: Mutex<std::collections::HashSet<String>>,
     boots: watch::Sender<BTreeMap<String, BootRecord>>,
     ended: AtomicU64,
 }
@@ -85,6 +87,7 @@ impl SimPower {
                 retry_window: window,
                 bakery: OnceLock::new(),
                 running: Mutex::new(HashMap::new()),
+                powered: Mutex::new(std::collections::HashSet::new()),
                 boots,
                 ended: AtomicU64::new(0),
             }),
@@ -178,11 +181,32 @@ impl Power for SimPower {
     fn power<'a>(&'a self, serial: &'a str, action: PowerAction) -> PowerFuture<'a> {
         Box::pin(async move {
             tracing::debug!(serial, action = action.as_str(), "simulated power");
+            if let Ok(mut powered) = self.inner.powered.lock() {
+                match action {
+                    PowerAction::PowerOn => powered.insert(serial.to_owned()),
+                    PowerAction::PowerOff => powered.remove(serial),
+                };
+            }
             match action {
                 PowerAction::PowerOn => self.power_on(serial),
                 PowerAction::PowerOff => self.stop(serial),
             }
             Ok(())
+        })
+    }
+
+    fn status<'a>(&'a self, serial: &'a str) -> StatusFuture<'a> {
+        Box::pin(async move {
+            let on = self
+                .inner
+                .powered
+                .lock()
+                .is_ok_and(|powered| powered.contains(serial));
+            Ok(if on {
+                bakery_client::PowerState::On
+            } else {
+                bakery_client::PowerState::Off
+            })
         })
     }
 

@@ -188,6 +188,14 @@ pub async fn pi_labels(
     Ok(Json(bakery.set_pi_labels(&serial, labels).await?))
 }
 
+/// `POST /pis/{piId}/power/status`: asks the PPI now.
+pub async fn pi_power_status(
+    State(bakery): AppState,
+    PathArgs(serial): PathArgs<String>,
+) -> Reply<Json<PiInfo>> {
+    Ok(Json(bakery.refresh_power_state(&serial).await?))
+}
+
 /// `PUT /oven/{piId}/metadata`.
 pub async fn pi_metadata(
     State(bakery): AppState,

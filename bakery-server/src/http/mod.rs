@@ -55,6 +55,7 @@ pub fn router(bakery: Arc<Bakery>, auth: Option<auth::Auth>) -> Router {
         .route("/pis", get(h::pis))
         .route("/pis/{pi_id}", get(h::pi))
         .route("/pis/{pi_id}/labels", put(h::pi_labels))
+        .route("/pis/{pi_id}/power/status", post(h::pi_power_status))
         .route("/bakeforms", get(h::bakeforms))
         .route(
             "/bakeforms/{name}",

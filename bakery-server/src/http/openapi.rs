@@ -166,6 +166,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("post", "/api/v1/oven/{pi_id}/powercycle", "Power a baked Pi off and on", N, N, &[OK, (403, "not baked"), NO_PI, (502, "the PPI failed")]),
     op("post", "/api/v1/oven/{pi_id}/reset", "Re-clone a baked Pi's root from its bakeform", N, J("PiInfo"), &[(202, "resetting"), (403, "not baked"), NO_PI, (507, "the new root would take the data dir below --min-free-space")]),
     op("put", "/api/v1/pis/{pi_id}/labels", "Replace a Pi's labels (a map of key to value, matched by a bake's `labels`)", J("Labels"), J("PiInfo"), &[OK, BAD, NO_PI]),
+    op("post", "/api/v1/pis/{pi_id}/power/status", "Ask the PPI now for a Pi's power state (`status` action); the Pi with `powerState` and `powerStateAt` (a PPI that cannot tell: `unknown`, or the state learnt before)", N, J("PiInfo"), &[OK, BAD, NO_PI]),
     op("put", "/api/v1/oven/{pi_id}/metadata", "Replace a Pi's metadata", J("Metadata"), J("PiInfo"), &[OK, BAD, NO_PI]),
     op("get", "/api/v1/oven/{pi_id}/cloud-init/{file}", "What a Pi in the oven is served for a cloud-init file (meta-data, user-data, vendor-data, network-config): its operator's, else the default", N, Text("text/plain"), &[OK, BAD, (404, "unknown Pi, not in the oven, or no network-config set")]),
     op("put", "/api/v1/oven/{pi_id}/cloud-init/{file}", "Set a cloud-init file of a Pi in the oven (the raw file, at most 256 KiB); deleted when the Pi is unbaked", Text("text/plain"), N, &[OK, BAD, (403, "in the fridge"), NO_PI, (413, "larger than 256 KiB")]),

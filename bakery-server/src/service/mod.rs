@@ -7,10 +7,12 @@ mod cloudinit;
 mod disks;
 mod files;
 mod pool;
+mod power;
 mod repair;
 mod snapshots;
 
 pub use bakeforms::UploadHead;
+pub use power::PowerSummary;
 pub use repair::{INTERRUPTED_IMPORT, RepairReport};
 
 use std::collections::HashSet;
@@ -445,6 +447,8 @@ pub struct Bakery {
     warm_pool: usize,
     cmdline_template: Option<String>,
     powering_off: Mutex<HashSet<String>>,
+    /// The last known power state of each Pi (not inventory: asked again at start-up).
+    power_states: power::PowerStates,
     observer: Arc<Observer>,
     pool: pool::WarmPool,
     /// One permit per running bakeform upload (`--max-concurrent-uploads`).
@@ -510,6 +514,7 @@ impl Bakery {
             clone_strategy: parts.clone_strategy,
             cmdline_template: parts.cmdline_template,
             powering_off: Mutex::new(HashSet::new()),
+            power_states: power::PowerStates::default(),
             pool: pool::WarmPool::default(),
             disk_images: tokio::sync::Mutex::new(()),
             api_port: std::sync::atomic::AtomicU16::new(0),
@@ -621,28 +626,6 @@ impl Bakery {
         }
     }
 
-    /// Switches a Pi's power, logging the change.
-    pub(crate) async fn power(
-        &self,
-        serial: &str,
-        action: PowerAction,
-    ) -> Result<(), ServiceError> {
-        let result = self.power.power(serial, action).await;
-        if self.power.is_managed() {
-            self.observer.ppi_call(action.as_str(), result.is_ok());
-        }
-        result?;
-        if self.power.is_managed() {
-            let kind = match action {
-                PowerAction::PowerOn => EventKind::PowerOn,
-                PowerAction::PowerOff => EventKind::PowerOff,
-            };
-            self.observer.event(kind.pi(serial)).await;
-            tracing::info!(serial, action = action.as_str(), "power switched");
-        }
-        Ok(())
-    }
-
     /// Moves a tree into the trash and wakes the reclaimer.
     pub(crate) fn trash(&self, path: &Path) {
         match fsutil::move_to_trash(path, &self.layout.trash) {
@@ -689,6 +672,7 @@ impl Bakery {
     }
 
     fn pi_view(&self, pi: &PiRow, disks: &[&DiskRow], bakeforms: &[BakeformRow]) -> PiInfo {
+        let power = self.power_states.get(&pi.serial);
         PiInfo {
             id: pi.serial.clone(),
             status: pi.state.status(),
@@ -716,6 +700,8 @@ impl Bakery {
             labels: pi.labels.clone(),
             first_seen: Some(pi.created_at),
             last_seen: pi.last_seen,
+            power_state: power.map(|(state, _)| state),
+            power_state_at: power.map(|(_, at)| at),
         }
     }
 

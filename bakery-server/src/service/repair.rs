@@ -1,5 +1,6 @@
 //! Start-up repair: finish or roll back what a crash left in flight, clean tmp, reclaim the
-//! trash, move orphaned directories away, rewrite the exports and restore power.
+//! trash, move orphaned directories away, rewrite the exports, restore power and reconcile the
+//! power states.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -141,16 +142,17 @@ impl Bakery {
             .filter(|p| p.state == PiState::Baked && p.power_on)
             .map(|p| p.serial)
             .collect();
-        if !baked.is_empty() {
-            let this = self.clone();
-            tokio::spawn(async move {
-                for serial in baked {
-                    if let Err(e) = this.power(&serial, PowerAction::PowerOn).await {
-                        tracing::warn!(serial, error = %e, "cannot restore power to baked pi");
-                    }
+        // In the background, so serving starts at once: power on the baked Pis, then ask
+        // every Pi's power state.
+        let this = self.clone();
+        tokio::spawn(async move {
+            for serial in baked {
+                if let Err(e) = this.power(&serial, PowerAction::PowerOn).await {
+                    tracing::warn!(serial, error = %e, "cannot restore power to baked pi");
                 }
-            });
-        }
+            }
+            this.reconcile_power().await;
+        });
         self.notify_change();
         self.wake_pool();
         Ok(report)

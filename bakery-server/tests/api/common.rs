@@ -43,12 +43,26 @@ impl Env {
             &env.path("exportfs.sh"),
             &format!("#!/bin/sh\necho \"$*\" >> {root}/exportfs.log\n"),
         );
-        // The PPI records `<args> <stdin>` per call and answers as `ppi.mode` says.
+        // The PPI records `<args> <stdin>` per call and answers as `ppi.mode` says. A `status`
+        // call is recorded in `ppi-status.log` and fails as an old PPI's would, unless
+        // `ppi.stateful` exists: then switches write `power.<serial>` and `status` prints it
+        // (`unknown` without one), after `ppi.status-delay` seconds when that file exists.
         write_script(
             &env.path("ppi.sh"),
             &format!(
                 r#"#!/bin/sh
 input=$(cat)
+serial=$(printf %s "$input" | sed 's/.*"piId":"\([^"]*\)".*/\1/')
+case "$input" in
+  *'"action":"status"'*)
+    echo "$* $input" >> {root}/ppi-status.log
+    if [ -f {root}/ppi.stateful ]; then
+      [ -f {root}/ppi.status-delay ] && sleep "$(cat {root}/ppi.status-delay)"
+      cat {root}/power.$serial 2>/dev/null || echo unknown
+      exit 0
+    fi
+    echo "unknown action status" >&2; exit 1 ;;
+esac
 echo "$* $input" >> {root}/ppi.log
 mode=$(cat {root}/ppi.mode 2>/dev/null || echo ok)
 case "$mode" in
@@ -61,6 +75,12 @@ case "$mode" in
   slowoff) case "$input" in *poweroff*) sleep 30 ;; esac; printf ok ;;
   slowon) case "$input" in *poweron*) sleep 30 ;; esac; printf ok ;;
 esac
+if [ -f {root}/ppi.stateful ]; then
+  case "$input" in
+    *poweron*) echo on > {root}/power.$serial ;;
+    *poweroff*) echo off > {root}/power.$serial ;;
+  esac
+fi
 "#
             ),
         );
@@ -90,6 +110,34 @@ esac
 
     pub fn clear_ppi_calls(&self) {
         let _ = std::fs::remove_file(self.path("ppi.log"));
+    }
+
+    /// The `status` calls the PPI got (`<args> <stdin>` each).
+    pub fn ppi_status_calls(&self) -> Vec<String> {
+        read_lines(&self.path("ppi-status.log"))
+    }
+
+    /// Makes the PPI keep each Pi's power state and answer `status` from it.
+    pub fn make_ppi_stateful(&self) {
+        std::fs::write(self.path("ppi.stateful"), "").unwrap();
+    }
+
+    /// What the stateful PPI holds for a Pi (`None`: it answers `unknown`).
+    pub fn power_of(&self, serial: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(&format!("power.{serial}")))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    /// Flips a Pi's power behind bakery's back (`None`: the PPI cannot tell).
+    pub fn set_power(&self, serial: &str, state: Option<&str>) {
+        let path = self.path(&format!("power.{serial}"));
+        match state {
+            Some(state) => std::fs::write(path, format!("{state}\n")).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 
     pub fn set_ppi_mode(&self, mode: &str) {

@@ -305,6 +305,10 @@ fn every_documented_status_is_a_real_answer_and_every_answer_is_documented() {
         status(c.put(url("/pis/0000abcd/labels")).json(&json!({}))),
         404
     );
+    let power = format!("/pis/{baked}/power/status");
+    assert_eq!(status(c.post(url(&power))), 200);
+    assert_eq!(status(c.post(url("/pis/NOT-A-PI/power/status"))), 400);
+    assert_eq!(status(c.post(url("/pis/0000abcd/power/status"))), 404);
     let meta = format!("/oven/{baked}/metadata");
     assert_eq!(status(c.put(url(&meta)).json(&json!({"role": "web"}))), 200);
     assert_eq!(status(c.put(url(&meta)).json(&json!([1]))), 400);

@@ -164,14 +164,25 @@ fn state_survives_a_graceful_restart() {
         &serde_json::json!({"k": "v"}),
     );
     let disks: serde_json::Value = server.get("/disks").json().unwrap();
-    let pis: serde_json::Value = server.get("/pis").json().unwrap();
+    // The power state is not inventory: learnt again after the restart (the baked Pi is
+    // powered on again, the PPI asked), so it is left out of the comparison.
+    let inventory = |server: &Server| {
+        let mut pis: serde_json::Value = server.get("/pis").json().unwrap();
+        for pi in pis.as_object_mut().unwrap().values_mut() {
+            let pi = pi.as_object_mut().unwrap();
+            pi.remove("powerState");
+            pi.remove("powerStateAt");
+        }
+        pis
+    };
+    let pis = inventory(&server);
     server.stop();
     let server = Server::start(&env);
     assert_eq!(
         server.get("/disks").json::<serde_json::Value>().unwrap(),
         disks
     );
-    assert_eq!(server.get("/pis").json::<serde_json::Value>().unwrap(), pis);
+    assert_eq!(inventory(&server), pis);
     assert_eq!(
         server
             .get("/bakeforms")
