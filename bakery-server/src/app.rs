@@ -7,13 +7,14 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::boot::BootFiles;
-use crate::config::{Config, ConfigError, NfsBackend};
-use crate::db::{DbError, Store};
-use crate::exports::{Exporter, GaneshaExporter, GaneshaReload, KernelExporter};
-use crate::imaging;
-use crate::ppi::{NoPower, Power, ProcessPpi};
-use crate::service::{Bakery, Parts, RepairReport, ServiceError};
+use crate::config::{Config, ConfigError};
+use bakery_core::boot::BootFiles;
+use bakery_core::db::{DbError, Store};
+use bakery_core::exports::{Exporter, GaneshaExporter, GaneshaReload, KernelExporter};
+use bakery_core::imaging;
+use bakery_core::ppi::{NoPower, Power, ProcessPpi};
+use bakery_core::service::{Bakery, Parts, RepairReport, ServiceError};
+use bakery_core::settings::NfsBackend;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -59,10 +60,41 @@ pub enum AppError {
     Tftp(std::io::Error),
 }
 
+impl AppError {
+    /// The exit code of the failure (the one place they are chosen): 2 a bad configuration,
+    /// 3 a port that cannot be bound, 4 an unusable data dir or database, 1 the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_) | AppError::Template { .. } => 2,
+            AppError::Bind { .. } => 3,
+            AppError::DataDir { .. } | AppError::Store(_) | AppError::Repair(_) => 4,
+            AppError::Serve(_) | AppError::Tftp(_) => 1,
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (logging `shutting down`): the shutdown of a served bakery.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
 /// A ready bakery: inventory open and repaired.
 #[derive(Debug, Clone)]
 pub struct App {
     bakery: Arc<Bakery>,
+    config: Arc<Config>,
 }
 
 impl App {
@@ -83,14 +115,14 @@ impl App {
             let path = path.to_owned();
             move |source| AppError::DataDir { path, source }
         };
-        crate::service::Layout::new(&config.data_dir)
+        bakery_core::service::Layout::new(&config.settings.data_dir)
             .create()
-            .map_err(data_err(&config.data_dir))?;
+            .map_err(data_err(&config.settings.data_dir))?;
         // Locations are reported to clients and written to the exports file: make them absolute.
-        config.data_dir =
-            std::fs::canonicalize(&config.data_dir).map_err(data_err(&config.data_dir))?;
-        let layout = crate::service::Layout::new(&config.data_dir);
-        let cmdline_template = match &config.cmdline_template {
+        config.settings.data_dir = std::fs::canonicalize(&config.settings.data_dir)
+            .map_err(data_err(&config.settings.data_dir))?;
+        let layout = bakery_core::service::Layout::new(&config.settings.data_dir);
+        let cmdline_template = match &config.settings.cmdline_template {
             Some(path) => {
                 Some(
                     std::fs::read_to_string(path).map_err(|source| AppError::Template {
@@ -101,15 +133,15 @@ impl App {
             }
             None => None,
         };
-        let store = Store::open(&config.db_path)?;
-        let power: Arc<dyn Power> = match (power, &config.ppi) {
+        let store = Store::open(&config.settings.db_path)?;
+        let power: Arc<dyn Power> = match (power, &config.settings.ppi) {
             (Some(power), _) => power,
             (None, Some(ppi)) => {
                 tracing::info!(ppi = %ppi.display(), "power managed by ppi");
                 Arc::new(ProcessPpi::new(
                     ppi.clone(),
-                    config.ppi_config.clone(),
-                    config.ppi_timeout,
+                    config.settings.ppi_config.clone(),
+                    config.settings.ppi_timeout,
                 ))
             }
             (None, None) => {
@@ -117,28 +149,28 @@ impl App {
                 Arc::new(NoPower)
             }
         };
-        let exporter: Arc<dyn Exporter> = match config.nfs_backend {
+        let exporter: Arc<dyn Exporter> = match config.settings.nfs_backend {
             NfsBackend::Kernel => Arc::new(KernelExporter::new(
-                config.exports_file.clone(),
-                &config.exportfs_cmd,
+                config.settings.exports_file.clone(),
+                &config.settings.exportfs_cmd,
             )),
             NfsBackend::Ganesha => {
-                let reload = match &config.ganesha_pid_file {
+                let reload = match &config.settings.ganesha_pid_file {
                     Some(pid_file) => GaneshaReload::Signal(pid_file.clone()),
-                    None => GaneshaReload::command(&config.exportfs_cmd),
+                    None => GaneshaReload::command(&config.settings.exportfs_cmd),
                 };
-                tracing::info!(exports_file = %config.exports_file.display(), ?reload, "nfs exports for nfs-ganesha");
+                tracing::info!(exports_file = %config.settings.exports_file.display(), ?reload, "nfs exports for nfs-ganesha");
                 Arc::new(GaneshaExporter::new(
-                    config.exports_file.clone(),
+                    config.settings.exports_file.clone(),
                     reload,
-                    config.ganesha_export_id_base,
+                    config.settings.ganesha_export_id_base,
                 ))
             }
         };
         let clone_strategy = imaging::detect_strategy(&layout.tmp);
-        tracing::info!(strategy = %clone_strategy, data_dir = %config.data_dir.display(), "clone strategy chosen");
+        tracing::info!(strategy = %clone_strategy, data_dir = %config.settings.data_dir.display(), "clone strategy chosen");
         let bakery = Bakery::new(Parts {
-            config,
+            config: config.core_settings(),
             store,
             power,
             exporter,
@@ -150,7 +182,10 @@ impl App {
         let report: RepairReport = bakery.repair().await?;
         tracing::info!(?report, "start-up repair done");
         bakery.spawn_pool_filler();
-        Ok(App { bakery })
+        Ok(App {
+            bakery,
+            config: Arc::new(config),
+        })
     }
 
     /// The service.
@@ -159,13 +194,13 @@ impl App {
     }
 
     /// Boot-file resolution for the TFTP server.
-    pub fn boot_files(&self) -> BootFiles {
-        BootFiles::new(self.bakery.clone())
+    pub fn boot_files(&self) -> crate::tftp::TftpBootFiles {
+        crate::tftp::TftpBootFiles(BootFiles::new(self.bakery.clone()))
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        self.bakery.config()
+        &self.config
     }
 
     /// Serves the API on `listener` until `shutdown` completes.

@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::domain::exports::{DEFAULT_EXPORT_OPTIONS, DEFAULT_GANESHA_EXPORT_ID_BASE};
+pub use bakery_core::settings::{
+    DEFAULT_MAX_PIS, DEFAULT_MIN_FREE_SPACE, DEFAULT_NBD_PORT, NfsBackend, Settings,
+};
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -74,11 +76,6 @@ pub struct Cli {
 pub enum Command {
     /// Resolve the configuration, print it and exit (0 if it is valid).
     CheckConfig,
-    /// Run the whole product on loopback with simulated Pis: build a sample bakeform, upload
-    /// it, bake and network-boot N Pis, print what happened, keep serving until Ctrl-C.
-    /// Uses `--data-dir` (default ./demo-data), `--listen` and `--tftp-listen` (default
-    /// 127.0.0.1:0); ignores the other serve flags.
-    Demo(crate::demo::DemoArgs),
     /// Print a dnsmasq proxy-DHCP configuration snippet sending the subnet's Pis to bakery's
     /// TFTP server.
     PrintDnsmasqConfig(crate::dnsmasq::DnsmasqArgs),
@@ -238,75 +235,22 @@ struct FileConfig {
     mkfs_ext4_cmd: Option<String>,
 }
 
-/// The resolved configuration of a server.
+/// The resolved configuration of a server: the shell's own settings (listeners, tokens, TLS)
+/// and the core's [`Settings`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address of the HTTP API.
     pub listen: SocketAddr,
-    /// The data directory.
-    pub data_dir: PathBuf,
-    /// The SQLite file.
-    pub db_path: PathBuf,
-    /// The address Pis mount NFS from.
-    pub nfs_address: String,
-    /// The PPI executable, if power is managed.
-    pub ppi: Option<PathBuf>,
-    /// The PPI's configuration file.
-    pub ppi_config: Option<PathBuf>,
-    /// Limit per PPI call.
-    pub ppi_timeout: Duration,
-    /// Pause between off and on in a power cycle.
-    pub power_cycle_pause: Duration,
-    /// The exports file bakery owns.
-    pub exports_file: PathBuf,
-    /// The command run after rewriting the exports file.
-    pub exportfs_cmd: String,
-    /// NFS export options.
-    pub export_options: String,
-    /// Export to `*` instead of each Pi's address.
-    pub export_to_any: bool,
-    /// Largest bakeform image accepted, in bytes.
-    pub max_image_size: u64,
-    /// Complete root clones kept ready per ready bakeform (0: no warm pool); `None`: the
-    /// default for the data dir's clone strategy (see [`Config::warm_pool_for`]).
-    pub warm_pool: Option<usize>,
-    /// Bytes the data dir keeps free: the pool, bakes and uploads stop short of it (0: none).
-    pub min_free_space: u64,
-    /// Where bootcode.bin, the one root-level boot file, comes from, if set.
-    pub boot_root_dir: Option<PathBuf>,
-    /// The operator's cmdline.txt template file, if set.
-    pub cmdline_template: Option<PathBuf>,
-    /// The URL Pis fetch cloud-init files from, if set (else derived, see
-    /// [`Config::nocloud_url`]).
-    pub cloud_init_url: Option<String>,
     /// The TFTP server's address; `None` when off.
     pub tftp_listen: Option<SocketAddr>,
-    /// Which NFS server the exports are written for.
-    pub nfs_backend: NfsBackend,
-    /// With the ganesha backend: the pid file signalled to reload; `None`: `exportfs_cmd` is run.
-    pub ganesha_pid_file: Option<PathBuf>,
-    /// The first nfs-ganesha `Export_Id` bakery uses.
-    pub ganesha_export_id_base: u16,
     /// The API token file; `None`: the API is open.
     pub token_file: Option<PathBuf>,
     /// Whether the boot path needs a token too.
     pub boot_files_require_token: bool,
     /// The HTTPS certificate chain and key (PEM); `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
-    /// Most Pis the inventory holds.
-    pub max_pis: u32,
-    /// Whether the boot path pins Pis to their addresses.
-    pub pin_pi_addresses: bool,
-    /// Longest an upload's body may send nothing.
-    pub upload_idle_timeout: Duration,
-    /// Bakeform uploads running at once.
-    pub max_concurrent_uploads: usize,
-    /// The nbd-server config file bakery writes; `None`: nbd roots are off.
-    pub nbd_config: Option<PathBuf>,
-    /// The port nbd-server listens on.
-    pub nbd_port: u16,
-    /// The mkfs.ext4 command (program and arguments) for nbd root images.
-    pub mkfs_ext4_cmd: String,
+    /// What the core is configured with.
+    pub settings: Settings,
 }
 
 /// The PEM files HTTPS is served with.
@@ -318,24 +262,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// The default of `--min-free-space`: 1 GiB (see the flag for why).
-pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
-
-/// The default of `--max-pis`.
-pub const DEFAULT_MAX_PIS: u32 = 1024;
-/// The IANA port of NBD, nbd-server's default.
-pub const DEFAULT_NBD_PORT: u16 = 10809;
-
-/// The NFS server bakery writes exports for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NfsBackend {
-    /// The kernel NFS server: `exports(5)` lines, then `--exportfs-cmd`.
-    Kernel,
-    /// nfs-ganesha: `EXPORT` blocks for the operator's `ganesha.conf` to `%include`, then a
-    /// reload (SIGHUP to `--ganesha-pid-file`, or `--exportfs-cmd` when given).
-    Ganesha,
-}
-
 /// Where the ganesha backend's exports file goes unless `--exports-file` says otherwise.
 pub const DEFAULT_GANESHA_EXPORTS_FILE: &str = "/etc/ganesha/bakery.conf";
 
@@ -343,68 +269,25 @@ pub const DEFAULT_GANESHA_EXPORTS_FILE: &str = "/etc/ganesha/bakery.conf";
 pub const DEFAULT_GANESHA_PID_FILE: &str = "/var/run/ganesha/ganesha.pid";
 
 impl Config {
-    /// The URL Pis fetch their cloud-init NoCloud files from (`{{nocloud_url}}`): the
-    /// configured one, else `http://<nfs-address>:<port>/cloud-init/` with the port the API
-    /// really listens on (`port`, which differs from `listen` when that asked for port 0).
-    pub fn nocloud_url(&self, port: u16) -> String {
-        match &self.cloud_init_url {
-            Some(url) => url.clone(),
-            None => {
-                let host = match self.nfs_address.parse::<std::net::Ipv6Addr>() {
-                    Ok(v6) => format!("[{v6}]"),
-                    Err(_) => self.nfs_address.clone(),
-                };
-                let scheme = if self.tls.is_some() { "https" } else { "http" };
-                format!("{scheme}://{host}:{port}/cloud-init/")
-            }
-        }
-    }
-
-    /// The warm pool size to use with `strategy`: the configured one, else 1 — a bake is then
-    /// a rename instead of a clone — except with btrfs snapshots, which take milliseconds
-    /// anyway, where a pool would only spend disk.
-    pub fn warm_pool_for(&self, strategy: crate::imaging::CloneStrategy) -> usize {
-        self.warm_pool.unwrap_or(match strategy {
-            crate::imaging::CloneStrategy::Snapshot => 0,
-            _ => 1,
-        })
-    }
-
     /// A configuration with defaults for a data dir and NFS address (handy in tests).
     pub fn new(data_dir: PathBuf, nfs_address: String) -> Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            db_path: data_dir.join("bakery.db"),
-            data_dir,
-            nfs_address,
-            ppi: None,
-            ppi_config: None,
-            ppi_timeout: Duration::from_secs(30),
-            power_cycle_pause: Duration::from_secs(2),
-            exports_file: PathBuf::from("/etc/exports.d/bakery.exports"),
-            exportfs_cmd: "exportfs -ra".to_owned(),
-            export_options: DEFAULT_EXPORT_OPTIONS.to_owned(),
-            export_to_any: false,
-            max_image_size: 32 << 30,
-            warm_pool: None,
-            min_free_space: DEFAULT_MIN_FREE_SPACE,
-            boot_root_dir: None,
-            cmdline_template: None,
-            cloud_init_url: None,
             tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
-            nfs_backend: NfsBackend::Kernel,
-            ganesha_pid_file: None,
-            ganesha_export_id_base: DEFAULT_GANESHA_EXPORT_ID_BASE,
             token_file: None,
             boot_files_require_token: false,
             tls: None,
-            max_pis: DEFAULT_MAX_PIS,
-            pin_pi_addresses: false,
-            upload_idle_timeout: Duration::from_secs(60),
-            max_concurrent_uploads: 4,
-            nbd_config: None,
-            nbd_port: DEFAULT_NBD_PORT,
-            mkfs_ext4_cmd: "mkfs.ext4".to_owned(),
+            settings: Settings::new(data_dir, nfs_address),
+        }
+    }
+
+    /// The core's settings with what they take from the shell's (the API's port and scheme,
+    /// for the derived cloud-init URL).
+    pub fn core_settings(&self) -> Settings {
+        Settings {
+            api_port: self.listen.port(),
+            api_tls: self.tls.is_some(),
+            ..self.settings.clone()
         }
     }
 }
@@ -519,18 +402,18 @@ impl ServeArgs {
             config.listen = parse_listen("listen", &listen)?;
         }
         if let Some(db) = self.db_path.clone().or(file.db_path) {
-            config.db_path = db;
+            config.settings.db_path = db;
         }
         let set = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
-        config.ppi = set(self.ppi.clone().or(file.ppi));
-        config.ppi_config = set(self.ppi_config.clone().or(file.ppi_config));
+        config.settings.ppi = set(self.ppi.clone().or(file.ppi));
+        config.settings.ppi_config = set(self.ppi_config.clone().or(file.ppi_config));
         if let Some(t) = self.ppi_timeout.or(file.ppi_timeout) {
-            config.ppi_timeout = parse_seconds("ppi-timeout", t)?;
+            config.settings.ppi_timeout = parse_seconds("ppi-timeout", t)?;
         }
         if let Some(t) = self.power_cycle_pause.or(file.power_cycle_pause) {
-            config.power_cycle_pause = parse_seconds("power-cycle-pause", t)?;
+            config.settings.power_cycle_pause = parse_seconds("power-cycle-pause", t)?;
         }
-        config.nfs_backend = match self.nfs_backend.clone().or(file.nfs_backend) {
+        config.settings.nfs_backend = match self.nfs_backend.clone().or(file.nfs_backend) {
             None => NfsBackend::Kernel,
             Some(b) if b.eq_ignore_ascii_case("kernel") => NfsBackend::Kernel,
             Some(b) if b.eq_ignore_ascii_case("ganesha") => NfsBackend::Ganesha,
@@ -539,7 +422,7 @@ impl ServeArgs {
         let exports_file = self.exports_file.clone().or(file.exports_file);
         let exportfs_cmd = self.exportfs_cmd.clone().or(file.exportfs_cmd);
         let pid_file = set(self.ganesha_pid_file.clone().or(file.ganesha_pid_file));
-        match config.nfs_backend {
+        match config.settings.nfs_backend {
             NfsBackend::Kernel => {
                 if let Some(p) = pid_file {
                     return Err(bad(
@@ -550,10 +433,10 @@ impl ServeArgs {
                 }
             }
             NfsBackend::Ganesha => {
-                config.exports_file = PathBuf::from(DEFAULT_GANESHA_EXPORTS_FILE);
+                config.settings.exports_file = PathBuf::from(DEFAULT_GANESHA_EXPORTS_FILE);
                 if exportfs_cmd.is_none() {
-                    config.exportfs_cmd = String::new();
-                    config.ganesha_pid_file =
+                    config.settings.exportfs_cmd = String::new();
+                    config.settings.ganesha_pid_file =
                         Some(pid_file.unwrap_or_else(|| PathBuf::from(DEFAULT_GANESHA_PID_FILE)));
                 } else if let Some(p) = pid_file {
                     return Err(bad(
@@ -565,10 +448,10 @@ impl ServeArgs {
             }
         }
         if let Some(f) = exports_file {
-            config.exports_file = f;
+            config.settings.exports_file = f;
         }
         if let Some(c) = exportfs_cmd {
-            config.exportfs_cmd = c;
+            config.settings.exportfs_cmd = c;
         }
         if let Some(base) = self.ganesha_export_id_base.or(file.ganesha_export_id_base) {
             if base == 0 {
@@ -578,15 +461,15 @@ impl ServeArgs {
                     "must be at least 1 (export id 0 is ganesha's NFSv4 root)",
                 ));
             }
-            config.ganesha_export_id_base = base;
+            config.settings.ganesha_export_id_base = base;
         }
         if let Some(o) = self.export_options.clone().or(file.export_options) {
             if o.is_empty() || o.contains(|c: char| c.is_whitespace() || c == '(' || c == ')') {
                 return Err(bad("export-options", o, "expected comma-separated options"));
             }
-            config.export_options = o;
+            config.settings.export_options = o;
         }
-        config.export_to_any = self.export_to_any || file.export_to_any.unwrap_or(false);
+        config.settings.export_to_any = self.export_to_any || file.export_to_any.unwrap_or(false);
         let max = match (&self.max_image_size, file.max_image_size) {
             (Some(s), _) => Some(parse_size(s)?),
             (None, Some(toml::Value::Integer(n))) => Some(
@@ -602,30 +485,31 @@ impl ServeArgs {
             (None, None) => None,
         };
         if let Some(max) = max {
-            config.max_image_size = max;
+            config.settings.max_image_size = max;
         }
-        config.warm_pool = self.warm_pool.or(file.warm_pool);
+        config.settings.warm_pool = self.warm_pool.or(file.warm_pool);
         match (&self.min_free_space, file.min_free_space) {
-            (Some(s), _) => config.min_free_space = parse_size_of("min-free-space", s)?,
-            (None, Some(v)) => config.min_free_space = file_size("min_free_space", v)?,
+            (Some(s), _) => config.settings.min_free_space = parse_size_of("min-free-space", s)?,
+            (None, Some(v)) => config.settings.min_free_space = file_size("min_free_space", v)?,
             (None, None) => {}
         }
-        config.nbd_config = set(self.nbd_config.clone().or(file.nbd_config));
+        config.settings.nbd_config = set(self.nbd_config.clone().or(file.nbd_config));
         if let Some(port) = self.nbd_port.or(file.nbd_port) {
             if port == 0 {
                 return Err(bad("nbd-port", "0", "must be a port from 1 to 65535"));
             }
-            config.nbd_port = port;
+            config.settings.nbd_port = port;
         }
         if let Some(cmd) = self.mkfs_ext4_cmd.clone().or(file.mkfs_ext4_cmd) {
             if cmd.split_whitespace().next().is_none() {
                 return Err(bad("mkfs-ext4-cmd", cmd, "must name a program"));
             }
-            config.mkfs_ext4_cmd = cmd;
+            config.settings.mkfs_ext4_cmd = cmd;
         }
-        config.boot_root_dir = set(self.boot_root_dir.clone().or(file.boot_root_dir));
-        config.cmdline_template = set(self.cmdline_template.clone().or(file.cmdline_template));
-        config.cloud_init_url = match self.cloud_init_url.clone().or(file.cloud_init_url) {
+        config.settings.boot_root_dir = set(self.boot_root_dir.clone().or(file.boot_root_dir));
+        config.settings.cmdline_template =
+            set(self.cmdline_template.clone().or(file.cmdline_template));
+        config.settings.cloud_init_url = match self.cloud_init_url.clone().or(file.cloud_init_url) {
             Some(url) if !url.starts_with("http://") && !url.starts_with("https://") => {
                 return Err(bad(
                     "cloud-init-url",
@@ -677,12 +561,13 @@ impl ServeArgs {
             if n == 0 {
                 return Err(bad("max-pis", "0", "must be at least 1"));
             }
-            config.max_pis = n;
+            config.settings.max_pis = n;
         }
-        config.pin_pi_addresses = self.pin_pi_addresses || file.pin_pi_addresses.unwrap_or(false);
+        config.settings.pin_pi_addresses =
+            self.pin_pi_addresses || file.pin_pi_addresses.unwrap_or(false);
         if let Some(t) = self.upload_idle_timeout.or(file.upload_idle_timeout) {
-            config.upload_idle_timeout = parse_seconds("upload-idle-timeout", t)?;
-            if config.upload_idle_timeout.is_zero() {
+            config.settings.upload_idle_timeout = parse_seconds("upload-idle-timeout", t)?;
+            if config.settings.upload_idle_timeout.is_zero() {
                 return Err(bad(
                     "upload-idle-timeout",
                     t.to_string(),
@@ -694,7 +579,7 @@ impl ServeArgs {
             if n == 0 {
                 return Err(bad("max-concurrent-uploads", "0", "must be at least 1"));
             }
-            config.max_concurrent_uploads = n;
+            config.settings.max_concurrent_uploads = n;
         }
         // Read the security files now, so a bad one stops the server before it listens (and
         // `check-config` reports it); the server loads them again when it starts serving.
@@ -738,17 +623,20 @@ mod tests {
         };
         let config = args.resolve().unwrap();
         assert_eq!(config.listen, "127.0.0.1:9001".parse().unwrap());
-        assert_eq!(config.data_dir, PathBuf::from("/srv/bakery"));
-        assert_eq!(config.db_path, PathBuf::from("/srv/bakery/bakery.db"));
-        assert_eq!(config.max_image_size, 1 << 30);
-        assert_eq!(config.warm_pool, Some(2));
+        assert_eq!(config.settings.data_dir, PathBuf::from("/srv/bakery"));
         assert_eq!(
-            config.warm_pool_for(crate::imaging::CloneStrategy::Snapshot),
+            config.settings.db_path,
+            PathBuf::from("/srv/bakery/bakery.db")
+        );
+        assert_eq!(config.settings.max_image_size, 1 << 30);
+        assert_eq!(config.settings.warm_pool, Some(2));
+        assert_eq!(
+            config.settings.warm_pool_for(bakery_core::imaging::CloneStrategy::Snapshot),
             2
         );
-        assert_eq!(config.min_free_space, 2 << 30);
+        assert_eq!(config.settings.min_free_space, 2 << 30);
         assert_eq!(config.tftp_listen, None);
-        assert_eq!(config.exportfs_cmd, "exportfs -ra");
+        assert_eq!(config.settings.exportfs_cmd, "exportfs -ra");
 
         std::fs::write(&file, "nfs_adress = \"typo\"\n").unwrap();
         let err = args.resolve().unwrap_err().to_string();
@@ -785,7 +673,7 @@ mod tests {
                 key: k.clone()
             })
         );
-        assert_eq!(config.max_pis, 10);
+        assert_eq!(config.settings.max_pis, 10);
         assert!(config.boot_files_require_token);
         // An empty key (what a template renders for "unset") means unset.
         std::fs::write(
@@ -795,7 +683,7 @@ mod tests {
         .unwrap();
         let config = args.resolve().unwrap();
         assert_eq!((config.tls, config.token_file), (None, None));
-        assert_eq!(config.max_pis, DEFAULT_MAX_PIS);
+        assert_eq!(config.settings.max_pis, DEFAULT_MAX_PIS);
         std::fs::write(&file, "nfs_address = \"10.0.0.2\"\ntls_cert = \"/c.pem\"\n").unwrap();
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("needs --tls-key"), "{err}");
@@ -833,24 +721,24 @@ mod tests {
             ..ServeArgs::default()
         };
         let kernel = base.resolve().unwrap();
-        assert_eq!(kernel.nfs_backend, NfsBackend::Kernel);
-        assert_eq!(kernel.ganesha_pid_file, None);
+        assert_eq!(kernel.settings.nfs_backend, NfsBackend::Kernel);
+        assert_eq!(kernel.settings.ganesha_pid_file, None);
         let ganesha = ServeArgs {
             nfs_backend: Some("ganesha".into()),
             ..base.clone()
         };
         let config = ganesha.resolve().unwrap();
-        assert_eq!(config.nfs_backend, NfsBackend::Ganesha);
+        assert_eq!(config.settings.nfs_backend, NfsBackend::Ganesha);
         assert_eq!(
-            config.exports_file,
+            config.settings.exports_file,
             PathBuf::from(DEFAULT_GANESHA_EXPORTS_FILE)
         );
         assert_eq!(
-            config.ganesha_pid_file,
+            config.settings.ganesha_pid_file,
             Some(PathBuf::from(DEFAULT_GANESHA_PID_FILE))
         );
-        assert_eq!(config.exportfs_cmd, "");
-        assert_eq!(config.ganesha_export_id_base, 1000);
+        assert_eq!(config.settings.exportfs_cmd, "");
+        assert_eq!(config.settings.ganesha_export_id_base, 1000);
         // An explicit command replaces the signal.
         let command = ServeArgs {
             exportfs_cmd: Some("/usr/local/bin/ganesha-reload".into()),
@@ -859,9 +747,12 @@ mod tests {
         }
         .resolve()
         .unwrap();
-        assert_eq!(command.ganesha_pid_file, None);
-        assert_eq!(command.exportfs_cmd, "/usr/local/bin/ganesha-reload");
-        assert_eq!(command.ganesha_export_id_base, 5000);
+        assert_eq!(command.settings.ganesha_pid_file, None);
+        assert_eq!(
+            command.settings.exportfs_cmd,
+            "/usr/local/bin/ganesha-reload"
+        );
+        assert_eq!(command.settings.ganesha_export_id_base, 5000);
         for bad in [
             ServeArgs {
                 nfs_backend: Some("knfsd".into()),
@@ -887,14 +778,14 @@ mod tests {
 
     #[test]
     fn the_warm_pool_defaults_to_one_root_except_on_btrfs_snapshots() {
-        use crate::imaging::CloneStrategy;
+        use bakery_core::imaging::CloneStrategy;
         let mut config = Config::new(PathBuf::from("/srv/bakery"), "10.0.0.2".into());
-        assert_eq!(config.warm_pool, None);
-        assert_eq!(config.warm_pool_for(CloneStrategy::Copy), 1);
-        assert_eq!(config.warm_pool_for(CloneStrategy::Reflink), 1);
-        assert_eq!(config.warm_pool_for(CloneStrategy::Snapshot), 0);
-        config.warm_pool = Some(0);
-        assert_eq!(config.warm_pool_for(CloneStrategy::Copy), 0);
+        assert_eq!(config.settings.warm_pool, None);
+        assert_eq!(config.settings.warm_pool_for(CloneStrategy::Copy), 1);
+        assert_eq!(config.settings.warm_pool_for(CloneStrategy::Reflink), 1);
+        assert_eq!(config.settings.warm_pool_for(CloneStrategy::Snapshot), 0);
+        config.settings.warm_pool = Some(0);
+        assert_eq!(config.settings.warm_pool_for(CloneStrategy::Copy), 0);
     }
 
     #[test]
@@ -906,17 +797,17 @@ mod tests {
             ..ServeArgs::default()
         };
         assert_eq!(
-            base.resolve().unwrap().min_free_space,
+            base.resolve().unwrap().settings.min_free_space,
             DEFAULT_MIN_FREE_SPACE
         );
         let flag = |v: &str| ServeArgs {
             min_free_space: Some(v.into()),
             ..base.clone()
         };
-        assert_eq!(flag("0").resolve().unwrap().min_free_space, 0);
-        assert_eq!(flag("512M").resolve().unwrap().min_free_space, 512 << 20);
+        assert_eq!(flag("0").resolve().unwrap().settings.min_free_space, 0);
+        assert_eq!(flag("512M").resolve().unwrap().settings.min_free_space, 512 << 20);
         assert_eq!(
-            flag("100000T").resolve().unwrap().min_free_space,
+            flag("100000T").resolve().unwrap().settings.min_free_space,
             100_000 << 40
         );
         let err = flag("5%").resolve().unwrap_err().to_string();
@@ -927,9 +818,9 @@ mod tests {
             ..base.clone()
         };
         std::fs::write(&file, "min_free_space = 4096\n").unwrap();
-        assert_eq!(from_file.resolve().unwrap().min_free_space, 4096);
+        assert_eq!(from_file.resolve().unwrap().settings.min_free_space, 4096);
         std::fs::write(&file, "min_free_space = \"3G\"\n").unwrap();
-        assert_eq!(from_file.resolve().unwrap().min_free_space, 3 << 30);
+        assert_eq!(from_file.resolve().unwrap().settings.min_free_space, 3 << 30);
         std::fs::write(&file, "min_free_space = -1\n").unwrap();
         let err = from_file.resolve().unwrap_err().to_string();
         assert!(err.contains("min_free_space"), "{err}");
@@ -940,7 +831,7 @@ mod tests {
             min_free_space: Some("1M".into()),
             ..from_file
         };
-        assert_eq!(both.resolve().unwrap().min_free_space, 1 << 20);
+        assert_eq!(both.resolve().unwrap().settings.min_free_space, 1 << 20);
     }
 
     #[test]
@@ -952,16 +843,19 @@ mod tests {
             ..ServeArgs::default()
         };
         let config = base.resolve().unwrap();
-        assert_eq!(config.upload_idle_timeout, Duration::from_secs(60));
-        assert_eq!(config.max_concurrent_uploads, 4);
+        assert_eq!(config.settings.upload_idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.settings.max_concurrent_uploads, 4);
         let flags = ServeArgs {
             upload_idle_timeout: Some(2.5),
             max_concurrent_uploads: Some(1),
             ..base.clone()
         };
         let config = flags.resolve().unwrap();
-        assert_eq!(config.upload_idle_timeout, Duration::from_millis(2500));
-        assert_eq!(config.max_concurrent_uploads, 1);
+        assert_eq!(
+            config.settings.upload_idle_timeout,
+            Duration::from_millis(2500)
+        );
+        assert_eq!(config.settings.max_concurrent_uploads, 1);
         std::fs::write(
             &file,
             "upload_idle_timeout = 7.0\nmax_concurrent_uploads = 9\n",
@@ -972,8 +866,8 @@ mod tests {
             ..base.clone()
         };
         let config = from_file.resolve().unwrap();
-        assert_eq!(config.upload_idle_timeout, Duration::from_secs(7));
-        assert_eq!(config.max_concurrent_uploads, 9);
+        assert_eq!(config.settings.upload_idle_timeout, Duration::from_secs(7));
+        assert_eq!(config.settings.max_concurrent_uploads, 9);
         for bad in [
             ServeArgs {
                 upload_idle_timeout: Some(0.0),

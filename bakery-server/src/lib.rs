@@ -1,9 +1,7 @@
-//! Bakery server library: inventory, bakes, disks, exports, power, HTTP API and boot path.
-//!
-//! Layers: [`http`] (axum, thin handlers, the one error → status mapping) → [`service`]
-//! (orchestration) → [`domain`] (pure rules: names, lifecycle, cmdline.txt, exports, disks)
-//! and [`db`] (SQLite, the one source of truth); OS-facing adapters behind small traits:
-//! [`ppi::Power`], [`exports::Exporter`], and [`imaging`] for `bakery-image`.
+//! Bakery server: the shell around [`bakery_core`] — the HTTP API ([`http`], axum, thin
+//! handlers, the one error → status mapping), TLS ([`tls`]), the TFTP listener's file provider
+//! ([`tftp`]), the command line and TOML file resolved into a [`Config`] ([`config`]), the
+//! proxy-DHCP snippet ([`dnsmasq`]), and the wiring of it all ([`app`]).
 //!
 //! # API (`/api/v1`)
 //!
@@ -32,28 +30,11 @@
 //! TFTP server passes the real peer to [`BootFiles::open`].
 
 pub mod app;
-pub mod boot;
 pub mod config;
-pub mod db;
-pub mod demo;
 pub mod dnsmasq;
-pub mod domain;
-pub mod events;
-pub mod exports;
-pub mod fsutil;
 pub mod http;
-pub mod imaging;
-pub mod isolation;
-pub mod metrics;
-pub mod nbd;
-pub mod observe;
-pub mod ppi;
-pub mod service;
 pub mod tftp;
-pub mod timeline;
 pub mod tls;
 
 pub use app::{App, AppError};
-pub use boot::{BootError, BootFile, BootFiles};
 pub use config::{Cli, Command, Config, ConfigError, ServeArgs};
-pub use service::{Bakery, ServiceError};

@@ -1,14 +1,19 @@
-//! The boot path over TFTP: [`BootFiles`] as a `bakery-tftp` [`FileProvider`], so the TFTP
-//! server answers exactly what `GET /files/...` answers, with the Pi's real address.
+//! The boot path over TFTP: [`TftpBootFiles`], the core's [`BootFiles`] as a `bakery-tftp`
+//! [`FileProvider`], so the TFTP server answers exactly what `GET /files/...` answers, with the
+//! Pi's real address.
 
 use bakery_tftp::{FileProvider, FileSource, Outcome, ReadRequest, Refusal, TransferReport};
 
-use crate::boot::{BootError, BootFile, BootFiles};
+use bakery_core::boot::{BootError, BootFile, BootFiles};
 
-impl FileProvider for BootFiles {
+/// The boot path as the TFTP server's file provider.
+#[derive(Debug, Clone)]
+pub struct TftpBootFiles(pub BootFiles);
+
+impl FileProvider for TftpBootFiles {
     async fn open(&self, request: &ReadRequest) -> Result<FileSource, Refusal> {
         let peer = Some(request.peer.ip());
-        match self.open_path(&request.filename, peer).await {
+        match self.0.open_path(&request.filename, peer).await {
             Ok(BootFile::Bytes(bytes)) => Ok(FileSource::Bytes(bytes.into())),
             Ok(BootFile::File { path, .. }) => {
                 let opened = tokio::task::spawn_blocking(move || {
@@ -39,7 +44,7 @@ impl FileProvider for BootFiles {
     }
 
     fn finished(&self, report: &TransferReport) {
-        self.observer().tftp_finished(report);
+        self.0.observer().tftp_finished(report);
         match report.outcome {
             Outcome::Sent | Outcome::Unconfirmed => {
                 let done = if report.outcome == Outcome::Sent {

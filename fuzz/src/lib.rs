@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use bakery_client::StaticNetwork;
-use bakery_server::domain::cmdline::{CmdlineInput, render};
+use bakery_core::domain::cmdline::{CmdlineInput, render};
 
 /// TFTP packets (`bakery_tftp::packet::parse`): never panics; a parsed request keeps its
 /// options within their RFC ranges; parsing is deterministic.

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bakery_client::ErrorBody;
 
-use crate::service::ServiceError;
+use bakery_core::service::ServiceError;
 
 /// Seconds a client refused with 503 (too many uploads) is told to wait.
 const RETRY_AFTER_SECS: &str = "5";
@@ -59,18 +59,35 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
     }
 }
 
-impl IntoResponse for ServiceError {
+/// What a handler fails with: a service error, answered by [`status_of`].
+#[derive(Debug)]
+pub struct ApiError(pub ServiceError);
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> ApiError {
+        ApiError(error)
+    }
+}
+
+impl From<bakery_core::BootError> for ApiError {
+    fn from(error: bakery_core::BootError) -> ApiError {
+        ApiError(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = status_of(&self);
+        let ApiError(error) = self;
+        let status = status_of(&error);
         if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            tracing::error!(error = %error, "request failed");
         } else {
-            tracing::debug!(error = %self, status = status.as_u16(), "request refused");
+            tracing::debug!(error = %error, status = status.as_u16(), "request refused");
         }
         let mut response = (
             status,
             Json(ErrorBody {
-                error: self.to_string(),
+                error: error.to_string(),
             }),
         )
             .into_response();

@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::service::ServiceError;
+use bakery_core::service::ServiceError;
+
+use super::error::ApiError;
 
 /// The limit of JSON bodies.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -22,11 +24,11 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = ServiceError;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = limited_bytes(req, state).await?;
-        parse(&bytes).map(JsonBody)
+        Ok(parse(&bytes).map(JsonBody)?)
     }
 }
 
@@ -57,14 +59,14 @@ where
     T: DeserializeOwned + Default,
     S: Send + Sync,
 {
-    type Rejection = ServiceError;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = limited_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        parse(&bytes).map(OptionalJsonBody)
+        Ok(parse(&bytes).map(OptionalJsonBody)?)
     }
 }
 
@@ -77,12 +79,14 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = ServiceError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| QueryArgs(q.0))
-            .map_err(|e| ServiceError::BadRequest(format!("invalid query: {}", e.body_text())))
+            .map_err(|e| {
+                ServiceError::BadRequest(format!("invalid query: {}", e.body_text())).into()
+            })
     }
 }
 
@@ -95,12 +99,14 @@ where
     T: DeserializeOwned + Send,
     S: Send + Sync,
 {
-    type Rejection = ServiceError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| PathArgs(p.0))
-            .map_err(|e| ServiceError::BadRequest(format!("invalid path: {}", e.body_text())))
+            .map_err(|e| {
+                ServiceError::BadRequest(format!("invalid path: {}", e.body_text())).into()
+            })
     }
 }

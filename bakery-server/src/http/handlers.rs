@@ -18,14 +18,16 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
 use super::extract::{JsonBody, OptionalJsonBody, PathArgs, QueryArgs};
-use crate::boot::{BootFile, BootFiles};
-use crate::imaging;
-use crate::service::{Bakery, DEFAULT_WAIT, ServiceError, UploadHead, to_completion};
+use bakery_core::boot::{BootFile, BootFiles};
+use bakery_core::imaging;
+use bakery_core::service::{Bakery, DEFAULT_WAIT, ServiceError, UploadHead, to_completion};
+
+use super::error::ApiError;
 
 /// The state every handler gets.
 pub type AppState = State<Arc<Bakery>>;
 
-type Reply<T> = Result<T, ServiceError>;
+type Reply<T> = Result<T, ApiError>;
 
 fn to_map(pis: Vec<PiInfo>) -> PiMap {
     pis.into_iter().map(|p| (p.id.clone(), p)).collect()
@@ -41,12 +43,12 @@ async fn boot_reply(file: BootFile) -> Reply<Response> {
             let context = format!("cannot open {}", path.display());
             let f = tokio::fs::File::open(&path)
                 .await
-                .map_err(crate::service::io_err(&context))?;
+                .map_err(bakery_core::service::io_err(&context))?;
             // The length of the file actually opened, so Content-Length always matches.
             let len = f
                 .metadata()
                 .await
-                .map_err(crate::service::io_err(&context))?
+                .map_err(bakery_core::service::io_err(&context))?
                 .len();
             (
                 Body::from_stream(tokio_util::io::ReaderStream::new(f.take(len))),
@@ -129,8 +131,10 @@ fn parse_timeout(value: Option<&str>) -> Reply<Duration> {
         ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds"))
     })?;
     Duration::try_from_secs_f64(secs)
-        .map(|d| d.min(crate::service::MAX_WAIT))
-        .map_err(|_| ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds")))
+        .map(|d| d.min(bakery_core::service::MAX_WAIT))
+        .map_err(|_| {
+            ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds")).into()
+        })
 }
 
 /// `GET /oven/{piId}[?wait=baked&timeout=<s>]`: any Pi bakery knows, a fridge Pi too (with
@@ -148,7 +152,8 @@ pub async fn oven_pi(
         }
         Some(other) => Err(ServiceError::BadRequest(format!(
             "unknown wait condition {other:?}: expected \"baked\""
-        ))),
+        ))
+        .into()),
     }
 }
 
@@ -220,7 +225,7 @@ pub async fn set_cloud_init(
     PathArgs((serial, file)): PathArgs<(String, String)>,
     body: Body,
 ) -> Reply<StatusCode> {
-    let limit = crate::domain::cloudinit::MAX_FILE_BYTES;
+    let limit = bakery_core::domain::cloudinit::MAX_FILE_BYTES;
     let data =
         axum::body::to_bytes(body, limit + 1)
             .await
@@ -352,7 +357,7 @@ pub async fn upload_bakeform(
     match to_completion(async move { bakery.import_bakeform(&name, stream, head).await }).await {
         Ok(bakeform) => (StatusCode::CREATED, Json(bakeform)).into_response(),
         Err(e) => {
-            let mut response = e.into_response();
+            let mut response = ApiError(e).into_response();
             response.headers_mut().insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
@@ -471,14 +476,14 @@ pub async fn delete_snapshot(
 }
 
 /// Any other path.
-pub async fn not_found(uri: axum::http::Uri) -> ServiceError {
-    ServiceError::RouteNotFound(uri.path().to_owned())
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(ServiceError::RouteNotFound(uri.path().to_owned()))
 }
 
 /// A known path with the wrong method.
-pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ServiceError {
-    ServiceError::MethodNotAllowed {
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(ServiceError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
-    }
+    })
 }

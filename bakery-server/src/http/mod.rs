@@ -18,7 +18,7 @@ use axum::routing::{get, post, put};
 pub use error::status_of;
 pub use extract::JSON_LIMIT;
 
-use crate::service::Bakery;
+use bakery_core::service::Bakery;
 
 /// The API router with every route of API v1 and bakery's additions, guarded by `auth`
 /// when given.

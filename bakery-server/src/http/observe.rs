@@ -23,12 +23,13 @@ use tokio::sync::broadcast;
 use super::auth::RefusedByAuth;
 use super::extract::{PathArgs, QueryArgs};
 use super::handlers::AppState;
-use crate::events::{EventLog, MAX_PAGE};
-use crate::metrics::{CONTENT_TYPE, HttpLabels, RouteLabels};
-use crate::observe::Observer;
-use crate::service::ServiceError;
+use bakery_core::events::{EventLog, MAX_PAGE};
+use bakery_core::metrics::{CONTENT_TYPE, HttpLabels, RouteLabels};
+use bakery_core::observe::Observer;
 
-type Reply<T> = Result<T, ServiceError>;
+use super::error::ApiError;
+
+type Reply<T> = Result<T, ApiError>;
 
 /// The query of `GET /events` and `GET /events/stream`.
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,6 @@ mod cloudinit;
 mod common;
 mod compressed;
 mod crash;
-mod demo;
 mod disks;
 mod eventlog;
 mod hardware;

@@ -24,11 +24,11 @@ fn tftp_serves_baked_pis_and_registers_unknown_ones() {
         .unwrap();
     runtime.block_on(async {
         let mut config = Config::new(env.data(), "10.0.0.2".into());
-        config.exports_file = env.path("bakery.exports");
-        config.exportfs_cmd = format!("{} -ra", env.path("exportfs.sh").display());
-        config.ppi = Some(env.path("ppi.sh"));
-        config.ppi_config = Some(env.path("ppi.json"));
-        config.ppi_timeout = Duration::from_secs(2);
+        config.settings.exports_file = env.path("bakery.exports");
+        config.settings.exportfs_cmd = format!("{} -ra", env.path("exportfs.sh").display());
+        config.settings.ppi = Some(env.path("ppi.sh"));
+        config.settings.ppi_config = Some(env.path("ppi.json"));
+        config.settings.ppi_timeout = Duration::from_secs(2);
         let app = App::new(config).await.unwrap();
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let tftp = udp.local_addr().unwrap();

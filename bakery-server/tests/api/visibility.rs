@@ -582,8 +582,8 @@ fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         .unwrap();
     let served = runtime.block_on(async {
         let mut config = bakery_server::Config::new(env.data(), "10.0.0.2".into());
-        config.exports_file = env.path("bakery.exports");
-        config.exportfs_cmd = format!("{} -ra", env.path("exportfs.sh").display());
+        config.settings.exports_file = env.path("bakery.exports");
+        config.settings.exportfs_cmd = format!("{} -ra", env.path("exportfs.sh").display());
         let app = bakery_server::App::new(config).await.unwrap();
         router_routes(&bakery_server::http::router(app.bakery().clone(), None))
     });

@@ -1,4 +1,4 @@
-//! `bakery-server demo` run as a newcomer runs it: the real binary from a scratch working
+//! `bakery-demo` run as a newcomer runs it: the real binary from a scratch working
 //! directory, with a scratch `HOME` and `TMPDIR`. Every simulated Pi must be baked and booted
 //! (each boot file fetched over TFTP and checked by pi-sim), and nothing written outside the
 //! data dir.
@@ -44,7 +44,7 @@ impl Scratch {
     }
 
     fn demo(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakery-server"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakery-demo"));
         for (var, _) in std::env::vars() {
             if var.starts_with("BAKERY_")
                 || ["NFS_ADDRESS", "DB_PATH", "PPI_PATH", "PPI_CONFIG_PATH"].contains(&var.as_str())
@@ -55,7 +55,6 @@ impl Scratch {
         cmd.current_dir(self.path("cwd"))
             .env("HOME", self.path("home"))
             .env("TMPDIR", self.path("tmp"))
-            .arg("demo")
             .args(args);
         cmd
     }

@@ -1,4 +1,4 @@
-//! `bakery-server demo`: the whole product in one command, with no Pi, no root and nothing
+//! `bakery-demo`: the whole product in one command, with no Pi, no root and nothing
 //! written outside one data directory.
 //!
 //! It builds a small sample bakeform image, starts a bakery on loopback (SQLite and exports in
@@ -25,8 +25,8 @@ use clap::Args;
 use pi_sim::Model;
 use thiserror::Error;
 
-use crate::app::{App, AppError};
-use crate::config::{Config, ServeArgs};
+use bakery_server::app::{App, AppError};
+use bakery_server::config::{Config, ServeArgs};
 use show::{DemoOutput, PiRow, Show, Summary};
 use sim::{BootRecord, SimPower};
 
@@ -57,6 +57,23 @@ pub struct DemoArgs {
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = DemoOutput::Table)]
     pub output: DemoOutput,
+}
+
+impl DemoError {
+    /// The exit code of the failure (the one place they are chosen): the server's for its own
+    /// failures, 2 a bad flag or data dir, 4 a data dir that cannot be prepared, 1 the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DemoError::App(e) => e.exit_code(),
+            DemoError::NotADemoDir { .. } | DemoError::Flag { .. } => 2,
+            DemoError::DataDir { .. } => 4,
+            DemoError::Sample(_)
+            | DemoError::Api { .. }
+            | DemoError::Appear { .. }
+            | DemoError::PisFailed { .. }
+            | DemoError::Output(_) => 1,
+        }
+    }
 }
 
 /// Why the demo could not run or did not succeed.
@@ -384,10 +401,10 @@ fn open_up(dir: &Path) {
 fn demo_config(data_dir: &Path, listen: SocketAddr) -> Config {
     let mut config = Config::new(data_dir.to_owned(), "127.0.0.1".to_owned());
     config.listen = listen;
-    config.exports_file = data_dir.join("exports");
-    config.exportfs_cmd = String::new();
-    config.power_cycle_pause = Duration::from_millis(500);
-    config.ppi_timeout = Duration::from_secs(5);
+    config.settings.exports_file = data_dir.join("exports");
+    config.settings.exportfs_cmd = String::new();
+    config.settings.power_cycle_pause = Duration::from_millis(500);
+    config.settings.ppi_timeout = Duration::from_secs(5);
     config
 }
 

@@ -18,8 +18,8 @@ use pi_sim::{BootOptions, BootReport, Model, SimError};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::ppi::{Power, PowerAction, PowerFuture, StatusFuture};
-use crate::service::Bakery;
+use bakery_core::ppi::{Power, PowerAction, PowerFuture, StatusFuture};
+use bakery_core::service::Bakery;
 
 /// How long after power-on a simulated Pi keeps retrying its first file (by default).
 pub const BOOT_RETRY_WINDOW: Duration = Duration::from_secs(60);
@@ -95,7 +95,7 @@ impl SimPower {
     }
 
     /// Lets simulated Pis look up which bakeform they were baked from (to check their files).
-    /// Call once, after the [`crate::App`] using this power is built.
+    /// Call once, after the [`bakery_server::App`] using this power is built.
     pub fn attach(&self, bakery: &Arc<Bakery>) {
         let _ = self.inner.bakery.set(Arc::downgrade(bakery));
     }

@@ -26,7 +26,6 @@ use bakery_client::{Bakeform, Disk, PiInfo, PiModel, PiState};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
-use crate::config::Config;
 use crate::db::{BakeformRow, DbError, DiskRow, PiRow, Store};
 use crate::domain::disks::DiskRuleError;
 use crate::domain::exports::ExportScope;
@@ -37,6 +36,7 @@ use crate::fsutil;
 use crate::imaging::{CloneStrategy, ImagingError};
 use crate::observe::Observer;
 use crate::ppi::{Power, PowerAction, PowerError};
+use crate::settings::Settings;
 
 /// Longest a long-poll may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -358,7 +358,7 @@ where
 }
 
 /// Wraps an I/O error with what was being done.
-pub(crate) fn io_err(context: impl Display) -> impl FnOnce(std::io::Error) -> ServiceError {
+pub fn io_err(context: impl Display) -> impl FnOnce(std::io::Error) -> ServiceError {
     move |source| ServiceError::Io {
         context: context.to_string(),
         source,
@@ -434,7 +434,7 @@ impl Layout {
 
 /// The bakery service. Shared as `Arc<Bakery>`.
 pub struct Bakery {
-    config: Config,
+    config: Settings,
     layout: Layout,
     store: Arc<Store>,
     power: Arc<dyn Power>,
@@ -473,7 +473,7 @@ impl std::fmt::Debug for Bakery {
 /// The parts a [`Bakery`] is made of.
 pub struct Parts {
     /// The resolved configuration.
-    pub config: Config,
+    pub config: Settings,
     /// The open inventory.
     pub store: Store,
     /// The power backend.
@@ -532,7 +532,7 @@ impl Bakery {
     pub fn nocloud_url(&self) -> String {
         let bound = self.api_port.load(std::sync::atomic::Ordering::Relaxed);
         let port = if bound == 0 {
-            self.config.listen.port()
+            self.config.api_port
         } else {
             bound
         };
@@ -540,7 +540,7 @@ impl Bakery {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &Settings {
         &self.config
     }
 
