@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::http::auth::Auth;
+use crate::http::tls::CertStore;
 
 use crate::config::{Config, ConfigError};
 use bakery_core::boot::BootFiles;
@@ -69,6 +73,63 @@ impl AppError {
             AppError::Bind { .. } => 3,
             AppError::DataDir { .. } | AppError::Store(_) | AppError::Repair(_) => 4,
             AppError::Serve(_) | AppError::Tftp(_) => 1,
+        }
+    }
+}
+
+/// What SIGHUP reloads: the token file and the TLS certificate, when configured.
+#[derive(Debug, Clone, Default)]
+pub struct Reloadable {
+    /// The API's tokens.
+    pub auth: Option<Auth>,
+    /// The HTTPS certificate and key.
+    pub certs: Option<Arc<CertStore>>,
+}
+
+impl Reloadable {
+    /// Reloads each file; a file that fails keeps the old contents in force (and is logged).
+    /// Returns how many reloads succeeded.
+    pub fn reload(&self) -> usize {
+        if self.auth.is_none() && self.certs.is_none() {
+            tracing::info!("SIGHUP: no token file or tls certificate to reload");
+            return 0;
+        }
+        let tokens = self.auth.as_ref().is_some_and(|auth| auth.reload().is_ok());
+        let certs = self
+            .certs
+            .as_ref()
+            .is_some_and(|certs| certs.reload().is_ok());
+        usize::from(tokens) + usize::from(certs)
+    }
+
+    /// Reloads on every message of `hups`, in the background, until its sender is gone (for
+    /// [`sighups`], the life of the process).
+    pub fn reload_on(self, mut hups: mpsc::Receiver<()>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while hups.recv().await.is_some() {
+                self.reload();
+            }
+        })
+    }
+}
+
+/// The process's SIGHUPs as messages (watching SIGHUP also keeps it from ending the process,
+/// its default); `None` (an error logged) when the handler cannot be installed.
+pub fn sighups() -> Option<mpsc::Receiver<()>> {
+    let (tx, rx) = mpsc::channel(1);
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    // A reload already queued covers this signal too.
+                    let _ = tx.try_send(());
+                }
+            });
+            Some(rx)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: tokens and certificates are not reloaded");
+            None
         }
     }
 }
@@ -212,44 +273,31 @@ impl App {
         if let Ok(addr) = listener.local_addr() {
             self.bakery.set_api_port(addr.port());
         }
-        let auth =
-            crate::http::auth::Auth::from_config(self.config()).map_err(ConfigError::from)?;
-        if let Some(auth) = &auth {
-            auth.reload_on_sighup();
-        }
-        let tls = match &self.config().tls {
+        let config = self.config();
+        let auth = Auth::from_file(
+            config.token_file.as_deref(),
+            config.boot_files_require_token,
+        )
+        .map_err(ConfigError::from)?;
+        let (certs, tls) = match &config.tls {
             Some(files) => {
-                let certs = crate::tls::CertStore::load(&files.cert, &files.key)
-                    .map_err(ConfigError::from)?;
-                certs.reload_on_sighup();
-                Some(certs.server_config().map_err(ConfigError::from)?)
+                let certs = CertStore::load(&files.cert, &files.key).map_err(ConfigError::from)?;
+                let tls = certs.server_config().map_err(ConfigError::from)?;
+                (Some(certs), Some(tls))
             }
-            None => None,
+            None => (None, None),
         };
+        if let Some(hups) = sighups() {
+            Reloadable {
+                auth: auth.clone(),
+                certs,
+            }
+            .reload_on(hups);
+        }
         let shutdown = self.bakery.observer().close_on(shutdown);
-        if auth.is_none() && tls.is_none() {
-            crate::http::auth::ignore_sighup();
-        }
-        let router = crate::http::router(self.bakery.clone(), auth);
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        match tls {
-            Some(tls) => {
-                use axum::serve::ListenerExt;
-                // `tap_io` only so axum's connect-info works for this listener type.
-                let listener = crate::tls::TlsListener::new(listener, tls)
-                    .map_err(AppError::Serve)?
-                    .tap_io(|_| {});
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            None => {
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        }
-        .map_err(AppError::Serve)
+        crate::http::serve(listener, self.bakery.clone(), auth, tls, shutdown)
+            .await
+            .map_err(AppError::Serve)
     }
 
     /// Binds the built-in TFTP server's socket at `addr`.
@@ -348,6 +396,48 @@ mod tests {
     use super::*;
 
     const CHILD: &str = "BAKERY_TEST_RLIMIT_CHILD";
+
+    #[tokio::test]
+    async fn each_hangup_reloads_the_token_file_and_a_bad_one_keeps_the_old_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "first-token-0123456789\n").unwrap();
+        let auth = Auth::load(&file, crate::http::auth::FilesPolicy::Open).unwrap();
+        let (hup, hups) = mpsc::channel(1);
+        let task = Reloadable {
+            auth: Some(auth.clone()),
+            certs: None,
+        }
+        .reload_on(hups);
+        std::fs::write(
+            &file,
+            "second-token-0123456789\nro:third-token-0123456789\n",
+        )
+        .unwrap();
+        assert!(
+            admits(&auth, "first-token-0123456789"),
+            "no reload before a hangup"
+        );
+        hup.send(()).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while auth.token_count() != 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hangup did not reload"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        std::fs::write(&file, "not a token line\n").unwrap();
+        hup.send(()).await.unwrap();
+        drop(hup);
+        task.await.unwrap();
+        assert_eq!(auth.token_count(), 2, "a bad file keeps the old tokens");
+    }
+
+    #[test]
+    fn nothing_to_reload_is_no_reload() {
+        assert_eq!(Reloadable::default().reload(), 0);
+    }
 
     fn nofile() -> libc::rlimit {
         let mut limit = libc::rlimit {

@@ -49,7 +49,7 @@ pub enum ConfigError {
     TokenFile(#[from] crate::http::auth::TokenFileError),
     /// The TLS certificate or key is not usable.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::http::tls::TlsError),
     /// A required setting is missing.
     #[error("missing setting {0}: give it as a flag, environment variable or in the config file")]
     Missing(&'static str),
@@ -587,7 +587,7 @@ impl ServeArgs {
             crate::http::auth::TokenSet::load(path)?;
         }
         if let Some(tls) = &config.tls {
-            crate::tls::server_config(&tls.cert, &tls.key)?;
+            crate::http::tls::server_config(&tls.cert, &tls.key)?;
         }
         Ok(config)
     }
@@ -631,7 +631,9 @@ mod tests {
         assert_eq!(config.settings.max_image_size, 1 << 30);
         assert_eq!(config.settings.warm_pool, Some(2));
         assert_eq!(
-            config.settings.warm_pool_for(bakery_core::imaging::CloneStrategy::Snapshot),
+            config
+                .settings
+                .warm_pool_for(bakery_core::imaging::CloneStrategy::Snapshot),
             2
         );
         assert_eq!(config.settings.min_free_space, 2 << 30);
@@ -805,7 +807,10 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(flag("0").resolve().unwrap().settings.min_free_space, 0);
-        assert_eq!(flag("512M").resolve().unwrap().settings.min_free_space, 512 << 20);
+        assert_eq!(
+            flag("512M").resolve().unwrap().settings.min_free_space,
+            512 << 20
+        );
         assert_eq!(
             flag("100000T").resolve().unwrap().settings.min_free_space,
             100_000 << 40
@@ -820,7 +825,10 @@ mod tests {
         std::fs::write(&file, "min_free_space = 4096\n").unwrap();
         assert_eq!(from_file.resolve().unwrap().settings.min_free_space, 4096);
         std::fs::write(&file, "min_free_space = \"3G\"\n").unwrap();
-        assert_eq!(from_file.resolve().unwrap().settings.min_free_space, 3 << 30);
+        assert_eq!(
+            from_file.resolve().unwrap().settings.min_free_space,
+            3 << 30
+        );
         std::fs::write(&file, "min_free_space = -1\n").unwrap();
         let err = from_file.resolve().unwrap_err().to_string();
         assert!(err.contains("min_free_space"), "{err}");

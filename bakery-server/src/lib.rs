@@ -1,5 +1,5 @@
 //! Bakery server: the shell around [`bakery_core`] — the HTTP API ([`http`], axum, thin
-//! handlers, the one error → status mapping), TLS ([`tls`]), the TFTP listener's file provider
+//! handlers, the one error → status mapping), TLS ([`http::tls`]), the TFTP listener's file provider
 //! ([`tftp`]), the command line and TOML file resolved into a [`Config`] ([`config`]), the
 //! proxy-DHCP snippet ([`dnsmasq`]), and the wiring of it all ([`app`]).
 //!
@@ -34,7 +34,6 @@ pub mod config;
 pub mod dnsmasq;
 pub mod http;
 pub mod tftp;
-pub mod tls;
 
 pub use app::{App, AppError};
 pub use config::{Cli, Command, Config, ConfigError, ServeArgs};

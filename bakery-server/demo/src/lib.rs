@@ -366,7 +366,7 @@ pub fn prepare_data_dir(path: &Path) -> Result<PathBuf, DemoError> {
     let marker = path.join(MARKER);
     std::fs::write(
         &marker,
-        "made by `bakery-server demo`; a later demo wipes this directory\n",
+        "made by `bakery-demo`; a later demo wipes this directory\n",
     )
     .map_err(io(&marker))?;
     std::fs::canonicalize(path).map_err(io(path))

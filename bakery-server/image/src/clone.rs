@@ -183,7 +183,7 @@ pub fn clone_tree(
         );
     }
     if result.is_err() {
-        if let Err(e) = host::remove_tree(dst) {
+        if let Err(e) = remove_tree(dst) {
             tracing::warn!(dst = %dst.display(), error = %e, "could not remove a failed clone");
         }
     }
@@ -244,7 +244,7 @@ const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940F;
 /// background, instead of an unlink per file. `Ok(false)` when `path` is no subvolume; an
 /// error when the kernel refuses (not root and no `user_subvol_rm_allowed`, nested
 /// subvolumes): the caller then removes it file by file.
-pub(crate) fn destroy_subvolume(path: &Path) -> io::Result<bool> {
+fn destroy_subvolume(path: &Path) -> io::Result<bool> {
     let md = fs::symlink_metadata(path)?;
     if !md.is_dir() || md.ino() != BTRFS_FIRST_FREE_OBJECTID {
         return Ok(false);
@@ -253,6 +253,15 @@ pub(crate) fn destroy_subvolume(path: &Path) -> io::Result<bool> {
         return Ok(false);
     }
     vol_ioctl(path, BTRFS_IOC_SNAP_DESTROY).map(|()| true)
+}
+
+/// Removes a tree completely: a btrfs subvolume (a snapshot clone, a golden root) in one call
+/// when the kernel allows it, else file by file ([`host::remove_tree`]). Missing trees are fine.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    if matches!(destroy_subvolume(path), Ok(true)) {
+        return Ok(());
+    }
+    host::remove_tree(path)
 }
 
 #[repr(C)]

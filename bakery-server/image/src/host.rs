@@ -262,14 +262,10 @@ fn read_xattrs(
     Ok(out)
 }
 
-/// Removes a tree completely (a btrfs subvolume by deleting the subvolume), first granting
-/// the owner write access to directories that were made read-only (a non-root user cannot
-/// otherwise empty them). Missing trees are fine.
+/// Removes a tree completely, file by file, first granting the owner write access to
+/// directories that were made read-only (a non-root user cannot otherwise empty them). Missing
+/// trees are fine. (`clone::remove_tree` deletes a btrfs subvolume in one call first.)
 pub(crate) fn remove_tree(p: &Path) -> io::Result<()> {
-    // A btrfs subvolume (a snapshot clone, a golden root) goes in one call when allowed.
-    if matches!(crate::clone::destroy_subvolume(p), Ok(true)) {
-        return Ok(());
-    }
     match fs::remove_dir_all(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -129,7 +129,7 @@ pub fn import_image(
         })
     });
     if result.is_err() && created.get() {
-        if let Err(e) = host::remove_tree(dest) {
+        if let Err(e) = crate::clone::remove_tree(dest) {
             tracing::warn!(dest = %dest.display(), error = %e, "could not remove a failed import");
         }
     }

@@ -70,5 +70,5 @@ pub use sample::{SampleSpec, build_sample_image};
 /// call where the kernel allows it, else file by file, making read-only directories
 /// writable first where needed.
 pub fn remove_tree(path: &Path) -> Result<(), ImageError> {
-    host::remove_tree(path).map_err(|e| ImageError::io("remove", path, e))
+    clone::remove_tree(path).map_err(|e| ImageError::io("remove", path, e))
 }

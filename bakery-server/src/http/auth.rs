@@ -267,13 +267,17 @@ impl Auth {
         })
     }
 
-    /// The authentication `config` asks for: `None` (and a warning) without a token file.
-    pub fn from_config(config: &crate::config::Config) -> Result<Option<Auth>, TokenFileError> {
-        let Some(path) = &config.token_file else {
+    /// The authentication a token file asks for: `None` (and a warning) without one;
+    /// `boot_files_require_token` puts the boot path behind a token too.
+    pub fn from_file(
+        token_file: Option<&Path>,
+        boot_files_require_token: bool,
+    ) -> Result<Option<Auth>, TokenFileError> {
+        let Some(path) = token_file else {
             tracing::warn!("no --token-file: the API is open to anyone who reaches it");
             return Ok(None);
         };
-        let files = if config.boot_files_require_token {
+        let files = if boot_files_require_token {
             FilesPolicy::RequireToken
         } else {
             FilesPolicy::Open
@@ -303,25 +307,9 @@ impl Auth {
         }
     }
 
-    /// Reloads the token file on every SIGHUP, in the background, for the life of the process.
-    pub fn reload_on_sighup(&self) {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let auth = self.clone();
-            match signal(SignalKind::hangup()) {
-                Ok(mut hup) => {
-                    tokio::spawn(async move {
-                        while hup.recv().await.is_some() {
-                            let _ = auth.reload();
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGHUP: tokens are not reloaded")
-                }
-            }
-        }
+    /// How many tokens are in force.
+    pub fn token_count(&self) -> usize {
+        self.current().tokens.len()
     }
 
     fn current(&self) -> Arc<TokenSet> {
@@ -358,22 +346,6 @@ impl Auth {
                 method: method.to_string(),
                 path: path.to_owned(),
             }),
-        }
-    }
-}
-
-/// Keeps SIGHUP from ending the process (its default) when there is nothing to reload: an
-/// operator's `kill -HUP` only gets a log line.
-pub fn ignore_sighup() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: no token file or tls certificate to reload");
-                }
-            });
         }
     }
 }

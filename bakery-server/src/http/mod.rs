@@ -8,7 +8,9 @@ mod handlers;
 mod observe;
 pub mod openapi;
 mod status;
+pub mod tls;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -97,4 +99,31 @@ pub fn router(bakery: Arc<Bakery>, auth: Option<auth::Auth>) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(bakery)
+}
+
+/// Serves the API on `listener` (over TLS with `tls`) until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    bakery: Arc<Bakery>,
+    auth: Option<auth::Auth>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service =
+        router(bakery, auth).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        Some(tls) => {
+            use axum::serve::ListenerExt;
+            // `tap_io` only so axum's connect-info works for this listener type.
+            let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

@@ -127,27 +127,6 @@ impl CertStore {
         }
     }
 
-    /// Reloads the pair on every SIGHUP, in the background, for the life of the process.
-    pub fn reload_on_sighup(self: &Arc<Self>) {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let store = self.clone();
-            match signal(SignalKind::hangup()) {
-                Ok(mut hup) => {
-                    tokio::spawn(async move {
-                        while hup.recv().await.is_some() {
-                            let _ = store.reload();
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGHUP: certificates are not reloaded")
-                }
-            }
-        }
-    }
-
     /// A server configuration answering with the pair in force at each handshake.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
