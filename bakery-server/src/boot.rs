@@ -230,10 +230,11 @@ impl BootFiles {
         let dir = match &self.bakery.config().boot_root_dir {
             Some(dir) => dir.clone(),
             None => {
-                let store = self.bakery.store().clone();
-                let newest = tokio::task::spawn_blocking(move || store.newest_ready_bakeform())
+                let newest = self
+                    .bakery
+                    .store()
+                    .call(|store| store.newest_ready_bakeform())
                     .await
-                    .map_err(|e| ServiceError::Task(e.to_string()))?
                     .map_err(ServiceError::from)?;
                 match newest {
                     Some(b) => PathBuf::from(b.location).join("boot"),

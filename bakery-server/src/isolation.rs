@@ -31,11 +31,10 @@ pub(crate) async fn pinned_refusal(
             "pi {serial} is pinned to {own}, request came from {peer}"
         )));
     }
-    let store = bakery.store().clone();
     let key = serial.to_owned();
-    let other = tokio::task::spawn_blocking(move || store.pi_serial_at(peer, &key))
-        .await
-        .map_err(|e| ServiceError::Task(e.to_string()))?
-        .map_err(ServiceError::from)?;
+    let other = bakery
+        .store()
+        .call(move |store| store.pi_serial_at(peer, &key))
+        .await?;
     Ok(other.map(|other| format!("{peer} is the address of pi {other}, not of pi {serial}")))
 }

@@ -22,7 +22,7 @@ mod schema;
 mod snapshots;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Params, Row, Transaction, TransactionBehavior};
@@ -79,6 +79,9 @@ pub enum DbError {
         /// The value found.
         value: String,
     },
+    /// The blocking task running a [`Store::call`] panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
 }
 
 /// The inventory database.
@@ -174,6 +177,20 @@ impl Store {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the store off the async runtime: in `tokio::task::spawn_blocking`, on a
+    /// clone of the handle. This is how async code reaches the store; a task that panicked or
+    /// was cancelled is [`DbError::Task`].
+    pub async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, DbError> + Send + 'static,
+    {
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
     }
 
     /// Sets who is told about committed events (replacing any earlier sink). Held weakly:

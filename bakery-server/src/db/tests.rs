@@ -319,3 +319,22 @@ fn bake_and_unbake_cycle() {
         PiChange::WrongState(PiState::Fridge)
     );
 }
+
+#[tokio::test]
+async fn a_call_that_panics_is_a_task_error_and_the_store_still_works() {
+    let (_d, s) = store();
+    let s = std::sync::Arc::new(s);
+    let failed = s
+        .call(|_| -> Result<(), DbError> { panic!("a panicking store call") })
+        .await;
+    let Err(DbError::Task(why)) = failed else {
+        panic!("a panic is a task error: {failed:?}");
+    };
+    assert!(why.contains("panicked"), "{why}");
+    assert_eq!(
+        DbError::Task(why.clone()).to_string(),
+        format!("internal task failed: {why}")
+    );
+    assert!(s.call(|s| s.register_pi("00000001")).await.unwrap());
+    assert_eq!(s.call(|s| s.pis()).await.unwrap().len(), 1);
+}
