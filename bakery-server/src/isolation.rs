@@ -8,8 +8,9 @@
 
 use std::net::IpAddr;
 
-use bakery_client::{PiInfo, PiState};
+use bakery_client::PiState;
 
+use crate::db::PiRow;
 use crate::service::{Bakery, ServiceError};
 
 /// Why a boot request is refused under pinning, or `None` to serve it.
@@ -17,14 +18,14 @@ pub(crate) async fn pinned_refusal(
     bakery: &Bakery,
     serial: &str,
     peer: IpAddr,
-    known: Option<&PiInfo>,
+    known: Option<&PiRow>,
 ) -> Result<Option<String>, ServiceError> {
     if !bakery.config().pin_pi_addresses {
         return Ok(None);
     }
     if let Some(pi) = known
-        && matches!(pi.state, Some(PiState::Baked | PiState::Preparing))
-        && let Some(own) = pi.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok())
+        && matches!(pi.state, PiState::Baked | PiState::Preparing)
+        && let Some(own) = pi.address
         && own != peer
     {
         return Ok(Some(format!(
