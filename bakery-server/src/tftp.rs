@@ -15,25 +15,7 @@ impl FileProvider for TftpBootFiles {
         let peer = Some(request.peer.ip());
         match self.0.open_path(&request.filename, peer).await {
             Ok(BootFile::Bytes(bytes)) => Ok(FileSource::Bytes(bytes.into())),
-            Ok(BootFile::File { path, .. }) => {
-                let opened = tokio::task::spawn_blocking(move || {
-                    let file = std::fs::File::open(&path)?;
-                    let len = file.metadata()?.len();
-                    Ok::<_, std::io::Error>(FileSource::File { file, len })
-                })
-                .await;
-                match opened {
-                    Ok(Ok(source)) => Ok(source),
-                    Ok(Err(e)) => {
-                        tracing::warn!(file = request.filename, error = %e, "cannot open boot file");
-                        Err(Refusal::NotFound)
-                    }
-                    Err(e) => {
-                        tracing::error!(file = request.filename, error = %e, "boot file task failed");
-                        Err(Refusal::NotFound)
-                    }
-                }
-            }
+            Ok(BootFile::File { file, len }) => Ok(FileSource::File { file, len }),
             Err(BootError::NotFound(_)) => Err(Refusal::NotFound),
             Err(BootError::InvalidPath(e)) => Err(Refusal::AccessViolation(e.to_string())),
             Err(BootError::Service(e)) => {

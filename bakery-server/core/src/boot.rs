@@ -1,11 +1,12 @@
 //! Boot-file resolution, shared by HTTP `GET /files/...` and the TFTP server: which bytes a Pi
 //! gets for a path, registering unknown Pis and powering off the ones that may not boot.
 
+use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bakery_client::PiState;
+use bakery_client::{PiState, RootKind};
 use thiserror::Error;
 
 use crate::domain::cmdline::{self, CmdlineInput};
@@ -26,16 +27,16 @@ pub const BOOTSIG: &str = "bootsig.bin";
 /// would boot a bakeform's stock files.
 pub const BOOTCODE: &str = "bootcode.bin";
 
-/// What a boot path resolves to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a boot path resolves to, ready to send: TFTP and HTTP serve it as it is.
+#[derive(Debug)]
 pub enum BootFile {
     /// Rendered content (the Pi's `cmdline.txt`).
     Bytes(Vec<u8>),
-    /// A file on disk (already checked to lie inside the boot directory).
+    /// A file on disk, opened once its real path was checked to lie inside the boot directory.
     File {
-        /// The file.
-        path: PathBuf,
-        /// Its length in bytes.
+        /// The open file, to be read from its start.
+        file: File,
+        /// Its length in bytes, as the open file has it.
         len: u64,
     },
 }
@@ -128,12 +129,13 @@ impl BootFiles {
             return Err(not_found());
         }
         // Reads first: a booting Pi asks for dozens of files, writes happen only on news.
-        let known = self.bakery.pi_info(serial).await?;
-        let seen_at = |pi: &Option<bakery_client::PiInfo>| {
-            pi.as_ref()
-                .and_then(|p| p.address.as_deref())
-                .and_then(|a| a.parse::<IpAddr>().ok())
-        };
+        let key = serial.to_owned();
+        let known = self
+            .bakery
+            .store()
+            .call(move |store| store.pi(&key))
+            .await
+            .map_err(ServiceError::from)?;
         if let Some(addr) = peer
             && let Some(reason) =
                 crate::isolation::pinned_refusal(&self.bakery, serial, addr, known.as_ref()).await?
@@ -145,7 +147,7 @@ impl BootFiles {
             // The inventory is full: not registered, not powered off (it is not ours).
             return Err(not_found());
         }
-        if let Some(addr) = peer.filter(|a| Some(*a) != seen_at(&known)) {
+        if let Some(addr) = peer.filter(|a| Some(*a) != known.as_ref().and_then(|p| p.address)) {
             self.bakery.saw_pi_at(serial, addr).await?;
         }
         // The inventory is written only on news: a model not recorded yet, or a last-seen
@@ -166,33 +168,41 @@ impl BootFiles {
             return Err(not_found());
         };
         match pi.state {
-            Some(PiState::Baked) => {}
-            Some(PiState::Fridge) | None => {
+            PiState::Baked => {}
+            PiState::Fridge => {
                 self.bakery.power_off_stray(serial);
                 return Err(not_found());
             }
-            Some(PiState::Preparing | PiState::Unbaking) => return Err(not_found()),
+            PiState::Preparing | PiState::Unbaking => return Err(not_found()),
         }
-        let bakeform = pi.source_bakeform.as_ref().ok_or_else(not_found)?;
-        let boot_dir = self.bakery.layout().bakeform(&bakeform.name).join("boot");
+        let bakeform = pi.bakeform.as_deref().ok_or_else(not_found)?;
+        let boot_dir = self.bakery.layout().bakeform(bakeform).join("boot");
         if components.len() == 1 && components[0] == CMDLINE {
             let own = match tokio::fs::read_to_string(boot_dir.join(CMDLINE)).await {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
                 Err(e) => {
                     return Err(ServiceError::Io {
-                        context: format!("cannot read cmdline.txt of bakeform {}", bakeform.name),
+                        context: format!("cannot read cmdline.txt of bakeform {bakeform}"),
                         source: e,
                     }
                     .into());
                 }
             };
-            let root = pi.disks.first().ok_or_else(not_found)?;
+            let key = serial.to_owned();
+            let disks = self
+                .bakery
+                .store()
+                .call(move |store| store.disks_of(&key))
+                .await
+                .map_err(ServiceError::from)?;
+            let root = disks.first().ok_or_else(not_found)?;
             let nocloud_url = self.bakery.nocloud_url();
             let nbd_root = match (pi.root_kind, self.bakery.nbd()) {
-                (Some(bakery_client::RootKind::Nbd), Some(nbd)) => Some(
-                    crate::domain::nbd::nbdroot(&self.bakery.config().nfs_address, nbd.port()),
-                ),
+                (RootKind::Nbd, Some(nbd)) => Some(crate::domain::nbd::nbdroot(
+                    &self.bakery.config().nfs_address,
+                    nbd.port(),
+                )),
                 _ => None,
             };
             let line = cmdline::render(&CmdlineInput {
@@ -208,7 +218,7 @@ impl BootFiles {
             return Ok(BootFile::Bytes(line.into_bytes()));
         }
         resolve_in(&boot_dir, &components)
-            .await
+            .await?
             .ok_or_else(not_found)
     }
 
@@ -230,10 +240,11 @@ impl BootFiles {
         let dir = match &self.bakery.config().boot_root_dir {
             Some(dir) => dir.clone(),
             None => {
-                let store = self.bakery.store().clone();
-                let newest = tokio::task::spawn_blocking(move || store.newest_ready_bakeform())
+                let newest = self
+                    .bakery
+                    .store()
+                    .call(|store| store.newest_ready_bakeform())
                     .await
-                    .map_err(|e| ServiceError::Task(e.to_string()))?
                     .map_err(ServiceError::from)?;
                 match newest {
                     Some(b) => PathBuf::from(b.location).join("boot"),
@@ -241,26 +252,44 @@ impl BootFiles {
                 }
             }
         };
-        resolve_in(&dir, components).await.ok_or_else(not_found)
+        resolve_in(&dir, components).await?.ok_or_else(not_found)
     }
 }
 
-/// `dir/<components>` if it is a regular file whose real path stays inside `dir`'s real path
-/// (a symlink pointing out of the boot directory is refused).
-async fn resolve_in(dir: &Path, components: &[&str]) -> Option<BootFile> {
+/// `dir/<components>`, opened, if it is a regular file whose real path stays inside `dir`'s
+/// real path (a symlink pointing out of the boot directory is refused); `None` when it is not
+/// served, an error when it passed those checks but cannot be opened.
+async fn resolve_in(dir: &Path, components: &[&str]) -> Result<Option<BootFile>, ServiceError> {
     let mut path = dir.to_owned();
     for c in components {
         path.push(c);
     }
-    let real_dir = tokio::fs::canonicalize(dir).await.ok()?;
-    let real = tokio::fs::canonicalize(&path).await.ok()?;
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || open_in(&dir, &path))
+        .await
+        .map_err(|e| ServiceError::Task(e.to_string()))?
+}
+
+/// [`resolve_in`]'s checks and the one open of the file, off the async runtime.
+fn open_in(dir: &Path, path: &Path) -> Result<Option<BootFile>, ServiceError> {
+    let (Ok(real_dir), Ok(real)) = (std::fs::canonicalize(dir), std::fs::canonicalize(path)) else {
+        return Ok(None);
+    };
     if !real.starts_with(&real_dir) {
         tracing::warn!(path = %path.display(), "boot file resolves outside its boot directory, refused");
-        return None;
+        return Ok(None);
     }
-    let meta = tokio::fs::metadata(&real).await.ok()?;
-    meta.is_file().then_some(BootFile::File {
-        path: real,
+    // Checked before opening too: opening a FIFO or a device could block or have effects.
+    if !std::fs::metadata(&real).is_ok_and(|meta| meta.is_file()) {
+        return Ok(None);
+    }
+    let context = format!("cannot open {}", real.display());
+    let file = File::open(&real).map_err(crate::service::io_err(&context))?;
+    // The length of the file actually opened, so TFTP's tsize and HTTP's Content-Length
+    // always match what is sent.
+    let meta = file.metadata().map_err(crate::service::io_err(&context))?;
+    Ok(meta.is_file().then(|| BootFile::File {
+        file,
         len: meta.len(),
-    })
+    }))
 }

@@ -176,19 +176,13 @@ impl EventLog {
     /// it through [`EventLog::publish`] once committed. `None` (logged) if it could not be
     /// stored.
     pub async fn record(&self, event: NewEvent) -> Option<Event> {
-        let store = self.inner.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.insert_event(&event)).await;
-        match stored {
-            Ok(Ok(event)) => {
+        match self.inner.store.call(move |s| s.insert_event(&event)).await {
+            Ok(event) => {
                 tracing::debug!(id = event.id, kind = event.kind, "event recorded");
                 Some(event)
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot record event");
-                None
-            }
             Err(e) => {
-                tracing::error!(error = %e, "event task failed");
+                tracing::error!(error = %e, "cannot record event");
                 None
             }
         }
@@ -202,16 +196,18 @@ impl EventLog {
 
     /// Up to `limit` (at most [`MAX_PAGE`]) events after `since`, and the newest id.
     pub async fn since(&self, since: i64, limit: u32) -> Result<EventList, ServiceError> {
-        let store = self.inner.store.clone();
         let limit = limit.clamp(1, MAX_PAGE);
-        tokio::task::spawn_blocking(move || {
-            let events = store.events_since(since, limit)?;
-            let newest = events.last().map_or(0, |e| e.id);
-            let last_id = store.last_event_id()?.max(newest);
-            Ok(EventList { events, last_id })
-        })
-        .await
-        .map_err(|e| ServiceError::Task(e.to_string()))?
+        let list = self
+            .inner
+            .store
+            .call(move |store| {
+                let events = store.events_since(since, limit)?;
+                let newest = events.last().map_or(0, |e| e.id);
+                let last_id = store.last_event_id()?.max(newest);
+                Ok(EventList { events, last_id })
+            })
+            .await?;
+        Ok(list)
     }
 
     /// Tells live followers to end (the server is shutting down: open streams would hold up

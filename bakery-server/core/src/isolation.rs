@@ -8,8 +8,9 @@
 
 use std::net::IpAddr;
 
-use bakery_client::{PiInfo, PiState};
+use bakery_client::PiState;
 
+use crate::db::PiRow;
 use crate::service::{Bakery, ServiceError};
 
 /// Why a boot request is refused under pinning, or `None` to serve it.
@@ -17,25 +18,24 @@ pub(crate) async fn pinned_refusal(
     bakery: &Bakery,
     serial: &str,
     peer: IpAddr,
-    known: Option<&PiInfo>,
+    known: Option<&PiRow>,
 ) -> Result<Option<String>, ServiceError> {
     if !bakery.config().pin_pi_addresses {
         return Ok(None);
     }
     if let Some(pi) = known
-        && matches!(pi.state, Some(PiState::Baked | PiState::Preparing))
-        && let Some(own) = pi.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok())
+        && matches!(pi.state, PiState::Baked | PiState::Preparing)
+        && let Some(own) = pi.address
         && own != peer
     {
         return Ok(Some(format!(
             "pi {serial} is pinned to {own}, request came from {peer}"
         )));
     }
-    let store = bakery.store().clone();
     let key = serial.to_owned();
-    let other = tokio::task::spawn_blocking(move || store.pi_serial_at(peer, &key))
-        .await
-        .map_err(|e| ServiceError::Task(e.to_string()))?
-        .map_err(ServiceError::from)?;
+    let other = bakery
+        .store()
+        .call(move |store| store.pi_serial_at(peer, &key))
+        .await?;
     Ok(other.map(|other| format!("{peer} is the address of pi {other}, not of pi {serial}")))
 }

@@ -275,11 +275,8 @@ async fn persist_boot_records(
                 Err(_) => break,
             }
         }
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.apply_boot_records(&batch)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot store boot records"),
-            Err(e) => tracing::error!(error = %e, "boot record task failed"),
+        if let Err(e) = store.call(move |s| s.apply_boot_records(&batch)).await {
+            tracing::error!(error = %e, "cannot store boot records");
         }
     }
 }

@@ -33,37 +33,28 @@ fn to_map(pis: Vec<PiInfo>) -> PiMap {
     pis.into_iter().map(|p| (p.id.clone(), p)).collect()
 }
 
-async fn boot_reply(file: BootFile) -> Reply<Response> {
+fn boot_reply(file: BootFile) -> Response {
     let (body, len) = match file {
         BootFile::Bytes(bytes) => {
             let len = bytes.len() as u64;
             (Body::from(bytes), len)
         }
-        BootFile::File { path, .. } => {
-            let context = format!("cannot open {}", path.display());
-            let f = tokio::fs::File::open(&path)
-                .await
-                .map_err(bakery_core::service::io_err(&context))?;
-            // The length of the file actually opened, so Content-Length always matches.
-            let len = f
-                .metadata()
-                .await
-                .map_err(bakery_core::service::io_err(&context))?
-                .len();
+        BootFile::File { file, len } => {
+            let file = tokio::fs::File::from_std(file);
             (
-                Body::from_stream(tokio_util::io::ReaderStream::new(f.take(len))),
+                Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len))),
                 len,
             )
         }
     };
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::CONTENT_LENGTH, len.to_string()),
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /files/{piId}/{*path}`: a boot file for a Pi.
@@ -79,7 +70,7 @@ pub async fn pi_file(
         Ok(BootFiles::new(bakery).open_path(&full, peer).await?)
     })
     .await?;
-    boot_reply(file).await
+    Ok(boot_reply(file))
 }
 
 /// `GET /files/{name}`: a root-level boot file (`bootcode.bin`).
@@ -88,7 +79,7 @@ pub async fn root_file(
     PathArgs(name): PathArgs<String>,
 ) -> Reply<Response> {
     let file = BootFiles::new(bakery).open(None, &name, None).await?;
-    boot_reply(file).await
+    Ok(boot_reply(file))
 }
 
 /// `GET /fridge`.

@@ -9,13 +9,26 @@ use std::collections::BTreeSet;
 
 use rusqlite::{Transaction, params};
 
-use super::{DbError, corrupt};
+use super::{DbError, Store, corrupt};
 use crate::domain::exports::{EXPORT_NUMBERS, ExportEntry};
 use crate::domain::nbd::NbdRoot;
 
+impl Store {
+    /// Every directory that must be exported: the disks of Pis that are preparing or baked,
+    /// each with its Pi's address and stable export number (numbered below).
+    pub fn export_entries(&self) -> Result<Vec<ExportEntry>, DbError> {
+        self.write(export_entries)
+    }
+
+    /// The Pis preparing or baked with an NBD root that is in place, with their addresses.
+    pub fn nbd_roots(&self) -> Result<Vec<NbdRoot>, DbError> {
+        self.write(nbd_roots)
+    }
+}
+
 /// The disks of Pis that are preparing or baked, each with its Pi's address and its export
 /// number, numbering first-time exports and forgetting the numbers of destroyed disks.
-pub(super) fn export_entries(tx: &Transaction<'_>) -> Result<Vec<ExportEntry>, DbError> {
+fn export_entries(tx: &Transaction<'_>) -> Result<Vec<ExportEntry>, DbError> {
     tx.execute(
         "DELETE FROM export_numbers WHERE disk NOT IN (SELECT id FROM disks)",
         [],
@@ -67,7 +80,7 @@ pub(super) fn export_entries(tx: &Transaction<'_>) -> Result<Vec<ExportEntry>, D
 }
 
 /// The root disks of Pis preparing or baked with `root_kind = 'nbd'`, with their addresses.
-pub(super) fn nbd_roots(tx: &Transaction<'_>) -> Result<Vec<NbdRoot>, DbError> {
+fn nbd_roots(tx: &Transaction<'_>) -> Result<Vec<NbdRoot>, DbError> {
     let mut stmt = tx.prepare(
         "SELECT p.serial, d.location, p.address FROM pis p JOIN disks d ON d.pi = p.serial
          WHERE d.is_root = 1 AND p.root_kind = 'nbd' AND p.state IN ('preparing', 'baked')

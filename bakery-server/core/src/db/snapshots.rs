@@ -4,7 +4,8 @@
 use bakery_client::Metadata;
 use rusqlite::{Connection, params};
 
-use super::{DbError, DiskRow, NewEvent, Store, corrupt, fetch_all, fetch_one, get_disk, json};
+use super::disks::get_disk;
+use super::{DbError, DiskRow, NewEvent, Store, corrupt, fetch_all, fetch_one, json};
 
 /// A snapshot as stored.
 #[derive(Debug, Clone, PartialEq)]

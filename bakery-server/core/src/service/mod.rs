@@ -358,7 +358,7 @@ where
 }
 
 /// Wraps an I/O error with what was being done.
-pub fn io_err(context: impl Display) -> impl FnOnce(std::io::Error) -> ServiceError {
+pub(crate) fn io_err(context: impl Display) -> impl FnOnce(std::io::Error) -> ServiceError {
     move |source| ServiceError::Io {
         context: context.to_string(),
         source,
@@ -554,17 +554,13 @@ impl Bakery {
         &self.layout
     }
 
-    /// Runs `f` on the store off the async runtime.
+    /// Runs `f` on the store off the async runtime ([`Store::call`]).
     pub(crate) async fn db<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, DbError> + Send + 'static,
     {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| ServiceError::Task(e.to_string()))?
-            .map_err(ServiceError::from)
+        Ok(self.store.call(f).await?)
     }
 
     /// Runs blocking file-system work off the async runtime.
