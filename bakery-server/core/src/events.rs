@@ -8,7 +8,15 @@ use bakery_client::{Event, EventList};
 use tokio::sync::{broadcast, watch};
 
 use crate::db::{NewEvent, Store};
-use crate::service::ServiceError;
+
+/// The event log could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsError {
+    /// The store failed.
+    #[error("cannot read the event log: {0}")]
+    Store(#[from] crate::db::DbError),
+}
 
 /// Events a follower may fall behind by before it must re-read the log.
 const LIVE_BUFFER: usize = 1024;
@@ -195,7 +203,7 @@ impl EventLog {
     }
 
     /// Up to `limit` (at most [`MAX_PAGE`]) events after `since`, and the newest id.
-    pub async fn since(&self, since: i64, limit: u32) -> Result<EventList, ServiceError> {
+    pub async fn since(&self, since: i64, limit: u32) -> Result<EventList, EventsError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let list = self
             .inner

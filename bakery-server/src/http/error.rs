@@ -53,9 +53,13 @@ pub fn status_of(error: &ServiceError) -> StatusCode {
         E::TooManyUploads { .. } => StatusCode::SERVICE_UNAVAILABLE,
         E::UploadFailed { cause, .. } => status_of(cause),
         E::Power(_) => StatusCode::BAD_GATEWAY,
-        E::Db(_) | E::Io { .. } | E::Imaging(_) | E::Export(_) | E::Nbd(_) | E::Task(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        E::Db(_)
+        | E::Events(_)
+        | E::Io { .. }
+        | E::Imaging(_)
+        | E::Export(_)
+        | E::Nbd(_)
+        | E::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -66,6 +70,12 @@ pub struct ApiError(pub ServiceError);
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> ApiError {
         ApiError(error)
+    }
+}
+
+impl From<bakery_core::events::EventsError> for ApiError {
+    fn from(error: bakery_core::events::EventsError) -> ApiError {
+        ApiError(error.into())
     }
 }
 

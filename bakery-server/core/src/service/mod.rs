@@ -297,6 +297,9 @@ pub enum ServiceError {
     /// A database failure.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The event log could not be read.
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
     /// A file-system failure.
     #[error("{context}: {source}")]
     Io {
