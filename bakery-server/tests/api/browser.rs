@@ -122,7 +122,7 @@ impl Browser {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             match self.try_eval(expression) {
-                Ok(value) if value == json!(true) => return true,
+                Ok(Value::Bool(true)) => return true,
                 Ok(_) | Err(CdpError::JavascriptException(_)) => {}
                 Err(why) => panic!("{expression}: {why}"),
             }
