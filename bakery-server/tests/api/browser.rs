@@ -1,27 +1,25 @@
-//! The status page in Debian's headless Chromium, driven over the DevTools protocol on
-//! `--remote-debugging-pipe` (fds 3 and 4, NUL-separated JSON): no node, no WebSocket crate.
+//! The status page in Debian's headless Chromium, driven over the DevTools protocol by
+//! chromiumoxide (on a tokio runtime of its own; the tests around it stay blocking).
 //! Skipped, loudly, when `chromium` is not installed (`apt-get install chromium`).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::error::CdpError;
+use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::{BrowserConfig, Page};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::common::*;
 
-/// A headless Chromium and one page in it.
+/// A headless Chromium and one page in it, behind blocking calls.
 pub struct Browser {
-    child: Child,
-    to_chrome: File,
-    from_chrome: mpsc::Receiver<Value>,
-    next_id: u64,
-    session: String,
+    page: Page,
+    chrome: chromiumoxide::Browser,
+    runtime: tokio::runtime::Runtime,
     _profile: tempfile::TempDir,
 }
 
@@ -37,191 +35,96 @@ pub fn chromium() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// A close-on-exec copy of `fd` numbered 10 or more; `fd` is closed.
-fn above_four(fd: RawFd) -> RawFd {
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) and close on an fd we own.
-    unsafe {
-        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
-        assert!(high >= 10, "fcntl(F_DUPFD_CLOEXEC)");
-        libc::close(fd);
-        high
-    }
-}
-
-fn cloexec_pipe() -> (RawFd, RawFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2");
-    (fds[0], fds[1])
-}
-
 impl Browser {
-    /// Starts Chromium and opens a blank page; the panic quotes what Chromium printed.
+    /// Starts Chromium with a fresh profile and opens a blank page; the panic quotes what
+    /// Chromium printed.
     pub fn start(exe: &Path) -> Browser {
-        Browser::launch(exe).unwrap_or_else(|why| panic!("chromium did not start: {why}"))
-    }
-
-    fn launch(exe: &Path) -> Result<Browser, String> {
         let profile = tempfile::tempdir().unwrap();
-        let log = profile.path().join("chromium.log");
-        let (cmd_read, cmd_write) = cloexec_pipe();
-        let (out_read, out_write) = cloexec_pipe();
-        // The child's ends must not be fds 3 or 4 themselves: dup2(3, 3) would keep the
-        // close-on-exec flag (Chromium then starts without its command pipe: broken pipe on
-        // our first write), and dup2(x, 3) would close an out_write that was 3.
-        let (cmd_read, out_write) = (above_four(cmd_read), above_four(out_write));
-        let mut command = Command::new(exe);
-        command
+        let config = BrowserConfig::builder()
+            .chrome_executable(exe)
+            .user_data_dir(profile.path())
+            // Only the flags below (chromiumoxide adds --headless, --no-sandbox,
+            // --disable-extensions, --window-size and --remote-debugging-port=0 itself), and no
+            // viewport emulation: the page sees the 1280x900 window.
+            .disable_default_args()
+            .no_sandbox()
+            .window_size(1280, 900)
+            .viewport(None)
             .args([
-                "--headless",
-                "--no-sandbox",
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
                 "--no-first-run",
                 "--no-default-browser-check",
-                "--disable-extensions",
                 // This machine has no network beyond loopback: without these Chromium keeps
                 // trying to reach Google's hosts in the background.
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-quic",
-                "--remote-debugging-pipe",
-                "--window-size=1280,900",
             ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap());
-        // SAFETY: only dup2 (async-signal-safe) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(cmd_read, 3) < 0 || libc::dup2(out_write, 4) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("chromium starts");
-        // SAFETY: we own these fds; the child has its own copies as 3 and 4.
-        unsafe {
-            libc::close(cmd_read);
-            libc::close(out_write);
-        }
-        let to_chrome = unsafe { File::from_raw_fd(cmd_write) };
-        let from = unsafe { File::from_raw_fd(out_read) };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(from);
-            loop {
-                let mut message = Vec::new();
-                match reader.read_until(0, &mut message) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        message.pop();
-                        if let Ok(v) = serde_json::from_slice::<Value>(&message) {
-                            if tx.send(v).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
+            .build()
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (chrome, page) = runtime.block_on(async {
+            let (chrome, mut handler) = chromiumoxide::Browser::launch(config)
+                .await
+                .unwrap_or_else(|why| panic!("chromium did not start: {why}"));
+            tokio::spawn(async move { while handler.next().await.is_some() {} });
+            let page = chrome
+                .new_page("about:blank")
+                .await
+                .unwrap_or_else(|why| panic!("chromium opened no page: {why}"));
+            (chrome, page)
         });
-        let mut browser = Browser {
-            child,
-            to_chrome,
-            from_chrome: rx,
-            next_id: 0,
-            session: String::new(),
+        Browser {
+            page,
+            chrome,
+            runtime,
             _profile: profile,
-        };
-        let attached = browser
-            .try_call(None, "Target.createTarget", json!({"url": "about:blank"}))
-            .and_then(|target| {
-                let target_id = target["targetId"].as_str().unwrap_or_default().to_owned();
-                browser.try_call(
-                    None,
-                    "Target.attachToTarget",
-                    json!({"targetId": target_id, "flatten": true}),
-                )
-            })
-            .map_err(|why| {
-                let status = browser.child.try_wait().ok().flatten();
-                let printed = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = printed.lines().rev().take(15).collect();
-                format!("{why}; exit status {status:?}; it printed (last lines first): {tail:#?}")
-            })?;
-        browser.session = attached["sessionId"].as_str().unwrap().to_owned();
-        Ok(browser)
-    }
-
-    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.try_call(session, method, params)
-            .unwrap_or_else(|why| panic!("{why}"))
-    }
-
-    /// Sends one DevTools command and waits up to 30 s for its answer.
-    fn try_call(
-        &mut self,
-        session: Option<&str>,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, String> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut message = json!({"id": id, "method": method, "params": params});
-        if let Some(s) = session {
-            message["sessionId"] = json!(s);
-        }
-        let mut bytes = serde_json::to_vec(&message).unwrap();
-        bytes.push(0);
-        self.to_chrome
-            .write_all(&bytes)
-            .map_err(|e| format!("cannot send {method} to chromium: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reply = self
-                .from_chrome
-                .recv_timeout(left)
-                .map_err(|_| format!("chromium did not answer {method}"))?;
-            if reply["id"] == json!(id) {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return Ok(reply["result"].clone());
-            }
         }
     }
 
-    /// A call in the page's session.
-    pub fn page(&mut self, method: &str, params: Value) -> Value {
-        let session = self.session.clone();
-        self.call(Some(&session), method, params)
+    /// Loads `url` in the page and waits for its load event.
+    pub fn navigate(&self, url: &str) {
+        self.runtime
+            .block_on(self.page.goto(url))
+            .unwrap_or_else(|why| panic!("cannot load {url}: {why}"));
     }
 
-    /// Loads `url` in the page.
-    pub fn navigate(&mut self, url: &str) {
-        self.page("Page.enable", json!({}));
-        self.page("Page.navigate", json!({"url": url}));
+    /// The JSON value of a JavaScript expression in the page (promises awaited), or why not.
+    fn try_eval(&self, expression: &str) -> Result<Value, CdpError> {
+        let params = EvaluateParams::builder()
+            .expression(expression)
+            .return_by_value(true)
+            .await_promise(true)
+            .build()
+            .unwrap();
+        let result = self
+            .runtime
+            .block_on(self.page.evaluate_expression(params))?;
+        Ok(result.value().cloned().unwrap_or(Value::Null))
     }
 
-    /// Evaluates a JavaScript expression in the page, returning its JSON value.
-    pub fn eval(&mut self, expression: &str) -> Value {
-        let r = self.page(
-            "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
-        );
-        r["result"]["value"].clone()
+    /// Evaluates a JavaScript expression in the page, returning its JSON value (`null` for
+    /// `undefined`); a protocol error or a JavaScript exception fails the test.
+    pub fn eval(&self, expression: &str) -> Value {
+        self.try_eval(expression)
+            .unwrap_or_else(|why| panic!("{expression}: {why}"))
     }
 
-    /// Evaluates `expression` until it is `true` or `timeout` passes.
-    pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> bool {
+    /// Evaluates `expression` until it is `true` or `timeout` passes; a JavaScript exception
+    /// (say, an element not there yet) counts as not yet, a protocol error fails the test.
+    pub fn wait_for(&self, expression: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.eval(expression) == json!(true) {
-                return true;
+            match self.try_eval(expression) {
+                Ok(Value::Bool(true)) => return true,
+                Ok(_) | Err(CdpError::JavascriptException(_)) => {}
+                Err(why) => panic!("{expression}: {why}"),
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -229,46 +132,21 @@ impl Browser {
     }
 
     /// A PNG screenshot of the page.
-    pub fn screenshot(&mut self) -> Vec<u8> {
-        let shot = self.page("Page.captureScreenshot", json!({"format": "png"}));
-        base64_decode(shot["data"].as_str().unwrap())
+    pub fn screenshot(&self) -> Vec<u8> {
+        let params = ScreenshotParams::builder()
+            .format(CaptureScreenshotFormat::Png)
+            .build();
+        self.runtime
+            .block_on(self.page.screenshot(params))
+            .unwrap_or_else(|why| panic!("no screenshot: {why}"))
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Kills Chromium and waits for it, before the profile directory is removed.
+        let _ = self.runtime.block_on(self.chrome.kill());
     }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c}"),
-        }
-    };
-    let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
-    for chunk in clean.chunks(4) {
-        let digits: Vec<u32> = chunk
-            .iter()
-            .filter(|c| **c != b'=')
-            .map(|c| value(*c))
-            .collect();
-        let mut n = 0u32;
-        for (i, d) in digits.iter().enumerate() {
-            n |= d << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..digits.len()]);
-    }
-    out
 }
 
 /// Where test artefacts (screenshots) go: `target/test-artefacts/`.
@@ -284,7 +162,7 @@ pub fn artefact_dir() -> PathBuf {
     dir
 }
 
-fn rows(browser: &mut Browser) -> Value {
+fn rows(browser: &Browser) -> Value {
     browser.eval(
         "JSON.stringify([...document.querySelectorAll('#pis tbody tr')]\
          .map(r => [r.dataset.id, r.dataset.state]))",
@@ -306,7 +184,7 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
     let root = server.base.trim_end_matches("/api/v1").to_owned();
 
-    let mut browser = Browser::start(&exe);
+    let browser = Browser::start(&exe);
     browser.navigate(&format!("{root}/"));
     assert!(
         browser.wait_for(
@@ -322,7 +200,7 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
         .collect();
     want.sort();
     let want = serde_json::to_string(&want).unwrap();
-    assert_eq!(rows(&mut browser), json!(want));
+    assert_eq!(rows(&browser), json!(want));
     // The baked Pi shows its bakeform, address and last boot; the bakeform is listed ready.
     let text = browser.eval(&format!(
         "document.getElementById('pi-{}').innerText",
@@ -406,7 +284,7 @@ fn the_status_page_lists_pis_and_shows_a_bake_without_reloading() {
             Duration::from_secs(20)
         ),
         "{}",
-        rows(&mut browser)
+        rows(&browser)
     );
     assert_eq!(
         server.wait_baked(&second.id).status(),
@@ -459,7 +337,7 @@ fn the_status_page_asks_for_a_token_once_and_keeps_it_for_the_session() {
         reqwest::StatusCode::UNAUTHORIZED
     );
 
-    let mut browser = Browser::start(&exe);
+    let browser = Browser::start(&exe);
     browser.navigate(&format!("{root}/"));
     assert!(browser.wait_for(
         "!document.getElementById('login').hidden",
