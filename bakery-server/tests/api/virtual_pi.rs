@@ -88,6 +88,9 @@ const DEBS: [&str; 15] = [
 ];
 /// The marker each guest's init writes into its root.
 const MARKER: &str = "bakery-virtual-pi-booted";
+/// An address on the guests' segment that is no Pi's (outside the DHCP range, reserved for
+/// nobody): an NBD guest's initramfs first asks for its root from it.
+const STRANGER: &str = "10.77.0.99";
 /// Where the test tells a guest which export is another Pi's.
 const OTHER_EXPORT: &str = "etc/bakery-virtual-pi/other-export";
 
@@ -237,8 +240,9 @@ fn needed(elf: &[u8]) -> Vec<String> {
         elf.starts_with(b"\x7fELF\x02\x01"),
         "not a 64-bit little-endian ELF file"
     );
-    let u64_at =
-        |at: usize| usize::try_from(u64::from_le_bytes(elf[at..at + 8].try_into().unwrap())).unwrap();
+    let u64_at = |at: usize| {
+        usize::try_from(u64::from_le_bytes(elf[at..at + 8].try_into().unwrap())).unwrap()
+    };
     let u16_at = |at: usize| usize::from(u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()));
     let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
     // (p_type, p_offset, p_vaddr, p_filesz) of each program header.
@@ -417,8 +421,9 @@ fn site_nfs_options(server: &str) -> String {
 }
 
 /// The initramfs's `/init`: modules, DHCP as `ip=dhcp` asks, then the root: over NBD when
-/// the command line has `nbdroot=` (as `<server>:<port>/<export>`; `/dev/nbd0` connected by
-/// nbd-client over netlink, so the kernel keeps the connection after `switch_root`), else
+/// the command line has `nbdroot=` (as `<server>:<port>/<export>`; asked for first from
+/// [`STRANGER`], which nbd-server must refuse, then `/dev/nbd0` connected by nbd-client over
+/// netlink from the Pi's own address, so the kernel keeps the connection after `switch_root`), else
 /// over NFS from `nfsroot=` (as `<server>:<path>[,<options>]`); then the root's own
 /// `/sbin/init`. A step that fails says which and powers off, so the test sees it at once.
 const INIT: &str = r#"#!/bin/busybox sh
@@ -447,6 +452,18 @@ if [ -n "$nbdroot" ]; then
   rest="${nbdroot#*:}"
   port="${rest%%/*}"
   name="${rest#*/}"
+  # First from STRANGER, an address that is no Pi's (a host route makes it the source):
+  # nbd-server must refuse it.
+  ip addr add STRANGER/32 dev eth0
+  ip route add "$server/32" dev eth0 src STRANGER
+  if said=$(nbd-client "$server" "$port" /dev/nbd1 -N "$name" 2>&1); then
+    nbd-client -d /dev/nbd1 >/dev/null 2>&1
+    echo "initramfs: export $name SERVED to STRANGER"
+  else
+    echo "initramfs: export $name refused to STRANGER:" $said
+  fi
+  ip route del "$server/32" dev eth0
+  ip addr del STRANGER/32 dev eth0
   echo "initramfs: connecting /dev/nbd0 to export $name on $server port $port"
   nbd-client "$server" "$port" /dev/nbd0 -N "$name" || fail "nbd-client cannot connect to $nbdroot"
   mount -t ext4 -o rw /dev/nbd0 /root || fail "cannot mount /dev/nbd0"
@@ -514,12 +531,22 @@ poweroff -f
 fn initramfs(arm: &Arm64) -> Vec<u8> {
     let modules = module_order(&arm.modules(), &MODULES);
     let order: String = modules.iter().map(|(n, _)| format!("{n}\n")).collect();
-    let init = INIT.replace("SITE_OPTIONS", &site_nfs_options("$server"));
-    let mut nodes: Vec<(String, Node)> =
-        ["bin", "sbin", "dev", "proc", "sys", "root", "lib", "lib/modules"]
-            .into_iter()
-            .map(|d| (d.to_owned(), Node::Dir))
-            .collect();
+    let init = INIT
+        .replace("SITE_OPTIONS", &site_nfs_options("$server"))
+        .replace("STRANGER", STRANGER);
+    let mut nodes: Vec<(String, Node)> = [
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "root",
+        "lib",
+        "lib/modules",
+    ]
+    .into_iter()
+    .map(|d| (d.to_owned(), Node::Dir))
+    .collect();
     nodes.push(("bin/busybox".into(), Node::File(arm.busybox(), 0o755)));
     nodes.push(("init".into(), Node::File(init.into_bytes(), 0o755)));
     nodes.push((
@@ -1029,9 +1056,9 @@ impl Site {
         let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
         let server = Server::start_custom(env, &drop, &extra);
         // bakery writes nbd-server's config at start-up; nbd-server reads it once.
-        let nbd = ganesha.is_none().then(|| {
-            NbdServer::start(None, &nbd_config, env.path("nbd-server.pid"), NBD_PORT)
-        });
+        let nbd = ganesha
+            .is_none()
+            .then(|| NbdServer::start(None, &nbd_config, env.path("nbd-server.pid"), NBD_PORT));
         upload(&server, "virtual-pi", image);
         Site {
             server,
@@ -1257,9 +1284,18 @@ fn nbd_scenario() {
     let server = &site.server;
     let (name, tap, mac, addr, serial) = guests[0];
     let mut guest = Guest::power_on(name, tap, mac);
-    guest
+    let refused = guest
         .netboot(serial)
         .expect_err("an unknown Pi gets no boot files");
+    assert!(
+        refused.contains(&format!("our IP address is {addr}")),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("TFTP error: 'file not found'"),
+        "{refused}"
+    );
+    assert_eq!(pi(server, serial).state, Some(PiState::Fridge));
     let resp = server.post_json(
         "/fridge",
         &json!({"bakeformName": "virtual-pi", "powerOn": false, "rootKind": "nbd"}),
@@ -1272,6 +1308,17 @@ fn nbd_scenario() {
     let bakeform_image = env.data().join("bakeforms/virtual-pi/root.ext4");
     assert!(root_image.is_file(), "{}", root_image.display());
     assert!(bakeform_image.is_file(), "{}", bakeform_image.display());
+    // nbd-server lets in the Pi's address only.
+    let allow = env.data().join("nbd/allow");
+    let allowed = || -> Vec<String> {
+        std::fs::read_to_string(&allow)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(allowed(), [addr]);
 
     let started = Instant::now();
     let (fetch, bootargs) = guest
@@ -1289,13 +1336,21 @@ fn nbd_scenario() {
             .to_owned()
     };
     let nbdroot = format!("{HOST}:{NBD_PORT}/bakery");
+    // From an address that is no Pi's the export is refused by nbd-server's policy; from its
+    // own the Pi connects right after.
+    let stranger = line("initramfs: export bakery");
     assert!(
-        text.contains(&format!(
-            "initramfs: connecting /dev/nbd0 to export bakery on {HOST} port {NBD_PORT}"
-        )),
-        "{}",
-        guest.tail()
+        stranger.starts_with(&format!("initramfs: export bakery refused to {STRANGER}:"))
+            && stranger.contains("Connection not allowed by server policy"),
+        "{stranger}"
     );
+    let connecting =
+        format!("initramfs: connecting /dev/nbd0 to export bakery on {HOST} port {NBD_PORT}");
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} on the console:\n{}", guest.tail()))
+    };
+    assert!(at(&stranger) < at(&connecting), "{}", guest.tail());
     let userspace = line("bakery-virtual-pi: userspace on");
     assert!(
         userspace.contains(&format!("userspace on /dev/nbd0 as {addr}/24")),
@@ -1340,6 +1395,21 @@ fn nbd_scenario() {
         "the Pi wrote into the bakeform's image"
     );
     print_boot_times(name, serial, "nbd", fetch, &userspace, total);
+
+    // Unbaked: nbd-server lets nobody in any more, and the Pi's image is gone.
+    assert_eq!(
+        server.delete(&format!("/oven/{serial}")).status(),
+        StatusCode::OK
+    );
+    assert!(eventually(Duration::from_secs(30), || {
+        pi(server, serial).state == Some(PiState::Fridge)
+    }));
+    assert_eq!(allowed(), Vec::<String>::new());
+    assert!(
+        eventually(Duration::from_secs(10), || !root_image.exists()),
+        "{} outlived the unbake",
+        root_image.display()
+    );
 }
 
 /// The fuller guest's report, a oneshot unit ordered after `multi-user.target`: the marker,
