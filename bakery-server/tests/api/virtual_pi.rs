@@ -15,8 +15,9 @@
 //! (`linux-image-arm64`) as `kernel8.img` and one initramfs for both root kinds
 //! (busybox-static:arm64, Debian's arm64 `nbd-client` with the shared libraries it needs and
 //! the dynamic loader, and the kernel's virtio-net, NFS, NBD and ext4 modules) that does DHCP
-//! as `ip=dhcp` asks and mounts `nfsroot=`, or connects `/dev/nbd0` to `nbdroot=` and mounts
-//! it, read-write; its ext4 root is a busybox userland whose `/sbin/init` writes a marker into
+//! as `ip=dhcp` asks and mounts `nfsroot=`, or (after asking for it from an address that is
+//! no Pi's, which nbd-server must refuse) connects `/dev/nbd0` to `nbdroot=` and mounts it,
+//! read-write; its ext4 root is a busybox userland whose `/sbin/init` writes a marker into
 //! the root, says so on the console, tries the export it is told belongs to another Pi (NFS),
 //! remounts the root read-only (an NBD root's ext4 is left clean) and powers off. The Debian
 //! packages are downloaded by `ci/test` into `target/virtual-pi-debs` (or
@@ -1318,8 +1319,9 @@ fn a_virtual_pi_boots_linux_from_bakery_on_its_own_nbd_root() {
 }
 
 /// One virtual Pi baked with an NBD root boots the busybox root from its own `root.ext4`
-/// (nbd-server picks the image by the Pi's address), writes the marker into it and leaves the
-/// ext4 clean; the bakeform's image stays without it.
+/// (nbd-server picks the image by the Pi's address; from an address that is no Pi's it is
+/// refused), writes the marker into it and leaves the ext4 clean; the bakeform's image stays
+/// without it. Unbaked, the Pi's address leaves nbd-server's authfile and its image goes.
 fn nbd_scenario() {
     let arm = Arm64::get();
     let env = Env::new();
