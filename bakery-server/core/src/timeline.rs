@@ -8,7 +8,8 @@
 //! `bootcode.bin`) the current boot already asked for (the Pi started over), any request more
 //! than [`AFTER_KERNEL_GAP_MS`] after the previous one once the boot delivered its kernel (the
 //! boot is over: a later request is an operator's curl or a new boot, and must not stretch the
-//! finished one), and any request after [`IDLE_GAP_MS`] of silence. Root-level requests (a Pi 3 asks for `bootcode.bin`
+//! finished one), and any request after [`IDLE_GAP_MS`] of silence. A gap is silence: from the
+//! previous request's end to the start of this one's transfer. Root-level requests (a Pi 3 asks for `bootcode.bin`
 //! before it names its serial) are held per address and join the boot of the next serial
 //! request from that address. A size probe (the firmware reads `tsize` and ends the
 //! transfer) followed by the real fetch of the same file is folded into that fetch.
@@ -206,7 +207,10 @@ impl Timelines {
         }
         let boots = inner.pis.entry(serial.to_owned()).or_default();
         let last_time = boots.back().and_then(|b| b.requests.last()).map(|r| r.time);
-        let gap = last_time.map(|t| now - t);
+        // Silence: from the previous request's end to this one's start (a large file right
+        // after the kernel, an initramfs, ends long after the kernel did).
+        let began = now - i64::try_from(request.elapsed_ms).unwrap_or(0);
+        let gap = last_time.map(|t| (began - t).max(0));
         // A first-stage file asked for again (not the fetch after its size probe) means the
         // Pi started over, however soon.
         let again = is_first_stage(&request.file)
@@ -455,6 +459,26 @@ mod tests {
         assert_eq!(boots.len(), 2);
         assert_eq!(boots[1].summary.finished - boots[1].summary.started, 2_620);
         assert_eq!(boots[0].requests.len(), 1);
+    }
+
+    #[test]
+    fn a_large_file_right_after_the_kernel_is_the_same_boot() {
+        let t = Timelines::new();
+        let at = |time, elapsed_ms, file: &str| {
+            let mut r = req(time, &format!("{PI}/{file}"), BootOutcome::Sent, 1);
+            r.elapsed_ms = elapsed_ms;
+            record(&t, r)
+        };
+        assert!(at(0, 0, "start4.elf").new_boot);
+        assert!(!at(4_000, 3_900, "kernel8.img").new_boot);
+        // The initramfs's transfer starts at once and ends 3 s after the kernel's.
+        assert!(!at(7_000, 2_990, "initramfs8").new_boot);
+        // Silence after it ends the boot as before.
+        let late = AFTER_KERNEL_GAP_MS + 7_100;
+        assert!(at(late, 10, "cmdline.txt").new_boot);
+        let boots = t.boots(PI).boots;
+        assert_eq!(boots.len(), 2);
+        assert_eq!(boots[1].requests.len(), 3);
     }
 
     #[test]

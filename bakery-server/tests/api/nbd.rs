@@ -20,16 +20,22 @@ use crate::nfs::{Netns, command_in, free_ports, which};
 const A: &str = "000000a1";
 const B: &str = "000000b2";
 
-/// An nbd-server started (daemonized) in `netns`, killed by its pid on drop.
-struct NbdServer<'a> {
-    netns: &'a Netns,
+/// An nbd-server started (daemonized) in `netns` (`None`: the calling thread's namespace),
+/// killed by its pid on drop.
+pub(crate) struct NbdServer<'a> {
+    netns: Option<&'a Netns>,
     pid_file: PathBuf,
     port: u16,
 }
 
 impl NbdServer<'_> {
-    fn start<'a>(netns: &'a Netns, config: &Path, pid_file: PathBuf, port: u16) -> NbdServer<'a> {
-        let out = command_in(Some(netns), "nbd-server")
+    pub(crate) fn start<'a>(
+        netns: Option<&'a Netns>,
+        config: &Path,
+        pid_file: PathBuf,
+        port: u16,
+    ) -> NbdServer<'a> {
+        let out = command_in(netns, "nbd-server")
             .arg("-C")
             .arg(config)
             .arg("-p")
@@ -66,7 +72,7 @@ impl NbdServer<'_> {
             "127.0.0.1"
         };
         let _ = std::fs::remove_file(out);
-        command_in(Some(self.netns), "qemu-img")
+        command_in(self.netns, "qemu-img")
             .args(["convert", "-O", "raw"])
             .arg(format!("nbd://{to}:{}/bakery", self.port))
             .arg(out)
@@ -87,7 +93,7 @@ impl Drop for NbdServer<'_> {
 }
 
 /// The content of `path` in the ext4 image `image` (debugfs), `None` if it has none.
-fn cat_in(image: &Path, path: &str) -> Option<Vec<u8>> {
+pub(crate) fn cat_in(image: &Path, path: &str) -> Option<Vec<u8>> {
     let out = Command::new(which("debugfs").unwrap())
         .args(["-R", &format!("cat {path}")])
         .arg(image)
@@ -164,7 +170,7 @@ fn nbd_server_serves_each_pi_only_its_own_root_image() {
     }
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains(&format!("port = {port}")), "{text}");
-    let nbd = NbdServer::start(&netns, &config, env.path("nbd-server.pid"), port);
+    let nbd = NbdServer::start(Some(&netns), &config, env.path("nbd-server.pid"), port);
     let out = env.path("export.img");
 
     // Nobody is served before a bake.

@@ -1,9 +1,9 @@
 //! Virtual arm64 Pis that boot Linux from bakery, end to end: DHCP from the site's dnsmasq,
-//! the boot files over bakery's TFTP server, the root over NFS from nfs-ganesha, userspace on
-//! the Pi's own root.
+//! the boot files over bakery's TFTP server, the root over NFS from nfs-ganesha or over NBD
+//! from nbd-server, userspace on the Pi's own root.
 //!
-//! The test makes a network namespace with a bridge (bakery, dnsmasq and ganesha on
-//! 10.77.0.1) and one tap per guest. Its thread enters the namespace, so every process it
+//! Each test makes a network namespace with a bridge (bakery, dnsmasq and ganesha or
+//! nbd-server on 10.77.0.1) and one tap per guest. Its thread enters the namespace, so every process it
 //! starts, and its HTTP client, live there. Each guest is QEMU's `virt` arm64 board running
 //! U-Boot (Debian `u-boot-qemu`), which stands in for the Pi firmware: driven over the serial
 //! console, it does DHCP, then fetches over TFTP what a Pi 4 fetches (`<serial>/start4.elf`,
@@ -12,29 +12,38 @@
 //! is the test's; the Pi registers the normal way, by asking under an unknown serial.
 //!
 //! The bakeform is an SD image built here: its FAT boot partition holds Debian's arm64 kernel
-//! (`linux-image-arm64`) as `kernel8.img` and an initramfs (busybox-static:arm64 and the
-//! kernel's virtio-net and NFS modules) that does DHCP as `ip=dhcp` asks and mounts
-//! `nfsroot=` read-write; its ext4 root is a busybox userland whose `/sbin/init` writes a
-//! marker into the root, says so on the console, tries the export it is told belongs to
-//! another Pi, and powers off. The Debian packages are downloaded by `ci/test` into
-//! `target/virtual-pi-debs` (or `BAKERY_VIRTUAL_PI_DEBS`).
+//! (`linux-image-arm64`) as `kernel8.img` and one initramfs for both root kinds
+//! (busybox-static:arm64, Debian's arm64 `nbd-client` with the shared libraries it needs and
+//! the dynamic loader, and the kernel's virtio-net, NFS, NBD and ext4 modules) that does DHCP
+//! as `ip=dhcp` asks and mounts `nfsroot=`, or (after asking for it from an address that is
+//! no Pi's, which nbd-server must refuse) connects `/dev/nbd0` to `nbdroot=` and mounts it,
+//! read-write; its ext4 root is a busybox userland whose `/sbin/init` writes a marker into
+//! the root, says so on the console, tries the export it is told belongs to another Pi (NFS),
+//! remounts the root read-only (an NBD root's ext4 is left clean) and powers off. The Debian
+//! packages are downloaded by `ci/test` into `target/virtual-pi-debs` (or
+//! `BAKERY_VIRTUAL_PI_DEBS`).
 //!
-//! Without root, QEMU, U-Boot, ganesha, dnsmasq or the packages the test says why and passes,
-//! unless `CI` is set: there a missing tool is a failure.
+//! Without root, QEMU, U-Boot, ganesha (NFS), nbd-server and debugfs (NBD), dnsmasq or the
+//! packages a test says why and passes, unless `CI` is set: there a missing tool is a failure.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bakery_client::{Bakeform, BakeformState, PiInfo, PiState};
+use bakery_client::{Bakeform, BakeformState, PiInfo, PiState, RootKind};
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::*;
+use crate::nbd::{NbdServer, cat_in};
 use crate::nfs::{GANESHA, Ganesha, terminate, which};
+
+/// One virtual Pi site at a time: the namespace's name is the process's, and two sites of
+/// emulated guests at once would share the CPUs (and skew the boot times the tests print).
+static VIRTUAL_PIS: Mutex<()> = Mutex::new(());
 
 /// The bridge's address: bakery's TFTP and NFS address, the site's DHCP server.
 const HOST: &str = "10.77.0.1";
@@ -45,11 +54,44 @@ const MNT_PORT: u16 = 20048;
 /// Where U-Boot loads `cmdline.txt` (above the kernel and the initramfs).
 const CMDLINE_ADDR: &str = "0x4a000000";
 const U_BOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
-/// The kernel modules the initramfs loads (with what they depend on): the guest's NIC and
-/// the NFS client, which Debian builds as modules.
-const MODULES: [&str; 3] = ["virtio_mmio", "virtio_net", "nfsv3"];
+/// Port nbd-server listens on in the namespace.
+const NBD_PORT: u16 = 10809;
+/// The kernel modules the initramfs loads (with what they depend on): the guest's NIC, the
+/// NFS client, the NBD client and ext4, which Debian builds as modules. `crc32c_generic`
+/// comes before ext4 and jbd2, which ask the crypto API for crc32c (no modprobe here to load
+/// it on demand).
+const MODULES: [&str; 6] = [
+    "virtio_mmio",
+    "virtio_net",
+    "nfsv3",
+    "nbd",
+    "crc32c_generic",
+    "ext4",
+];
+/// The Debian arm64 packages (file name prefixes): the kernel, busybox, and `nbd-client` with
+/// the packages of the shared libraries it loads (`ci/test` downloads the same list).
+const DEBS: [&str; 15] = [
+    "linux-image-",
+    "busybox-static_",
+    "nbd-client_",
+    "libc6_",
+    "libgnutls30_",
+    "libnl-3-200_",
+    "libnl-genl-3-200_",
+    "libgmp10_",
+    "libhogweed6_",
+    "libnettle8_",
+    "libidn2-0_",
+    "libunistring2_",
+    "libp11-kit0_",
+    "libtasn1-6_",
+    "libffi8_",
+];
 /// The marker each guest's init writes into its root.
 const MARKER: &str = "bakery-virtual-pi-booted";
+/// An address on the guests' segment that is no Pi's (outside the DHCP range, reserved for
+/// nobody): an NBD guest's initramfs first asks for its root from it.
+const STRANGER: &str = "10.77.0.99";
 /// Where the test tells a guest which export is another Pi's.
 const OTHER_EXPORT: &str = "etc/bakery-virtual-pi/other-export";
 
@@ -80,15 +122,32 @@ fn find_deb(dir: &Path, prefix: &str) -> Option<PathBuf> {
     found.pop()
 }
 
-/// Why the test cannot run here, if it cannot.
-fn missing() -> Option<String> {
-    if let Some(reason) = crate::nfs::missing() {
-        return Some(reason);
+/// Why a test of Pis with `kind` roots cannot run here, if it cannot.
+fn missing(kind: RootKind) -> Option<String> {
+    match kind {
+        RootKind::Nfs => {
+            if let Some(reason) = crate::nfs::missing() {
+                return Some(reason);
+            }
+        }
+        RootKind::Nbd => {
+            for tool in ["nbd-server", "debugfs", "e2fsck"] {
+                if which(tool).is_none() {
+                    return Some(format!(
+                        "{tool} not found (apt-get install nbd-server e2fsprogs)"
+                    ));
+                }
+            }
+            // SAFETY: geteuid(2) has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                return Some("not root: network namespaces and tap devices need root".into());
+            }
+        }
     }
-    for tool in ["qemu-system-aarch64", "dnsmasq", "ip", "dpkg-deb"] {
+    for tool in ["qemu-system-aarch64", "dnsmasq", "ip", "dpkg-deb", "gzip"] {
         if which(tool).is_none() {
             return Some(format!(
-                "{tool} not found (apt-get install qemu-system-arm dnsmasq-base iproute2)"
+                "{tool} not found (apt-get install qemu-system-arm dnsmasq-base iproute2 gzip)"
             ));
         }
     }
@@ -99,10 +158,10 @@ fn missing() -> Option<String> {
         return Some("/dev/net/tun missing: no tap devices".into());
     }
     let dir = debs_dir();
-    for prefix in ["linux-image-", "busybox-static_"] {
+    for prefix in DEBS {
         if find_deb(&dir, prefix).is_none() {
             return Some(format!(
-                "no {prefix}*_arm64.deb in {} (ci/test downloads linux-image-arm64's kernel and busybox-static:arm64 there)",
+                "no {prefix}*_arm64.deb in {} (ci/test downloads linux-image-arm64's kernel, busybox-static:arm64, nbd-client:arm64 and its libraries there)",
                 dir.display()
             ));
         }
@@ -110,38 +169,167 @@ fn missing() -> Option<String> {
     None
 }
 
-/// Debian's arm64 kernel, its modules and busybox, unpacked from the packages.
+/// Debian's arm64 kernel image (an uncompressed `Image`, as `vmlinuz`), busybox, the
+/// [`MODULES`] with what they depend on (dependencies first) and nbd-client with its shared
+/// libraries, read from the packages once per test process ([`Arm64::get`]) and shared by the
+/// tests.
 struct Arm64 {
-    dir: tempfile::TempDir,
+    kernel: Vec<u8>,
+    busybox: Vec<u8>,
+    modules: Vec<(String, Vec<u8>)>,
+    nbd_client: Vec<(String, Vec<u8>)>,
 }
 
+static ARM64: OnceLock<Arm64> = OnceLock::new();
+
+/// What is unpacked of the kernel package (tar patterns): the kernel and the module
+/// directories the closure of [`MODULES`] lives in. The whole package is 350 MB in 4,000
+/// files, 10 s to unpack and seconds more to delete; this is 73 MB in under 300.
+const KERNEL_PARTS: [&str; 10] = [
+    "./boot/vmlinuz-*",
+    "./lib/modules/*/kernel/drivers/virtio",
+    "./lib/modules/*/kernel/drivers/net/virtio_net.ko",
+    "./lib/modules/*/kernel/drivers/net/net_failover.ko",
+    "./lib/modules/*/kernel/drivers/block",
+    "./lib/modules/*/kernel/net/core",
+    "./lib/modules/*/kernel/net/sunrpc",
+    "./lib/modules/*/kernel/fs",
+    "./lib/modules/*/kernel/crypto",
+    "./lib/modules/*/kernel/lib",
+];
+
 impl Arm64 {
+    fn get() -> &'static Arm64 {
+        ARM64.get_or_init(Arm64::unpack)
+    }
+
     fn unpack() -> Arm64 {
         let dir = tempfile::Builder::new()
             .prefix("bakery-arm64-")
             .tempdir()
             .unwrap();
+        let root = dir.path();
         let debs = debs_dir();
-        for prefix in ["linux-image-", "busybox-static_"] {
+        for prefix in DEBS {
             let deb = find_deb(&debs, prefix).unwrap();
-            run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.path()));
+            if prefix == "linux-image-" {
+                unpack_parts(&deb, root, &KERNEL_PARTS);
+            } else {
+                run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root));
+            }
         }
-        Arm64 { dir }
+        let modules = only_entry(&root.join("lib/modules"), "").join("kernel");
+        Arm64 {
+            kernel: std::fs::read(only_entry(&root.join("boot"), "vmlinuz-")).unwrap(),
+            busybox: std::fs::read(root.join("bin/busybox")).unwrap(),
+            modules: module_order(&modules, &MODULES),
+            nbd_client: nbd_client(root),
+        }
     }
+}
 
-    /// The kernel image (Debian's arm64 `vmlinuz` is an uncompressed `Image`).
-    fn kernel(&self) -> PathBuf {
-        only_entry(&self.dir.path().join("boot"), "vmlinuz-")
-    }
+/// Unpacks into `dir` only the members of the package `deb` that match `patterns`.
+fn unpack_parts(deb: &Path, dir: &Path, patterns: &[&str]) {
+    let mut data = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dpkg-deb starts");
+    let tar = Command::new(which("tar").expect("tar on the PATH"))
+        .args(["-x", "--wildcards", "-C"])
+        .arg(dir)
+        .args(patterns)
+        .stdin(Stdio::from(data.stdout.take().unwrap()))
+        .output()
+        .unwrap();
+    let status = data.wait().unwrap();
+    assert!(
+        status.success() && tar.status.success(),
+        "unpacking {}: dpkg-deb {status}, tar {tar:?}",
+        deb.display()
+    );
+}
 
-    /// `lib/modules/<version>/kernel`.
-    fn modules(&self) -> PathBuf {
-        only_entry(&self.dir.path().join("lib/modules"), "").join("kernel")
+/// `sbin/nbd-client` under `root` and, as `lib/<name>`, every shared library it loads (what
+/// its `DT_NEEDED` names and theirs, the dynamic loader `ld-linux-aarch64.so.1` among them).
+fn nbd_client(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let binary = std::fs::read(root.join("sbin/nbd-client")).unwrap();
+    let dirs = [
+        root.join("lib/aarch64-linux-gnu"),
+        root.join("usr/lib/aarch64-linux-gnu"),
+    ];
+    let mut queue = needed(&binary);
+    let mut files = vec![("sbin/nbd-client".to_owned(), binary)];
+    while let Some(lib) = queue.pop() {
+        let name = format!("lib/{lib}");
+        if files.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let path = dirs
+            .iter()
+            .map(|d| d.join(&lib))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{lib}, which nbd-client loads, is in no package"));
+        // The packages' links (libfoo.so.N -> libfoo.so.N.M) are relative: read follows them.
+        let data = std::fs::read(path).unwrap();
+        queue.extend(needed(&data));
+        files.push((name, data));
     }
+    files
+}
 
-    fn busybox(&self) -> Vec<u8> {
-        std::fs::read(self.dir.path().join("bin/busybox")).unwrap()
-    }
+/// The `DT_NEEDED` names of a 64-bit little-endian ELF file: the entries of its dynamic
+/// segment, their strings read from `DT_STRTAB` (an address, mapped through the loadable
+/// segment that holds it).
+fn needed(elf: &[u8]) -> Vec<String> {
+    assert!(
+        elf.starts_with(b"\x7fELF\x02\x01"),
+        "not a 64-bit little-endian ELF file"
+    );
+    let u64_at = |at: usize| {
+        usize::try_from(u64::from_le_bytes(elf[at..at + 8].try_into().unwrap())).unwrap()
+    };
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()));
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    // (p_type, p_offset, p_vaddr, p_filesz) of each program header.
+    let segments: Vec<(u32, usize, usize, usize)> = (0..phnum)
+        .map(|i| {
+            let h = phoff + i * phentsize;
+            let kind = u32::from_le_bytes(elf[h..h + 4].try_into().unwrap());
+            (kind, u64_at(h + 8), u64_at(h + 16), u64_at(h + 32))
+        })
+        .collect();
+    const PT_LOAD: u32 = 1;
+    const PT_DYNAMIC: u32 = 2;
+    const DT_NEEDED: usize = 1;
+    const DT_STRTAB: usize = 5;
+    let Some(&(_, dynamic, _, size)) = segments.iter().find(|s| s.0 == PT_DYNAMIC) else {
+        return Vec::new();
+    };
+    let entries: Vec<(usize, usize)> = (0..size / 16)
+        .map(|i| (u64_at(dynamic + i * 16), u64_at(dynamic + i * 16 + 8)))
+        .take_while(|e| e.0 != 0)
+        .collect();
+    let strtab = entries
+        .iter()
+        .find(|e| e.0 == DT_STRTAB)
+        .map(|e| e.1)
+        .expect("a dynamic segment without DT_STRTAB");
+    let strtab = segments
+        .iter()
+        .find(|s| s.0 == PT_LOAD && (s.2..s.2 + s.3).contains(&strtab))
+        .map(|s| strtab - s.2 + s.1)
+        .expect("DT_STRTAB in no loadable segment");
+    entries
+        .iter()
+        .filter(|e| e.0 == DT_NEEDED)
+        .map(|e| {
+            let rest = &elf[strtab + e.1..];
+            let end = rest.iter().position(|&b| b == 0).unwrap();
+            String::from_utf8_lossy(&rest[..end]).into_owned()
+        })
+        .collect()
 }
 
 fn only_entry(dir: &Path, prefix: &str) -> PathBuf {
@@ -279,31 +467,60 @@ fn site_nfs_options(server: &str) -> String {
     format!("nolock,port={NFS_PORT},mountport={MNT_PORT},mountproto=tcp,addr={server}")
 }
 
-/// The initramfs's `/init`: modules, DHCP as `ip=dhcp` asks, the NFS root from `nfsroot=`
-/// (as `<server>:<path>[,<options>]`), then the root's own `/sbin/init`. A step that fails
-/// says which and powers off, so the test sees it at once.
+/// The initramfs's `/init`: modules, DHCP as `ip=dhcp` asks, then the root: over NBD when
+/// the command line has `nbdroot=` (as `<server>:<port>/<export>`; asked for first from
+/// [`STRANGER`], which nbd-server must refuse, then `/dev/nbd0` connected by nbd-client over
+/// netlink from the Pi's own address, so the kernel keeps the connection after `switch_root`), else
+/// over NFS from `nfsroot=` (as `<server>:<path>[,<options>]`); then the root's own
+/// `/sbin/init`. A step that fails says which and powers off, so the test sees it at once.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/bin
+export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 fail() { echo "initramfs: $*"; poweroff -f; }
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko || fail "insmod $m failed"; done
-nfsroot=; ipconf=
+nfsroot=; nbdroot=; ipconf=
 for p in $(cat /proc/cmdline); do
-  case "$p" in nfsroot=*) nfsroot="${p#nfsroot=}" ;; ip=*) ipconf="${p#ip=}" ;; esac
+  case "$p" in
+    nfsroot=*) nfsroot="${p#nfsroot=}" ;;
+    nbdroot=*) nbdroot="${p#nbdroot=}" ;;
+    ip=*) ipconf="${p#ip=}" ;;
+  esac
 done
-[ -n "$nfsroot" ] || fail "no nfsroot= on the command line"
+[ -n "$nfsroot$nbdroot" ] || fail "no nfsroot= or nbdroot= on the command line"
 [ "$ipconf" = dhcp ] || fail "ip=$ipconf: this initramfs does ip=dhcp only"
-export_="${nfsroot%%,*}"
-case "$nfsroot" in *,*) opts="${nfsroot#*,}" ;; *) opts= ;; esac
-server="${export_%%:*}"
 ip link set lo up
 ip link set eth0 up
 udhcpc -i eth0 -q -n -t 20 -T 1 -s /udhcpc.script >/dev/null || fail "no dhcp lease"
-echo "initramfs: mounting $export_ ($opts)"
-mount -t nfs -o "SITE_OPTIONS${opts:+,$opts}" "$export_" /root || fail "cannot mount $export_"
+if [ -n "$nbdroot" ]; then
+  server="${nbdroot%%:*}"
+  rest="${nbdroot#*:}"
+  port="${rest%%/*}"
+  name="${rest#*/}"
+  # First from STRANGER, an address that is no Pi's (a host route makes it the source):
+  # nbd-server must refuse it.
+  ip addr add STRANGER/32 dev eth0
+  ip route add "$server/32" dev eth0 src STRANGER
+  if said=$(nbd-client "$server" "$port" /dev/nbd1 -N "$name" 2>&1); then
+    nbd-client -d /dev/nbd1 >/dev/null 2>&1
+    echo "initramfs: export $name SERVED to STRANGER"
+  else
+    echo "initramfs: export $name refused to STRANGER:" $said
+  fi
+  ip route del "$server/32" dev eth0
+  ip addr del STRANGER/32 dev eth0
+  echo "initramfs: connecting /dev/nbd0 to export $name on $server port $port"
+  nbd-client "$server" "$port" /dev/nbd0 -N "$name" || fail "nbd-client cannot connect to $nbdroot"
+  mount -t ext4 -o rw /dev/nbd0 /root || fail "cannot mount /dev/nbd0"
+else
+  export_="${nfsroot%%,*}"
+  case "$nfsroot" in *,*) opts="${nfsroot#*,}" ;; *) opts= ;; esac
+  server="${export_%%:*}"
+  echo "initramfs: mounting $export_ ($opts)"
+  mount -t nfs -o "SITE_OPTIONS${opts:+,$opts}" "$export_" /root || fail "cannot mount $export_"
+fi
 exec switch_root /root /sbin/init
 "#;
 
@@ -317,16 +534,17 @@ esac
 exit 0
 "#;
 
-/// The root's `/sbin/init`: the marker (this guest's address and root), a console line the
-/// test waits for, the other Pi's export tried (and, to show the options work, its own
-/// again), power off.
+/// The root's `/sbin/init`: the marker (this guest's address and root: the NFS export or
+/// `/dev/nbd0`), a console line the test waits for, the other Pi's export tried when the test
+/// named one (and, to show the options work, its own again), the root remounted read-only
+/// (its ext4 clean on an NBD root), power off.
 const ROOT_INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin 2>/dev/null
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 addr=$(ip -4 -o addr show eth0 | awk '{print $4}')
-root=$(awk '$2 == "/" && $3 ~ /^nfs/ {print $1}' /proc/mounts | tail -n 1)
+root=$(awk '$2 == "/" && $3 != "rootfs" {print $1}' /proc/mounts | tail -n 1)
 up=$(cut -d' ' -f1 /proc/uptime)
 echo "address=$addr root=$root uptime=$up" > /MARKER
 sync
@@ -347,20 +565,36 @@ if [ -f /OTHER ]; then
     echo "bakery-virtual-pi: own export $root failed to mount"
   fi
 fi
+if mount -o remount,ro /; then
+  echo "bakery-virtual-pi: root remounted read-only"
+else
+  echo "bakery-virtual-pi: root not remounted read-only"
+fi
 echo "bakery-virtual-pi: powering off"
 poweroff -f
 "#;
 
+/// The initramfs both root kinds boot with, a gzip-compressed `newc` archive.
 fn initramfs(arm: &Arm64) -> Vec<u8> {
-    let modules = module_order(&arm.modules(), &MODULES);
+    let modules = &arm.modules;
     let order: String = modules.iter().map(|(n, _)| format!("{n}\n")).collect();
-    let init = INIT.replace("SITE_OPTIONS", &site_nfs_options("$server"));
-    let mut nodes: Vec<(String, Node)> =
-        ["bin", "dev", "proc", "sys", "root", "lib", "lib/modules"]
-            .into_iter()
-            .map(|d| (d.to_owned(), Node::Dir))
-            .collect();
-    nodes.push(("bin/busybox".into(), Node::File(arm.busybox(), 0o755)));
+    let init = INIT
+        .replace("SITE_OPTIONS", &site_nfs_options("$server"))
+        .replace("STRANGER", STRANGER);
+    let mut nodes: Vec<(String, Node)> = [
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "root",
+        "lib",
+        "lib/modules",
+    ]
+    .into_iter()
+    .map(|d| (d.to_owned(), Node::Dir))
+    .collect();
+    nodes.push(("bin/busybox".into(), Node::File(arm.busybox.clone(), 0o755)));
     nodes.push(("init".into(), Node::File(init.into_bytes(), 0o755)));
     nodes.push((
         "udhcpc.script".into(),
@@ -371,13 +605,37 @@ fn initramfs(arm: &Arm64) -> Vec<u8> {
         Node::File(order.into_bytes(), 0o644),
     ));
     for (name, ko) in modules {
-        nodes.push((format!("lib/modules/{name}.ko"), Node::File(ko, 0o644)));
+        nodes.push((
+            format!("lib/modules/{name}.ko"),
+            Node::File(ko.clone(), 0o644),
+        ));
+    }
+    for (name, data) in &arm.nbd_client {
+        nodes.push((name.clone(), Node::File(data.clone(), 0o755)));
     }
     let refs: Vec<(&str, Node)> = nodes
         .into_iter()
         .map(|(n, node)| (Box::leak(n.into_boxed_str()) as &str, node))
         .collect();
-    newc(&refs)
+    gzip(&newc(&refs))
+}
+
+/// `data` gzip-compressed (by `gzip`; the kernel unpacks a gzip initramfs, and the shared
+/// libraries nbd-client needs halve over TFTP).
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(which("gzip").unwrap())
+        .arg("-6")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "gzip failed");
+    out.stdout
 }
 
 /// The boot partition a Pi 4 boots from: placeholder firmware, the arm64 kernel as
@@ -400,10 +658,7 @@ fn boot_files(arm: &Arm64) -> Vec<(String, Vec<u8>)> {
             b"console=ttyAMA0,115200 root=/dev/mmcblk0p2 rootfstype=ext4 rootwait panic=-1 quiet\n"
                 .to_vec(),
         ),
-        (
-            "kernel8.img".to_owned(),
-            std::fs::read(arm.kernel()).unwrap(),
-        ),
+        ("kernel8.img".to_owned(), arm.kernel.clone()),
         ("initramfs8".to_owned(), initramfs(arm)),
     ]
 }
@@ -433,7 +688,7 @@ fn bakeform_image(arm: &Arm64, out: &Path) {
         for dir in ["bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "etc"] {
             std::fs::create_dir_all(stage.join(dir)).unwrap();
         }
-        put(stage, "bin/busybox", &arm.busybox(), 0o755);
+        put(stage, "bin/busybox", &arm.busybox, 0o755);
         let init = ROOT_INIT
             .replace("SITE_OPTIONS", &site_nfs_options(HOST))
             .replace("/MARKER", &format!("/{MARKER}"))
@@ -734,9 +989,9 @@ impl Drop for Guest {
     }
 }
 
-/// Skips (loudly) when the virtual Pis cannot run; fails instead under CI.
-fn or_skip(test: &str) -> bool {
-    match missing() {
+/// Skips (loudly) when the virtual Pis with `kind` roots cannot run; fails instead under CI.
+fn or_skip(test: &str, kind: RootKind) -> bool {
+    match missing(kind) {
         None => true,
         Some(reason) if std::env::var_os("CI").is_some() => {
             panic!("{test}: cannot run the virtual Pis under CI: {reason}")
@@ -793,40 +1048,68 @@ const GUESTS: [(&str, &str, &str, &str, &str); 2] = [
 #[test]
 fn virtual_pis_boot_linux_from_bakery_each_on_its_own_nfs_root() {
     let test = "virtual_pis_boot_linux_from_bakery_each_on_its_own_nfs_root";
-    if !or_skip(test) {
+    if !or_skip(test, RootKind::Nfs) {
         return;
     }
+    let _site = VIRTUAL_PIS.lock().unwrap_or_else(|e| e.into_inner());
     let _one = GANESHA.lock().unwrap_or_else(|e| e.into_inner());
     // The namespace is the thread's: run the whole test on a thread of its own.
     std::thread::spawn(scenario).join().unwrap();
 }
 
-/// The site: the namespace (entered by the calling thread), ganesha, the DHCP server and
-/// bakery on the bridge, the bakeform `image` uploaded as `virtual-pi`. Fields drop in order:
+/// The site: the namespace (entered by the calling thread), the DHCP server, bakery and the
+/// root server (ganesha for NFS roots, nbd-server reading the config bakery writes for NBD
+/// roots) on the bridge, the bakeform `image` uploaded as `virtual-pi`. Fields drop in order:
 /// bakery first, the namespace last.
 struct Site {
     server: Server,
+    _nbd: Option<NbdServer<'static>>,
     _dhcp: Guarded,
-    _ganesha: Ganesha,
+    _ganesha: Option<Ganesha>,
     _segment: Segment,
 }
 
 impl Site {
-    fn start(env: &Env, image: &Path, guests: &[(&str, &str, &str, &str, &str)]) -> Site {
+    fn start(
+        env: &Env,
+        image: &Path,
+        guests: &[(&str, &str, &str, &str, &str)],
+        kind: RootKind,
+    ) -> Site {
         let taps: Vec<&str> = guests.iter().map(|g| g.1).collect();
         let segment = Segment::enter(&taps);
-        let ganesha = Ganesha::start_here(NFS_PORT, MNT_PORT);
+        let ganesha = (kind == RootKind::Nfs).then(|| Ganesha::start_here(NFS_PORT, MNT_PORT));
         let reservations: Vec<(&str, &str)> = guests.iter().map(|g| (g.2, g.3)).collect();
         let dhcp = site_dhcp(env.dir.path(), &reservations);
-        let mut flags = ganesha.bakery_flags();
+        let nbd_config = env.path("nbd-server.conf");
+        let (mut flags, drop) = match &ganesha {
+            Some(ganesha) => (ganesha.bakery_flags(), vec!["--exportfs-cmd"]),
+            // The NBD site has no NFS server: the base flags' exportfs stand-in stays.
+            None => (
+                vec![
+                    "--nfs-address".into(),
+                    String::new(),
+                    "--nbd-config".into(),
+                    nbd_config.display().to_string(),
+                    "--nbd-port".into(),
+                    NBD_PORT.to_string(),
+                ],
+                Vec::new(),
+            ),
+        };
         let at = flags.iter().position(|f| f == "--nfs-address").unwrap();
         flags[at + 1] = HOST.into();
         flags.extend(["--tftp-listen".into(), format!("{HOST}:69")]);
         let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let server = Server::start_custom(env, &["--exportfs-cmd", "--tftp-listen"], &extra);
+        let server = Server::start_custom(env, &drop, &extra);
+        // bakery writes nbd-server's config at start-up; nbd-server reads it once.
+        let nbd = ganesha
+            .is_none()
+            .then(|| NbdServer::start(None, &nbd_config, env.path("nbd-server.pid"), NBD_PORT));
         upload(&server, "virtual-pi", image);
         Site {
             server,
+            _nbd: nbd,
             _dhcp: dhcp,
             _ganesha: ganesha,
             _segment: segment,
@@ -835,13 +1118,13 @@ impl Site {
 }
 
 fn scenario() {
-    let arm = Arm64::unpack();
+    let arm = Arm64::get();
     let env = Env::new();
     let image = env.path("virtual-pi.img");
     let built = Instant::now();
-    bakeform_image(&arm, &image);
+    bakeform_image(arm, &image);
     eprintln!("virtual pi: bakeform image built in {:?}", built.elapsed());
-    let site = Site::start(&env, &image, &GUESTS);
+    let site = Site::start(&env, &image, &GUESTS, RootKind::Nfs);
     let server = &site.server;
 
     // Power on: each asks under its unknown serial, is registered, gets nothing, waits in
@@ -959,17 +1242,8 @@ fn scenario() {
         assert_eq!(info.state, Some(PiState::Baked));
         let last = info.last_boot.expect("a boot timeline");
         assert!(last.files >= 5 && last.failed == 0, "{name}: {last:?}");
-        let kernel_uptime = userspace
-            .rsplit("after ")
-            .next()
-            .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name}: no uptime in {userspace:?}"));
         let (_, fetch, _, total) = &boots[i];
-        eprintln!(
-            "virtual pi {name} ({serial}): dhcp and boot files over tftp (U-Boot) {:.1} s, kernel to userspace on its nfs root {kernel_uptime:.2} s, power-on (dhcp) to userspace {:.1} s",
-            fetch.as_secs_f64(),
-            total.unwrap().as_secs_f64()
-        );
+        print_boot_times(name, serial, "nfs", *fetch, &userspace, total.unwrap());
     }
     // The kernel ran with exactly the cmdline.txt bakery renders for the Pi.
     for (i, (_, _, _, addr, serial)) in GUESTS.into_iter().enumerate() {
@@ -1009,6 +1283,181 @@ fn scenario() {
     assert!(!again.text().contains("Starting kernel"));
     drop(again);
     drop(guests);
+}
+
+/// Prints a guest's boot times: U-Boot's DHCP and TFTP of the boot files (`fetch`), the
+/// kernel's uptime when the root's init ran (from its `userspace` console line), power-on
+/// (the DHCP) to that line (`total`).
+fn print_boot_times(
+    name: &str,
+    serial: &str,
+    kind: &str,
+    fetch: Duration,
+    userspace: &str,
+    total: Duration,
+) {
+    let kernel_uptime = userspace
+        .rsplit("after ")
+        .next()
+        .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name}: no uptime in {userspace:?}"));
+    eprintln!(
+        "virtual pi {name} ({serial}): dhcp and boot files over tftp (U-Boot) {:.1} s, kernel to userspace on its {kind} root {kernel_uptime:.2} s, power-on (dhcp) to userspace {:.1} s",
+        fetch.as_secs_f64(),
+        total.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_virtual_pi_boots_linux_from_bakery_on_its_own_nbd_root() {
+    let test = "a_virtual_pi_boots_linux_from_bakery_on_its_own_nbd_root";
+    if !or_skip(test, RootKind::Nbd) {
+        return;
+    }
+    let _site = VIRTUAL_PIS.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::spawn(nbd_scenario).join().unwrap();
+}
+
+/// One virtual Pi baked with an NBD root boots the busybox root from its own `root.ext4`
+/// (nbd-server picks the image by the Pi's address; from an address that is no Pi's it is
+/// refused), writes the marker into it and leaves the ext4 clean; the bakeform's image stays
+/// without it. Unbaked, the Pi's address leaves nbd-server's authfile and its image goes.
+fn nbd_scenario() {
+    let arm = Arm64::get();
+    let env = Env::new();
+    let image = env.path("virtual-pi.img");
+    bakeform_image(arm, &image);
+    let guests = &GUESTS[..1];
+    let site = Site::start(&env, &image, guests, RootKind::Nbd);
+    let server = &site.server;
+    let (name, tap, mac, addr, serial) = guests[0];
+    let mut guest = Guest::power_on(name, tap, mac);
+    let refused = guest
+        .netboot(serial)
+        .expect_err("an unknown Pi gets no boot files");
+    assert!(
+        refused.contains(&format!("our IP address is {addr}")),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("TFTP error: 'file not found'"),
+        "{refused}"
+    );
+    assert_eq!(pi(server, serial).state, Some(PiState::Fridge));
+    let resp = server.post_json(
+        "/fridge",
+        &json!({"bakeformName": "virtual-pi", "powerOn": false, "rootKind": "nbd"}),
+    );
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{:?}", resp.text());
+    assert_eq!(server.wait_baked(serial).status(), StatusCode::OK);
+    let info = pi(server, serial);
+    assert_eq!(info.root_kind, Some(RootKind::Nbd), "{info:?}");
+    let root_image = Path::new(&info.disks[0].location).join("root.ext4");
+    let bakeform_image = env.data().join("bakeforms/virtual-pi/root.ext4");
+    assert!(root_image.is_file(), "{}", root_image.display());
+    assert!(bakeform_image.is_file(), "{}", bakeform_image.display());
+    // nbd-server lets in the Pi's address only.
+    let allow = env.data().join("nbd/allow");
+    let allowed = || -> Vec<String> {
+        std::fs::read_to_string(&allow)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(allowed(), [addr]);
+
+    let started = Instant::now();
+    let (fetch, bootargs) = guest
+        .netboot(serial)
+        .unwrap_or_else(|out| panic!("{serial}: the baked Pi's boot failed:\n{out}"));
+    guest.expect("bakery-virtual-pi: userspace on", Duration::from_secs(120));
+    let total = started.elapsed();
+    let text = guest.expect("bakery-virtual-pi: powering off", Duration::from_secs(60));
+    guest.wait_off(Duration::from_secs(30));
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let nbdroot = format!("{HOST}:{NBD_PORT}/bakery");
+    // From an address that is no Pi's the export is refused by nbd-server's policy; from its
+    // own the Pi connects right after.
+    let stranger = line("initramfs: export bakery");
+    assert!(
+        stranger.starts_with(&format!("initramfs: export bakery refused to {STRANGER}:"))
+            && stranger.contains("Connection not allowed by server policy"),
+        "{stranger}"
+    );
+    let connecting =
+        format!("initramfs: connecting /dev/nbd0 to export bakery on {HOST} port {NBD_PORT}");
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} on the console:\n{}", guest.tail()))
+    };
+    assert!(at(&stranger) < at(&connecting), "{}", guest.tail());
+    let userspace = line("bakery-virtual-pi: userspace on");
+    assert!(
+        userspace.contains(&format!("userspace on /dev/nbd0 as {addr}/24")),
+        "{userspace}"
+    );
+    assert_eq!(
+        line("bakery-virtual-pi: root"),
+        "bakery-virtual-pi: root remounted read-only"
+    );
+    // What bakery saw: a baked Pi whose last boot fetched every file (read before the
+    // cmdline.txt fetched below starts a boot of its own).
+    let last = pi(server, serial).last_boot.expect("a boot timeline");
+    assert!(last.files >= 5 && last.failed == 0, "{last:?}");
+    // The kernel ran with exactly the cmdline.txt bakery renders: an NBD root.
+    let rendered = server
+        .boot_request(serial, "cmdline.txt", Some(addr))
+        .text()
+        .unwrap();
+    assert_eq!(bootargs, rendered.trim_end(), "bootargs are cmdline.txt");
+    assert!(
+        rendered.contains(&format!("root=/dev/nbd0 nbdroot={nbdroot}")),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("nfsroot="), "{rendered}");
+
+    // The marker is in this Pi's image, clean after the read-only remount, and not in the
+    // bakeform's.
+    let marker = cat_in(&root_image, &format!("/{MARKER}"))
+        .unwrap_or_else(|| panic!("no marker in {}", root_image.display()));
+    let marker = String::from_utf8(marker).unwrap();
+    assert!(marker.contains(&format!("address={addr}/24")), "{marker}");
+    assert!(marker.contains("root=/dev/nbd0"), "{marker}");
+    let fsck = Command::new(which("e2fsck").unwrap())
+        .arg("-fn")
+        .arg(&root_image)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "e2fsck of the Pi's image: {fsck:?}");
+    assert_eq!(
+        cat_in(&bakeform_image, &format!("/{MARKER}")),
+        None,
+        "the Pi wrote into the bakeform's image"
+    );
+    print_boot_times(name, serial, "nbd", fetch, &userspace, total);
+
+    // Unbaked: nbd-server lets nobody in any more, and the Pi's image is gone.
+    assert_eq!(
+        server.delete(&format!("/oven/{serial}")).status(),
+        StatusCode::OK
+    );
+    assert!(eventually(Duration::from_secs(30), || {
+        pi(server, serial).state == Some(PiState::Fridge)
+    }));
+    assert_eq!(allowed(), Vec::<String>::new());
+    assert!(
+        eventually(Duration::from_secs(10), || !root_image.exists()),
+        "{} outlived the unbake",
+        root_image.display()
+    );
 }
 
 /// The fuller guest's report, a oneshot unit ordered after `multi-user.target`: the marker,
@@ -1083,20 +1532,24 @@ fn debian_root() -> PathBuf {
 #[test]
 #[ignore = "fuller variant: a Debian arm64 root with systemd, booted to multi-user (about a minute, downloads)"]
 fn a_debian_arm64_root_with_systemd_boots_to_multi_user_over_nfs() {
-    if !or_skip("a_debian_arm64_root_with_systemd_boots_to_multi_user_over_nfs") {
+    if !or_skip(
+        "a_debian_arm64_root_with_systemd_boots_to_multi_user_over_nfs",
+        RootKind::Nfs,
+    ) {
         return;
     }
+    let _site = VIRTUAL_PIS.lock().unwrap_or_else(|e| e.into_inner());
     let _one = GANESHA.lock().unwrap_or_else(|e| e.into_inner());
     std::thread::spawn(full_scenario).join().unwrap();
 }
 
 fn full_scenario() {
-    let arm = Arm64::unpack();
+    let arm = Arm64::get();
     let tarball = debian_root();
     let env = Env::new();
     let image = env.path("virtual-pi-debian.img");
     let built = Instant::now();
-    bakeform_image_with(&arm, &image, |stage| {
+    bakeform_image_with(arm, &image, |stage| {
         run_ok(
             Command::new("tar")
                 .args(["--numeric-owner", "-xpf"])
@@ -1131,7 +1584,7 @@ fn full_scenario() {
         built.elapsed()
     );
     let guests = &GUESTS[..1];
-    let site = Site::start(&env, &image, guests);
+    let site = Site::start(&env, &image, guests, RootKind::Nfs);
     let server = &site.server;
     let (name, tap, mac, addr, serial) = guests[0];
     let mut guest = Guest::power_on(name, tap, mac);
