@@ -128,6 +128,11 @@ fn parse_timeout(value: Option<&str>) -> Reply<Duration> {
         })
 }
 
+/// Whether a `wait` condition is the one there is: the state `baked`, or `ready`, its alias.
+fn waits_for_baked(wait: &str) -> bool {
+    wait == PiState::Baked.as_str() || wait == "ready"
+}
+
 /// `GET /oven/{piId}[?wait=baked&timeout=<s>]`: any Pi bakery knows, a fridge Pi too (with
 /// `status: 1`, as the first, Go, server answered); only an unknown serial is 404.
 pub async fn oven_pi(
@@ -137,7 +142,7 @@ pub async fn oven_pi(
 ) -> Reply<Json<PiInfo>> {
     match args.wait.as_deref() {
         None => Ok(Json(bakery.pi(&serial).await?)),
-        Some("baked" | "ready") => {
+        Some(wait) if waits_for_baked(wait) => {
             let timeout = parse_timeout(args.timeout.as_deref())?;
             Ok(Json(bakery.wait_baked(&serial, timeout).await?))
         }

@@ -31,26 +31,15 @@ pub enum DeleteBakeform {
     Importing,
 }
 
-fn bakeform_state_str(state: BakeformState) -> &'static str {
-    match state {
-        BakeformState::Importing => "importing",
-        BakeformState::Ready => "ready",
-        BakeformState::Failed => "failed",
-    }
-}
-
 const BAKEFORM_COLUMNS: &str = "name, location, state, error";
 
 type RawBakeform = (String, String, String, Option<String>);
 
 fn bakeform_from_raw(raw: RawBakeform) -> Result<BakeformRow, DbError> {
     let (name, location, state, error) = raw;
-    let state = match state.as_str() {
-        "importing" => BakeformState::Importing,
-        "ready" => BakeformState::Ready,
-        "failed" => BakeformState::Failed,
-        _ => return Err(corrupt("bakeforms.state", state)),
-    };
+    let state = state
+        .parse()
+        .map_err(|_| corrupt("bakeforms.state", &state))?;
     Ok(BakeformRow {
         name,
         location,
@@ -105,7 +94,7 @@ impl Store {
             let n = tx.execute(
                 "UPDATE bakeforms SET state = ?2, error = ?3, location = ''
                  WHERE name = ?1 AND state = 'importing'",
-                params![name, bakeform_state_str(BakeformState::Failed), error],
+                params![name, BakeformState::Failed.as_str(), error],
             )?;
             if n == 1 {
                 events.push(event);
@@ -123,7 +112,7 @@ impl Store {
         self.change(|tx, events| {
             let n = tx.execute(
                 "UPDATE bakeforms SET state = ?2, error = NULL WHERE name = ?1",
-                params![name, bakeform_state_str(BakeformState::Ready)],
+                params![name, BakeformState::Ready.as_str()],
             )?;
             if n == 1 {
                 events.push(event);

@@ -35,14 +35,10 @@ pub enum PiChange<T> {
     WrongState(PiState),
 }
 
-fn state_str(state: PiState) -> &'static str {
-    state.as_str()
-}
-
 pub(super) fn set_state(tx: &Transaction<'_>, serial: &str, state: PiState) -> Result<(), DbError> {
     tx.execute(
         "UPDATE pis SET state = ?2 WHERE serial = ?1",
-        params![serial, state_str(state)],
+        params![serial, state.as_str()],
     )?;
     Ok(())
 }

@@ -7,7 +7,6 @@ use bakery_client::{Labels, Metadata, PiModel, PiState, RootKind, StaticNetwork}
 use rusqlite::{Connection, params};
 
 use super::{DbError, NewEvent, Store, corrupt, fetch_all, fetch_one, json, now};
-use crate::domain::lifecycle::parse_state;
 
 /// A Pi as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +89,7 @@ pub(super) fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
     let labels = serde_json::from_str(&labels).map_err(|_| corrupt("pis.labels", &labels))?;
     let root_kind =
         RootKind::parse(&root_kind).ok_or_else(|| corrupt("pis.root_kind", &root_kind))?;
-    let state = parse_state(&state).ok_or_else(|| corrupt("pis.state", &state))?;
+    let state = state.parse().map_err(|_| corrupt("pis.state", &state))?;
     let address = match address {
         Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
         None => None,

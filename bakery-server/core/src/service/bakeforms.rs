@@ -420,8 +420,7 @@ impl Bakery {
         state: BakeformState,
     ) -> ServiceError {
         let state = match state {
-            BakeformState::Importing => "importing".to_owned(),
-            BakeformState::Ready => "ready".to_owned(),
+            BakeformState::Importing | BakeformState::Ready => state.as_str().to_owned(),
             BakeformState::Failed => {
                 let key = name.clone();
                 match self.db(move |s| s.bakeform(&key)).await {
