@@ -1,6 +1,6 @@
 //! Extractors whose rejections are service errors (so they get the JSON error body): JSON
 //! bodies parsed regardless of content type (also ones that may be left out), and query
-//! strings.
+//! strings; and [`checked`], the one parse of a name from a request into its checked type.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use bakery_core::domain::NameError;
 use bakery_core::service::ServiceError;
 
 use super::error::ApiError;
@@ -90,7 +91,7 @@ where
     }
 }
 
-/// Path parameters (percent-decoded; names are validated by the service).
+/// Path parameters (percent-decoded; names are checked by the handler with [`checked`]).
 #[derive(Debug)]
 pub struct PathArgs<T>(pub T);
 
@@ -109,4 +110,15 @@ where
                 ServiceError::BadRequest(format!("invalid path: {}", e.body_text())).into()
             })
     }
+}
+
+/// Parses a name from a request (a path parameter or a body field) into its checked type
+/// (`Serial`, `BakeformName`, `DiskId`, `SnapshotId`): a bad one is answered 400 with the
+/// [`NameError`] naming it.
+pub fn checked<T>(raw: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr<Err = NameError>,
+{
+    raw.parse()
+        .map_err(|e| ApiError(ServiceError::InvalidName(e)))
 }

@@ -235,26 +235,6 @@ impl SnapshotId {
     }
 }
 
-/// Checks a bakeform name ([`BakeformName::parse`] without keeping it).
-pub fn validate_bakeform_name(name: &str) -> Result<(), NameError> {
-    BakeformName::parse(name).map(drop)
-}
-
-/// Checks a Pi serial ([`Serial::parse`] without keeping it).
-pub fn validate_serial(serial: &str) -> Result<(), NameError> {
-    Serial::parse(serial).map(drop)
-}
-
-/// Checks a disk id ([`DiskId::parse`] without keeping it).
-pub fn validate_disk_id(id: &str) -> Result<(), NameError> {
-    DiskId::parse(id).map(drop)
-}
-
-/// Checks a snapshot id ([`SnapshotId::parse`] without keeping it).
-pub fn validate_snapshot_id(id: &str) -> Result<(), NameError> {
-    SnapshotId::parse(id).map(drop)
-}
-
 /// Splits a boot-file path into its components, refusing empty, absolute, `.`/`..`, NUL and
 /// backslash components. Repeated slashes are refused too: Pis never send them.
 pub fn boot_path_components(path: &str) -> Result<Vec<&str>, NameError> {
