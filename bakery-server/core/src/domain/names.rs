@@ -2,7 +2,7 @@
 //! Pi serials, disk and snapshot ids and boot-file paths.
 //!
 //! Serials, bakeform names, disk ids and snapshot ids are checked once, where they enter
-//! (HTTP, TFTP, the command line, a database row), into the newtypes [`Serial`],
+//! (an HTTP path or body, a boot path over TFTP or HTTP, a database row), into the newtypes [`Serial`],
 //! [`BakeformName`], [`DiskId`] and [`SnapshotId`]; `Layout` and the store take only those,
 //! so a path join can never be given an unchecked name.
 
