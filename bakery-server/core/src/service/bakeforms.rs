@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::{Bakery, ServiceError, io_err};
-use crate::db::DeleteBakeform;
+use crate::db::{BakeformRow, DeleteBakeform};
 use crate::domain::names::BakeformName;
 use crate::events::EventKind;
 use crate::imaging::{self, Packing};
@@ -442,11 +442,10 @@ impl Bakery {
             BakeformState::Failed => {
                 let key = name.clone();
                 match self.db(move |s| s.bakeform(&key)).await {
-                    Ok(Some(row)) => match row.error {
-                        Some(why) => format!("failed: {why}"),
-                        None => "failed".to_owned(),
-                    },
-                    _ => "failed".to_owned(),
+                    Ok(Some(BakeformRow {
+                        error: Some(why), ..
+                    })) => format!("{state}: {why}"),
+                    _ => state.as_str().to_owned(),
                 }
             }
         };
