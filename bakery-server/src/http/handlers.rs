@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use super::extract::{JsonBody, OptionalJsonBody, PathArgs, QueryArgs};
 use bakery_core::boot::{BootFile, BootFiles};
 use bakery_core::imaging;
-use bakery_core::service::{Bakery, DEFAULT_WAIT, ServiceError, UploadHead, to_completion};
+use bakery_core::service::{Bakery, DEFAULT_WAIT, UploadHead, to_completion};
 
 use super::error::ApiError;
 
@@ -118,14 +118,13 @@ fn parse_timeout(value: Option<&str>) -> Reply<Duration> {
     let Some(v) = value else {
         return Ok(DEFAULT_WAIT);
     };
-    let secs: f64 = v.strip_suffix('s').unwrap_or(v).parse().map_err(|_| {
-        ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds"))
-    })?;
+    let secs: f64 =
+        v.strip_suffix('s').unwrap_or(v).parse().map_err(|_| {
+            ApiError::BadRequest(format!("invalid timeout {v:?}: expected seconds"))
+        })?;
     Duration::try_from_secs_f64(secs)
         .map(|d| d.min(bakery_core::service::MAX_WAIT))
-        .map_err(|_| {
-            ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds")).into()
-        })
+        .map_err(|_| ApiError::BadRequest(format!("invalid timeout {v:?}: expected seconds")))
 }
 
 /// `GET /oven/{piId}[?wait=baked&timeout=<s>]`: any Pi bakery knows, a fridge Pi too (with
@@ -141,10 +140,9 @@ pub async fn oven_pi(
             let timeout = parse_timeout(args.timeout.as_deref())?;
             Ok(Json(bakery.wait_baked(&serial, timeout).await?))
         }
-        Some(other) => Err(ServiceError::BadRequest(format!(
+        Some(other) => Err(ApiError::BadRequest(format!(
             "unknown wait condition {other:?}: expected \"baked\""
-        ))
-        .into()),
+        ))),
     }
 }
 
@@ -217,12 +215,11 @@ pub async fn set_cloud_init(
     body: Body,
 ) -> Reply<StatusCode> {
     let limit = bakery_core::domain::cloudinit::MAX_FILE_BYTES;
-    let data =
-        axum::body::to_bytes(body, limit + 1)
-            .await
-            .map_err(|_| ServiceError::BodyTooLarge {
-                limit: limit as u64,
-            })?;
+    let data = axum::body::to_bytes(body, limit + 1)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge {
+            limit: limit as u64,
+        })?;
     bakery
         .set_cloud_init(&serial, &file, Some(data.to_vec()))
         .await?;
@@ -348,7 +345,7 @@ pub async fn upload_bakeform(
     match to_completion(async move { bakery.import_bakeform(&name, stream, head).await }).await {
         Ok(bakeform) => (StatusCode::CREATED, Json(bakeform)).into_response(),
         Err(e) => {
-            let mut response = ApiError(e).into_response();
+            let mut response = ApiError::Service(e).into_response();
             response.headers_mut().insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
@@ -468,13 +465,13 @@ pub async fn delete_snapshot(
 
 /// Any other path.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError(ServiceError::RouteNotFound(uri.path().to_owned()))
+    ApiError::RouteNotFound(uri.path().to_owned())
 }
 
 /// A known path with the wrong method.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError(ServiceError::MethodNotAllowed {
+    ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
-    })
+    }
 }
