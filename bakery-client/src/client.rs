@@ -14,9 +14,9 @@ use crate::error::{Error, excerpt};
 use crate::sse::EventStream;
 use crate::types::{
     AttachDiskRequest, BakeRequest, Bakeform, BakeformMap, BootList, CreateDiskRequest,
-    CreateSnapshotRequest, Disk, DiskList, ErrorBody, EventList, Labels, Metadata, PiInfo, PiMap,
-    PiState, PiStatus, RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest, RestoreDiskRequest, Snapshot,
-    SnapshotList,
+    CreateSnapshotRequest, Disk, DiskList, ErrorBody, ErrorKind, EventList, Labels, Metadata,
+    PiInfo, PiMap, PiState, PiStatus, RAW_IMAGE_CONTENT_TYPE, ResizeDiskRequest,
+    RestoreDiskRequest, Snapshot, SnapshotList,
 };
 
 /// Default timeout of one request.
@@ -412,7 +412,15 @@ impl Client {
     pub async fn disk_exists(&self, id: &str) -> Result<bool, Error> {
         match self.disk(id).await {
             Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() || e.status() == Some(400) => Ok(false),
+            Err(e)
+                if e.is_not_found()
+                    || matches!(
+                        e.kind(),
+                        Some(ErrorKind::InvalidName | ErrorKind::InvalidRequest)
+                    ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -538,6 +546,7 @@ impl Client {
                 url: self.url(&route),
                 status: StatusCode::FORBIDDEN.as_u16(),
                 message: format!("bakeform {name} already exists"),
+                code: Some(ErrorKind::BakeformExists),
             });
         }
         let total = file.metadata().await.map_err(io_error)?.len();
@@ -630,14 +639,16 @@ impl Client {
         let status = response.status();
         if status != StatusCode::OK {
             let body = response.bytes().await.unwrap_or_default();
-            let message = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| excerpt(&body));
+            let (message, code) = match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(error) => (error.error, error.code),
+                Err(_) => (excerpt(&body), None),
+            };
             return Err(Error::Status {
                 method: "GET".into(),
                 url,
                 status: status.as_u16(),
                 message,
+                code,
             });
         }
         Ok(EventStream::new(url, response))
@@ -692,19 +703,23 @@ impl Client {
                 body_excerpt: excerpt(&body),
             });
         }
-        let message = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(error) => error.error,
-            Err(_) if body.is_empty() => status
-                .canonical_reason()
-                .unwrap_or("no message")
-                .to_lowercase(),
-            Err(_) => excerpt(&body),
+        let (message, code) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(error) => (error.error, error.code),
+            Err(_) if body.is_empty() => (
+                status
+                    .canonical_reason()
+                    .unwrap_or("no message")
+                    .to_lowercase(),
+                None,
+            ),
+            Err(_) => (excerpt(&body), None),
         };
         Err(Error::Status {
             method: method.to_string(),
             url,
             status: status.as_u16(),
             message,
+            code,
         })
     }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::types::ErrorKind;
+
 /// How many bytes of an unexpected reply body an error keeps.
 pub(crate) const EXCERPT_LEN: usize = 240;
 
@@ -71,6 +73,8 @@ pub enum Error {
         status: u16,
         /// The server's `{"error"}` message, or an excerpt of its body.
         message: String,
+        /// The server's `{"code"}`, absent from the original server's replies.
+        code: Option<ErrorKind>,
     },
     /// The server's reply is not what the contract says (unexpected success code, bad JSON).
     #[error("{method} {url}: reply {status} breaks the contract: {detail}; body: {body_excerpt:?}")]
@@ -117,6 +121,19 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } | Error::Contract { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// What kind of failure the server reported: its `code` when it sent one, else the generic
+    /// kind of the status ([`ErrorKind::of_status`]); `None` when the server did not answer with
+    /// an error status (unreachable, broken reply, local failure).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Status { code, status, .. } => Some(match code {
+                Some(code) if *code != ErrorKind::Unknown => *code,
+                _ => ErrorKind::of_status(*status),
+            }),
             _ => None,
         }
     }
@@ -170,10 +187,32 @@ mod tests {
             url: "u".into(),
             status,
             message: String::new(),
+            code: None,
         };
         assert!(status(404).is_not_found());
         assert!(!status(403).is_not_found());
         assert_eq!(status(409).status(), Some(409));
         assert_eq!(Error::Timeout { url: "u".into() }.status(), None);
+    }
+
+    #[test]
+    fn kind_is_the_code_else_the_status_class() {
+        let reply = |status, code| Error::Status {
+            method: "POST".into(),
+            url: "u".into(),
+            status,
+            message: String::new(),
+            code,
+        };
+        assert_eq!(
+            reply(404, Some(ErrorKind::NoFreePi)).kind(),
+            Some(ErrorKind::NoFreePi)
+        );
+        assert_eq!(reply(404, None).kind(), Some(ErrorKind::NotFound));
+        assert_eq!(
+            reply(409, Some(ErrorKind::Unknown)).kind(),
+            Some(ErrorKind::Conflict)
+        );
+        assert_eq!(Error::Timeout { url: "u".into() }.kind(), None);
     }
 }

@@ -578,12 +578,237 @@ pub type BakeformMap = BTreeMap<String, Bakeform>;
 /// (additions): a JSON object of string keys.
 pub type Metadata = BTreeMap<String, serde_json::Value>;
 
-/// The body of every error reply: `{"error": "..."}` (the contract's shape for 404 on bake).
+/// The body of every error reply: `{"error": "..."}` (the contract's shape for 404 on bake),
+/// with bakery's machine-readable `code` beside it (an addition the Go client ignores).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What went wrong, lowercase, naming the input.
     pub error: String,
+    /// What kind of failure it is; absent from the original server's replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorKind>,
+}
+
+/// What kind of failure an error reply reports: the `code` of [`ErrorBody`].
+///
+/// Each kind is answered with one HTTP status ([`ErrorKind::status`]); that table is the
+/// server's only mapping of failures to statuses. The *generic* kinds (one per status the API
+/// uses: [`ErrorKind::InvalidRequest`], [`ErrorKind::NotFound`], ...) are what a reply without a
+/// code — from the original server, or a proxy — is classed as ([`ErrorKind::of_status`]); the
+/// finer ones say which resource or rule it was. A code this version does not know parses as
+/// [`ErrorKind::Unknown`], so newer servers can add kinds.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 400: the request is malformed or breaks a rule (generic).
+    InvalidRequest,
+    /// 400: a name (serial, bakeform, disk or snapshot id, file name) is not valid.
+    InvalidName,
+    /// 400: a bake names a bakeform that does not exist.
+    UnknownBakeform,
+    /// 400: a bake names a bakeform that is still being imported or failed to.
+    BakeformNotReady,
+    /// 400: an uploaded image is not a usable SD-card image.
+    BadImage,
+    /// 401: no token, or an unknown one.
+    Unauthorized,
+    /// 403: not allowed (generic).
+    Forbidden,
+    /// 403: the token may not do this (a read-only token asked to change something).
+    InsufficientScope,
+    /// 403: the Pi is not baked.
+    NotBaked,
+    /// 403: a bakeform of that name exists.
+    BakeformExists,
+    /// 403: the operation does not apply to a Pi's root disk.
+    RootDisk,
+    /// 404: nothing there (generic; also an unknown route).
+    NotFound,
+    /// 404: no such Pi.
+    PiNotFound,
+    /// 404: the Pi is not in the oven.
+    PiNotInOven,
+    /// 404: no Pi in the fridge is free (and matches the constraints).
+    NoFreePi,
+    /// 404: no such bakeform.
+    BakeformNotFound,
+    /// 404: no such disk.
+    DiskNotFound,
+    /// 404: the disk is not attached to that Pi.
+    DiskNotAttached,
+    /// 404: no such snapshot (of that disk).
+    SnapshotNotFound,
+    /// 404: no such file (a Pi's file, cloud-init data, a boot file).
+    FileNotFound,
+    /// 405: the route does not take that method.
+    MethodNotAllowed,
+    /// 408: the request stopped sending (an upload stalled).
+    RequestTimeout,
+    /// 409: the state of a resource forbids it (generic).
+    Conflict,
+    /// 409: the bake failed.
+    BakeFailed,
+    /// 409: the bakeform is in use by a baked Pi.
+    BakeformInUse,
+    /// 409: the bakeform is being imported.
+    BakeformImporting,
+    /// 409: the disk is attached to a Pi.
+    DiskAttached,
+    /// 413: the body or image is larger than the limit.
+    TooLarge,
+    /// 500: the server failed (generic).
+    Internal,
+    /// 502: the power interface (PPI) failed (the only 502 the API answers).
+    PowerFailed,
+    /// 503: too busy (too many uploads at once); retry after the `Retry-After` seconds.
+    Unavailable,
+    /// 507: not enough space on the server's data dir.
+    InsufficientStorage,
+    /// A code this version does not know, or a status without a generic kind.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorKind {
+    /// The HTTP status the server answers this kind with (500 for [`ErrorKind::Unknown`]).
+    pub fn status(self) -> u16 {
+        use ErrorKind as K;
+        match self {
+            K::InvalidRequest | K::InvalidName | K::UnknownBakeform | K::BakeformNotReady => 400,
+            K::BadImage => 400,
+            K::Unauthorized => 401,
+            K::Forbidden | K::InsufficientScope | K::NotBaked | K::BakeformExists | K::RootDisk => {
+                403
+            }
+            K::NotFound
+            | K::PiNotFound
+            | K::PiNotInOven
+            | K::NoFreePi
+            | K::BakeformNotFound
+            | K::DiskNotFound
+            | K::DiskNotAttached
+            | K::SnapshotNotFound
+            | K::FileNotFound => 404,
+            K::MethodNotAllowed => 405,
+            K::RequestTimeout => 408,
+            K::Conflict | K::BakeFailed | K::BakeformInUse | K::BakeformImporting => 409,
+            K::DiskAttached => 409,
+            K::TooLarge => 413,
+            K::Internal | K::Unknown => 500,
+            K::PowerFailed => 502,
+            K::Unavailable => 503,
+            K::InsufficientStorage => 507,
+        }
+    }
+
+    /// The generic kind of a status: what a reply without a code is classed as
+    /// ([`ErrorKind::Unknown`] for a status the API does not use).
+    pub fn of_status(status: u16) -> ErrorKind {
+        match status {
+            400 => ErrorKind::InvalidRequest,
+            401 => ErrorKind::Unauthorized,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            405 => ErrorKind::MethodNotAllowed,
+            408 => ErrorKind::RequestTimeout,
+            409 => ErrorKind::Conflict,
+            413 => ErrorKind::TooLarge,
+            502 => ErrorKind::PowerFailed,
+            503 => ErrorKind::Unavailable,
+            507 => ErrorKind::InsufficientStorage,
+            500..=599 => ErrorKind::Internal,
+            _ => ErrorKind::Unknown,
+        }
+    }
+
+    /// The code as it is written on the wire (`"no_free_pi"`).
+    pub fn as_str(self) -> &'static str {
+        use ErrorKind as K;
+        match self {
+            K::InvalidRequest => "invalid_request",
+            K::InvalidName => "invalid_name",
+            K::UnknownBakeform => "unknown_bakeform",
+            K::BakeformNotReady => "bakeform_not_ready",
+            K::BadImage => "bad_image",
+            K::Unauthorized => "unauthorized",
+            K::Forbidden => "forbidden",
+            K::InsufficientScope => "insufficient_scope",
+            K::NotBaked => "not_baked",
+            K::BakeformExists => "bakeform_exists",
+            K::RootDisk => "root_disk",
+            K::NotFound => "not_found",
+            K::PiNotFound => "pi_not_found",
+            K::PiNotInOven => "pi_not_in_oven",
+            K::NoFreePi => "no_free_pi",
+            K::BakeformNotFound => "bakeform_not_found",
+            K::DiskNotFound => "disk_not_found",
+            K::DiskNotAttached => "disk_not_attached",
+            K::SnapshotNotFound => "snapshot_not_found",
+            K::FileNotFound => "file_not_found",
+            K::MethodNotAllowed => "method_not_allowed",
+            K::RequestTimeout => "request_timeout",
+            K::Conflict => "conflict",
+            K::BakeFailed => "bake_failed",
+            K::BakeformInUse => "bakeform_in_use",
+            K::BakeformImporting => "bakeform_importing",
+            K::DiskAttached => "disk_attached",
+            K::TooLarge => "too_large",
+            K::Internal => "internal",
+            K::PowerFailed => "power_failed",
+            K::Unavailable => "unavailable",
+            K::InsufficientStorage => "insufficient_storage",
+            K::Unknown => "unknown",
+        }
+    }
+
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 33] = {
+        use ErrorKind as K;
+        [
+            K::InvalidRequest,
+            K::InvalidName,
+            K::UnknownBakeform,
+            K::BakeformNotReady,
+            K::BadImage,
+            K::Unauthorized,
+            K::Forbidden,
+            K::InsufficientScope,
+            K::NotBaked,
+            K::BakeformExists,
+            K::RootDisk,
+            K::NotFound,
+            K::PiNotFound,
+            K::PiNotInOven,
+            K::NoFreePi,
+            K::BakeformNotFound,
+            K::DiskNotFound,
+            K::DiskNotAttached,
+            K::SnapshotNotFound,
+            K::FileNotFound,
+            K::MethodNotAllowed,
+            K::RequestTimeout,
+            K::Conflict,
+            K::BakeFailed,
+            K::BakeformInUse,
+            K::BakeformImporting,
+            K::DiskAttached,
+            K::TooLarge,
+            K::Internal,
+            K::PowerFailed,
+            K::Unavailable,
+            K::InsufficientStorage,
+            K::Unknown,
+        ]
+    };
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The content type the contract names for image uploads.
@@ -726,6 +951,37 @@ pub struct EventList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_kinds_are_written_as_their_codes_and_unknown_codes_parse() {
+        for kind in ErrorKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorKind>(&json).unwrap(), kind);
+        }
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":"x","code":"a_code_from_the_future"}"#).unwrap();
+        assert_eq!(body.code, Some(ErrorKind::Unknown));
+        let old: ErrorBody = serde_json::from_str(r#"{"error":"no available Pi found"}"#).unwrap();
+        assert_eq!(old.code, None);
+        let written = serde_json::to_string(&ErrorBody {
+            error: "x".into(),
+            code: None,
+        })
+        .unwrap();
+        assert_eq!(written, r#"{"error":"x"}"#);
+    }
+
+    #[test]
+    fn every_kind_has_a_status_whose_generic_kind_answers_it() {
+        for kind in ErrorKind::ALL {
+            let generic = ErrorKind::of_status(kind.status());
+            assert_eq!(generic.status(), kind.status(), "{kind}");
+        }
+        assert_eq!(ErrorKind::of_status(404), ErrorKind::NotFound);
+        assert_eq!(ErrorKind::of_status(418), ErrorKind::Unknown);
+        assert_eq!(ErrorKind::of_status(504), ErrorKind::Internal);
+    }
 
     #[test]
     fn pi_info_matches_the_contract_shape() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bakery_client::blocking::Client;
 use bakery_client::{
-    BakeformState, ClientBuilder, CreateDiskRequest, Error, PiState, PiStatus, Progress,
+    BakeformState, ClientBuilder, CreateDiskRequest, Error, ErrorKind, PiState, PiStatus, Progress,
 };
 use serde_json::Value;
 
@@ -381,6 +381,7 @@ fn errors_of_the_real_server_map_to_the_right_variants() {
     assert_eq!(bad_size.status(), Some(400), "{bad_size}");
     let unknown_form = client.bake_from("nope").unwrap_err();
     assert_eq!(unknown_form.status(), Some(400), "{unknown_form}");
+    assert_eq!(unknown_form.kind(), Some(ErrorKind::UnknownBakeform));
     let work = tempfile::tempdir().expect("temp dir");
     let junk = work.path().join("junk.img");
     std::fs::write(&junk, vec![0u8; 4096]).expect("written");

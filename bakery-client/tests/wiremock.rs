@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bakery_client::{
-    BakeRequest, BakeformState, Client, ClientBuilder, CreateDiskRequest, Error, Metadata,
-    PiStatus, Progress, StaticNetwork, blocking,
+    BakeRequest, BakeformState, Client, ClientBuilder, CreateDiskRequest, Error, ErrorKind,
+    Metadata, PiStatus, Progress, StaticNetwork, blocking,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{bearer_token, body_bytes, body_json, header, method, path, query_param};
@@ -134,6 +134,58 @@ async fn bake_errors_surface_the_server_message() {
     let err = client.bake_from("raspios").await.unwrap_err();
     assert!(err.is_not_found());
     assert_eq!(err.server_message(), Some("no available Pi found"));
+    // The Go server sends no code: the kind is the status's generic one.
+    assert_eq!(err.kind(), Some(ErrorKind::NotFound));
+}
+
+#[tokio::test]
+async fn error_kind_is_the_code_else_the_status_class() {
+    let (server, client) = setup().await;
+    for (pi, status, body) in [
+        (
+            "00000001",
+            404,
+            json!({"error": "no available Pi found", "code": "no_free_pi"}),
+        ),
+        (
+            "00000002",
+            409,
+            json!({"error": "later", "code": "a_code_from_the_future"}),
+        ),
+        ("00000003", 507, json!({"error": "full", "code": 17})),
+        (
+            "00000004",
+            403,
+            json!({"error": "pi 00000004 is fridge, not baked", "code": "not_baked"}),
+        ),
+    ] {
+        Mock::given(method("DELETE"))
+            .and(path(format!("/api/v1/oven/{pi}")))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .mount(&server)
+            .await;
+    }
+    let kind = |result: Result<(), Error>| result.unwrap_err().kind();
+    assert_eq!(
+        kind(client.unbake("00000001").await),
+        Some(ErrorKind::NoFreePi)
+    );
+    // An unknown code parses and falls back to the status.
+    assert_eq!(
+        kind(client.unbake("00000002").await),
+        Some(ErrorKind::Conflict)
+    );
+    // A body that breaks the shape keeps its excerpt as the message, the kind from the status.
+    let err = client.unbake("00000003").await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::InsufficientStorage));
+    assert!(err.server_message().unwrap().contains("full"), "{err}");
+    assert_eq!(
+        kind(client.unbake("00000004").await),
+        Some(ErrorKind::NotBaked)
+    );
+    // No answer, no kind.
+    let gone = ClientBuilder::new("http://127.0.0.1:9").build().unwrap();
+    assert_eq!(gone.unbake("00000001").await.unwrap_err().kind(), None);
 }
 
 #[tokio::test]

@@ -3,16 +3,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bakery_client::{BakeRequest, Bakeform, CreateDiskRequest, Disk, Metadata, PiInfo, Snapshot};
+use bakery_client::{
+    BakeRequest, Bakeform, CreateDiskRequest, Disk, ErrorKind, Metadata, PiInfo, Snapshot,
+};
 
 /// A failed bakery operation, reduced to what the CPI decides on.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The server answered with an error status.
-    #[error("bakery answered {status}: {message}")]
+    #[error("bakery answered {status} ({kind}): {message}")]
     Status {
         /// The HTTP status.
         status: u16,
+        /// What kind of failure: the server's code, else the status's generic kind.
+        kind: ErrorKind,
         /// The server's message.
         message: String,
     },
@@ -25,17 +29,26 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    /// The HTTP status, if the server answered.
-    pub fn status(&self) -> Option<u16> {
+    /// A refusal of `kind`, answered with the kind's status.
+    pub fn refused(kind: ErrorKind, message: impl Into<String>) -> BackendError {
+        BackendError::Status {
+            status: kind.status(),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of failure the server reported, if it answered.
+    pub fn kind(&self) -> Option<ErrorKind> {
         match self {
-            BackendError::Status { status, .. } => Some(*status),
+            BackendError::Status { kind, .. } => Some(*kind),
             _ => None,
         }
     }
 
-    /// Whether the server answered 404.
+    /// Whether the server answered 404 (any kind of "not there").
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        matches!(self, BackendError::Status { status: 404, .. })
     }
 
     /// Whether the server could not be reached (retrying may help).
@@ -98,6 +111,7 @@ impl From<bakery_client::Error> for BackendError {
                 status, message, ..
             } => BackendError::Status {
                 status: *status,
+                kind: error.kind().unwrap_or(ErrorKind::Unknown),
                 message: message.clone(),
             },
             _ if error.is_unreachable() => BackendError::Unreachable(error.to_string()),

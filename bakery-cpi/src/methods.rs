@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use bakery_client::{
-    BakeRequest, CreateDiskRequest, Labels, Metadata, PiInfo, PiModel, PiState, PiStatus, RootKind,
-    StaticNetwork,
+    BakeRequest, CreateDiskRequest, ErrorKind, Labels, Metadata, PiInfo, PiModel, PiState,
+    PiStatus, RootKind, StaticNetwork,
 };
 
 use crate::agent::{self, AgentSettings, NewSettings};
@@ -209,7 +209,12 @@ impl<'a> Cpi<'a> {
             |e| CpiError::bakery(format!("uploading {image_path} as bakeform {name}"), e);
         match self.bakery.upload_bakeform(&name, path) {
             Ok(_) => {}
-            Err(e) if e.status() == Some(403) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    Some(ErrorKind::BakeformExists | ErrorKind::Forbidden)
+                ) =>
+            {
                 self.replace_bakeform(&name)?;
                 self.bakery
                     .upload_bakeform(&name, path)
@@ -227,9 +232,16 @@ impl<'a> Cpi<'a> {
         match self.bakery.delete_bakeform(name) {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) if e.status() == Some(409) => Err(CpiError::Cloud(format!(
-                "cannot replace bakeform {name}: pis baked from it are in use ({e})"
-            ))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    Some(ErrorKind::BakeformInUse | ErrorKind::Conflict)
+                ) =>
+            {
+                Err(CpiError::Cloud(format!(
+                    "cannot replace bakeform {name}: pis baked from it are in use ({e})"
+                )))
+            }
             Err(e) => Err(CpiError::bakery(format!("deleting bakeform {name}"), e)),
         }
     }
@@ -245,9 +257,16 @@ impl<'a> Cpi<'a> {
                 ));
                 Ok(Value::Null)
             }
-            Err(e) if e.status() == Some(409) => Err(CpiError::Cloud(format!(
-                "cannot delete stemcell {name}: pis baked from it are in use ({e})"
-            ))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    Some(ErrorKind::BakeformInUse | ErrorKind::Conflict)
+                ) =>
+            {
+                Err(CpiError::Cloud(format!(
+                    "cannot delete stemcell {name}: pis baked from it are in use ({e})"
+                )))
+            }
             Err(e) => Err(CpiError::bakery(format!("deleting bakeform {name}"), e)),
         }
     }
@@ -322,11 +341,15 @@ impl<'a> Cpi<'a> {
             model: plan.model,
             labels: plan.labels.clone(),
         };
-        let pi = bakery.bake(&request).map_err(|e| match e.status() {
-            Some(404) => StepFailure::retry(format!("no free pi in the fridge ({e})")),
-            Some(400) => {
-                StepFailure::fatal(format!("stemcell {} cannot be baked ({e})", plan.stemcell))
+        let pi = bakery.bake(&request).map_err(|e| match e.kind() {
+            Some(ErrorKind::NoFreePi | ErrorKind::NotFound) => {
+                StepFailure::retry(format!("no free pi in the fridge ({e})"))
             }
+            Some(
+                ErrorKind::UnknownBakeform
+                | ErrorKind::BakeformNotReady
+                | ErrorKind::InvalidRequest,
+            ) => StepFailure::fatal(format!("stemcell {} cannot be baked ({e})", plan.stemcell)),
             _ if e.is_unreachable() => StepFailure::retry(format!("baking a pi: {e}")),
             _ => StepFailure::fatal(format!("baking a pi: {e}")),
         })?;
@@ -340,8 +363,10 @@ impl<'a> Cpi<'a> {
         let timeout = self.config.bake_timeout();
         bakery
             .wait_baked(&vm_cid, timeout)
-            .map_err(|e| match e.status() {
-                Some(409) => StepFailure::fatal(format!("bake of pi {vm_cid} failed ({e})")),
+            .map_err(|e| match e.kind() {
+                Some(ErrorKind::BakeFailed | ErrorKind::Conflict) => {
+                    StepFailure::fatal(format!("bake of pi {vm_cid} failed ({e})"))
+                }
                 _ if e.is_unreachable() => StepFailure::fatal(format!(
                     "pi {vm_cid} was not baked within {} s ({e})",
                     timeout.as_secs()
@@ -495,9 +520,16 @@ impl<'a> Cpi<'a> {
         match self.bakery.delete_disk(disk_cid) {
             Ok(()) => Ok(Value::Null),
             Err(e) if e.is_not_found() => Ok(Value::Null),
-            Err(e) if e.status() == Some(409) => Err(CpiError::Cloud(format!(
-                "cannot delete disk {disk_cid}: it is attached to a pi; detach it first ({e})"
-            ))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    Some(ErrorKind::DiskAttached | ErrorKind::Conflict)
+                ) =>
+            {
+                Err(CpiError::Cloud(format!(
+                    "cannot delete disk {disk_cid}: it is attached to a pi; detach it first ({e})"
+                )))
+            }
             Err(e) => Err(CpiError::bakery(format!("deleting disk {disk_cid}"), e)),
         }
     }
@@ -636,9 +668,16 @@ impl<'a> Cpi<'a> {
             Err(e) if e.is_not_found() => Err(CpiError::DiskNotFound {
                 disk_cid: disk_cid.to_string(),
             }),
-            Err(e) if e.status() == Some(409) => Err(CpiError::Cloud(format!(
-                "cannot resize disk {disk_cid}: it is attached; detach it first ({e})"
-            ))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    Some(ErrorKind::DiskAttached | ErrorKind::Conflict)
+                ) =>
+            {
+                Err(CpiError::Cloud(format!(
+                    "cannot resize disk {disk_cid}: it is attached; detach it first ({e})"
+                )))
+            }
             Err(e) => Err(disk_space_error(new_size, e)),
         }
     }
@@ -674,9 +713,9 @@ impl<'a> Cpi<'a> {
             Err(e) if e.is_not_found() => Err(CpiError::DiskNotFound {
                 disk_cid: disk_cid.to_string(),
             }),
-            Err(e) if e.status() == Some(507) => Err(CpiError::Cloud(format!(
-                "not enough space for a snapshot of disk {disk_cid} ({e})"
-            ))),
+            Err(e) if e.kind() == Some(ErrorKind::InsufficientStorage) => Err(CpiError::Cloud(
+                format!("not enough space for a snapshot of disk {disk_cid} ({e})"),
+            )),
             Err(e) => Err(CpiError::bakery(
                 format!("taking a snapshot of disk {disk_cid}"),
                 e,
@@ -888,11 +927,16 @@ fn ensure_unbaked(bakery: &dyn Bakery, pi: &str, wait: Duration) -> Result<(), B
 fn unbake(bakery: &dyn Bakery, pi: &str) -> Result<(), BackendError> {
     match bakery.unbake(pi) {
         Ok(()) => Ok(()),
-        Err(e) if matches!(e.status(), Some(403 | 404)) => match bakery.pi(pi) {
-            Err(again) if again.is_not_found() => Ok(()),
-            Ok(info) if matches!(state(&info), PiState::Fridge | PiState::Unbaking) => Ok(()),
-            _ => Err(e),
-        },
+        Err(e)
+            if e.is_not_found()
+                || matches!(e.kind(), Some(ErrorKind::NotBaked | ErrorKind::Forbidden)) =>
+        {
+            match bakery.pi(pi) {
+                Err(again) if again.is_not_found() => Ok(()),
+                Ok(info) if matches!(state(&info), PiState::Fridge | PiState::Unbaking) => Ok(()),
+                _ => Err(e),
+            }
+        }
         Err(e) => Err(e),
     }
 }
@@ -911,8 +955,8 @@ fn metadata(object: &Map<String, Value>) -> Metadata {
 }
 
 fn disk_space_error(size_mib: i64, e: BackendError) -> CpiError {
-    match e.status() {
-        Some(507) => CpiError::NoDiskSpace {
+    match e.kind() {
+        Some(ErrorKind::InsufficientStorage) => CpiError::NoDiskSpace {
             size_mib,
             message: e.to_string(),
         },

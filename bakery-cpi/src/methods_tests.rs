@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bakery_client::{
-    BakeRequest, Bakeform, CreateDiskRequest, Disk, Metadata, PiInfo, PiState, PiStatus, Snapshot,
+    BakeRequest, Bakeform, CreateDiskRequest, Disk, ErrorKind, Metadata, PiInfo, PiState, PiStatus,
+    Snapshot,
 };
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ struct State {
     disks: BTreeMap<String, Disk>,
     snapshots: BTreeMap<String, Snapshot>,
     files: BTreeMap<(String, String), Vec<u8>>,
-    fail: BTreeMap<&'static str, (u16, &'static str)>,
+    fail: BTreeMap<&'static str, (ErrorKind, &'static str)>,
     bake_requests: Vec<BakeRequest>,
     calls: Vec<String>,
     next: u32,
@@ -64,11 +65,8 @@ fn set_state(pi: &mut PiInfo, state: PiState) {
     pi.status = state.status();
 }
 
-fn status(code: u16, message: &str) -> BackendError {
-    BackendError::Status {
-        status: code,
-        message: message.into(),
-    }
+fn refused(kind: ErrorKind, message: &str) -> BackendError {
+    BackendError::refused(kind, message)
 }
 
 impl Fake {
@@ -84,18 +82,18 @@ impl Fake {
         fake
     }
 
-    fn fail(&self, operation: &'static str, code: u16, message: &'static str) {
+    fn fail(&self, operation: &'static str, kind: ErrorKind, message: &'static str) {
         self.state
             .borrow_mut()
             .fail
-            .insert(operation, (code, message));
+            .insert(operation, (kind, message));
     }
 
     fn enter(&self, operation: &'static str) -> BackendResult<std::cell::RefMut<'_, State>> {
         let mut s = self.state.borrow_mut();
         s.calls.push(operation.to_string());
-        if let Some((code, message)) = s.fail.get(operation) {
-            return Err(status(*code, message));
+        if let Some((kind, message)) = s.fail.get(operation) {
+            return Err(refused(*kind, message));
         }
         Ok(s)
     }
@@ -123,7 +121,7 @@ impl Bakery for Fake {
     fn upload_bakeform(&self, name: &str, _image: &Path) -> BackendResult<Bakeform> {
         let mut s = self.enter("upload_bakeform")?;
         if !s.bakeforms.insert(name.to_string()) {
-            return Err(status(403, "bakeform exists"));
+            return Err(refused(ErrorKind::BakeformExists, "bakeform exists"));
         }
         Ok(Bakeform {
             name: name.into(),
@@ -141,7 +139,7 @@ impl Bakery for Fake {
     fn delete_bakeform(&self, name: &str) -> BackendResult<()> {
         let mut s = self.enter("delete_bakeform")?;
         if !s.bakeforms.remove(name) {
-            return Err(status(404, "no such bakeform"));
+            return Err(refused(ErrorKind::BakeformNotFound, "no such bakeform"));
         }
         Ok(())
     }
@@ -150,7 +148,7 @@ impl Bakery for Fake {
         let mut s = self.enter("bake")?;
         s.bake_requests.push(request.clone());
         if !s.bakeforms.contains(&request.bakeform_name) {
-            return Err(status(400, "unknown bakeform"));
+            return Err(refused(ErrorKind::UnknownBakeform, "unknown bakeform"));
         }
         let id = s.next;
         s.next += 1;
@@ -159,7 +157,7 @@ impl Bakery for Fake {
             .values_mut()
             .find(|p| p.state == Some(PiState::Fridge))
         else {
-            return Err(status(404, "no available Pi found"));
+            return Err(refused(ErrorKind::NoFreePi, "no available Pi found"));
         };
         set_state(pi, PiState::Preparing);
         pi.disks = vec![Disk {
@@ -179,11 +177,14 @@ impl Bakery for Fake {
         let failing = self.state.borrow().fail.contains_key("wait_baked");
         let mut s = self.state.borrow_mut();
         s.calls.push("wait_baked".into());
-        let info = s.pis.get_mut(pi).ok_or_else(|| status(404, "unknown pi"))?;
+        let info = s
+            .pis
+            .get_mut(pi)
+            .ok_or_else(|| refused(ErrorKind::PiNotFound, "unknown pi"))?;
         if failing {
             set_state(info, PiState::Fridge);
             info.disks.clear();
-            return Err(status(409, "bake failed: clone failed"));
+            return Err(refused(ErrorKind::BakeFailed, "bake failed: clone failed"));
         }
         if info.state == Some(PiState::Preparing) {
             set_state(info, PiState::Baked);
@@ -193,9 +194,12 @@ impl Bakery for Fake {
 
     fn unbake(&self, pi: &str) -> BackendResult<()> {
         let mut s = self.enter("unbake")?;
-        let info = s.pis.get_mut(pi).ok_or_else(|| status(404, "unknown pi"))?;
+        let info = s
+            .pis
+            .get_mut(pi)
+            .ok_or_else(|| refused(ErrorKind::PiNotFound, "unknown pi"))?;
         if info.state != Some(PiState::Baked) {
-            return Err(status(403, "pi is not baked"));
+            return Err(refused(ErrorKind::NotBaked, "pi is not baked"));
         }
         set_state(info, PiState::Fridge);
         let disks = std::mem::take(&mut info.disks);
@@ -216,20 +220,23 @@ impl Bakery for Fake {
         s.pis
             .get(pi)
             .cloned()
-            .ok_or_else(|| status(404, "unknown pi"))
+            .ok_or_else(|| refused(ErrorKind::PiNotFound, "unknown pi"))
     }
 
     fn power_cycle(&self, pi: &str) -> BackendResult<()> {
         let s = self.enter("power_cycle")?;
         match s.pis.get(pi) {
             Some(info) if info.state == Some(PiState::Baked) => Ok(()),
-            _ => Err(status(404, "pi not in the oven")),
+            _ => Err(refused(ErrorKind::PiNotInOven, "pi not in the oven")),
         }
     }
 
     fn set_pi_metadata(&self, pi: &str, metadata: &Metadata) -> BackendResult<PiInfo> {
         let mut s = self.enter("set_pi_metadata")?;
-        let info = s.pis.get_mut(pi).ok_or_else(|| status(404, "unknown pi"))?;
+        let info = s
+            .pis
+            .get_mut(pi)
+            .ok_or_else(|| refused(ErrorKind::PiNotFound, "unknown pi"))?;
         info.metadata = metadata.clone();
         Ok(info.clone())
     }
@@ -242,7 +249,7 @@ impl Bakery for Fake {
         };
         let mut s = self.enter(op)?;
         if !s.pis.contains_key(pi) {
-            return Err(status(404, "unknown pi"));
+            return Err(refused(ErrorKind::PiNotFound, "unknown pi"));
         }
         s.files
             .insert((pi.to_string(), filename.to_string()), bytes);
@@ -254,7 +261,7 @@ impl Bakery for Fake {
         s.files
             .get(&(pi.to_string(), filename.to_string()))
             .cloned()
-            .ok_or_else(|| status(404, "no such file"))
+            .ok_or_else(|| refused(ErrorKind::FileNotFound, "no such file"))
     }
 
     fn create_disk(&self, request: &CreateDiskRequest) -> BackendResult<Disk> {
@@ -279,13 +286,15 @@ impl Bakery for Fake {
         s.disks
             .get(id)
             .cloned()
-            .ok_or_else(|| status(404, "unknown disk"))
+            .ok_or_else(|| refused(ErrorKind::DiskNotFound, "unknown disk"))
     }
 
     fn delete_disk(&self, id: &str) -> BackendResult<()> {
         let mut s = self.enter("delete_disk")?;
         match s.disks.get(id) {
-            Some(disk) if disk.attached_to.is_some() => Err(status(409, "disk is attached")),
+            Some(disk) if disk.attached_to.is_some() => {
+                Err(refused(ErrorKind::DiskAttached, "disk is attached"))
+            }
             _ => {
                 s.disks.remove(id);
                 Ok(())
@@ -299,9 +308,12 @@ impl Bakery for Fake {
             .disks
             .get(disk)
             .cloned()
-            .ok_or_else(|| status(404, "unknown disk"))?;
+            .ok_or_else(|| refused(ErrorKind::DiskNotFound, "unknown disk"))?;
         found.attached_to = Some(pi.to_string());
-        let info = s.pis.get_mut(pi).ok_or_else(|| status(404, "unknown pi"))?;
+        let info = s
+            .pis
+            .get_mut(pi)
+            .ok_or_else(|| refused(ErrorKind::PiNotFound, "unknown pi"))?;
         info.disks.push(found.clone());
         s.disks.insert(disk.to_string(), found);
         Ok(())
@@ -309,12 +321,15 @@ impl Bakery for Fake {
 
     fn detach_disk(&self, pi: &str, disk: &str) -> BackendResult<()> {
         let mut s = self.enter("detach_disk")?;
-        let info = s.pis.get_mut(pi).ok_or_else(|| status(404, "unknown pi"))?;
+        let info = s
+            .pis
+            .get_mut(pi)
+            .ok_or_else(|| refused(ErrorKind::PiNotFound, "unknown pi"))?;
         info.disks.retain(|d| d.id != disk);
         let found = s
             .disks
             .get_mut(disk)
-            .ok_or_else(|| status(404, "unknown disk"))?;
+            .ok_or_else(|| refused(ErrorKind::DiskNotFound, "unknown disk"))?;
         found.attached_to = None;
         Ok(())
     }
@@ -324,9 +339,9 @@ impl Bakery for Fake {
         let disk = s
             .disks
             .get_mut(id)
-            .ok_or_else(|| status(404, "unknown disk"))?;
+            .ok_or_else(|| refused(ErrorKind::DiskNotFound, "unknown disk"))?;
         if disk.attached_to.is_some() {
-            return Err(status(409, "disk is attached"));
+            return Err(refused(ErrorKind::DiskAttached, "disk is attached"));
         }
         disk.size = size_mib;
         Ok(disk.clone())
@@ -337,7 +352,7 @@ impl Bakery for Fake {
         let disk = s
             .disks
             .get_mut(id)
-            .ok_or_else(|| status(404, "unknown disk"))?;
+            .ok_or_else(|| refused(ErrorKind::DiskNotFound, "unknown disk"))?;
         disk.metadata = metadata.clone();
         Ok(disk.clone())
     }
@@ -347,7 +362,7 @@ impl Bakery for Fake {
         let size = s
             .disks
             .get(id)
-            .ok_or_else(|| status(404, "unknown disk"))?
+            .ok_or_else(|| refused(ErrorKind::DiskNotFound, "unknown disk"))?
             .size;
         let snapshot = Snapshot {
             id: format!("snap-{}", s.next),
@@ -366,7 +381,7 @@ impl Bakery for Fake {
         s.snapshots
             .remove(id)
             .map(|_| ())
-            .ok_or_else(|| status(404, "unknown snapshot"))
+            .ok_or_else(|| refused(ErrorKind::SnapshotNotFound, "unknown snapshot"))
     }
 }
 
@@ -514,15 +529,17 @@ fn create_vm_passes_model_and_labels_as_constraints() {
 
 #[test]
 fn create_vm_failures_undo_everything() {
-    for (step, code, retry) in [
-        ("bake", 404, true),
-        ("bake", 400, false),
-        ("wait_baked", 409, false),
-        ("create_disk", 507, false),
-        ("attach_disk", 500, false),
-        ("upload_settings", 500, false),
-        ("upload_disks", 500, false),
-        ("power_cycle", 500, false),
+    for (step, kind, retry) in [
+        ("bake", ErrorKind::NoFreePi, true),
+        ("bake", ErrorKind::NotFound, true),
+        ("bake", ErrorKind::UnknownBakeform, false),
+        ("bake", ErrorKind::InvalidRequest, false),
+        ("wait_baked", ErrorKind::BakeFailed, false),
+        ("create_disk", ErrorKind::InsufficientStorage, false),
+        ("attach_disk", ErrorKind::Internal, false),
+        ("upload_settings", ErrorKind::Internal, false),
+        ("upload_disks", ErrorKind::Internal, false),
+        ("power_cycle", ErrorKind::Internal, false),
     ] {
         let fake = Fake::with_pis(&["1a2b3c4d"]);
         let persistent = fake
@@ -531,7 +548,7 @@ fn create_vm_failures_undo_everything() {
                 ephemeral: false,
             })
             .expect("disk");
-        fake.fail(step, code, "injected failure");
+        fake.fail(step, kind, "injected failure");
         let err = call(&fake, 2, "create_vm", create_vm_args(manual())).unwrap_err();
         assert_eq!(
             err.bosh_type(),
@@ -561,8 +578,8 @@ fn create_vm_failures_undo_everything() {
 #[test]
 fn create_vm_reports_what_it_could_not_undo() {
     let fake = Fake::with_pis(&["1a2b3c4d"]);
-    fake.fail("power_cycle", 500, "relay board gone");
-    fake.fail("unbake", 500, "server broken");
+    fake.fail("power_cycle", ErrorKind::Internal, "relay board gone");
+    fake.fail("unbake", ErrorKind::Internal, "server broken");
     let err = call(&fake, 2, "create_vm", create_vm_args(manual())).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("relay board gone"), "{message}");
@@ -758,7 +775,11 @@ fn resize_and_metadata() {
     assert_eq!(err.bosh_type(), "Bosh::Clouds::VMNotFound");
     let err = call(&fake, 2, "create_disk", json!([0, {}, null])).unwrap_err();
     assert_eq!(err.bosh_type(), "InvalidCall");
-    fake.fail("create_disk", 507, "no space left");
+    fake.fail(
+        "create_disk",
+        ErrorKind::InsufficientStorage,
+        "no space left",
+    );
     let err = call(&fake, 2, "create_disk", json!([10, {}, null])).unwrap_err();
     assert_eq!(err.bosh_type(), "Bosh::Clouds::NoDiskSpace");
 }
@@ -781,7 +802,11 @@ fn snapshots_are_taken_with_metadata_and_deleted_idempotently() {
     assert_eq!(err.bosh_type(), "Bosh::Clouds::DiskNotFound");
     let err = call(&fake, 2, "snapshot_disk", json!([disk, "x"])).unwrap_err();
     assert_eq!(err.bosh_type(), "InvalidCall");
-    fake.fail("snapshot_disk", 507, "not enough space");
+    fake.fail(
+        "snapshot_disk",
+        ErrorKind::InsufficientStorage,
+        "not enough space",
+    );
     let err = call(&fake, 2, "snapshot_disk", json!([disk, {}])).unwrap_err();
     assert_eq!(err.bosh_type(), "Bosh::Clouds::CloudError");
     assert!(err.to_string().contains("not enough space"), "{err}");
@@ -792,7 +817,11 @@ fn snapshots_are_taken_with_metadata_and_deleted_idempotently() {
     );
     assert!(fake.state.borrow().snapshots.is_empty());
     call(&fake, 2, "delete_snapshot", json!([cid])).expect("deleted again");
-    fake.fail("delete_snapshot", 500, "database query failed");
+    fake.fail(
+        "delete_snapshot",
+        ErrorKind::Internal,
+        "database query failed",
+    );
     let err = call(&fake, 2, "delete_snapshot", json!([cid])).unwrap_err();
     assert_eq!(err.bosh_type(), "Bosh::Clouds::CloudError");
     assert!(err.to_string().contains(&cid), "{err}");

@@ -21,12 +21,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bakery_client::ErrorBody;
+use bakery_client::ErrorKind;
 use subtle::{Choice, ConstantTimeEq};
 use thiserror::Error;
 
@@ -109,17 +108,18 @@ pub struct RefusedByAuth;
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let (status, challenge) = match &self {
-            AuthError::Missing => (StatusCode::UNAUTHORIZED, "Bearer realm=\"bakery\""),
+        let (kind, challenge) = match &self {
+            AuthError::Missing => (ErrorKind::Unauthorized, "Bearer realm=\"bakery\""),
             AuthError::Invalid => (
-                StatusCode::UNAUTHORIZED,
+                ErrorKind::Unauthorized,
                 "Bearer realm=\"bakery\", error=\"invalid_token\"",
             ),
             AuthError::ReadOnly { .. } => (
-                StatusCode::FORBIDDEN,
+                ErrorKind::InsufficientScope,
                 "Bearer realm=\"bakery\", error=\"insufficient_scope\"",
             ),
         };
+        let (status, body) = super::error::error_reply(kind, self.to_string());
         tracing::info!(status = status.as_u16(), reason = %self, "request refused by authentication");
         (
             status,
@@ -128,9 +128,7 @@ impl IntoResponse for AuthError {
                 HeaderValue::from_static(challenge),
             )],
             axum::Extension(RefusedByAuth),
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
+            body,
         )
             .into_response()
     }

@@ -29,26 +29,26 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = limited_bytes(req, state).await?;
-        Ok(parse(&bytes).map(JsonBody)?)
+        parse(&bytes).map(JsonBody)
     }
 }
 
 /// The body, at most [`JSON_LIMIT`] bytes (the router's body limit).
-async fn limited_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ServiceError> {
+async fn limited_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServiceError::BodyTooLarge {
+            ApiError::BodyTooLarge {
                 limit: JSON_LIMIT as u64,
             }
         } else {
-            ServiceError::BadRequest(rejection.body_text())
+            ApiError::BadRequest(rejection.body_text())
         }
     })
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
-        .map_err(|e| ServiceError::BadRequest(format!("invalid json body: {e}")))
+        .map_err(|e| ApiError::BadRequest(format!("invalid json body: {e}")))
 }
 
 /// A JSON body that may be left out: an empty (or all-whitespace) body is `T::default()`.
@@ -67,7 +67,7 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        Ok(parse(&bytes).map(OptionalJsonBody)?)
+        parse(&bytes).map(OptionalJsonBody)
     }
 }
 
@@ -85,9 +85,7 @@ where
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| QueryArgs(q.0))
-            .map_err(|e| {
-                ServiceError::BadRequest(format!("invalid query: {}", e.body_text())).into()
-            })
+            .map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
     }
 }
 
@@ -106,9 +104,7 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| PathArgs(p.0))
-            .map_err(|e| {
-                ServiceError::BadRequest(format!("invalid path: {}", e.body_text())).into()
-            })
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
     }
 }
 
@@ -120,5 +116,5 @@ where
     T: std::str::FromStr<Err = NameError>,
 {
     raw.parse()
-        .map_err(|e| ApiError(ServiceError::InvalidName(e)))
+        .map_err(|e| ApiError::Service(ServiceError::InvalidName(e)))
 }

@@ -119,14 +119,13 @@ fn parse_timeout(value: Option<&str>) -> Reply<Duration> {
     let Some(v) = value else {
         return Ok(DEFAULT_WAIT);
     };
-    let secs: f64 = v.strip_suffix('s').unwrap_or(v).parse().map_err(|_| {
-        ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds"))
-    })?;
+    let secs: f64 =
+        v.strip_suffix('s').unwrap_or(v).parse().map_err(|_| {
+            ApiError::BadRequest(format!("invalid timeout {v:?}: expected seconds"))
+        })?;
     Duration::try_from_secs_f64(secs)
         .map(|d| d.min(bakery_core::service::MAX_WAIT))
-        .map_err(|_| {
-            ServiceError::BadRequest(format!("invalid timeout {v:?}: expected seconds")).into()
-        })
+        .map_err(|_| ApiError::BadRequest(format!("invalid timeout {v:?}: expected seconds")))
 }
 
 /// Whether a `wait` condition is the one there is: the state `baked`, or `ready`, its alias.
@@ -147,10 +146,9 @@ pub async fn oven_pi(
             let timeout = parse_timeout(args.timeout.as_deref())?;
             Ok(Json(bakery.wait_baked(&checked(&serial)?, timeout).await?))
         }
-        Some(other) => Err(ServiceError::BadRequest(format!(
+        Some(other) => Err(ApiError::BadRequest(format!(
             "unknown wait condition {other:?}: expected \"baked\""
-        ))
-        .into()),
+        ))),
     }
 }
 
@@ -230,12 +228,11 @@ pub async fn set_cloud_init(
     body: Body,
 ) -> Reply<StatusCode> {
     let limit = bakery_core::domain::cloudinit::MAX_FILE_BYTES;
-    let data =
-        axum::body::to_bytes(body, limit + 1)
-            .await
-            .map_err(|_| ServiceError::BodyTooLarge {
-                limit: limit as u64,
-            })?;
+    let data = axum::body::to_bytes(body, limit + 1)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge {
+            limit: limit as u64,
+        })?;
     bakery
         .set_cloud_init(&checked(&serial)?, &file, Some(data.to_vec()))
         .await?;
@@ -366,9 +363,9 @@ pub async fn upload_bakeform(
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue")),
     };
     let stream = body.into_data_stream();
-    let name: BakeformName = match checked(&name) {
+    let name = match BakeformName::parse(&name) {
         Ok(name) => name,
-        Err(ApiError(e)) => return refused_upload(bakery.refuse_upload(stream, &head, e)),
+        Err(e) => return refused_upload(bakery.refuse_upload(stream, &head, e.into())),
     };
     match to_completion(async move { bakery.import_bakeform(&name, stream, head).await }).await {
         Ok(bakeform) => (StatusCode::CREATED, Json(bakeform)).into_response(),
@@ -378,7 +375,7 @@ pub async fn upload_bakeform(
 
 /// The answer to a refused or failed upload, closing the connection.
 fn refused_upload(error: ServiceError) -> Response {
-    let mut response = ApiError(error).into_response();
+    let mut response = ApiError::Service(error).into_response();
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
@@ -503,13 +500,13 @@ pub async fn delete_snapshot(
 
 /// Any other path.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError(ServiceError::RouteNotFound(uri.path().to_owned()))
+    ApiError::RouteNotFound(uri.path().to_owned())
 }
 
 /// A known path with the wrong method.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError(ServiceError::MethodNotAllowed {
+    ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
-    })
+    }
 }

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 
-pub use error::status_of;
+pub use error::kind_of;
 pub use extract::JSON_LIMIT;
 
 use bakery_core::service::Bakery;

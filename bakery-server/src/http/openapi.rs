@@ -533,5 +533,15 @@ mod tests {
         assert_eq!(status["enum"], serde_json::json!([1, 2, 3]), "{status}");
         let outcome = &doc["components"]["schemas"]["BootOutcome"];
         assert!(outcome.to_string().contains("notFound"), "{outcome}");
+        // Error bodies document their code, every kind by its wire name.
+        let kinds = doc["components"]["schemas"]["ErrorKind"].to_string();
+        for kind in bakery_client::ErrorKind::ALL {
+            assert!(
+                kinds.contains(&format!("\"{kind}\"")),
+                "{kind} missing: {kinds}"
+            );
+        }
+        let body = &doc["components"]["schemas"]["ErrorBody"];
+        assert_eq!(body["required"], serde_json::json!(["error"]), "{body}");
     }
 }

@@ -3,7 +3,7 @@
 //! calls it makes do, when the server has a token file.
 
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../../assets/index.html");
@@ -42,12 +42,10 @@ pub async fn index() -> Response {
 pub async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, content_type, body)) => page(content_type, body),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(bakery_client::ErrorBody {
-                error: format!("no asset {file}"),
-            }),
+        None => super::error::error_reply(
+            bakery_client::ErrorKind::NotFound,
+            format!("no asset {file}"),
         )
-            .into_response(),
+        .into_response(),
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bakery_client::{ErrorBody, PiInfo, PiMap, PiState};
+use bakery_client::{ErrorBody, ErrorKind, PiInfo, PiMap, PiState};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -32,7 +32,9 @@ fn pis_register_through_the_boot_path_only() {
     assert_eq!(resp.json::<PiInfo>().unwrap().status.code(), 1);
     let resp = server.get("/oven/0000000f");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert!(resp.json::<ErrorBody>().unwrap().error.contains("0000000f"));
+    let body = resp.json::<ErrorBody>().unwrap();
+    assert!(body.error.contains("0000000f"));
+    assert_eq!(body.code, Some(ErrorKind::PiNotFound));
     // Every new Pi was powered off through the PPI.
     assert!(eventually(Duration::from_secs(5), || env.ppi_calls().len() == 3));
     for serial in &serials {
@@ -131,7 +133,11 @@ fn bake_errors_follow_the_contract() {
     server.bake_ready(false);
     let resp = server.post_json("/fridge", &json!({"bakeformName": OS}));
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert_eq!(resp.text().unwrap(), r#"{"error":"no available Pi found"}"#);
+    // The contract's body, with bakery's additive `code` beside it (the Go client ignores it).
+    let body: serde_json::Value = resp.json().unwrap();
+    assert_eq!(body["error"], "no available Pi found");
+    assert_eq!(body["code"], "no_free_pi");
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
 
     let resp = server
         .client
@@ -156,9 +162,15 @@ fn bake_errors_follow_the_contract() {
     );
     let resp = server.get("/no/such/route");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert!(resp.json::<ErrorBody>().unwrap().error.contains("no route"));
+    let body = resp.json::<ErrorBody>().unwrap();
+    assert!(body.error.contains("no route"));
+    assert_eq!(body.code, Some(ErrorKind::NotFound));
     let resp = server.client.patch(server.url("/fridge")).send().unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        resp.json::<ErrorBody>().unwrap().code,
+        Some(ErrorKind::MethodNotAllowed)
+    );
     for query in [
         "wait=cooked",
         "wait=baked&timeout=soon",

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bakery_client::{ClientBuilder, CreateDiskRequest, ErrorBody, PiInfo, PiMap};
+use bakery_client::{ClientBuilder, CreateDiskRequest, ErrorBody, ErrorKind, PiInfo, PiMap};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::json;
@@ -28,13 +28,17 @@ fn token_server(env: &Env, extra: &[&str]) -> Server {
 }
 
 fn error_of(resp: reqwest::blocking::Response) -> (StatusCode, Option<String>, String) {
+    let (status, challenge, body) = error_body_of(resp);
+    (status, challenge, body.error)
+}
+
+fn error_body_of(resp: reqwest::blocking::Response) -> (StatusCode, Option<String>, ErrorBody) {
     let status = resp.status();
     let challenge = resp
         .headers()
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
-    let body: ErrorBody = resp.json().unwrap();
-    (status, challenge, body.error)
+    (status, challenge, resp.json().unwrap())
 }
 
 fn with(req: RequestBuilder, token: &str) -> RequestBuilder {
@@ -47,9 +51,10 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
     let server = token_server(&env, &[]);
     let c = &server.client;
 
-    let (status, challenge, error) = error_of(server.get("/pis"));
+    let (status, challenge, body) = error_body_of(server.get("/pis"));
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error, "missing bearer token");
+    assert_eq!(body.error, "missing bearer token");
+    assert_eq!(body.code, Some(ErrorKind::Unauthorized));
     assert!(challenge.unwrap().starts_with("Bearer"));
     let (status, challenge, error) = error_of(
         with(c.get(server.url("/pis")), "not-a-token-we-know-at-all")
@@ -114,9 +119,13 @@ fn tokens_guard_the_api_and_read_only_tokens_only_read() {
         c.post(server.url("/fridge"))
             .json(&json!({"bakeformName": OS})),
     ] {
-        let (status, challenge, error) = error_of(with(req, READER).send().unwrap());
+        let (status, challenge, body) = error_body_of(with(req, READER).send().unwrap());
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(error.starts_with("read-only token may not"), "{error}");
+        assert!(
+            body.error.starts_with("read-only token may not"),
+            "{body:?}"
+        );
+        assert_eq!(body.code, Some(ErrorKind::InsufficientScope));
         assert!(challenge.unwrap().contains("insufficient_scope"));
     }
     assert_eq!(

@@ -320,17 +320,6 @@ pub enum ServiceError {
     /// Publishing the NBD roots or making a root image failed.
     #[error(transparent)]
     Nbd(#[from] crate::nbd::NbdError),
-    /// No such route.
-    #[error("no route for {0}")]
-    RouteNotFound(String),
-    /// The route exists, the method does not.
-    #[error("method {method} not allowed on {path}")]
-    MethodNotAllowed {
-        /// The method.
-        method: String,
-        /// The path.
-        path: String,
-    },
     /// A background task died.
     #[error("internal task failed: {0}")]
     Task(String),
