@@ -265,7 +265,7 @@ impl Client {
                 PiStatus::NotInUse => {
                     return Err(Error::NotBaking {
                         pi: pi.to_owned(),
-                        state: "fridge".into(),
+                        state: PiState::Fridge.as_str().into(),
                     });
                 }
             }

@@ -131,7 +131,18 @@ impl PiState {
         }
     }
 
-    /// The lowercase name used in the API, logs and docs.
+    /// Every state, in lifecycle order.
+    pub const ALL: [PiState; 4] = [
+        PiState::Fridge,
+        PiState::Preparing,
+        PiState::Baked,
+        PiState::Unbaking,
+    ];
+
+    /// The lowercase name used in the API, the database, logs and docs; [`PiState::from_str`]
+    /// is its inverse.
+    ///
+    /// [`PiState::from_str`]: std::str::FromStr::from_str
     pub fn as_str(self) -> &'static str {
         match self {
             PiState::Fridge => "fridge",
@@ -140,6 +151,40 @@ impl PiState {
             PiState::Unbaking => "unbaking",
         }
     }
+}
+
+impl std::fmt::Display for PiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PiState {
+    type Err = UnknownState;
+
+    /// Parses the names [`PiState::as_str`] gives.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PiState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState {
+                what: "pi state",
+                value: s.to_owned(),
+                expected: "fridge, preparing, baked or unbaking",
+            })
+    }
+}
+
+/// A string that names no state of a [`PiState`] or a [`BakeformState`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}: expected {expected}")]
+pub struct UnknownState {
+    /// Which kind of state was parsed (`pi state`, `bakeform state`).
+    pub what: &'static str,
+    /// The string given.
+    pub value: String,
+    /// The names accepted.
+    pub expected: &'static str,
 }
 
 /// The board a Pi is, as its network boot tells (an addition to the contract, field `model`):
@@ -362,6 +407,49 @@ pub enum BakeformState {
     Ready,
     /// The import failed; `error` says why.
     Failed,
+}
+
+impl BakeformState {
+    /// Every state.
+    pub const ALL: [BakeformState; 3] = [
+        BakeformState::Importing,
+        BakeformState::Ready,
+        BakeformState::Failed,
+    ];
+
+    /// The lowercase name used in the API, the database and the CLI;
+    /// [`BakeformState::from_str`] is its inverse.
+    ///
+    /// [`BakeformState::from_str`]: std::str::FromStr::from_str
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BakeformState::Importing => "importing",
+            BakeformState::Ready => "ready",
+            BakeformState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for BakeformState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BakeformState {
+    type Err = UnknownState;
+
+    /// Parses the names [`BakeformState::as_str`] gives.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BakeformState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState {
+                what: "bakeform state",
+                value: s.to_owned(),
+                expected: "importing, ready or failed",
+            })
+    }
 }
 
 /// Body of `POST /fridge`: bake a Pi.
@@ -961,5 +1049,37 @@ mod tests {
         assert_eq!(PiState::Baked.status().code(), 2);
         assert_eq!(PiState::Preparing.status().code(), 3);
         assert_eq!(PiState::Unbaking.status().code(), 3);
+    }
+
+    #[test]
+    fn pi_state_names_round_trip_and_match_serde() {
+        for state in PiState::ALL {
+            assert_eq!(state.as_str().parse::<PiState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_string(&state).expect("serializes"),
+                format!("\"{state}\"")
+            );
+        }
+        let err = "oven".parse::<PiState>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown pi state \"oven\": expected fridge, preparing, baked or unbaking"
+        );
+    }
+
+    #[test]
+    fn bakeform_state_names_round_trip_and_match_serde() {
+        for state in BakeformState::ALL {
+            assert_eq!(state.as_str().parse::<BakeformState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_string(&state).expect("serializes"),
+                format!("\"{state}\"")
+            );
+        }
+        let err = "Ready".parse::<BakeformState>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown bakeform state \"Ready\": expected importing, ready or failed"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Aligned plain-text tables and the table views of the API's types.
 
 use crate::types::{
-    Bakeform, BakeformMap, Disk, DiskList, PiInfo, PiMap, PiStatus, Snapshot, SnapshotList,
+    Bakeform, BakeformMap, Disk, DiskList, PiInfo, PiMap, PiState, PiStatus, Snapshot, SnapshotList,
 };
 
 /// Renders rows under a header, each column padded to its widest cell, two spaces apart.
@@ -44,9 +44,9 @@ pub fn pi_state(pi: &PiInfo) -> &'static str {
     match pi.state {
         Some(state) => state.as_str(),
         None => match pi.status {
-            PiStatus::NotInUse => "fridge",
-            PiStatus::InUse => "baked",
-            PiStatus::Preparing => "preparing",
+            PiStatus::NotInUse => PiState::Fridge.as_str(),
+            PiStatus::InUse => PiState::Baked.as_str(),
+            PiStatus::Preparing => PiState::Preparing.as_str(),
         },
     }
 }
@@ -249,14 +249,7 @@ fn bakeform_row(form: &Bakeform) -> Vec<String> {
     vec![
         form.name.clone(),
         form.state
-            .map(|s| {
-                match s {
-                    crate::types::BakeformState::Importing => "importing",
-                    crate::types::BakeformState::Ready => "ready",
-                    crate::types::BakeformState::Failed => "failed",
-                }
-                .to_owned()
-            })
+            .map(|s| s.as_str().to_owned())
             .unwrap_or_else(|| "-".into()),
         form.location.clone(),
         dash(form.error.as_deref()),

@@ -10,7 +10,7 @@ use bakery_client::{PiState, RootKind};
 use thiserror::Error;
 
 use crate::domain::cmdline::{self, CmdlineInput};
-use crate::domain::names::{NameError, boot_path_components, is_serial};
+use crate::domain::names::{NameError, Serial, boot_path_components};
 use crate::service::{Bakery, ServiceError};
 
 /// The file every Pi's kernel command line comes from.
@@ -98,12 +98,16 @@ impl BootFiles {
     }
 
     /// Resolves a full TFTP-style path: `<serial>/<path>` for a Pi's directory, anything else
-    /// at the root level, where only [`BOOTCODE`] is served.
+    /// at the root level, where only [`BOOTCODE`] is served. This is where a boot path's
+    /// serial is checked (parsed into a [`Serial`]), for TFTP and HTTP alike.
     pub async fn open_path(&self, full: &str, peer: Option<IpAddr>) -> Result<BootFile, BootError> {
         let full = full.trim_start_matches('/');
-        match full.split_once('/') {
-            Some((first, rest)) if is_serial(first) => self.open(Some(first), rest, peer).await,
-            _ => self.open(None, full, peer).await,
+        let pi_dir = full
+            .split_once('/')
+            .and_then(|(first, rest)| Some((Serial::parse(first).ok()?, rest)));
+        match pi_dir {
+            Some((serial, rest)) => self.open(Some(&serial), rest, peer).await,
+            None => self.open(None, full, peer).await,
         }
     }
 
@@ -116,7 +120,7 @@ impl BootFiles {
     /// files from its bakeform's boot directory and its own rendered `cmdline.txt`.
     pub async fn open(
         &self,
-        serial_dir: Option<&str>,
+        serial_dir: Option<&Serial>,
         path: &str,
         peer: Option<IpAddr>,
     ) -> Result<BootFile, BootError> {
@@ -125,11 +129,8 @@ impl BootFiles {
             return self.open_root_level(path, &components).await;
         };
         let not_found = || BootError::NotFound(format!("{serial}/{path}"));
-        if !is_serial(serial) {
-            return Err(not_found());
-        }
         // Reads first: a booting Pi asks for dozens of files, writes happen only on news.
-        let key = serial.to_owned();
+        let key = serial.clone();
         let known = self
             .bakery
             .store()
@@ -140,7 +141,7 @@ impl BootFiles {
             && let Some(reason) =
                 crate::isolation::pinned_refusal(&self.bakery, serial, addr, known.as_ref()).await?
         {
-            tracing::warn!(serial, peer = %addr, reason, "boot request refused (--pin-pi-addresses)");
+            tracing::warn!(%serial, peer = %addr, reason, "boot request refused (--pin-pi-addresses)");
             return Err(not_found());
         }
         if known.is_none() && self.bakery.register(serial).await?.is_none() {
@@ -175,7 +176,7 @@ impl BootFiles {
             }
             PiState::Preparing | PiState::Unbaking => return Err(not_found()),
         }
-        let bakeform = pi.bakeform.as_deref().ok_or_else(not_found)?;
+        let bakeform = pi.bakeform.as_ref().ok_or_else(not_found)?;
         let boot_dir = self.bakery.layout().bakeform(bakeform).join("boot");
         if components.len() == 1 && components[0] == CMDLINE {
             let own = match tokio::fs::read_to_string(boot_dir.join(CMDLINE)).await {
@@ -189,7 +190,7 @@ impl BootFiles {
                     .into());
                 }
             };
-            let key = serial.to_owned();
+            let key = serial.clone();
             let disks = self
                 .bakery
                 .store()
@@ -211,7 +212,7 @@ impl BootFiles {
                 nfs_server: &self.bakery.config().nfs_address,
                 nfs_root: &root.location,
                 network: pi.network.as_ref(),
-                serial,
+                serial: serial.as_str(),
                 nocloud_url: &nocloud_url,
                 nbd_root: nbd_root.as_deref(),
             });

@@ -96,28 +96,28 @@ impl EventKind {
     }
 
     /// An event of this kind about Pi `serial`.
-    pub fn pi(self, serial: &str) -> NewEvent {
+    pub fn pi(self, serial: impl AsRef<str>) -> NewEvent {
         NewEvent {
             kind: self.as_str(),
-            pi: Some(serial.to_owned()),
+            pi: Some(serial.as_ref().to_owned()),
             ..NewEvent::default()
         }
     }
 
     /// An event of this kind about bakeform `name`.
-    pub fn bakeform(self, name: &str) -> NewEvent {
+    pub fn bakeform(self, name: impl AsRef<str>) -> NewEvent {
         NewEvent {
             kind: self.as_str(),
-            bakeform: Some(name.to_owned()),
+            bakeform: Some(name.as_ref().to_owned()),
             ..NewEvent::default()
         }
     }
 
     /// An event of this kind about disk `id`.
-    pub fn disk(self, id: &str) -> NewEvent {
+    pub fn disk(self, id: impl AsRef<str>) -> NewEvent {
         NewEvent {
             kind: self.as_str(),
-            disk: Some(id.to_owned()),
+            disk: Some(id.as_ref().to_owned()),
             ..NewEvent::default()
         }
     }
@@ -125,20 +125,20 @@ impl EventKind {
 
 impl NewEvent {
     /// The event with `pi` set.
-    pub fn with_pi(mut self, serial: &str) -> NewEvent {
-        self.pi = Some(serial.to_owned());
+    pub fn with_pi(mut self, serial: impl AsRef<str>) -> NewEvent {
+        self.pi = Some(serial.as_ref().to_owned());
         self
     }
 
     /// The event with `bakeform` set.
-    pub fn with_bakeform(mut self, name: &str) -> NewEvent {
-        self.bakeform = Some(name.to_owned());
+    pub fn with_bakeform(mut self, name: impl AsRef<str>) -> NewEvent {
+        self.bakeform = Some(name.as_ref().to_owned());
         self
     }
 
     /// The event with `disk` set.
-    pub fn with_disk(mut self, id: &str) -> NewEvent {
-        self.disk = Some(id.to_owned());
+    pub fn with_disk(mut self, id: impl AsRef<str>) -> NewEvent {
+        self.disk = Some(id.as_ref().to_owned());
         self
     }
 

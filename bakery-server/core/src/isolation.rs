@@ -11,12 +11,13 @@ use std::net::IpAddr;
 use bakery_client::PiState;
 
 use crate::db::PiRow;
+use crate::domain::names::Serial;
 use crate::service::{Bakery, ServiceError};
 
 /// Why a boot request is refused under pinning, or `None` to serve it.
 pub(crate) async fn pinned_refusal(
     bakery: &Bakery,
-    serial: &str,
+    serial: &Serial,
     peer: IpAddr,
     known: Option<&PiRow>,
 ) -> Result<Option<String>, ServiceError> {
@@ -32,7 +33,7 @@ pub(crate) async fn pinned_refusal(
             "pi {serial} is pinned to {own}, request came from {peer}"
         )));
     }
-    let key = serial.to_owned();
+    let key = serial.clone();
     let other = bakery
         .store()
         .call(move |store| store.pi_serial_at(peer, &key))

@@ -237,7 +237,7 @@ impl Metrics {
 
     /// Sets the Pis-by-state gauge from counts (states absent from `counts` are set to 0).
     pub fn set_pis(&self, counts: &[(&str, i64)]) {
-        for state in ["fridge", "preparing", "baked", "unbaking"] {
+        for state in bakery_client::PiState::ALL.map(bakery_client::PiState::as_str) {
             let n = counts
                 .iter()
                 .find(|(s, _)| *s == state)

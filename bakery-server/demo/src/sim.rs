@@ -218,9 +218,11 @@ impl Power for SimPower {
 /// The boot directory of the bakeform `serial` is baked from, if it is being baked or baked.
 async fn expected_boot_dir(inner: &Inner, serial: &str) -> Option<PathBuf> {
     let bakery = inner.bakery.get()?.upgrade()?;
-    let pi = bakery.pi_info(serial).await.ok()??;
-    let bakeform = pi.source_bakeform?;
-    Some(bakery.layout().bakeform(&bakeform.name).join("boot"))
+    let serial = bakery_core::domain::names::Serial::parse(serial).ok()?;
+    let pi = bakery.pi_info(&serial).await.ok()??;
+    let bakeform =
+        bakery_core::domain::names::BakeformName::parse(&pi.source_bakeform?.name).ok()?;
+    Some(bakery.layout().bakeform(&bakeform).join("boot"))
 }
 
 /// Boots `serial` like a Pi that was just switched on, retrying while bakery answers "file not

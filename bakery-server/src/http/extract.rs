@@ -1,12 +1,15 @@
 //! Extractors whose rejections are service errors (so they get the JSON error body): JSON
 //! bodies parsed regardless of content type (also ones that may be left out), and query
-//! strings.
+//! strings; and [`checked`], the one parse of a name from a request into its checked type.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+
+use bakery_core::domain::NameError;
+use bakery_core::service::ServiceError;
 
 use super::error::ApiError;
 
@@ -86,7 +89,7 @@ where
     }
 }
 
-/// Path parameters (percent-decoded; names are validated by the service).
+/// Path parameters (percent-decoded; names are checked by the handler with [`checked`]).
 #[derive(Debug)]
 pub struct PathArgs<T>(pub T);
 
@@ -103,4 +106,15 @@ where
             .map(|p| PathArgs(p.0))
             .map_err(|e| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
     }
+}
+
+/// Parses a name from a request (a path parameter or a body field) into its checked type
+/// (`Serial`, `BakeformName`, `DiskId`, `SnapshotId`): a bad one is answered 400 with the
+/// [`NameError`] naming it.
+pub fn checked<T>(raw: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr<Err = NameError>,
+{
+    raw.parse()
+        .map_err(|e| ApiError::Service(ServiceError::InvalidName(e)))
 }

@@ -17,10 +17,11 @@ use bakery_client::{
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use super::extract::{JsonBody, OptionalJsonBody, PathArgs, QueryArgs};
+use super::extract::{JsonBody, OptionalJsonBody, PathArgs, QueryArgs, checked};
 use bakery_core::boot::{BootFile, BootFiles};
+use bakery_core::domain::names::{BakeformName, DiskId, Serial, SnapshotId};
 use bakery_core::imaging;
-use bakery_core::service::{Bakery, DEFAULT_WAIT, UploadHead, to_completion};
+use bakery_core::service::{Bakery, DEFAULT_WAIT, ServiceError, UploadHead, to_completion};
 
 use super::error::ApiError;
 
@@ -127,6 +128,11 @@ fn parse_timeout(value: Option<&str>) -> Reply<Duration> {
         .map_err(|_| ApiError::BadRequest(format!("invalid timeout {v:?}: expected seconds")))
 }
 
+/// Whether a `wait` condition is the one there is: the state `baked`, or `ready`, its alias.
+fn waits_for_baked(wait: &str) -> bool {
+    wait == PiState::Baked.as_str() || wait == "ready"
+}
+
 /// `GET /oven/{piId}[?wait=baked&timeout=<s>]`: any Pi bakery knows, a fridge Pi too (with
 /// `status: 1`, as the first, Go, server answered); only an unknown serial is 404.
 pub async fn oven_pi(
@@ -135,10 +141,10 @@ pub async fn oven_pi(
     QueryArgs(args): QueryArgs<WaitArgs>,
 ) -> Reply<Json<PiInfo>> {
     match args.wait.as_deref() {
-        None => Ok(Json(bakery.pi(&serial).await?)),
-        Some("baked" | "ready") => {
+        None => Ok(Json(bakery.pi(&checked(&serial)?).await?)),
+        Some(wait) if waits_for_baked(wait) => {
             let timeout = parse_timeout(args.timeout.as_deref())?;
-            Ok(Json(bakery.wait_baked(&serial, timeout).await?))
+            Ok(Json(bakery.wait_baked(&checked(&serial)?, timeout).await?))
         }
         Some(other) => Err(ApiError::BadRequest(format!(
             "unknown wait condition {other:?}: expected \"baked\""
@@ -151,6 +157,7 @@ pub async fn unbake(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<StatusCode> {
+    let serial: Serial = checked(&serial)?;
     to_completion(async move { bakery.unbake(&serial).await }).await?;
     Ok(StatusCode::OK)
 }
@@ -160,6 +167,7 @@ pub async fn power_cycle(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<StatusCode> {
+    let serial: Serial = checked(&serial)?;
     to_completion(async move { bakery.power_cycle(&serial).await }).await?;
     Ok(StatusCode::OK)
 }
@@ -169,6 +177,7 @@ pub async fn reset(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<(StatusCode, Json<PiInfo>)> {
+    let serial: Serial = checked(&serial)?;
     let pi = to_completion(async move { bakery.reset(&serial).await }).await?;
     Ok((StatusCode::ACCEPTED, Json(pi)))
 }
@@ -179,7 +188,9 @@ pub async fn pi_labels(
     PathArgs(serial): PathArgs<String>,
     JsonBody(labels): JsonBody<bakery_client::Labels>,
 ) -> Reply<Json<PiInfo>> {
-    Ok(Json(bakery.set_pi_labels(&serial, labels).await?))
+    Ok(Json(
+        bakery.set_pi_labels(&checked(&serial)?, labels).await?,
+    ))
 }
 
 /// `POST /pis/{piId}/power/status`: asks the PPI now.
@@ -187,7 +198,7 @@ pub async fn pi_power_status(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<Json<PiInfo>> {
-    Ok(Json(bakery.refresh_power_state(&serial).await?))
+    Ok(Json(bakery.refresh_power_state(&checked(&serial)?).await?))
 }
 
 /// `PUT /oven/{piId}/metadata`.
@@ -196,7 +207,9 @@ pub async fn pi_metadata(
     PathArgs(serial): PathArgs<String>,
     JsonBody(metadata): JsonBody<Metadata>,
 ) -> Reply<Json<PiInfo>> {
-    Ok(Json(bakery.set_pi_metadata(&serial, metadata).await?))
+    Ok(Json(
+        bakery.set_pi_metadata(&checked(&serial)?, metadata).await?,
+    ))
 }
 
 /// `GET /oven/{piId}/cloud-init/{file}`: what the Pi is served for that file.
@@ -204,7 +217,7 @@ pub async fn cloud_init(
     State(bakery): AppState,
     PathArgs((serial, file)): PathArgs<(String, String)>,
 ) -> Reply<Response> {
-    let data = bakery.cloud_init(&serial, &file).await?;
+    let data = bakery.cloud_init(&checked(&serial)?, &file).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
 }
 
@@ -221,7 +234,7 @@ pub async fn set_cloud_init(
             limit: limit as u64,
         })?;
     bakery
-        .set_cloud_init(&serial, &file, Some(data.to_vec()))
+        .set_cloud_init(&checked(&serial)?, &file, Some(data.to_vec()))
         .await?;
     Ok(StatusCode::OK)
 }
@@ -231,7 +244,9 @@ pub async fn delete_cloud_init(
     State(bakery): AppState,
     PathArgs((serial, file)): PathArgs<(String, String)>,
 ) -> Reply<StatusCode> {
-    bakery.set_cloud_init(&serial, &file, None).await?;
+    bakery
+        .set_cloud_init(&checked(&serial)?, &file, None)
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -256,7 +271,11 @@ pub async fn attach_disk(
     PathArgs(serial): PathArgs<String>,
     JsonBody(request): JsonBody<AttachDiskRequest>,
 ) -> Reply<StatusCode> {
-    to_completion(async move { bakery.attach_disk(&serial, &request.disk_id).await }).await?;
+    let serial: Serial = checked(&serial)?;
+    // A disk id that is not one names no disk: 404, as for an unknown disk.
+    let disk = DiskId::parse(&request.disk_id)
+        .map_err(|_| ServiceError::DiskNotFound(request.disk_id.clone()))?;
+    to_completion(async move { bakery.attach_disk(&serial, &disk).await }).await?;
     Ok(StatusCode::OK)
 }
 
@@ -265,6 +284,7 @@ pub async fn detach_disk(
     State(bakery): AppState,
     PathArgs((serial, disk)): PathArgs<(String, String)>,
 ) -> Reply<StatusCode> {
+    let (serial, disk): (Serial, DiskId) = (checked(&serial)?, checked(&disk)?);
     to_completion(async move { bakery.detach_disk(&serial, &disk).await }).await?;
     Ok(StatusCode::OK)
 }
@@ -275,6 +295,7 @@ pub async fn upload_pi_file(
     PathArgs((serial, name)): PathArgs<(String, String)>,
     body: Body,
 ) -> Reply<StatusCode> {
+    let serial: Serial = checked(&serial)?;
     let stream = body.into_data_stream();
     to_completion(async move { bakery.upload_pi_file(&serial, &name, stream).await }).await?;
     Ok(StatusCode::OK)
@@ -285,7 +306,7 @@ pub async fn download_pi_file(
     State(bakery): AppState,
     PathArgs((serial, name)): PathArgs<(String, String)>,
 ) -> Reply<Response> {
-    let bytes = bakery.download_pi_file(&serial, &name).await?;
+    let bytes = bakery.download_pi_file(&checked(&serial)?, &name).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -299,7 +320,7 @@ pub async fn pi(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<Json<PiInfo>> {
-    Ok(Json(bakery.pi(&serial).await?))
+    Ok(Json(bakery.pi(&checked(&serial)?).await?))
 }
 
 /// `GET /bakeforms`.
@@ -315,7 +336,7 @@ pub async fn bakeform(
     State(bakery): AppState,
     PathArgs(name): PathArgs<String>,
 ) -> Reply<Json<bakery_client::Bakeform>> {
-    Ok(Json(bakery.bakeform(&name).await?))
+    Ok(Json(bakery.bakeform(&checked(&name)?).await?))
 }
 
 /// `POST /bakeforms/{name}`: upload an image, raw or packed as `.img.gz`, `.img.xz` or `.zip`
@@ -342,17 +363,24 @@ pub async fn upload_bakeform(
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue")),
     };
     let stream = body.into_data_stream();
+    let name = match BakeformName::parse(&name) {
+        Ok(name) => name,
+        Err(e) => return refused_upload(bakery.refuse_upload(stream, &head, e.into())),
+    };
     match to_completion(async move { bakery.import_bakeform(&name, stream, head).await }).await {
         Ok(bakeform) => (StatusCode::CREATED, Json(bakeform)).into_response(),
-        Err(e) => {
-            let mut response = ApiError::Service(e).into_response();
-            response.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            response
-        }
+        Err(e) => refused_upload(e),
     }
+}
+
+/// The answer to a refused or failed upload, closing the connection.
+fn refused_upload(error: ServiceError) -> Response {
+    let mut response = ApiError::Service(error).into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// `DELETE /bakeforms/{name}`.
@@ -360,6 +388,7 @@ pub async fn delete_bakeform(
     State(bakery): AppState,
     PathArgs(name): PathArgs<String>,
 ) -> Reply<StatusCode> {
+    let name: BakeformName = checked(&name)?;
     to_completion(async move { bakery.delete_bakeform(&name).await }).await?;
     Ok(StatusCode::OK)
 }
@@ -385,7 +414,7 @@ pub async fn disk(
     State(bakery): AppState,
     PathArgs(id): PathArgs<String>,
 ) -> Reply<Json<bakery_client::Disk>> {
-    Ok(Json(bakery.disk(&id).await?))
+    Ok(Json(bakery.disk(&checked(&id)?).await?))
 }
 
 /// `DELETE /disks/{diskId}`.
@@ -393,6 +422,7 @@ pub async fn delete_disk(
     State(bakery): AppState,
     PathArgs(id): PathArgs<String>,
 ) -> Reply<StatusCode> {
+    let id: DiskId = checked(&id)?;
     to_completion(async move { bakery.delete_disk(&id).await }).await?;
     Ok(StatusCode::OK)
 }
@@ -403,6 +433,7 @@ pub async fn resize_disk(
     PathArgs(id): PathArgs<String>,
     JsonBody(request): JsonBody<ResizeDiskRequest>,
 ) -> Reply<Json<bakery_client::Disk>> {
+    let id: DiskId = checked(&id)?;
     let disk = to_completion(async move { bakery.resize_disk(&id, request.size).await }).await?;
     Ok(Json(disk))
 }
@@ -413,7 +444,9 @@ pub async fn disk_metadata(
     PathArgs(id): PathArgs<String>,
     JsonBody(metadata): JsonBody<Metadata>,
 ) -> Reply<Json<bakery_client::Disk>> {
-    Ok(Json(bakery.set_disk_metadata(&id, metadata).await?))
+    Ok(Json(
+        bakery.set_disk_metadata(&checked(&id)?, metadata).await?,
+    ))
 }
 
 /// `POST /disks/{diskId}/snapshots` (201; the body may be left out).
@@ -422,6 +455,7 @@ pub async fn snapshot_disk(
     PathArgs(id): PathArgs<String>,
     OptionalJsonBody(request): OptionalJsonBody<CreateSnapshotRequest>,
 ) -> Reply<(StatusCode, Json<Snapshot>)> {
+    let id: DiskId = checked(&id)?;
     let snapshot =
         to_completion(async move { bakery.snapshot_disk(&id, request.metadata).await }).await?;
     Ok((StatusCode::CREATED, Json(snapshot)))
@@ -432,7 +466,7 @@ pub async fn disk_snapshots(
     State(bakery): AppState,
     PathArgs(id): PathArgs<String>,
 ) -> Reply<Json<SnapshotList>> {
-    Ok(Json(bakery.disk_snapshots(&id).await?))
+    Ok(Json(bakery.disk_snapshots(&checked(&id)?).await?))
 }
 
 /// `POST /disks/{diskId}/restore`.
@@ -441,8 +475,8 @@ pub async fn restore_disk(
     PathArgs(id): PathArgs<String>,
     JsonBody(request): JsonBody<RestoreDiskRequest>,
 ) -> Reply<Json<bakery_client::Disk>> {
-    let disk =
-        to_completion(async move { bakery.restore_disk(&id, &request.snapshot).await }).await?;
+    let (id, snapshot): (DiskId, SnapshotId) = (checked(&id)?, checked(&request.snapshot)?);
+    let disk = to_completion(async move { bakery.restore_disk(&id, &snapshot).await }).await?;
     Ok(Json(disk))
 }
 
@@ -451,7 +485,7 @@ pub async fn snapshot(
     State(bakery): AppState,
     PathArgs(id): PathArgs<String>,
 ) -> Reply<Json<Snapshot>> {
-    Ok(Json(bakery.snapshot(&id).await?))
+    Ok(Json(bakery.snapshot(&checked(&id)?).await?))
 }
 
 /// `DELETE /snapshots/{snapshotId}`.
@@ -459,6 +493,7 @@ pub async fn delete_snapshot(
     State(bakery): AppState,
     PathArgs(id): PathArgs<String>,
 ) -> Reply<StatusCode> {
+    let id: SnapshotId = checked(&id)?;
     to_completion(async move { bakery.delete_snapshot(&id).await }).await?;
     Ok(StatusCode::OK)
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use super::auth::RefusedByAuth;
-use super::extract::{PathArgs, QueryArgs};
+use super::extract::{PathArgs, QueryArgs, checked};
 use super::handlers::AppState;
 use bakery_core::events::{EventLog, MAX_PAGE};
 use bakery_core::metrics::{CONTENT_TYPE, HttpLabels, RouteLabels};
@@ -152,8 +152,9 @@ pub async fn oven_boots(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<Json<BootList>> {
+    let serial = checked(&serial)?;
     bakery.oven_pi(&serial).await?;
-    Ok(Json(bakery.observer().timelines().boots(&serial)))
+    Ok(Json(bakery.observer().timelines().boots(serial.as_str())))
 }
 
 /// `GET /pis/{piId}/boots`: the boot timeline of any known Pi (fridge Pis too).
@@ -161,8 +162,9 @@ pub async fn pi_boots(
     State(bakery): AppState,
     PathArgs(serial): PathArgs<String>,
 ) -> Reply<Json<BootList>> {
+    let serial = checked(&serial)?;
     bakery.pi(&serial).await?;
-    Ok(Json(bakery.observer().timelines().boots(&serial)))
+    Ok(Json(bakery.observer().timelines().boots(serial.as_str())))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -3,13 +3,14 @@
 use bakery_client::BakeformState;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DbError, NewEvent, Store, corrupt, fetch_all, fetch_one, now};
+use super::{DbError, NewEvent, Store, checked, corrupt, fetch_all, fetch_one, now};
+use crate::domain::names::{BakeformName, Serial};
 
 /// A bakeform as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BakeformRow {
     /// The name.
-    pub name: String,
+    pub name: BakeformName,
     /// Its directory (`<data>/bakeforms/<name>`).
     pub location: String,
     /// Import state.
@@ -26,17 +27,9 @@ pub enum DeleteBakeform {
     /// No such bakeform.
     NotFound,
     /// A Pi in the oven uses it.
-    InUse(String),
+    InUse(Serial),
     /// It is being imported.
     Importing,
-}
-
-fn bakeform_state_str(state: BakeformState) -> &'static str {
-    match state {
-        BakeformState::Importing => "importing",
-        BakeformState::Ready => "ready",
-        BakeformState::Failed => "failed",
-    }
 }
 
 const BAKEFORM_COLUMNS: &str = "name, location, state, error";
@@ -45,21 +38,21 @@ type RawBakeform = (String, String, String, Option<String>);
 
 fn bakeform_from_raw(raw: RawBakeform) -> Result<BakeformRow, DbError> {
     let (name, location, state, error) = raw;
-    let state = match state.as_str() {
-        "importing" => BakeformState::Importing,
-        "ready" => BakeformState::Ready,
-        "failed" => BakeformState::Failed,
-        _ => return Err(corrupt("bakeforms.state", state)),
-    };
+    let state = state
+        .parse()
+        .map_err(|_| corrupt("bakeforms.state", &state))?;
     Ok(BakeformRow {
-        name,
+        name: checked("bakeforms.name", name)?,
         location,
         state,
         error,
     })
 }
 
-pub(super) fn get_bakeform(tx: &Connection, name: &str) -> Result<Option<BakeformRow>, DbError> {
+pub(super) fn get_bakeform(
+    tx: &Connection,
+    name: &BakeformName,
+) -> Result<Option<BakeformRow>, DbError> {
     fetch_one(
         tx,
         &format!("SELECT {BAKEFORM_COLUMNS} FROM bakeforms WHERE name = ?1"),
@@ -73,7 +66,7 @@ impl Store {
     /// the name is taken by a bakeform that is importing or ready. Writes `event` when added.
     pub fn insert_bakeform(
         &self,
-        name: &str,
+        name: &BakeformName,
         location: &str,
         event: NewEvent,
     ) -> Result<bool, DbError> {
@@ -97,7 +90,7 @@ impl Store {
     /// (nothing of it is on disk); writes `event` when it was importing.
     pub fn set_bakeform_failed(
         &self,
-        name: &str,
+        name: &BakeformName,
         error: &str,
         event: NewEvent,
     ) -> Result<Option<BakeformRow>, DbError> {
@@ -105,7 +98,7 @@ impl Store {
             let n = tx.execute(
                 "UPDATE bakeforms SET state = ?2, error = ?3, location = ''
                  WHERE name = ?1 AND state = 'importing'",
-                params![name, bakeform_state_str(BakeformState::Failed), error],
+                params![name, BakeformState::Failed.as_str(), error],
             )?;
             if n == 1 {
                 events.push(event);
@@ -117,13 +110,13 @@ impl Store {
     /// Marks an importing bakeform ready, writing `event`.
     pub fn set_bakeform_ready(
         &self,
-        name: &str,
+        name: &BakeformName,
         event: NewEvent,
     ) -> Result<Option<BakeformRow>, DbError> {
         self.change(|tx, events| {
             let n = tx.execute(
                 "UPDATE bakeforms SET state = ?2, error = NULL WHERE name = ?1",
-                params![name, bakeform_state_str(BakeformState::Ready)],
+                params![name, BakeformState::Ready.as_str()],
             )?;
             if n == 1 {
                 events.push(event);
@@ -133,7 +126,11 @@ impl Store {
     }
 
     /// Deletes a ready or failed bakeform that no Pi in the oven uses, writing `event`.
-    pub fn delete_bakeform(&self, name: &str, event: NewEvent) -> Result<DeleteBakeform, DbError> {
+    pub fn delete_bakeform(
+        &self,
+        name: &BakeformName,
+        event: NewEvent,
+    ) -> Result<DeleteBakeform, DbError> {
         self.change(|tx, events| {
             let Some(bakeform) = get_bakeform(tx, name)? else {
                 return Ok(DeleteBakeform::NotFound);
@@ -141,7 +138,7 @@ impl Store {
             if bakeform.state == BakeformState::Importing {
                 return Ok(DeleteBakeform::Importing);
             }
-            let user: Option<String> = tx
+            let user: Option<Serial> = tx
                 .query_row(
                     "SELECT serial FROM pis WHERE bakeform = ?1 AND state != 'fridge'
                      ORDER BY serial LIMIT 1",
@@ -163,7 +160,7 @@ impl Store {
     }
 
     /// One bakeform.
-    pub fn bakeform(&self, name: &str) -> Result<Option<BakeformRow>, DbError> {
+    pub fn bakeform(&self, name: &BakeformName) -> Result<Option<BakeformRow>, DbError> {
         get_bakeform(&self.conn(), name)
     }
 

@@ -6,13 +6,14 @@ use rusqlite::{OptionalExtension, params};
 
 use super::pis::get_pi;
 use super::{DbError, Store};
+use crate::domain::names::Serial;
 
 impl Store {
     /// Sets (`Some`) or removes (`None`) a cloud-init file of a Pi in the oven. `None` if no
     /// such Pi; `Some(Err(state))` with its state if it is in the fridge.
     pub fn set_cloud_init(
         &self,
-        serial: &str,
+        serial: &Serial,
         file: &str,
         data: Option<&[u8]>,
     ) -> Result<Option<Result<(), PiState>>, DbError> {
@@ -39,7 +40,7 @@ impl Store {
     }
 
     /// A cloud-init file a Pi's operator set, if any.
-    pub fn cloud_init(&self, serial: &str, file: &str) -> Result<Option<Vec<u8>>, DbError> {
+    pub fn cloud_init(&self, serial: &Serial, file: &str) -> Result<Option<Vec<u8>>, DbError> {
         Ok(self
             .conn()
             .query_row(

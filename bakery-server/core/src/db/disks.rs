@@ -4,13 +4,16 @@ use bakery_client::{Metadata, PiState};
 use rusqlite::{Connection, params};
 
 use super::pis::get_pi;
-use super::{DbError, NewEvent, Store, corrupt, fetch_all, fetch_one, json, snapshots};
+use super::{
+    DbError, NewEvent, Store, checked, checked_opt, corrupt, fetch_all, fetch_one, json, snapshots,
+};
+use crate::domain::names::{DiskId, Serial};
 
 /// A disk as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiskRow {
     /// The id (a UUID).
-    pub id: String,
+    pub id: DiskId,
     /// The exported directory.
     pub location: String,
     /// Size in MiB (0 for root disks).
@@ -20,7 +23,7 @@ pub struct DiskRow {
     /// A Pi's root disk.
     pub is_root: bool,
     /// The Pi it is attached to.
-    pub pi: Option<String>,
+    pub pi: Option<Serial>,
     /// Attach order (root disks 0).
     pub position: i64,
     /// Caller metadata.
@@ -35,7 +38,7 @@ pub enum DeleteDisk {
     /// No such disk.
     NotFound,
     /// Attached to this Pi.
-    Attached(String),
+    Attached(Serial),
 }
 
 /// What [`Store::attach_disk`] / [`Store::detach_disk`] did.
@@ -50,7 +53,7 @@ pub enum DiskLink {
     /// No such disk (or, for detach, not attached to that Pi).
     UnknownDisk,
     /// Attached to another Pi.
-    AttachedElsewhere(String),
+    AttachedElsewhere(Serial),
     /// The Pi's root disk.
     RootDisk,
 }
@@ -65,18 +68,18 @@ pub(super) fn disk_from_raw(raw: RawDisk) -> Result<DiskRow, DbError> {
     let metadata =
         serde_json::from_str(&metadata).map_err(|_| corrupt("disks.metadata", &metadata))?;
     Ok(DiskRow {
-        id,
+        id: checked("disks.id", id)?,
         location,
         size,
         ephemeral,
         is_root,
-        pi,
+        pi: checked_opt("disks.pi", pi)?,
         position,
         metadata,
     })
 }
 
-pub(super) fn get_disk(tx: &Connection, id: &str) -> Result<Option<DiskRow>, DbError> {
+pub(super) fn get_disk(tx: &Connection, id: &DiskId) -> Result<Option<DiskRow>, DbError> {
     fetch_one(
         tx,
         &format!("SELECT {DISK_COLUMNS} FROM disks WHERE id = ?1"),
@@ -114,7 +117,7 @@ impl Store {
     }
 
     /// One disk.
-    pub fn disk(&self, id: &str) -> Result<Option<DiskRow>, DbError> {
+    pub fn disk(&self, id: &DiskId) -> Result<Option<DiskRow>, DbError> {
         get_disk(&self.conn(), id)
     }
 
@@ -124,7 +127,7 @@ impl Store {
     }
 
     /// The disks of a Pi, root first then in attach order.
-    pub fn disks_of(&self, serial: &str) -> Result<Vec<DiskRow>, DbError> {
+    pub fn disks_of(&self, serial: &Serial) -> Result<Vec<DiskRow>, DbError> {
         self.query_disks(
             "WHERE pi = ?1 ORDER BY is_root DESC, position, id",
             params![serial],
@@ -145,7 +148,7 @@ impl Store {
     }
 
     /// Deletes a detached disk's row and its snapshots' rows, writing `event` when deleted.
-    pub fn delete_disk(&self, id: &str, event: NewEvent) -> Result<DeleteDisk, DbError> {
+    pub fn delete_disk(&self, id: &DiskId, event: NewEvent) -> Result<DeleteDisk, DbError> {
         self.change(|tx, events| {
             let Some(disk) = get_disk(tx, id)? else {
                 return Ok(DeleteDisk::NotFound);
@@ -164,8 +167,8 @@ impl Store {
     /// was not attached yet.
     pub fn attach_disk(
         &self,
-        serial: &str,
-        id: &str,
+        serial: &Serial,
+        id: &DiskId,
         event: NewEvent,
     ) -> Result<DiskLink, DbError> {
         self.change(|tx, events| {
@@ -175,9 +178,9 @@ impl Store {
             let Some(disk) = get_disk(tx, id)? else {
                 return Ok(DiskLink::UnknownDisk);
             };
-            match disk.pi.as_deref() {
-                Some(owner) if owner == serial => return Ok(DiskLink::Done),
-                Some(owner) => return Ok(DiskLink::AttachedElsewhere(owner.to_owned())),
+            match disk.pi {
+                Some(owner) if owner == *serial => return Ok(DiskLink::Done),
+                Some(owner) => return Ok(DiskLink::AttachedElsewhere(owner)),
                 None => {}
             }
             if pi.state != PiState::Baked {
@@ -200,8 +203,8 @@ impl Store {
     /// Detaches a disk from a Pi, writing `event`; the root disk is refused.
     pub fn detach_disk(
         &self,
-        serial: &str,
-        id: &str,
+        serial: &Serial,
+        id: &DiskId,
         event: NewEvent,
     ) -> Result<DiskLink, DbError> {
         self.change(|tx, events| {
@@ -211,7 +214,7 @@ impl Store {
             let Some(disk) = get_disk(tx, id)? else {
                 return Ok(DiskLink::UnknownDisk);
             };
-            if disk.pi.as_deref() != Some(serial) {
+            if disk.pi.as_ref() != Some(serial) {
                 return Ok(DiskLink::UnknownDisk);
             }
             if disk.is_root {
@@ -229,9 +232,9 @@ impl Store {
     /// Records a new size of a detached disk; `Err(owner)` if it got attached meanwhile.
     pub fn set_disk_size(
         &self,
-        id: &str,
+        id: &DiskId,
         size: i64,
-    ) -> Result<Option<Result<DiskRow, String>>, DbError> {
+    ) -> Result<Option<Result<DiskRow, Serial>>, DbError> {
         self.write(|tx| {
             let Some(disk) = get_disk(tx, id)? else {
                 return Ok(None);
@@ -250,7 +253,7 @@ impl Store {
     /// Replaces a disk's metadata; `None` if no such disk.
     pub fn set_disk_metadata(
         &self,
-        id: &str,
+        id: &DiskId,
         metadata: &Metadata,
     ) -> Result<Option<DiskRow>, DbError> {
         self.write(|tx| {

@@ -7,7 +7,7 @@ use bakery_client::{Metadata, PiState, RootKind};
 use rusqlite::params;
 
 use super::lifecycle::set_state;
-use super::tests::{attach, detach, ev, started_bake, store};
+use super::tests::{attach, bf, detach, did, ev, ser, started_bake, store};
 use super::*;
 use crate::domain::hardware::Constraints;
 
@@ -39,12 +39,12 @@ fn with_sink() -> (tempfile::TempDir, Store, Arc<Heard>) {
 
 fn root(id: &str, serial: &str) -> DiskRow {
     DiskRow {
-        id: id.into(),
+        id: did(id),
         location: format!("/d/disks/{id}"),
         size: 0,
         ephemeral: true,
         is_root: true,
-        pi: Some(serial.into()),
+        pi: Some(ser(serial)),
         position: 0,
         metadata: Metadata::new(),
     }
@@ -54,30 +54,32 @@ fn root(id: &str, serial: &str) -> DiskRow {
 fn a_failing_change_writes_no_event() {
     let (_d, s, heard) = with_sink();
     assert_eq!(
-        s.register_pi_within("00000001", 8, ev("registered"))
+        s.register_pi_within(&ser("00000001"), 8, ev("registered"))
             .unwrap(),
         Some(true)
     );
     // Known already, or refused by the state machine: no event.
     assert_eq!(
-        s.register_pi_within("00000001", 8, ev("registered"))
+        s.register_pi_within(&ser("00000001"), 8, ev("registered"))
             .unwrap(),
         Some(false)
     );
     assert_eq!(
-        s.start_unbake("00000001", ev("unbakeStarted")).unwrap(),
+        s.start_unbake(&ser("00000001"), ev("unbakeStarted"))
+            .unwrap(),
         PiChange::WrongState(PiState::Fridge)
     );
     assert_eq!(
-        s.finish_prepare("00000001", ev("bakeFinished")).unwrap(),
+        s.finish_prepare(&ser("00000001"), ev("bakeFinished"))
+            .unwrap(),
         PiChange::WrongState(PiState::Fridge)
     );
     assert_eq!(
         s.start_bake(
-            "os",
+            &bf("os"),
             None,
             true,
-            ("r1", RootKind::Nfs),
+            (&did("r1"), RootKind::Nfs),
             &Constraints::default(),
             ev("bakeStarted")
         )
@@ -87,13 +89,14 @@ fn a_failing_change_writes_no_event() {
     assert_eq!(kinds(&s), ["registered"]);
 
     // A constraint violation (a second disk with the same id) rolls back disk and event.
-    s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+    s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
         .unwrap();
-    s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
+    s.set_bakeform_ready(&bf("os"), ev("bakeformImported"))
+        .unwrap();
     let pi = started_bake(&s, "r1");
-    s.add_root_disk(&pi.serial, &root("r1", &pi.serial))
+    s.add_root_disk(&pi.serial, &root("r1", pi.serial.as_str()))
         .unwrap();
-    let err = s.insert_disk(&root("r1", &pi.serial), ev("diskCreated"));
+    let err = s.insert_disk(&root("r1", pi.serial.as_str()), ev("diskCreated"));
     assert!(
         matches!(err, Err(DbError::Query(_))),
         "duplicate disk id: {err:?}"
@@ -115,7 +118,7 @@ fn a_failing_change_writes_no_event() {
 
     // A change that fails after its state step and its event: all of it is rolled back.
     let failed = s.change(|tx, events| {
-        set_state(tx, "00000001", PiState::Baked)?;
+        set_state(tx, &ser("00000001"), PiState::Baked)?;
         events.push(ev("bakeFinished"));
         tx.execute(
             "UPDATE pis SET state = 'nonsense' WHERE serial = ?1",
@@ -124,24 +127,31 @@ fn a_failing_change_writes_no_event() {
         Ok(())
     });
     assert!(matches!(failed, Err(DbError::Query(_))), "{failed:?}");
-    assert_eq!(s.pi("00000001").unwrap().unwrap().state, PiState::Preparing);
+    assert_eq!(
+        s.pi(&ser("00000001")).unwrap().unwrap().state,
+        PiState::Preparing
+    );
     assert_eq!(kinds(&s).len(), 4);
     // And a failing event insert (its table gone) rolls back the state change.
     let failed = s.change(|tx, events| {
-        set_state(tx, "00000001", PiState::Baked)?;
+        set_state(tx, &ser("00000001"), PiState::Baked)?;
         events.push(ev("bakeFinished"));
         tx.execute("DROP TABLE events", [])?;
         Ok(())
     });
     assert!(matches!(failed, Err(DbError::Query(_))), "{failed:?}");
-    assert_eq!(s.pi("00000001").unwrap().unwrap().state, PiState::Preparing);
+    assert_eq!(
+        s.pi(&ser("00000001")).unwrap().unwrap().state,
+        PiState::Preparing
+    );
     assert_eq!(kinds(&s).len(), 4);
 
     // The sink heard exactly the committed events, with their ids.
     assert_eq!(*heard.0.lock().unwrap(), s.events_since(0, 100).unwrap());
 
     assert!(matches!(
-        s.finish_prepare("00000001", ev("bakeFinished")).unwrap(),
+        s.finish_prepare(&ser("00000001"), ev("bakeFinished"))
+            .unwrap(),
         PiChange::Done(_)
     ));
     // Attaching a disk twice writes one event.
@@ -162,7 +172,7 @@ fn disk_of(id: &str) -> DiskRow {
         ephemeral: false,
         is_root: false,
         pi: None,
-        ..root(id, "")
+        ..root(id, "00000000")
     }
 }
 

@@ -150,12 +150,12 @@ fn number(tx: &Transaction<'_>, disks: &[String]) -> Result<(), DbError> {
 mod tests {
     use bakery_client::{Metadata, RootKind};
 
-    use crate::db::tests::ev;
+    use crate::db::tests::{bf, did, ev, ser};
     use crate::db::{DiskRow, PiChange, StartBake, Store};
 
     fn disk(id: &str) -> DiskRow {
         DiskRow {
-            id: id.into(),
+            id: did(id),
             location: format!("/d/disks/{id}"),
             size: 8,
             ephemeral: false,
@@ -168,13 +168,14 @@ mod tests {
 
     /// Bakes Pi `serial` with root disk `root`.
     fn bake(s: &Store, serial: &str, root: &str) {
+        let serial = &ser(serial);
         s.register_pi(serial).unwrap();
         let StartBake::Started(_) = s
             .start_bake(
-                "os",
+                &bf("os"),
                 None,
                 true,
-                (root, RootKind::Nfs),
+                (&did(root), RootKind::Nfs),
                 &crate::domain::hardware::Constraints::default(),
                 ev("bakeStarted"),
             )
@@ -184,7 +185,7 @@ mod tests {
         };
         let mut row = disk(root);
         row.is_root = true;
-        row.pi = Some(serial.into());
+        row.pi = Some(serial.clone());
         assert_eq!(s.add_root_disk(serial, &row).unwrap(), PiChange::Done(()));
         assert!(matches!(
             s.finish_prepare(serial, ev("bakeFinished")).unwrap(),
@@ -208,28 +209,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bakery.db");
         let s = Store::open(&path).unwrap();
-        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+        s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap();
-        s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
+        s.set_bakeform_ready(&bf("os"), ev("bakeformImported"))
+            .unwrap();
         bake(&s, "00000001", "r1");
         s.insert_disk(&disk("d1"), ev("diskCreated")).unwrap();
-        s.attach_disk("00000001", "d1", ev("diskAttached")).unwrap();
+        s.attach_disk(&ser("00000001"), &did("d1"), ev("diskAttached"))
+            .unwrap();
         assert_eq!(numbers(&s), [("d1".into(), 1), ("r1".into(), 0)]);
 
         // Detached and attached again: the same number; a reopened database: the same numbers.
-        s.detach_disk("00000001", "d1", ev("diskDetached")).unwrap();
+        s.detach_disk(&ser("00000001"), &did("d1"), ev("diskDetached"))
+            .unwrap();
         assert_eq!(numbers(&s), [("r1".into(), 0)]);
-        s.attach_disk("00000001", "d1", ev("diskAttached")).unwrap();
+        s.attach_disk(&ser("00000001"), &did("d1"), ev("diskAttached"))
+            .unwrap();
         drop(s);
         let s = Store::open(&path).unwrap();
         assert_eq!(numbers(&s), [("d1".into(), 1), ("r1".into(), 0)]);
 
         // Unbaked and baked again: the new root gets a new number, not the old root's.
-        s.start_unbake("00000001", ev("unbakeStarted")).unwrap();
+        s.start_unbake(&ser("00000001"), ev("unbakeStarted"))
+            .unwrap();
         assert_eq!(numbers(&s), []);
-        s.finish_unbake("00000001", None, ev("unbaked")).unwrap();
+        s.finish_unbake(&ser("00000001"), None, ev("unbaked"))
+            .unwrap();
         bake(&s, "00000001", "r2");
-        s.attach_disk("00000001", "d1", ev("diskAttached")).unwrap();
+        s.attach_disk(&ser("00000001"), &did("d1"), ev("diskAttached"))
+            .unwrap();
         assert_eq!(numbers(&s), [("d1".into(), 1), ("r2".into(), 2)]);
     }
 }

@@ -10,6 +10,7 @@ use super::pis::{PI_COLUMNS, PiRow, get_pi, pi_from_raw};
 use super::{DbError, NewEvent, Store, fetch_all, json, snapshots};
 use crate::domain::hardware::Constraints;
 use crate::domain::lifecycle::{Event, transition};
+use crate::domain::names::{BakeformName, DiskId, Serial};
 
 /// What [`Store::start_bake`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,14 +36,14 @@ pub enum PiChange<T> {
     WrongState(PiState),
 }
 
-fn state_str(state: PiState) -> &'static str {
-    state.as_str()
-}
-
-pub(super) fn set_state(tx: &Transaction<'_>, serial: &str, state: PiState) -> Result<(), DbError> {
+pub(super) fn set_state(
+    tx: &Transaction<'_>,
+    serial: &Serial,
+    state: PiState,
+) -> Result<(), DbError> {
     tx.execute(
         "UPDATE pis SET state = ?2 WHERE serial = ?1",
-        params![serial, state_str(state)],
+        params![serial, state.as_str()],
     )?;
     Ok(())
 }
@@ -68,7 +69,7 @@ impl Store {
     /// apply to is left as it is.
     fn advance<T>(
         &self,
-        serial: &str,
+        serial: &Serial,
         event: Event,
         record: NewEvent,
         then: impl FnOnce(&Transaction<'_>) -> Result<PiChange<T>, DbError>,
@@ -92,10 +93,10 @@ impl Store {
     /// root disk will get; writes `event`, its `pi` set to the Pi picked, when it started.
     pub fn start_bake(
         &self,
-        bakeform: &str,
+        bakeform: &BakeformName,
         network: Option<&StaticNetwork>,
         power_on: bool,
-        root: (&str, RootKind),
+        root: (&DiskId, RootKind),
         constraints: &Constraints,
         mut event: NewEvent,
     ) -> Result<StartBake, DbError> {
@@ -139,14 +140,18 @@ impl Store {
             let Some(pi) = get_pi(tx, &serial)? else {
                 return Ok(StartBake::NoFreePi);
             };
-            event.pi = Some(serial);
+            event.pi = Some(serial.into());
             events.push(event);
             Ok(StartBake::Started(Box::new(pi)))
         })
     }
 
     /// Moves a baked Pi to preparing for a reset of its root, writing `event`.
-    pub fn start_reset(&self, serial: &str, event: NewEvent) -> Result<PiChange<PiRow>, DbError> {
+    pub fn start_reset(
+        &self,
+        serial: &Serial,
+        event: NewEvent,
+    ) -> Result<PiChange<PiRow>, DbError> {
         self.advance(serial, Event::StartReset, event, |tx| {
             tx.execute(
                 "UPDATE pis SET operation = 'reset', last_error = NULL WHERE serial = ?1",
@@ -157,7 +162,7 @@ impl Store {
     }
 
     /// Adds the root disk of a Pi being baked (still preparing).
-    pub fn add_root_disk(&self, serial: &str, root: &DiskRow) -> Result<PiChange<()>, DbError> {
+    pub fn add_root_disk(&self, serial: &Serial, root: &DiskRow) -> Result<PiChange<()>, DbError> {
         self.write(|tx| {
             let Some(pi) = get_pi(tx, serial)? else {
                 return Ok(PiChange::UnknownPi);
@@ -173,7 +178,7 @@ impl Store {
     /// Finishes preparing: the Pi is baked; writes `event`.
     pub fn finish_prepare(
         &self,
-        serial: &str,
+        serial: &Serial,
         event: NewEvent,
     ) -> Result<PiChange<PiRow>, DbError> {
         self.advance(serial, Event::Prepared, event, |tx| {
@@ -190,7 +195,7 @@ impl Store {
     /// ephemeral), others are detached. Writes `event`.
     pub fn fail_prepare(
         &self,
-        serial: &str,
+        serial: &Serial,
         error: &str,
         event: NewEvent,
     ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
@@ -200,7 +205,11 @@ impl Store {
     }
 
     /// Moves a baked Pi to unbaking, writing `event`.
-    pub fn start_unbake(&self, serial: &str, event: NewEvent) -> Result<PiChange<PiRow>, DbError> {
+    pub fn start_unbake(
+        &self,
+        serial: &Serial,
+        event: NewEvent,
+    ) -> Result<PiChange<PiRow>, DbError> {
         self.advance(serial, Event::StartUnbake, event, |tx| pi_now(tx, serial))
     }
 
@@ -210,7 +219,7 @@ impl Store {
     /// Writes `event`.
     pub fn finish_unbake(
         &self,
-        serial: &str,
+        serial: &Serial,
         error: Option<&str>,
         event: NewEvent,
     ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
@@ -221,7 +230,7 @@ impl Store {
 }
 
 /// The Pi `serial` as it is now in `tx`.
-fn pi_now(tx: &Transaction<'_>, serial: &str) -> Result<PiChange<PiRow>, DbError> {
+fn pi_now(tx: &Transaction<'_>, serial: &Serial) -> Result<PiChange<PiRow>, DbError> {
     Ok(get_pi(tx, serial)?.map_or(PiChange::UnknownPi, PiChange::Done))
 }
 
@@ -229,7 +238,7 @@ fn pi_now(tx: &Transaction<'_>, serial: &str) -> Result<PiChange<PiRow>, DbError
 /// other disks detached, its bake settings cleared and `error` kept as its `last_error`.
 fn back_to_fridge(
     tx: &Transaction<'_>,
-    serial: &str,
+    serial: &Serial,
     error: Option<&str>,
 ) -> Result<PiChange<Vec<DiskRow>>, DbError> {
     let removed = release_disks(tx, serial)?;
@@ -244,7 +253,7 @@ fn back_to_fridge(
 
 /// Deletes the root and ephemeral disks of a Pi (returned) with their snapshots' rows,
 /// detaches the others.
-fn release_disks(tx: &Transaction<'_>, serial: &str) -> Result<Vec<DiskRow>, DbError> {
+fn release_disks(tx: &Transaction<'_>, serial: &Serial) -> Result<Vec<DiskRow>, DbError> {
     let removed = fetch_all(
         tx,
         &format!(

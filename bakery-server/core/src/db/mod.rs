@@ -28,6 +28,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Params, Row, Transaction, TransactionBehavior};
 use thiserror::Error;
 
+use crate::domain::names::{BakeformName, DiskId, Serial, SnapshotId};
+
 pub use bakeforms::{BakeformRow, DeleteBakeform};
 pub use disks::{DeleteDisk, DiskLink, DiskRow};
 pub use lifecycle::{PiChange, StartBake};
@@ -82,6 +84,42 @@ pub enum DbError {
     /// The blocking task running a [`Store::call`] panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
+}
+
+/// Checked names are stored as their text; read back, they are checked again (a value that
+/// fails is a corrupt database, never a name to join to a path).
+macro_rules! sql_name {
+    ($($name:ty),*) => {$(
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.as_str().to_sql()
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                <$name>::parse(value.as_str()?)
+                    .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+            }
+        }
+    )*};
+}
+
+sql_name!(Serial, BakeformName, DiskId, SnapshotId);
+
+/// Checks a name read from `what` (`pis.serial`, ...), a failure being a corrupt database.
+fn checked<T: std::str::FromStr>(what: &'static str, value: String) -> Result<T, DbError> {
+    value.parse().map_err(|_| corrupt(what, value))
+}
+
+/// [`checked`] for a column that may be `NULL`.
+fn checked_opt<T: std::str::FromStr>(
+    what: &'static str,
+    value: Option<String>,
+) -> Result<Option<T>, DbError> {
+    value.map(|v| checked(what, v)).transpose()
 }
 
 /// The inventory database.

@@ -6,18 +6,20 @@ use std::net::IpAddr;
 use bakery_client::{Labels, Metadata, PiModel, PiState, RootKind, StaticNetwork};
 use rusqlite::{Connection, params};
 
-use super::{DbError, NewEvent, Store, corrupt, fetch_all, fetch_one, json, now};
-use crate::domain::lifecycle::parse_state;
+use super::{
+    DbError, NewEvent, Store, checked, checked_opt, corrupt, fetch_all, fetch_one, json, now,
+};
+use crate::domain::names::{BakeformName, DiskId, Serial};
 
 /// A Pi as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PiRow {
     /// The serial.
-    pub serial: String,
+    pub serial: Serial,
     /// The lifecycle state.
     pub state: PiState,
     /// The bakeform it is (being) baked from.
-    pub bakeform: Option<String>,
+    pub bakeform: Option<BakeformName>,
     /// The address it was last seen at on the boot path.
     pub address: Option<IpAddr>,
     /// Its static network, if any.
@@ -31,7 +33,7 @@ pub struct PiRow {
     /// The operation in flight while preparing: `bake` or `reset`.
     pub operation: Option<String>,
     /// The id of the root disk being made while preparing a bake.
-    pub pending_root: Option<String>,
+    pub pending_root: Option<DiskId>,
     /// How its root reaches it (the last bake's choice; `nfs` in the fridge).
     pub root_kind: RootKind,
     /// The model the boot path revealed, if it did.
@@ -90,7 +92,7 @@ pub(super) fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
     let labels = serde_json::from_str(&labels).map_err(|_| corrupt("pis.labels", &labels))?;
     let root_kind =
         RootKind::parse(&root_kind).ok_or_else(|| corrupt("pis.root_kind", &root_kind))?;
-    let state = parse_state(&state).ok_or_else(|| corrupt("pis.state", &state))?;
+    let state = state.parse().map_err(|_| corrupt("pis.state", &state))?;
     let address = match address {
         Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
         None => None,
@@ -102,16 +104,16 @@ pub(super) fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
     let metadata =
         serde_json::from_str(&metadata).map_err(|_| corrupt("pis.metadata", &metadata))?;
     Ok(PiRow {
-        serial,
+        serial: checked("pis.serial", serial)?,
         state,
-        bakeform,
+        bakeform: checked_opt("pis.bakeform", bakeform)?,
         address,
         network,
         metadata,
         last_error,
         power_on,
         operation: op,
-        pending_root: pending,
+        pending_root: checked_opt("pis.pending_root", pending)?,
         root_kind,
         model,
         labels,
@@ -120,7 +122,7 @@ pub(super) fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
     })
 }
 
-pub(super) fn get_pi(tx: &Connection, serial: &str) -> Result<Option<PiRow>, DbError> {
+pub(super) fn get_pi(tx: &Connection, serial: &Serial) -> Result<Option<PiRow>, DbError> {
     fetch_one(
         tx,
         &format!("SELECT {PI_COLUMNS} FROM pis WHERE serial = ?1"),
@@ -132,7 +134,7 @@ pub(super) fn get_pi(tx: &Connection, serial: &str) -> Result<Option<PiRow>, DbE
 impl Store {
     /// Registers a Pi in the fridge, writing no event (tests' shortcut); `true` if it was new.
     #[cfg(test)]
-    pub(crate) fn register_pi(&self, serial: &str) -> Result<bool, DbError> {
+    pub(crate) fn register_pi(&self, serial: &Serial) -> Result<bool, DbError> {
         self.write(|tx| {
             let n = tx.execute(
                 "INSERT OR IGNORE INTO pis (serial, state, created_at) VALUES (?1, 'fridge', ?2)",
@@ -147,7 +149,7 @@ impl Store {
     /// `None` if the inventory is full (nothing written).
     pub fn register_pi_within(
         &self,
-        serial: &str,
+        serial: &Serial,
         max: u32,
         event: NewEvent,
     ) -> Result<Option<bool>, DbError> {
@@ -174,7 +176,11 @@ impl Store {
     }
 
     /// The Pi other than `serial` last seen at `address`, if any.
-    pub fn pi_serial_at(&self, address: IpAddr, serial: &str) -> Result<Option<String>, DbError> {
+    pub fn pi_serial_at(
+        &self,
+        address: IpAddr,
+        serial: &Serial,
+    ) -> Result<Option<Serial>, DbError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT serial FROM pis WHERE address = ?1 AND serial != ?2 LIMIT 1")?;
@@ -186,7 +192,7 @@ impl Store {
     }
 
     /// One Pi.
-    pub fn pi(&self, serial: &str) -> Result<Option<PiRow>, DbError> {
+    pub fn pi(&self, serial: &Serial) -> Result<Option<PiRow>, DbError> {
         get_pi(&self.conn(), serial)
     }
 
@@ -204,7 +210,7 @@ impl Store {
     /// (if any) and the Pi's state; `None` when unchanged or unknown.
     pub fn set_address(
         &self,
-        serial: &str,
+        serial: &Serial,
         address: IpAddr,
     ) -> Result<Option<(Option<IpAddr>, PiState)>, DbError> {
         self.write(|tx| {
@@ -225,7 +231,12 @@ impl Store {
     /// Records that a Pi asked for a boot file at `at` (unix ms) and, when the request
     /// revealed it, its model. Writes only when the model is news or the last record is a
     /// minute old or more (a booting Pi asks for dozens of files); `true` if it wrote.
-    pub fn saw_pi(&self, serial: &str, model: Option<PiModel>, at: i64) -> Result<bool, DbError> {
+    pub fn saw_pi(
+        &self,
+        serial: &Serial,
+        model: Option<PiModel>,
+        at: i64,
+    ) -> Result<bool, DbError> {
         self.write(|tx| {
             let n = tx.execute(
                 "UPDATE pis SET last_seen = ?2, model = COALESCE(?3, model) WHERE serial = ?1
@@ -243,7 +254,11 @@ impl Store {
     }
 
     /// Replaces a Pi's labels; `None` if no such Pi.
-    pub fn set_pi_labels(&self, serial: &str, labels: &Labels) -> Result<Option<PiRow>, DbError> {
+    pub fn set_pi_labels(
+        &self,
+        serial: &Serial,
+        labels: &Labels,
+    ) -> Result<Option<PiRow>, DbError> {
         self.write(|tx| {
             let n = tx.execute(
                 "UPDATE pis SET labels = ?2 WHERE serial = ?1",
@@ -259,7 +274,7 @@ impl Store {
     /// Replaces a Pi's metadata; `None` if no such Pi.
     pub fn set_pi_metadata(
         &self,
-        serial: &str,
+        serial: &Serial,
         metadata: &Metadata,
     ) -> Result<Option<PiRow>, DbError> {
         self.write(|tx| {
@@ -275,7 +290,7 @@ impl Store {
     }
 
     /// Records whether a Pi should be powered (restored on start-up); `false` if unknown.
-    pub fn set_power_on(&self, serial: &str, power_on: bool) -> Result<bool, DbError> {
+    pub fn set_power_on(&self, serial: &Serial, power_on: bool) -> Result<bool, DbError> {
         self.write(|tx| {
             let n = tx.execute(
                 "UPDATE pis SET power_on = ?2 WHERE serial = ?1",

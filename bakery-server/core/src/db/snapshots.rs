@@ -5,15 +5,16 @@ use bakery_client::Metadata;
 use rusqlite::{Connection, params};
 
 use super::disks::get_disk;
-use super::{DbError, DiskRow, NewEvent, Store, corrupt, fetch_all, fetch_one, json};
+use super::{DbError, DiskRow, NewEvent, Store, checked, corrupt, fetch_all, fetch_one, json};
+use crate::domain::names::{DiskId, Serial, SnapshotId};
 
 /// A snapshot as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotRow {
     /// The id (a UUID).
-    pub id: String,
+    pub id: SnapshotId,
     /// The disk it was taken of.
-    pub disk: String,
+    pub disk: DiskId,
     /// The disk's size when it was taken, in MiB.
     pub size: i64,
     /// When it was taken, Unix milliseconds.
@@ -31,15 +32,15 @@ fn snapshot_from_raw(raw: RawSnapshot) -> Result<SnapshotRow, DbError> {
     let metadata =
         serde_json::from_str(&metadata).map_err(|_| corrupt("snapshots.metadata", &metadata))?;
     Ok(SnapshotRow {
-        id,
-        disk,
+        id: checked("snapshots.id", id)?,
+        disk: checked("snapshots.disk", disk)?,
         size,
         created_at,
         metadata,
     })
 }
 
-fn get_snapshot(conn: &Connection, id: &str) -> Result<Option<SnapshotRow>, DbError> {
+fn get_snapshot(conn: &Connection, id: &SnapshotId) -> Result<Option<SnapshotRow>, DbError> {
     fetch_one(
         conn,
         &format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = ?1"),
@@ -49,7 +50,7 @@ fn get_snapshot(conn: &Connection, id: &str) -> Result<Option<SnapshotRow>, DbEr
 }
 
 /// Deletes the snapshot rows of disk `id` (inside the transaction deleting the disk).
-pub(super) fn delete_snapshots_of(conn: &Connection, id: &str) -> Result<(), DbError> {
+pub(super) fn delete_snapshots_of(conn: &Connection, id: &DiskId) -> Result<(), DbError> {
     conn.execute("DELETE FROM snapshots WHERE disk = ?1", params![id])?;
     Ok(())
 }
@@ -78,12 +79,12 @@ impl Store {
     }
 
     /// One snapshot.
-    pub fn snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, DbError> {
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<Option<SnapshotRow>, DbError> {
         get_snapshot(&self.conn(), id)
     }
 
     /// The snapshots of disk `disk`, oldest first.
-    pub fn snapshots_of(&self, disk: &str) -> Result<Vec<SnapshotRow>, DbError> {
+    pub fn snapshots_of(&self, disk: &DiskId) -> Result<Vec<SnapshotRow>, DbError> {
         fetch_all(
             &self.conn(),
             &format!(
@@ -107,7 +108,7 @@ impl Store {
     /// Deletes a snapshot's row, writing `event`; the row it had, `None` if unknown.
     pub fn delete_snapshot(
         &self,
-        id: &str,
+        id: &SnapshotId,
         event: NewEvent,
     ) -> Result<Option<SnapshotRow>, DbError> {
         self.change(|tx, events| {
@@ -124,10 +125,10 @@ impl Store {
     /// writing `event`; `None` if the disk is gone, `Some(Err(owner))` if it got attached.
     pub fn restored_disk(
         &self,
-        disk: &str,
+        disk: &DiskId,
         size: i64,
         event: NewEvent,
-    ) -> Result<Option<Result<DiskRow, String>>, DbError> {
+    ) -> Result<Option<Result<DiskRow, Serial>>, DbError> {
         self.change(|tx, events| {
             let Some(row) = get_disk(tx, disk)? else {
                 return Ok(None);
@@ -148,11 +149,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::tests::{ev, store};
+    use crate::db::tests::{did, ev, snid, store};
 
     fn disk(id: &str) -> DiskRow {
         DiskRow {
-            id: id.to_owned(),
+            id: did(id),
             location: format!("/d/{id}"),
             size: 8,
             ephemeral: false,
@@ -165,8 +166,8 @@ mod tests {
 
     fn snap(id: &str, disk: &str, at: i64) -> SnapshotRow {
         SnapshotRow {
-            id: id.to_owned(),
-            disk: disk.to_owned(),
+            id: snid(id),
+            disk: did(disk),
             size: 8,
             created_at: at,
             metadata: Metadata::from([("job".to_owned(), serde_json::json!("db"))]),
@@ -180,23 +181,33 @@ mod tests {
         assert!(s.insert_snapshot(&snap("s2", "d1", 20), ev("x")).unwrap());
         assert!(s.insert_snapshot(&snap("s1", "d1", 10), ev("x")).unwrap());
         assert!(!s.insert_snapshot(&snap("s3", "gone", 5), ev("x")).unwrap());
-        let ids: Vec<String> = s
-            .snapshots_of("d1")
+        let ids: Vec<SnapshotId> = s
+            .snapshots_of(&did("d1"))
             .unwrap()
             .into_iter()
             .map(|r| r.id)
             .collect();
-        assert_eq!(ids, ["s1", "s2"]);
-        assert_eq!(s.snapshot("s1").unwrap().unwrap().metadata["job"], "db");
-        assert_eq!(s.delete_snapshot("s1", ev("x")).unwrap().unwrap().id, "s1");
-        assert_eq!(s.delete_snapshot("s1", ev("x")).unwrap(), None);
-        let restored = s.restored_disk("d1", 4, ev("x")).unwrap().unwrap().unwrap();
+        assert_eq!(ids, [snid("s1"), snid("s2")]);
+        assert_eq!(
+            s.snapshot(&snid("s1")).unwrap().unwrap().metadata["job"],
+            "db"
+        );
+        assert_eq!(
+            s.delete_snapshot(&snid("s1"), ev("x")).unwrap().unwrap().id,
+            snid("s1")
+        );
+        assert_eq!(s.delete_snapshot(&snid("s1"), ev("x")).unwrap(), None);
+        let restored = s
+            .restored_disk(&did("d1"), 4, ev("x"))
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(restored.size, 4);
         assert!(matches!(
-            s.delete_disk("d1", ev("diskDeleted")).unwrap(),
+            s.delete_disk(&did("d1"), ev("diskDeleted")).unwrap(),
             crate::db::DeleteDisk::Deleted(_)
         ));
         assert!(s.snapshots().unwrap().is_empty());
-        assert_eq!(s.restored_disk("d1", 4, ev("x")).unwrap(), None);
+        assert_eq!(s.restored_disk(&did("d1"), 4, ev("x")).unwrap(), None);
     }
 }

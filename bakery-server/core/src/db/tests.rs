@@ -5,6 +5,32 @@ use bakery_client::{BakeformState, Labels, Metadata, PiModel, PiState, RootKind}
 use super::*;
 use crate::domain::hardware::Constraints;
 
+/// The serial `s`, a test's literal.
+pub(super) fn ser(s: &str) -> Serial {
+    Serial::parse(s).unwrap()
+}
+
+/// The bakeform name `s`, a test's literal.
+pub(super) fn bf(s: &str) -> BakeformName {
+    BakeformName::parse(s).unwrap()
+}
+
+/// A UUID made from a short tag (`r1`, `d3-49`): the tag's bytes in hex at its end.
+fn tag_uuid(tag: &str) -> String {
+    let hex: String = tag.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("00000000-0000-4000-8000-{hex:0>12}")
+}
+
+/// The disk id of tag `tag` (tests name disks `r1`, `p1`).
+pub(super) fn did(tag: &str) -> DiskId {
+    DiskId::parse(&tag_uuid(tag)).unwrap()
+}
+
+/// The snapshot id of tag `tag`.
+pub(super) fn snid(tag: &str) -> SnapshotId {
+    SnapshotId::parse(&tag_uuid(tag)).unwrap()
+}
+
 /// A store in a fresh temporary directory (kept alive by the returned guard).
 pub(super) fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,14 +46,14 @@ pub(super) fn ev(kind: &'static str) -> NewEvent {
     }
 }
 
-/// Starts a bake of bakeform `os` with root `root`; panics unless it started.
+/// Starts a bake of bakeform `os` with root `root` (a disk tag); panics unless it started.
 pub(super) fn started_bake(s: &Store, root: &str) -> Box<PiRow> {
     let StartBake::Started(pi) = s
         .start_bake(
-            "os",
+            &bf("os"),
             None,
             true,
-            (root, RootKind::Nfs),
+            (&did(root), RootKind::Nfs),
             &Constraints::default(),
             ev("bakeStarted"),
         )
@@ -40,22 +66,24 @@ pub(super) fn started_bake(s: &Store, root: &str) -> Box<PiRow> {
 
 /// Attaches disk `id` to Pi `serial`, writing `diskAttached`.
 pub(super) fn attach(s: &Store, serial: &str, id: &str) -> DiskLink {
-    s.attach_disk(serial, id, ev("diskAttached")).unwrap()
+    s.attach_disk(&ser(serial), &did(id), ev("diskAttached"))
+        .unwrap()
 }
 
 /// Detaches disk `id` from Pi `serial`, writing `diskDetached`.
 pub(super) fn detach(s: &Store, serial: &str, id: &str) -> DiskLink {
-    s.detach_disk(serial, id, ev("diskDetached")).unwrap()
+    s.detach_disk(&ser(serial), &did(id), ev("diskDetached"))
+        .unwrap()
 }
 
 fn disk(id: &str, pi: Option<&str>, is_root: bool, ephemeral: bool) -> DiskRow {
     DiskRow {
-        id: id.into(),
+        id: did(id),
         location: format!("/d/disks/{id}"),
         size: if is_root { 0 } else { 8 },
         ephemeral,
         is_root,
-        pi: pi.map(Into::into),
+        pi: pi.map(ser),
         position: 0,
         metadata: Metadata::new(),
     }
@@ -65,11 +93,11 @@ fn disk(id: &str, pi: Option<&str>, is_root: bool, ephemeral: bool) -> DiskRow {
 fn a_failed_bakeform_is_kept_shown_and_replaced_by_a_new_upload() {
     let (_d, s) = store();
     assert!(
-        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+        s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap()
     );
     let failed = s
-        .set_bakeform_failed("os", "no ext4", ev("bakeformFailed"))
+        .set_bakeform_failed(&bf("os"), "no ext4", ev("bakeformFailed"))
         .unwrap()
         .unwrap();
     assert_eq!(failed.state, BakeformState::Failed);
@@ -77,10 +105,10 @@ fn a_failed_bakeform_is_kept_shown_and_replaced_by_a_new_upload() {
     assert_eq!(s.bakeforms().unwrap(), [failed]);
     assert_eq!(
         s.start_bake(
-            "os",
+            &bf("os"),
             None,
             true,
-            ("r1", RootKind::Nfs),
+            (&did("r1"), RootKind::Nfs),
             &Constraints::default(),
             ev("bakeStarted")
         )
@@ -88,18 +116,19 @@ fn a_failed_bakeform_is_kept_shown_and_replaced_by_a_new_upload() {
         StartBake::BakeformNotReady(BakeformState::Failed)
     );
     assert!(
-        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+        s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap()
     );
-    let again = s.bakeform("os").unwrap().unwrap();
+    let again = s.bakeform(&bf("os")).unwrap().unwrap();
     assert_eq!((again.state, again.error), (BakeformState::Importing, None));
     assert!(
-        !s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+        !s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap()
     );
-    s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
+    s.set_bakeform_ready(&bf("os"), ev("bakeformImported"))
+        .unwrap();
     assert!(
-        s.set_bakeform_failed("os", "late", ev("bakeformFailed"))
+        s.set_bakeform_failed(&bf("os"), "late", ev("bakeformFailed"))
             .unwrap()
             .unwrap()
             .state
@@ -107,18 +136,19 @@ fn a_failed_bakeform_is_kept_shown_and_replaced_by_a_new_upload() {
         "only an importing bakeform can fail"
     );
     assert!(
-        !s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+        !s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap()
     );
-    s.insert_bakeform("bad", "/d/bakeforms/bad", ev("bakeformImporting"))
+    s.insert_bakeform(&bf("bad"), "/d/bakeforms/bad", ev("bakeformImporting"))
         .unwrap();
-    s.set_bakeform_failed("bad", "no fat", ev("bakeformFailed"))
+    s.set_bakeform_failed(&bf("bad"), "no fat", ev("bakeformFailed"))
         .unwrap();
     assert!(matches!(
-        s.delete_bakeform("bad", ev("bakeformDeleted")).unwrap(),
+        s.delete_bakeform(&bf("bad"), ev("bakeformDeleted"))
+            .unwrap(),
         DeleteBakeform::Deleted(_)
     ));
-    assert_eq!(s.bakeform("bad").unwrap(), None);
+    assert_eq!(s.bakeform(&bf("bad")).unwrap(), None);
 }
 
 #[test]
@@ -130,7 +160,7 @@ fn migrations_are_recorded_and_idempotent() {
         store.schema_version().unwrap(),
         schema::MIGRATIONS.len() as i64
     );
-    store.register_pi("1a2b3c4d").unwrap();
+    store.register_pi(&ser("1a2b3c4d")).unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.pis().unwrap().len(), 1);
@@ -140,27 +170,34 @@ fn migrations_are_recorded_and_idempotent() {
 fn a_bake_with_constraints_takes_only_a_matching_pi_from_the_fridge() {
     let (_d, s) = store();
     for serial in ["00000001", "00000002", "00000003"] {
-        s.register_pi(serial).unwrap();
+        s.register_pi(&ser(serial)).unwrap();
     }
-    s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+    s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
         .unwrap();
-    s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
-    assert!(s.saw_pi("00000002", Some(PiModel::Pi4), 1_000).unwrap());
-    assert!(s.saw_pi("00000003", Some(PiModel::Pi4), 1_000).unwrap());
+    s.set_bakeform_ready(&bf("os"), ev("bakeformImported"))
+        .unwrap();
+    assert!(
+        s.saw_pi(&ser("00000002"), Some(PiModel::Pi4), 1_000)
+            .unwrap()
+    );
+    assert!(
+        s.saw_pi(&ser("00000003"), Some(PiModel::Pi4), 1_000)
+            .unwrap()
+    );
     let rack_b: Labels = [("rack".to_owned(), "b".to_owned())].into();
-    let labelled = s.set_pi_labels("00000003", &rack_b).unwrap().unwrap();
+    let labelled = s.set_pi_labels(&ser("00000003"), &rack_b).unwrap().unwrap();
     assert_eq!(labelled.labels, rack_b);
-    assert_eq!(s.set_pi_labels("0000000f", &rack_b).unwrap(), None);
+    assert_eq!(s.set_pi_labels(&ser("0000000f"), &rack_b).unwrap(), None);
     let want = Constraints {
         model: Some(PiModel::Pi4),
         labels: rack_b.clone(),
     };
     let bake = |c: &Constraints, root: &str| {
         s.start_bake(
-            "os",
+            &bf("os"),
             None,
             true,
-            (root, RootKind::Nfs),
+            (&did(root), RootKind::Nfs),
             c,
             ev("bakeStarted"),
         )
@@ -189,39 +226,45 @@ fn a_bake_with_constraints_takes_only_a_matching_pi_from_the_fridge() {
 #[test]
 fn the_boot_path_records_the_model_at_once_and_last_seen_once_a_minute() {
     let (_d, s) = store();
-    s.register_pi("00000001").unwrap();
-    let created = s.pi("00000001").unwrap().unwrap().created_at;
+    s.register_pi(&ser("00000001")).unwrap();
+    let created = s.pi(&ser("00000001")).unwrap().unwrap().created_at;
     assert!(created > 0);
-    assert!(s.saw_pi("00000001", None, 100_000).unwrap());
-    assert!(!s.saw_pi("00000001", None, 130_000).unwrap());
-    assert!(s.saw_pi("00000001", Some(PiModel::Pi5), 130_000).unwrap());
-    assert!(!s.saw_pi("00000001", Some(PiModel::Pi5), 140_000).unwrap());
-    assert!(!s.saw_pi("00000001", None, 150_000).unwrap());
-    let pi = s.pi("00000001").unwrap().unwrap();
+    assert!(s.saw_pi(&ser("00000001"), None, 100_000).unwrap());
+    assert!(!s.saw_pi(&ser("00000001"), None, 130_000).unwrap());
+    assert!(
+        s.saw_pi(&ser("00000001"), Some(PiModel::Pi5), 130_000)
+            .unwrap()
+    );
+    assert!(
+        !s.saw_pi(&ser("00000001"), Some(PiModel::Pi5), 140_000)
+            .unwrap()
+    );
+    assert!(!s.saw_pi(&ser("00000001"), None, 150_000).unwrap());
+    let pi = s.pi(&ser("00000001")).unwrap().unwrap();
     assert_eq!(
         (pi.model, pi.last_seen),
         (Some(PiModel::Pi5), Some(130_000))
     );
-    assert!(s.saw_pi("00000001", None, 190_000).unwrap());
-    let pi = s.pi("00000001").unwrap().unwrap();
+    assert!(s.saw_pi(&ser("00000001"), None, 190_000).unwrap());
+    let pi = s.pi(&ser("00000001")).unwrap().unwrap();
     assert_eq!(
         (pi.model, pi.last_seen),
         (Some(PiModel::Pi5), Some(190_000))
     );
-    assert!(!s.saw_pi("0000000f", Some(PiModel::Pi4), 1).unwrap());
+    assert!(!s.saw_pi(&ser("0000000f"), Some(PiModel::Pi4), 1).unwrap());
 }
 
 #[test]
 fn bake_and_unbake_cycle() {
     let (_d, s) = store();
-    assert!(s.register_pi("00000001").unwrap());
-    assert!(!s.register_pi("00000001").unwrap());
+    assert!(s.register_pi(&ser("00000001")).unwrap());
+    assert!(!s.register_pi(&ser("00000001")).unwrap());
     assert_eq!(
         s.start_bake(
-            "os",
+            &bf("os"),
             None,
             true,
-            ("r1", RootKind::Nfs),
+            (&did("r1"), RootKind::Nfs),
             &Constraints::default(),
             ev("bakeStarted")
         )
@@ -229,35 +272,36 @@ fn bake_and_unbake_cycle() {
         StartBake::UnknownBakeform
     );
     assert!(
-        s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+        s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap()
     );
     assert!(
-        !s.insert_bakeform("os", "/d/bakeforms/os", ev("bakeformImporting"))
+        !s.insert_bakeform(&bf("os"), "/d/bakeforms/os", ev("bakeformImporting"))
             .unwrap()
     );
     assert_eq!(
         s.start_bake(
-            "os",
+            &bf("os"),
             None,
             true,
-            ("r1", RootKind::Nfs),
+            (&did("r1"), RootKind::Nfs),
             &Constraints::default(),
             ev("bakeStarted")
         )
         .unwrap(),
         StartBake::BakeformNotReady(BakeformState::Importing)
     );
-    s.set_bakeform_ready("os", ev("bakeformImported")).unwrap();
+    s.set_bakeform_ready(&bf("os"), ev("bakeformImported"))
+        .unwrap();
     let pi = started_bake(&s, "r1");
     assert_eq!(pi.state, PiState::Preparing);
-    assert_eq!(pi.pending_root.as_deref(), Some("r1"));
+    assert_eq!(pi.pending_root, Some(did("r1")));
     assert_eq!(
         s.start_bake(
-            "os",
+            &bf("os"),
             None,
             true,
-            ("r2", RootKind::Nfs),
+            (&did("r2"), RootKind::Nfs),
             &Constraints::default(),
             ev("bakeStarted")
         )
@@ -265,17 +309,18 @@ fn bake_and_unbake_cycle() {
         StartBake::NoFreePi
     );
     assert_eq!(
-        s.delete_bakeform("os", ev("bakeformDeleted")).unwrap(),
-        DeleteBakeform::InUse("00000001".into())
+        s.delete_bakeform(&bf("os"), ev("bakeformDeleted")).unwrap(),
+        DeleteBakeform::InUse(ser("00000001"))
     );
 
     let root = disk("r1", Some("00000001"), true, false);
     assert_eq!(
-        s.add_root_disk("00000001", &root).unwrap(),
+        s.add_root_disk(&ser("00000001"), &root).unwrap(),
         PiChange::Done(())
     );
     assert!(matches!(
-        s.finish_prepare("00000001", ev("bakeFinished")).unwrap(),
+        s.finish_prepare(&ser("00000001"), ev("bakeFinished"))
+            .unwrap(),
         PiChange::Done(_)
     ));
     s.insert_disk(&disk("e1", None, false, true), ev("diskCreated"))
@@ -286,36 +331,44 @@ fn bake_and_unbake_cycle() {
     assert_eq!(attach(&s, "00000001", "p1"), DiskLink::Done);
     assert_eq!(detach(&s, "00000001", "r1"), DiskLink::RootDisk);
     assert_eq!(
-        s.delete_disk("p1", ev("diskDeleted")).unwrap(),
-        DeleteDisk::Attached("00000001".into())
+        s.delete_disk(&did("p1"), ev("diskDeleted")).unwrap(),
+        DeleteDisk::Attached(ser("00000001"))
     );
     let ids: Vec<_> = s
-        .disks_of("00000001")
+        .disks_of(&ser("00000001"))
         .unwrap()
         .into_iter()
         .map(|d| d.id)
         .collect();
-    assert_eq!(ids, ["r1", "e1", "p1"]);
+    assert_eq!(ids, [did("r1"), did("e1"), did("p1")]);
 
-    s.set_address("00000001", "10.0.0.9".parse().unwrap())
+    s.set_address(&ser("00000001"), "10.0.0.9".parse().unwrap())
         .unwrap();
     assert_eq!(s.export_entries().unwrap().len(), 3);
 
     assert!(matches!(
-        s.start_unbake("00000001", ev("unbakeStarted")).unwrap(),
+        s.start_unbake(&ser("00000001"), ev("unbakeStarted"))
+            .unwrap(),
         PiChange::Done(_)
     ));
     assert_eq!(s.export_entries().unwrap().len(), 0);
-    let PiChange::Done(removed) = s.finish_unbake("00000001", None, ev("unbaked")).unwrap() else {
+    let PiChange::Done(removed) = s
+        .finish_unbake(&ser("00000001"), None, ev("unbaked"))
+        .unwrap()
+    else {
         panic!("unbake should finish");
     };
     let removed: Vec<_> = removed.into_iter().map(|d| d.id).collect();
     assert_eq!(removed.len(), 2);
-    assert!(removed.contains(&"r1".to_owned()) && removed.contains(&"e1".to_owned()));
-    assert_eq!(s.disk("p1").unwrap().unwrap().pi, None);
-    assert_eq!(s.pi("00000001").unwrap().unwrap().state, PiState::Fridge);
+    assert!(removed.contains(&did("r1")) && removed.contains(&did("e1")));
+    assert_eq!(s.disk(&did("p1")).unwrap().unwrap().pi, None);
     assert_eq!(
-        s.start_unbake("00000001", ev("unbakeStarted")).unwrap(),
+        s.pi(&ser("00000001")).unwrap().unwrap().state,
+        PiState::Fridge
+    );
+    assert_eq!(
+        s.start_unbake(&ser("00000001"), ev("unbakeStarted"))
+            .unwrap(),
         PiChange::WrongState(PiState::Fridge)
     );
 }
@@ -335,6 +388,6 @@ async fn a_call_that_panics_is_a_task_error_and_the_store_still_works() {
         DbError::Task(why.clone()).to_string(),
         format!("internal task failed: {why}")
     );
-    assert!(s.call(|s| s.register_pi("00000001")).await.unwrap());
+    assert!(s.call(|s| s.register_pi(&ser("00000001"))).await.unwrap());
     assert_eq!(s.call(|s| s.pis()).await.unwrap().len(), 1);
 }

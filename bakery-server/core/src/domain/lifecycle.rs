@@ -57,17 +57,6 @@ pub fn transition(from: PiState, event: Event) -> Result<PiState, TransitionErro
     Ok(to)
 }
 
-/// Parses the state names stored in the database.
-pub fn parse_state(s: &str) -> Option<PiState> {
-    Some(match s {
-        "fridge" => PiState::Fridge,
-        "preparing" => PiState::Preparing,
-        "baked" => PiState::Baked,
-        "unbaking" => PiState::Unbaking,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +86,5 @@ mod tests {
         assert!(transition(Fridge, Event::StartReset).is_err());
         let err = transition(Fridge, Event::StartUnbake).unwrap_err();
         assert_eq!(err.to_string(), "a pi that is fridge cannot be unbaked");
-    }
-
-    #[test]
-    fn state_names_round_trip() {
-        for s in [Fridge, Preparing, Baked, Unbaking] {
-            assert_eq!(parse_state(s.as_str()), Some(s));
-        }
-        assert_eq!(parse_state("oven"), None);
     }
 }

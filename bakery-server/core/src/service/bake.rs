@@ -8,7 +8,7 @@ use bakery_client::{BakeRequest, Metadata, PiInfo, PiState, RootKind};
 
 use super::{Bakery, ServiceError, io_err};
 use crate::db::{DiskRow, PiChange, StartBake};
-use crate::domain::names::{validate_bakeform_name, validate_serial};
+use crate::domain::names::{BakeformName, DiskId, Serial};
 use crate::events::EventKind;
 use crate::imaging;
 use crate::ppi::PowerAction;
@@ -20,10 +20,9 @@ impl Bakery {
     /// Takes a Pi from the fridge and starts baking it from `request.bakeform_name` in the
     /// background; returns the Pi (preparing).
     pub async fn bake(self: &Arc<Self>, request: BakeRequest) -> Result<PiInfo, ServiceError> {
-        let name = request.bakeform_name.clone();
-        if validate_bakeform_name(&name).is_err() {
-            return Err(ServiceError::UnknownBakeform(name));
-        }
+        // The wire type's name is checked here, where it enters: a bad one names no bakeform.
+        let name = BakeformName::parse(&request.bakeform_name)
+            .map_err(|_| ServiceError::UnknownBakeform(request.bakeform_name.clone()))?;
         if let Some(net) = &request.network {
             crate::domain::network::check_network(net)
                 .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
@@ -41,7 +40,7 @@ impl Bakery {
         crate::domain::hardware::check_labels(&constraints.labels)
             .map_err(|e| ServiceError::BadRequest(format!("labels constraint: {e}")))?;
         self.ensure_bake_space(&name).await?;
-        let root_id = uuid::Uuid::new_v4().to_string();
+        let root_id = DiskId::random();
         let power_on = request.power_on.unwrap_or(true);
         let (n, net, id) = (name.clone(), request.network.clone(), root_id.clone());
         let wanted = constraints.clone();
@@ -51,7 +50,9 @@ impl Bakery {
             .await?;
         let pi = match started {
             StartBake::Started(pi) => pi,
-            StartBake::UnknownBakeform => return Err(ServiceError::UnknownBakeform(name)),
+            StartBake::UnknownBakeform => {
+                return Err(ServiceError::UnknownBakeform(name.to_string()));
+            }
             StartBake::BakeformNotReady(state) => {
                 return Err(self.bakeform_not_ready(name, state).await);
             }
@@ -61,7 +62,7 @@ impl Bakery {
             }
         };
         let serial = pi.serial.clone();
-        tracing::info!(serial, state = "preparing", bakeform = name, root_kind = %kind, "bake started");
+        tracing::info!(%serial, state = PiState::Preparing.as_str(), bakeform = %name, root_kind = %kind, "bake started");
         self.notify_change();
         let this = self.clone();
         let job_serial = serial.clone();
@@ -74,13 +75,13 @@ impl Bakery {
 
     async fn run_bake(
         self: Arc<Self>,
-        serial: String,
-        bakeform: String,
-        root: (String, RootKind),
+        serial: Serial,
+        bakeform: BakeformName,
+        root: (DiskId, RootKind),
         power_on: bool,
     ) {
         let (root_id, kind) = root;
-        let tmp = self.layout.tmp.join(&root_id);
+        let tmp = self.layout.tmp.join(root_id.as_str());
         let dest = self.layout.disk(&root_id);
         let result = async {
             self.prepare_root(&serial, &bakeform, &tmp, &dest, kind)
@@ -108,7 +109,9 @@ impl Bakery {
         }
         .await;
         match result {
-            Ok(()) => tracing::info!(serial, state = "baked", bakeform, "bake finished"),
+            Ok(()) => {
+                tracing::info!(%serial, state = PiState::Baked.as_str(), %bakeform, "bake finished")
+            }
             Err(e) => {
                 self.trash(&tmp);
                 self.trash(&dest);
@@ -120,8 +123,8 @@ impl Bakery {
     /// Powers the Pi off, clones the bakeform's golden root into `tmp` and renames it to `dest`.
     async fn prepare_root(
         &self,
-        serial: &str,
-        bakeform: &str,
+        serial: &Serial,
+        bakeform: &BakeformName,
         tmp: &std::path::Path,
         dest: &std::path::Path,
         kind: RootKind,
@@ -131,7 +134,7 @@ impl Bakery {
         let (tmp, dest) = (tmp.to_owned(), dest.to_owned());
         let strategy = self.clone_strategy;
         let what = format!("cloning the root of pi {serial} to {}", tmp.display());
-        let serial = serial.to_owned();
+        let serial = serial.clone();
         let pooled = kind == RootKind::Nfs && self.take_pooled(bakeform, &tmp).await;
         let nbd = self.nbd_root_maker(bakeform);
         self.blocking(move || {
@@ -153,7 +156,7 @@ impl Bakery {
                 tmp.display(),
                 dest.display()
             )))?;
-            tracing::info!(serial, %strategy, pooled, elapsed = ?started.elapsed(), "root cloned");
+            tracing::info!(%serial, %strategy, pooled, elapsed = ?started.elapsed(), "root cloned");
             Ok(())
         })
         .await
@@ -162,12 +165,12 @@ impl Bakery {
 
     /// The last steps of preparing (its root disk is in place): export its disks, power it
     /// on if asked, then mark it baked, so a Pi reported baked is exported and powered.
-    async fn finish_preparing(&self, serial: &str, power_on: bool) -> Result<(), ServiceError> {
+    async fn finish_preparing(&self, serial: &Serial, power_on: bool) -> Result<(), ServiceError> {
         self.reexport().await?;
         if power_on {
             self.power(serial, PowerAction::PowerOn).await?;
         }
-        let (key, event) = (serial.to_owned(), EventKind::BakeFinished.pi(serial));
+        let (key, event) = (serial.clone(), EventKind::BakeFinished.pi(serial));
         match self.db(move |s| s.finish_prepare(&key, event)).await? {
             PiChange::Done(_) => {
                 self.notify_change();
@@ -180,16 +183,16 @@ impl Bakery {
     }
 
     /// Preparing failed: the Pi goes back to the fridge with `reason`.
-    pub(crate) async fn fail_preparing(&self, serial: &str, reason: &str) {
-        tracing::error!(serial, state = "fridge", error = reason, "bake failed");
-        let (key, why) = (serial.to_owned(), reason.to_owned());
+    pub(crate) async fn fail_preparing(&self, serial: &Serial, reason: &str) {
+        tracing::error!(%serial, state = PiState::Fridge.as_str(), error = reason, "bake failed");
+        let (key, why) = (serial.clone(), reason.to_owned());
         let event = EventKind::BakeFailed.pi(serial).with_message(reason);
         match self.db(move |s| s.fail_prepare(&key, &why, event)).await {
             Ok(PiChange::Done(removed)) => self.trash_disks(&removed),
             Ok(other) => {
-                tracing::error!(serial, outcome = ?other, "cannot return pi to the fridge")
+                tracing::error!(%serial, outcome = ?other, "cannot return pi to the fridge")
             }
-            Err(e) => tracing::error!(serial, error = %e, "cannot return pi to the fridge"),
+            Err(e) => tracing::error!(%serial, error = %e, "cannot return pi to the fridge"),
         }
         self.reexport_logged().await;
         self.notify_change();
@@ -204,32 +207,31 @@ impl Bakery {
 
     /// Unbakes a baked Pi: unexport, power off, destroy its root and ephemeral disks, detach
     /// and keep the others; back to the fridge.
-    pub async fn unbake(&self, serial: &str) -> Result<(), ServiceError> {
-        validate_serial(serial)?;
-        let (key, event) = (serial.to_owned(), EventKind::UnbakeStarted.pi(serial));
+    pub async fn unbake(&self, serial: &Serial) -> Result<(), ServiceError> {
+        let (key, event) = (serial.clone(), EventKind::UnbakeStarted.pi(serial));
         match self.db(move |s| s.start_unbake(&key, event)).await? {
             PiChange::Done(_) => {}
-            PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_owned())),
+            PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_string())),
             PiChange::WrongState(state) => {
                 return Err(ServiceError::NotBaked {
-                    serial: serial.to_owned(),
+                    serial: serial.to_string(),
                     state: state.as_str(),
                 });
             }
         }
-        tracing::info!(serial, state = "unbaking", "unbake started");
+        tracing::info!(%serial, state = PiState::Unbaking.as_str(), "unbake started");
         self.notify_change();
         self.reexport_logged().await;
         if let Err(e) = self.power(serial, PowerAction::PowerOff).await {
-            tracing::warn!(serial, error = %e, "cannot power off pi being unbaked, unbaking anyway");
+            tracing::warn!(%serial, error = %e, "cannot power off pi being unbaked, unbaking anyway");
         }
         self.finish_unbake(serial, None).await;
         Ok(())
     }
 
     /// Second half of an unbake (also used by start-up repair).
-    pub(crate) async fn finish_unbake(&self, serial: &str, error: Option<&str>) {
-        let (key, why) = (serial.to_owned(), error.map(str::to_owned));
+    pub(crate) async fn finish_unbake(&self, serial: &Serial, error: Option<&str>) {
+        let (key, why) = (serial.clone(), error.map(str::to_owned));
         let event = EventKind::Unbaked.pi(serial);
         let outcome = self
             .db(move |s| s.finish_unbake(&key, why.as_deref(), event))
@@ -238,14 +240,14 @@ impl Bakery {
             Ok(PiChange::Done(removed)) => {
                 self.trash_disks(&removed);
                 tracing::info!(
-                    serial,
-                    state = "fridge",
+                    %serial,
+                    state = PiState::Fridge.as_str(),
                     destroyed = removed.len(),
                     "unbaked"
                 );
             }
-            Ok(other) => tracing::error!(serial, outcome = ?other, "cannot finish unbake"),
-            Err(e) => tracing::error!(serial, error = %e, "cannot finish unbake"),
+            Ok(other) => tracing::error!(%serial, outcome = ?other, "cannot finish unbake"),
+            Err(e) => tracing::error!(%serial, error = %e, "cannot finish unbake"),
         }
         self.reexport_logged().await;
         self.notify_change();
@@ -253,35 +255,41 @@ impl Bakery {
 
     /// Re-clones a baked Pi's root from its bakeform in the background, keeping its other
     /// disks and its `piConfig/`.
-    pub async fn reset(self: &Arc<Self>, serial: &str) -> Result<PiInfo, ServiceError> {
-        validate_serial(serial)?;
-        if let Some(bakeform) = self.pi(serial).await?.source_bakeform {
-            self.ensure_bake_space(&bakeform.name).await?;
+    pub async fn reset(self: &Arc<Self>, serial: &Serial) -> Result<PiInfo, ServiceError> {
+        let key = serial.clone();
+        let row = self
+            .db(move |s| s.pi(&key))
+            .await?
+            .ok_or_else(|| ServiceError::PiNotFound(serial.to_string()))?;
+        if let Some(bakeform) = &row.bakeform {
+            self.ensure_bake_space(bakeform).await?;
         }
-        let (key, event) = (serial.to_owned(), EventKind::ResetStarted.pi(serial));
+        let (key, event) = (serial.clone(), EventKind::ResetStarted.pi(serial));
         let pi = match self.db(move |s| s.start_reset(&key, event)).await? {
             PiChange::Done(pi) => pi,
-            PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_owned())),
+            PiChange::UnknownPi => return Err(ServiceError::PiNotFound(serial.to_string())),
             PiChange::WrongState(state) => {
                 return Err(ServiceError::NotBaked {
-                    serial: serial.to_owned(),
+                    serial: serial.to_string(),
                     state: state.as_str(),
                 });
             }
         };
-        tracing::info!(serial, state = "preparing", "reset started");
+        tracing::info!(%serial, state = PiState::Preparing.as_str(), "reset started");
         self.notify_change();
         let this = self.clone();
         tokio::spawn(async move {
             let serial = pi.serial.clone();
             let result = async {
-                this.run_reset(&serial, pi.bakeform.as_deref(), pi.root_kind)
+                this.run_reset(&serial, pi.bakeform.as_ref(), pi.root_kind)
                     .await?;
                 this.finish_preparing(&serial, true).await
             }
             .await;
             match result {
-                Ok(()) => tracing::info!(serial, state = "baked", "reset finished"),
+                Ok(()) => {
+                    tracing::info!(%serial, state = PiState::Baked.as_str(), "reset finished")
+                }
                 Err(e) => this.fail_preparing(&serial, &e.to_string()).await,
             }
         });
@@ -290,13 +298,13 @@ impl Bakery {
 
     async fn run_reset(
         &self,
-        serial: &str,
-        bakeform: Option<&str>,
+        serial: &Serial,
+        bakeform: Option<&BakeformName>,
         kind: RootKind,
     ) -> Result<(), ServiceError> {
         let bakeform = bakeform
             .ok_or_else(|| ServiceError::BadRequest(format!("pi {serial} has no bakeform")))?;
-        let key = serial.to_owned();
+        let key = serial.clone();
         let disks = self.db(move |s| s.disks_of(&key)).await?;
         let root = disks
             .into_iter()
@@ -346,11 +354,11 @@ impl Bakery {
     }
 
     /// Power-cycles a baked Pi: off, pause, on.
-    pub async fn power_cycle(&self, serial: &str) -> Result<(), ServiceError> {
+    pub async fn power_cycle(&self, serial: &Serial) -> Result<(), ServiceError> {
         let pi = self.pi(serial).await?;
         if pi.state != Some(PiState::Baked) {
             return Err(ServiceError::NotBaked {
-                serial: serial.to_owned(),
+                serial: serial.to_string(),
                 state: pi.state.map_or("unknown", |s| s.as_str()),
             });
         }
@@ -358,7 +366,7 @@ impl Bakery {
         tokio::time::sleep(self.config.power_cycle_pause).await;
         self.power(serial, PowerAction::PowerOn).await?;
         // A Pi baked with powerOn=false is on from now: restore its power after a restart.
-        let key = serial.to_owned();
+        let key = serial.clone();
         self.db(move |s| s.set_power_on(&key, true)).await?;
         Ok(())
     }
@@ -369,10 +377,9 @@ impl Bakery {
     /// once as it is, so the caller sees its status.
     pub async fn wait_baked(
         &self,
-        serial: &str,
+        serial: &Serial,
         timeout: Duration,
     ) -> Result<PiInfo, ServiceError> {
-        validate_serial(serial)?;
         let mut changes = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + timeout.min(super::MAX_WAIT);
         loop {
@@ -384,7 +391,7 @@ impl Bakery {
                 Some(PiState::Fridge) => {
                     return match pi.last_error {
                         Some(reason) => Err(ServiceError::BakeFailed {
-                            serial: serial.to_owned(),
+                            serial: serial.to_string(),
                             reason,
                         }),
                         None => Ok(pi),
@@ -408,7 +415,7 @@ struct NbdRootMaker {
 }
 
 impl Bakery {
-    fn nbd_root_maker(&self, bakeform: &str) -> NbdRootMaker {
+    fn nbd_root_maker(&self, bakeform: &BakeformName) -> NbdRootMaker {
         NbdRootMaker {
             bakeform_dir: self.layout.bakeform(bakeform),
             tmp_dir: self.layout.tmp.clone(),

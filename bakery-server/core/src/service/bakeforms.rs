@@ -8,8 +8,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::{Bakery, ServiceError, io_err};
-use crate::db::DeleteBakeform;
-use crate::domain::names::validate_bakeform_name;
+use crate::db::{BakeformRow, DeleteBakeform};
+use crate::domain::names::BakeformName;
 use crate::events::EventKind;
 use crate::imaging::{self, Packing};
 
@@ -73,27 +73,26 @@ impl Bakery {
     }
 
     /// One bakeform.
-    pub async fn bakeform(&self, name: &str) -> Result<Bakeform, ServiceError> {
-        validate_bakeform_name(name)?;
-        let key = name.to_owned();
+    pub async fn bakeform(&self, name: &BakeformName) -> Result<Bakeform, ServiceError> {
+        let key = name.clone();
         self.db(move |s| s.bakeform(&key))
             .await?
             .map(|row| Self::bakeform_view(&row))
-            .ok_or_else(|| ServiceError::BakeformNotFound(name.to_owned()))
+            .ok_or_else(|| ServiceError::BakeformNotFound(name.to_string()))
     }
 
     /// Uploads and imports a bakeform: the body is streamed to `<data>/tmp`, imported into
     /// `<data>/tmp/import-<uuid>`, then renamed to `<data>/bakeforms/<name>`. A failed
     /// bakeform of that name is replaced.
     ///
-    /// What the request's head decides (a bad or taken name, an announced length above
+    /// What the request's head decides (a taken name, an announced length above
     /// `--max-image-size` or beyond the free space, `--max-concurrent-uploads` reached) is
     /// refused before any of the body is read. On failure no file is left behind and the
     /// bakeform stays listed as `failed` with the reason (and no location), until deleted or
     /// uploaded again; the reason names the bakeform and the upload, never a server path.
     pub async fn import_bakeform<S, E>(
         self: &Arc<Self>,
-        name: &str,
+        name: &BakeformName,
         body: S,
         head: UploadHead,
     ) -> Result<Bakeform, ServiceError>
@@ -104,14 +103,12 @@ impl Bakery {
         let permit = match self.admit_upload(name, &head).await {
             Ok(permit) => permit,
             Err(e) => {
-                if !head.expects_continue {
-                    self.linger(body);
-                }
-                return Err(self.without_paths(name, e, None));
+                let e = self.without_paths(name.as_str(), e, None);
+                return Err(self.refuse_upload(body, &head, e));
             }
         };
         let location = self.layout.bakeform(name);
-        let (key, loc) = (name.to_owned(), location.display().to_string());
+        let (key, loc) = (name.clone(), location.display().to_string());
         let event = EventKind::BakeformImporting.bakeform(name);
         if !self
             .db(move |s| s.insert_bakeform(&key, &loc, event))
@@ -119,11 +116,11 @@ impl Bakery {
         {
             // Lost a race with another upload of this name.
             self.linger(body);
-            return Err(ServiceError::BakeformExists(name.to_owned()));
+            return Err(ServiceError::BakeformExists(name.to_string()));
         }
         tracing::info!(
-            bakeform = name,
-            state = "importing",
+            bakeform = %name,
+            state = BakeformState::Importing.as_str(),
             "bakeform upload started"
         );
         let id = uuid::Uuid::new_v4();
@@ -139,26 +136,26 @@ impl Bakery {
         let _ = tokio::fs::remove_file(&image).await;
         if let Err(e) = result {
             self.trash(&staging);
-            tracing::warn!(bakeform = name, state = "failed", error = %e, "bakeform import failed");
-            let e = self.without_paths(name, e, Some((&image, &staging)));
+            tracing::warn!(bakeform = %name, state = BakeformState::Failed.as_str(), error = %e, "bakeform import failed");
+            let e = self.without_paths(name.as_str(), e, Some((&image, &staging)));
             let why = match &e {
                 ServiceError::BadImage { reason, .. } => reason.clone(),
                 other => other.to_string(),
             };
-            let key = name.to_owned();
+            let key = name.clone();
             let event = EventKind::BakeformFailed.bakeform(name).with_message(&e);
             if let Err(e) = self
                 .db(move |s| s.set_bakeform_failed(&key, &why, event))
                 .await
             {
-                tracing::error!(bakeform = name, error = %e, "cannot mark bakeform failed");
+                tracing::error!(bakeform = %name, error = %e, "cannot mark bakeform failed");
             }
             return Err(e);
         }
         let bakeform = result?;
         tracing::info!(
-            bakeform = name,
-            state = "ready",
+            bakeform = %name,
+            state = BakeformState::Ready.as_str(),
             receive_ms = phases.receive.as_millis() as u64,
             import_ms = phases.import.as_millis() as u64,
             finish_ms = phases.finish.as_millis() as u64,
@@ -166,39 +163,58 @@ impl Bakery {
             "bakeform imported"
         );
         // Measure the golden root now, so the first bake's space check does not walk it.
-        let (this, key) = (self.clone(), name.to_owned());
+        let (this, key) = (self.clone(), name.clone());
         tokio::spawn(async move {
             if let Err(e) = this.golden_bytes(&key).await {
-                tracing::warn!(bakeform = key, error = %e, "cannot measure the golden root");
+                tracing::warn!(bakeform = %key, error = %e, "cannot measure the golden root");
             }
         });
         self.wake_pool();
         Ok(bakeform)
     }
 
-    /// The refusals the request's head decides, in order: a bad name (400), a name taken by
-    /// a bakeform that did not fail (403), an announced length above `--max-image-size`
+    /// The refusal of an upload before its body is read (a bad name, or what
+    /// [`Bakery::import_bakeform`] refuses from the head): unless the client waits for
+    /// `100 Continue`, the rest of the body is read and dropped in the background, so the
+    /// client sees `error` instead of a reset connection.
+    pub fn refuse_upload<S, E>(
+        &self,
+        body: S,
+        head: &UploadHead,
+        error: ServiceError,
+    ) -> ServiceError
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+        E: Display,
+    {
+        if !head.expects_continue {
+            self.linger(body);
+        }
+        error
+    }
+
+    /// The refusals the request's head decides, in order (a bad name was refused where it
+    /// came in): a name taken by a bakeform that did not fail (403), an announced length above `--max-image-size`
     /// (413), `--max-concurrent-uploads` reached (503), an announced length that would take
     /// the data dir below `--min-free-space` (507). Admitted: the upload's permit.
     async fn admit_upload(
         &self,
-        name: &str,
+        name: &BakeformName,
         head: &UploadHead,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
-        validate_bakeform_name(name)?;
-        let key = name.to_owned();
+        let key = name.clone();
         let taken = self
             .db(move |s| s.bakeform(&key))
             .await?
             .is_some_and(|b| b.state != BakeformState::Failed);
         if taken {
-            return Err(ServiceError::BakeformExists(name.to_owned()));
+            return Err(ServiceError::BakeformExists(name.to_string()));
         }
         let limit = self.config.max_image_size;
         let announced = head.announced.unwrap_or(0);
         if announced > limit {
             return Err(ServiceError::ImageTooLarge {
-                name: name.to_owned(),
+                name: name.to_string(),
                 limit,
             });
         }
@@ -284,7 +300,7 @@ impl Bakery {
 
     async fn import_steps<S, E>(
         &self,
-        name: &str,
+        name: &BakeformName,
         body: S,
         declared: Option<Packing>,
         image: &std::path::Path,
@@ -297,11 +313,13 @@ impl Bakery {
     {
         let limit = self.config.max_image_size;
         let mut clock = std::time::Instant::now();
-        let received = self.receive(name, body, declared, image, limit).await?;
+        let received = self
+            .receive(name.as_str(), body, declared, image, limit)
+            .await?;
         phases.receive = clock.elapsed();
         clock = std::time::Instant::now();
         tracing::info!(
-            bakeform = name,
+            bakeform = %name,
             bytes = received.image_bytes,
             packing = received.packing.as_str(),
             body_bytes = received.body_bytes,
@@ -314,7 +332,7 @@ impl Bakery {
             received.image_bytes,
         )
         .await?;
-        let (img, dest, key) = (image.to_owned(), staging.to_owned(), name.to_owned());
+        let (img, dest, key) = (image.to_owned(), staging.to_owned(), name.to_string());
         self.blocking(move || {
             imaging::import(&img, &dest).map_err(|e| match e {
                 imaging::ImagingError::Image(reason) => {
@@ -332,12 +350,12 @@ impl Bakery {
             "cannot move imported bakeform to {}",
             location.display()
         )))?;
-        let (key, event) = (name.to_owned(), EventKind::BakeformImported.bakeform(name));
+        let (key, event) = (name.clone(), EventKind::BakeformImported.bakeform(name));
         let ready = self
             .db(move |s| s.set_bakeform_ready(&key, event))
             .await?
             .map(|row| Self::bakeform_view(&row))
-            .ok_or_else(|| ServiceError::BakeformNotFound(name.to_owned()));
+            .ok_or_else(|| ServiceError::BakeformNotFound(name.to_string()));
         phases.finish = clock.elapsed();
         ready
     }
@@ -416,45 +434,45 @@ impl Bakery {
     /// The refusal of a bake from a bakeform in `state`, naming why a failed import failed.
     pub(crate) async fn bakeform_not_ready(
         &self,
-        name: String,
+        name: BakeformName,
         state: BakeformState,
     ) -> ServiceError {
         let state = match state {
-            BakeformState::Importing => "importing".to_owned(),
-            BakeformState::Ready => "ready".to_owned(),
+            BakeformState::Importing | BakeformState::Ready => state.as_str().to_owned(),
             BakeformState::Failed => {
                 let key = name.clone();
                 match self.db(move |s| s.bakeform(&key)).await {
-                    Ok(Some(row)) => match row.error {
-                        Some(why) => format!("failed: {why}"),
-                        None => "failed".to_owned(),
-                    },
-                    _ => "failed".to_owned(),
+                    Ok(Some(BakeformRow {
+                        error: Some(why), ..
+                    })) => format!("{state}: {why}"),
+                    _ => state.as_str().to_owned(),
                 }
             }
         };
-        ServiceError::BakeformNotReady { name, state }
+        ServiceError::BakeformNotReady {
+            name: name.to_string(),
+            state,
+        }
     }
 
     /// Deletes a ready or failed bakeform no Pi in the oven uses.
-    pub async fn delete_bakeform(&self, name: &str) -> Result<(), ServiceError> {
-        validate_bakeform_name(name)?;
-        let (key, event) = (name.to_owned(), EventKind::BakeformDeleted.bakeform(name));
+    pub async fn delete_bakeform(&self, name: &BakeformName) -> Result<(), ServiceError> {
+        let (key, event) = (name.clone(), EventKind::BakeformDeleted.bakeform(name));
         match self.db(move |s| s.delete_bakeform(&key, event)).await? {
             DeleteBakeform::Deleted(row) => {
                 if !row.location.is_empty() {
                     self.trash(std::path::Path::new(&row.location));
                 }
                 self.drop_pool(name).await;
-                tracing::info!(bakeform = name, "bakeform deleted");
+                tracing::info!(bakeform = %name, "bakeform deleted");
                 Ok(())
             }
-            DeleteBakeform::NotFound => Err(ServiceError::BakeformNotFound(name.to_owned())),
+            DeleteBakeform::NotFound => Err(ServiceError::BakeformNotFound(name.to_string())),
             DeleteBakeform::InUse(serial) => Err(ServiceError::BakeformInUse {
-                name: name.to_owned(),
-                serial,
+                name: name.to_string(),
+                serial: serial.to_string(),
             }),
-            DeleteBakeform::Importing => Err(ServiceError::BakeformImporting(name.to_owned())),
+            DeleteBakeform::Importing => Err(ServiceError::BakeformImporting(name.to_string())),
         }
     }
 }

@@ -8,17 +8,16 @@ use bakery_client::PiState;
 
 use super::{Bakery, ServiceError};
 use crate::domain::cloudinit::{CloudInitFile, MAX_FILE_BYTES};
-use crate::domain::names::validate_serial;
+use crate::domain::names::{DiskId, Serial};
 
 impl Bakery {
     /// Sets (`Some`) or removes (`None`) cloud-init file `name` of a Pi in the oven.
     pub async fn set_cloud_init(
         &self,
-        serial: &str,
+        serial: &Serial,
         name: &str,
         data: Option<Vec<u8>>,
     ) -> Result<(), ServiceError> {
-        validate_serial(serial)?;
         let file = CloudInitFile::parse(name)?;
         if let Some(data) = &data
             && data.len() > MAX_FILE_BYTES
@@ -27,18 +26,18 @@ impl Bakery {
                 limit: MAX_FILE_BYTES as u64,
             });
         }
-        let key = serial.to_owned();
+        let key = serial.clone();
         match self
             .db(move |s| s.set_cloud_init(&key, file.as_str(), data.as_deref()))
             .await?
         {
-            None => Err(ServiceError::PiNotFound(serial.to_owned())),
+            None => Err(ServiceError::PiNotFound(serial.to_string())),
             Some(Err(state)) => Err(ServiceError::NotBaked {
-                serial: serial.to_owned(),
+                serial: serial.to_string(),
                 state: state.as_str(),
             }),
             Some(Ok(())) => {
-                tracing::info!(pi = serial, file = %file, "cloud-init file set");
+                tracing::info!(pi = %serial, file = %file, "cloud-init file set");
                 Ok(())
             }
         }
@@ -46,11 +45,12 @@ impl Bakery {
 
     /// What a Pi in the oven is served for cloud-init file `name`: what its operator set,
     /// else the default ([`CloudInitFile::default_for`]).
-    pub async fn cloud_init(&self, serial: &str, name: &str) -> Result<Vec<u8>, ServiceError> {
-        validate_serial(serial)?;
+    pub async fn cloud_init(&self, serial: &Serial, name: &str) -> Result<Vec<u8>, ServiceError> {
         let file = CloudInitFile::parse(name)?;
-        let pi = self.oven_pi(serial).await?;
-        self.cloud_init_of(&pi.id, pi.disks.first().map(|d| d.id.as_str()), file)
+        self.oven_pi(serial).await?;
+        let key = serial.clone();
+        let root = self.db(move |s| s.disks_of(&key)).await?;
+        self.cloud_init_of(serial, root.first().map(|d| &d.id), file)
             .await
     }
 
@@ -80,25 +80,25 @@ impl Bakery {
                 move |s| s.disks_of(&serial)
             })
             .await?;
-        self.cloud_init_of(&pi.serial, root.first().map(|d| d.id.as_str()), file)
+        self.cloud_init_of(&pi.serial, root.first().map(|d| &d.id), file)
             .await
             .map_err(|_| not_found())
     }
 
     async fn cloud_init_of(
         &self,
-        serial: &str,
-        root: Option<&str>,
+        serial: &Serial,
+        root: Option<&DiskId>,
         file: CloudInitFile,
     ) -> Result<Vec<u8>, ServiceError> {
-        let key = serial.to_owned();
+        let key = serial.clone();
         if let Some(data) = self.db(move |s| s.cloud_init(&key, file.as_str())).await? {
             return Ok(data);
         }
-        file.default_for(serial, root.unwrap_or("none"))
+        file.default_for(serial.as_str(), root.map_or("none", DiskId::as_str))
             .map(String::into_bytes)
             .ok_or_else(|| ServiceError::CloudInitNotSet {
-                serial: serial.to_owned(),
+                serial: serial.to_string(),
                 file: file.as_str(),
             })
     }

@@ -5,7 +5,7 @@ use bakery_client::{Disk, DiskList, Metadata};
 use super::{Bakery, ServiceError, io_err};
 use crate::db::{DeleteDisk, DiskLink, DiskRow};
 use crate::domain::disks::{check_new_size, check_resize, mib_to_bytes};
-use crate::domain::names::{validate_disk_id, validate_serial};
+use crate::domain::names::{DiskId, Serial};
 use crate::events::EventKind;
 use crate::fsutil;
 
@@ -51,19 +51,18 @@ impl Bakery {
         Ok(DiskList {
             disks: rows
                 .iter()
-                .map(|d| (d.id.clone(), self.disk_view(d)))
+                .map(|d| (d.id.to_string(), self.disk_view(d)))
                 .collect(),
         })
     }
 
     /// One disk.
-    pub async fn disk(&self, id: &str) -> Result<Disk, ServiceError> {
-        validate_disk_id(id)?;
-        let key = id.to_owned();
+    pub async fn disk(&self, id: &DiskId) -> Result<Disk, ServiceError> {
+        let key = id.clone();
         self.db(move |s| s.disk(&key))
             .await?
             .map(|d| self.disk_view(&d))
-            .ok_or_else(|| ServiceError::DiskNotFound(id.to_owned()))
+            .ok_or_else(|| ServiceError::DiskNotFound(id.to_string()))
     }
 
     /// Creates a detached disk of `size` MiB: `<data>/disks/<uuid>/disk.img`, sparse.
@@ -72,8 +71,8 @@ impl Bakery {
         let bytes = mib_to_bytes(size);
         self.check_space(&format!("a {size} MiB disk"), bytes)
             .await?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let tmp = self.layout.tmp.join(&id);
+        let id = DiskId::random();
+        let tmp = self.layout.tmp.join(id.as_str());
         let dest = self.layout.disk(&id);
         let row = DiskRow {
             id: id.clone(),
@@ -108,99 +107,93 @@ impl Bakery {
             self.trash(&dest);
             return Err(e);
         }
-        tracing::info!(disk = id, size, ephemeral, "disk created");
+        tracing::info!(disk = %id, size, ephemeral, "disk created");
         Ok(self.disk_view(&row))
     }
 
     /// Deletes a detached disk; an unknown disk is fine (idempotent).
-    pub async fn delete_disk(&self, id: &str) -> Result<(), ServiceError> {
-        validate_disk_id(id)?;
-        let (key, event) = (id.to_owned(), EventKind::DiskDeleted.disk(id));
+    pub async fn delete_disk(&self, id: &DiskId) -> Result<(), ServiceError> {
+        let (key, event) = (id.clone(), EventKind::DiskDeleted.disk(id));
         match self.db(move |s| s.delete_disk(&key, event)).await? {
             DeleteDisk::Deleted(row) => {
                 self.trash(std::path::Path::new(&row.location));
                 self.trash(&self.layout.disk_snapshots(id));
-                tracing::info!(disk = id, "disk deleted");
+                tracing::info!(disk = %id, "disk deleted");
                 Ok(())
             }
             DeleteDisk::NotFound => Ok(()),
             DeleteDisk::Attached(serial) => Err(ServiceError::DiskAttached {
-                disk: id.to_owned(),
-                serial,
+                disk: id.to_string(),
+                serial: serial.to_string(),
             }),
         }
     }
 
-    fn link_error(serial: &str, disk: &str, link: DiskLink) -> Result<(), ServiceError> {
+    fn link_error(serial: &Serial, disk: &DiskId, link: DiskLink) -> Result<(), ServiceError> {
         match link {
             DiskLink::Done => Ok(()),
-            DiskLink::UnknownPi => Err(ServiceError::PiNotFound(serial.to_owned())),
+            DiskLink::UnknownPi => Err(ServiceError::PiNotFound(serial.to_string())),
             DiskLink::PiNotBaked(state) => Err(ServiceError::NotBaked {
-                serial: serial.to_owned(),
+                serial: serial.to_string(),
                 state: state.as_str(),
             }),
-            DiskLink::UnknownDisk => Err(ServiceError::DiskNotFound(disk.to_owned())),
+            DiskLink::UnknownDisk => Err(ServiceError::DiskNotFound(disk.to_string())),
             DiskLink::AttachedElsewhere(owner) => Err(ServiceError::DiskAttached {
-                disk: disk.to_owned(),
-                serial: owner,
+                disk: disk.to_string(),
+                serial: owner.to_string(),
             }),
             DiskLink::RootDisk => Err(ServiceError::RootDisk {
-                disk: disk.to_owned(),
-                serial: serial.to_owned(),
+                disk: disk.to_string(),
+                serial: serial.to_string(),
             }),
         }
     }
 
     /// Attaches a disk to a baked Pi and exports it to that Pi.
-    pub async fn attach_disk(&self, serial: &str, id: &str) -> Result<(), ServiceError> {
-        validate_serial(serial)?;
-        validate_disk_id(id).map_err(|_| ServiceError::DiskNotFound(id.to_owned()))?;
-        let (s, d) = (serial.to_owned(), id.to_owned());
+    pub async fn attach_disk(&self, serial: &Serial, id: &DiskId) -> Result<(), ServiceError> {
+        let (s, d) = (serial.clone(), id.clone());
         let event = EventKind::DiskAttached.pi(serial).with_disk(id);
         let images = self.disk_images.lock().await;
         let link = self.db(move |st| st.attach_disk(&s, &d, event)).await?;
         drop(images);
         Self::link_error(serial, id, link)?;
-        tracing::info!(serial, disk = id, "disk attached");
+        tracing::info!(%serial, disk = %id, "disk attached");
         self.reexport().await?;
         self.notify_change();
         Ok(())
     }
 
     /// Detaches a disk from a Pi (never its root disk).
-    pub async fn detach_disk(&self, serial: &str, id: &str) -> Result<(), ServiceError> {
-        validate_serial(serial)?;
-        validate_disk_id(id)?;
-        let (s, d) = (serial.to_owned(), id.to_owned());
+    pub async fn detach_disk(&self, serial: &Serial, id: &DiskId) -> Result<(), ServiceError> {
+        let (s, d) = (serial.clone(), id.clone());
         let event = EventKind::DiskDetached.pi(serial).with_disk(id);
         let link = self.db(move |st| st.detach_disk(&s, &d, event)).await?;
         let link = match link {
             DiskLink::UnknownDisk => {
                 return Err(ServiceError::DiskNotAttached {
-                    disk: id.to_owned(),
-                    serial: serial.to_owned(),
+                    disk: id.to_string(),
+                    serial: serial.to_string(),
                 });
             }
             other => other,
         };
         Self::link_error(serial, id, link)?;
-        tracing::info!(serial, disk = id, "disk detached");
+        tracing::info!(%serial, disk = %id, "disk detached");
         self.reexport().await?;
         self.notify_change();
         Ok(())
     }
 
     /// Grows a detached disk to `size` MiB.
-    pub async fn resize_disk(&self, id: &str, size: i64) -> Result<Disk, ServiceError> {
-        validate_disk_id(id)?;
+    pub async fn resize_disk(&self, id: &DiskId, size: i64) -> Result<Disk, ServiceError> {
         let current = self.disk(id).await?;
         if let Some(serial) = current.attached_to {
             return Err(ServiceError::DiskAttached {
-                disk: id.to_owned(),
+                disk: id.to_string(),
                 serial,
             });
         }
-        check_resize(id, current.size, size)?;
+        check_resize(id.as_str(), current.size, size)?;
         let grow = mib_to_bytes(size) - mib_to_bytes(current.size);
         self.check_space(&format!("growing disk {id} to {size} MiB"), grow)
             .await?;
@@ -216,32 +209,31 @@ impl Bakery {
                 .map_err(io_err(format!("cannot resize {}", image.display())))
         })
         .await?;
-        let key = id.to_owned();
+        let key = id.clone();
         match self.db(move |s| s.set_disk_size(&key, size)).await? {
             Some(Ok(row)) => {
-                tracing::info!(disk = id, size, "disk resized");
+                tracing::info!(disk = %id, size, "disk resized");
                 Ok(self.disk_view(&row))
             }
             Some(Err(serial)) => Err(ServiceError::DiskAttached {
-                disk: id.to_owned(),
-                serial,
+                disk: id.to_string(),
+                serial: serial.to_string(),
             }),
-            None => Err(ServiceError::DiskNotFound(id.to_owned())),
+            None => Err(ServiceError::DiskNotFound(id.to_string())),
         }
     }
 
     /// Replaces a disk's metadata.
     pub async fn set_disk_metadata(
         &self,
-        id: &str,
+        id: &DiskId,
         metadata: Metadata,
     ) -> Result<Disk, ServiceError> {
-        validate_disk_id(id)?;
-        let key = id.to_owned();
+        let key = id.clone();
         self.db(move |s| s.set_disk_metadata(&key, &metadata))
             .await?
             .map(|d| self.disk_view(&d))
-            .ok_or_else(|| ServiceError::DiskNotFound(id.to_owned()))
+            .ok_or_else(|| ServiceError::DiskNotFound(id.to_string()))
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::bake::PI_CONFIG_DIR;
 use super::{Bakery, ServiceError, io_err};
-use crate::domain::names::{validate_file_name, validate_serial};
+use crate::domain::names::{Serial, validate_file_name};
 
 /// Why streaming a body to a file stopped.
 pub(crate) enum StreamError {
@@ -62,12 +62,11 @@ where
 
 impl Bakery {
     /// The `piConfig` dir of a baked Pi's root disk, refusing anything but a plain directory.
-    async fn pi_config_dir(&self, serial: &str, create: bool) -> Result<PathBuf, ServiceError> {
-        validate_serial(serial)?;
+    async fn pi_config_dir(&self, serial: &Serial, create: bool) -> Result<PathBuf, ServiceError> {
         let pi = self.pi(serial).await?;
         if pi.state != Some(bakery_client::PiState::Baked) {
             return Err(ServiceError::NotBaked {
-                serial: serial.to_owned(),
+                serial: serial.to_string(),
                 state: pi.state.map_or("unknown", |s| s.as_str()),
             });
         }
@@ -75,11 +74,11 @@ impl Bakery {
             .disks
             .first()
             .map(|d| PathBuf::from(&d.location))
-            .ok_or_else(|| ServiceError::PiNotInOven(serial.to_owned()))?;
+            .ok_or_else(|| ServiceError::PiNotInOven(serial.to_string()))?;
         let dir = root.join(PI_CONFIG_DIR);
         match std::fs::symlink_metadata(&dir) {
             Ok(meta) if meta.is_dir() => Ok(dir),
-            Ok(_) => Err(ServiceError::PiConfigNotDir(serial.to_owned())),
+            Ok(_) => Err(ServiceError::PiConfigNotDir(serial.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 std::fs::create_dir(&dir)
                     .map_err(io_err(format!("cannot create {}", dir.display())))?;
@@ -93,7 +92,7 @@ impl Bakery {
     /// Stores `body` as `piConfig/<name>` on a baked Pi's root disk, atomically.
     pub async fn upload_pi_file<S, E>(
         &self,
-        serial: &str,
+        serial: &Serial,
         name: &str,
         body: S,
     ) -> Result<(), ServiceError>
@@ -101,7 +100,6 @@ impl Bakery {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: Display,
     {
-        validate_serial(serial)?;
         validate_file_name(name)?;
         let dir = self.pi_config_dir(serial, true).await?;
         let tmp = dir.join(format!(".{name}.upload-{}", uuid::Uuid::new_v4()));
@@ -121,21 +119,20 @@ impl Bakery {
             let _ = std::fs::remove_file(&tmp);
             return Err(io_err(format!("cannot store {}", dest.display()))(e));
         }
-        tracing::info!(serial, file = name, "pi config file stored");
+        tracing::info!(%serial, file = name, "pi config file stored");
         Ok(())
     }
 
     /// Reads `piConfig/<name>` of a baked Pi (never following a symlink).
     pub async fn download_pi_file(
         &self,
-        serial: &str,
+        serial: &Serial,
         name: &str,
     ) -> Result<Vec<u8>, ServiceError> {
-        validate_serial(serial)?;
         validate_file_name(name)?;
         let dir = self.pi_config_dir(serial, false).await?;
         let path = dir.join(name);
-        let (serial, name) = (serial.to_owned(), name.to_owned());
+        let (serial, name) = (serial.to_string(), name.to_owned());
         self.blocking(move || {
             let not_found = || ServiceError::PiFileNotFound {
                 serial: serial.clone(),

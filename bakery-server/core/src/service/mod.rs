@@ -29,7 +29,7 @@ use tokio::sync::{Notify, watch};
 use crate::db::{BakeformRow, DbError, DiskRow, PiRow, Store};
 use crate::domain::disks::DiskRuleError;
 use crate::domain::exports::ExportScope;
-use crate::domain::names::NameError;
+use crate::domain::names::{BakeformName, DiskId, NameError, Serial, SnapshotId};
 use crate::events::EventKind;
 use crate::exports::{ExportError, Exporter};
 use crate::fsutil;
@@ -402,24 +402,23 @@ impl Layout {
         Ok(())
     }
 
-    /// `<data>/bakeforms/<name>` (name validated by the caller).
-    pub fn bakeform(&self, name: &str) -> PathBuf {
-        self.bakeforms.join(name)
+    /// `<data>/bakeforms/<name>` (a checked name: one plain path component).
+    pub fn bakeform(&self, name: &BakeformName) -> PathBuf {
+        self.bakeforms.join(name.as_str())
     }
 
-    /// `<data>/disks/<id>` (id validated or made by bakery).
-    pub fn disk(&self, id: &str) -> PathBuf {
-        self.disks.join(id)
+    /// `<data>/disks/<id>` (a checked id: one plain path component).
+    pub fn disk(&self, id: &DiskId) -> PathBuf {
+        self.disks.join(id.as_str())
     }
 
-    /// `<data>/snapshots/<disk id>`: the snapshots of one disk (id validated or made by
-    /// bakery).
-    pub fn disk_snapshots(&self, disk: &str) -> PathBuf {
-        self.snapshots.join(disk)
+    /// `<data>/snapshots/<disk id>`: the snapshots of one disk.
+    pub fn disk_snapshots(&self, disk: &DiskId) -> PathBuf {
+        self.snapshots.join(disk.as_str())
     }
 
-    /// `<data>/snapshots/<disk id>/<snapshot id>.img` (ids validated or made by bakery).
-    pub fn snapshot(&self, disk: &str, snapshot: &str) -> PathBuf {
+    /// `<data>/snapshots/<disk id>/<snapshot id>.img`.
+    pub fn snapshot(&self, disk: &DiskId, snapshot: &SnapshotId) -> PathBuf {
         self.disk_snapshots(disk).join(format!("{snapshot}.img"))
     }
 }
@@ -438,7 +437,7 @@ pub struct Bakery {
     /// Complete roots the warm pool keeps per ready bakeform (the configured or default size).
     warm_pool: usize,
     cmdline_template: Option<String>,
-    powering_off: Mutex<HashSet<String>>,
+    powering_off: Mutex<HashSet<Serial>>,
     /// The last known power state of each Pi (not inventory: asked again at start-up).
     power_states: power::PowerStates,
     observer: Arc<Observer>,
@@ -640,11 +639,11 @@ impl Bakery {
 
     fn disk_view(&self, row: &DiskRow) -> Disk {
         Disk {
-            id: row.id.clone(),
+            id: row.id.to_string(),
             location: row.location.clone(),
             size: row.size,
             nfs_address: self.config.nfs_address.clone(),
-            attached_to: row.pi.clone(),
+            attached_to: row.pi.as_ref().map(Serial::to_string),
             ephemeral: row.ephemeral,
             metadata: row.metadata.clone(),
         }
@@ -652,7 +651,7 @@ impl Bakery {
 
     fn bakeform_view(row: &BakeformRow) -> Bakeform {
         Bakeform {
-            name: row.name.clone(),
+            name: row.name.to_string(),
             location: row.location.clone(),
             state: Some(row.state),
             error: row.error.clone(),
@@ -660,9 +659,9 @@ impl Bakery {
     }
 
     fn pi_view(&self, pi: &PiRow, disks: &[&DiskRow], bakeforms: &[BakeformRow]) -> PiInfo {
-        let power = self.power_states.get(&pi.serial);
+        let power = self.power_states.get(pi.serial.as_str());
         PiInfo {
-            id: pi.serial.clone(),
+            id: pi.serial.to_string(),
             status: pi.state.status(),
             disks: disks.iter().map(|d| self.disk_view(d)).collect(),
             source_bakeform: pi.bakeform.as_ref().map(|name| {
@@ -671,7 +670,7 @@ impl Bakery {
                     .find(|b| &b.name == name)
                     .map(Self::bakeform_view)
                     .unwrap_or_else(|| Bakeform {
-                        name: name.clone(),
+                        name: name.to_string(),
                         location: self.layout.bakeform(name).display().to_string(),
                         state: None,
                         error: None,
@@ -683,7 +682,7 @@ impl Bakery {
             root_kind: (pi.state != PiState::Fridge).then_some(pi.root_kind),
             metadata: pi.metadata.clone(),
             last_error: pi.last_error.clone(),
-            last_boot: self.observer.timelines().summary(&pi.serial),
+            last_boot: self.observer.timelines().summary(pi.serial.as_str()),
             model: pi.model,
             labels: pi.labels.clone(),
             first_seen: Some(pi.created_at),
@@ -705,7 +704,7 @@ impl Bakery {
         for pi in pis.iter().filter(|p| filter(p.state)) {
             let mut own: Vec<&DiskRow> = disks
                 .iter()
-                .filter(|d| d.pi.as_deref() == Some(pi.serial.as_str()))
+                .filter(|d| d.pi.as_ref() == Some(&pi.serial))
                 .collect();
             own.sort_by(|a, b| {
                 b.is_root
@@ -719,8 +718,8 @@ impl Bakery {
     }
 
     /// One Pi as the API shows it; `None` if unknown.
-    pub async fn pi_info(&self, serial: &str) -> Result<Option<PiInfo>, ServiceError> {
-        let key = serial.to_owned();
+    pub async fn pi_info(&self, serial: &Serial) -> Result<Option<PiInfo>, ServiceError> {
+        let key = serial.clone();
         let found = self
             .db(move |s| {
                 let Some(pi) = s.pi(&key)? else {
@@ -741,18 +740,17 @@ impl Bakery {
     }
 
     /// A known Pi, or `PiNotFound`.
-    pub async fn pi(&self, serial: &str) -> Result<PiInfo, ServiceError> {
-        crate::domain::names::validate_serial(serial)?;
+    pub async fn pi(&self, serial: &Serial) -> Result<PiInfo, ServiceError> {
         self.pi_info(serial)
             .await?
-            .ok_or_else(|| ServiceError::PiNotFound(serial.to_owned()))
+            .ok_or_else(|| ServiceError::PiNotFound(serial.to_string()))
     }
 
     /// A Pi in the oven (preparing, baked or unbaking), or 404-style errors.
-    pub async fn oven_pi(&self, serial: &str) -> Result<PiInfo, ServiceError> {
+    pub async fn oven_pi(&self, serial: &Serial) -> Result<PiInfo, ServiceError> {
         let pi = self.pi(serial).await?;
         if pi.state == Some(PiState::Fridge) {
-            return Err(ServiceError::PiNotInOven(serial.to_owned()));
+            return Err(ServiceError::PiNotInOven(serial.to_string()));
         }
         Ok(pi)
     }
@@ -760,14 +758,13 @@ impl Bakery {
     /// Replaces a Pi's metadata.
     pub async fn set_pi_metadata(
         &self,
-        serial: &str,
+        serial: &Serial,
         metadata: bakery_client::Metadata,
     ) -> Result<PiInfo, ServiceError> {
-        crate::domain::names::validate_serial(serial)?;
-        let key = serial.to_owned();
+        let key = serial.clone();
         let updated = self.db(move |s| s.set_pi_metadata(&key, &metadata)).await?;
         if updated.is_none() {
-            return Err(ServiceError::PiNotFound(serial.to_owned()));
+            return Err(ServiceError::PiNotFound(serial.to_string()));
         }
         self.pi(serial).await
     }
@@ -775,18 +772,17 @@ impl Bakery {
     /// Replaces a Pi's labels (checked first: 400 naming the bad key or value).
     pub async fn set_pi_labels(
         &self,
-        serial: &str,
+        serial: &Serial,
         labels: bakery_client::Labels,
     ) -> Result<PiInfo, ServiceError> {
-        crate::domain::names::validate_serial(serial)?;
         crate::domain::hardware::check_labels(&labels)
             .map_err(|e| ServiceError::BadRequest(format!("labels of pi {serial}: {e}")))?;
-        let key = serial.to_owned();
+        let key = serial.clone();
         let updated = self.db(move |s| s.set_pi_labels(&key, &labels)).await?;
         if updated.is_none() {
-            return Err(ServiceError::PiNotFound(serial.to_owned()));
+            return Err(ServiceError::PiNotFound(serial.to_string()));
         }
-        tracing::info!(serial, "pi labels set");
+        tracing::info!(%serial, "pi labels set");
         self.notify_change();
         self.pi(serial).await
     }
@@ -795,9 +791,9 @@ impl Bakery {
 
     /// Registers a Pi seen on the boot path; `Some(true)` if new, `None` when the inventory
     /// already holds `max_pis` Pis (a flood of made-up serials cannot grow it without bound).
-    pub(crate) async fn register(&self, serial: &str) -> Result<Option<bool>, ServiceError> {
+    pub(crate) async fn register(&self, serial: &Serial) -> Result<Option<bool>, ServiceError> {
         static FULL_WARNED_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let key = serial.to_owned();
+        let key = serial.clone();
         let max = self.config().max_pis;
         let event = EventKind::Registered.pi(serial);
         let Some(new) = self
@@ -811,7 +807,7 @@ impl Bakery {
             let last = FULL_WARNED_AT.swap(now, std::sync::atomic::Ordering::Relaxed);
             if now.saturating_sub(last) >= 60 {
                 tracing::warn!(
-                    serial,
+                    %serial,
                     max_pis = max,
                     "inventory full (--max-pis): unknown pi not registered"
                 );
@@ -820,8 +816,8 @@ impl Bakery {
         };
         if new {
             tracing::info!(
-                serial,
-                state = "fridge",
+                %serial,
+                state = PiState::Fridge.as_str(),
                 "new pi registered from the boot path"
             );
             self.notify_change();
@@ -831,37 +827,37 @@ impl Bakery {
 
     /// Records that a Pi asked for a boot file at `at` (unix ms), and the model the file
     /// revealed, if any. A failure is logged, not returned: it must not stop a boot.
-    pub(crate) async fn saw_pi_ask(&self, serial: &str, model: Option<PiModel>, at: i64) {
-        let key = serial.to_owned();
+    pub(crate) async fn saw_pi_ask(&self, serial: &Serial, model: Option<PiModel>, at: i64) {
+        let key = serial.clone();
         match self.db(move |s| s.saw_pi(&key, model, at)).await {
             Ok(wrote) => {
                 if wrote && let Some(model) = model {
-                    tracing::debug!(serial, %model, "pi model recorded from the boot path");
+                    tracing::debug!(%serial, %model, "pi model recorded from the boot path");
                 }
             }
-            Err(e) => tracing::warn!(serial, error = %e, "cannot record when the pi was seen"),
+            Err(e) => tracing::warn!(%serial, error = %e, "cannot record when the pi was seen"),
         }
     }
 
     /// Records the address a Pi was seen at, re-exporting when it changed.
     pub(crate) async fn saw_pi_at(
         &self,
-        serial: &str,
+        serial: &Serial,
         address: IpAddr,
     ) -> Result<(), ServiceError> {
-        let key = serial.to_owned();
+        let key = serial.clone();
         let change = self.db(move |s| s.set_address(&key, address)).await?;
         let Some((previous, state)) = change else {
             return Ok(());
         };
         match previous {
             Some(old) => tracing::warn!(
-                serial,
+                %serial,
                 %old,
                 new = %address,
                 "two different addresses use one pi serial (or the pi changed address): exports follow the newest"
             ),
-            None => tracing::info!(serial, %address, "pi address learned"),
+            None => tracing::info!(%serial, %address, "pi address learned"),
         }
         if matches!(state, PiState::Preparing | PiState::Baked) {
             self.reexport_logged().await;
@@ -872,18 +868,18 @@ impl Bakery {
 
     /// Powers off a Pi that showed up on the boot path while not baked, in the background;
     /// while one power-off of that Pi is running, further requests do not start another.
-    pub(crate) fn power_off_stray(self: &Arc<Self>, serial: &str) {
+    pub(crate) fn power_off_stray(self: &Arc<Self>, serial: &Serial) {
         {
             let mut running = self.powering_off.lock().unwrap_or_else(|p| p.into_inner());
-            if !running.insert(serial.to_owned()) {
+            if !running.insert(serial.clone()) {
                 return;
             }
         }
         let this = self.clone();
-        let serial = serial.to_owned();
+        let serial = serial.clone();
         tokio::spawn(async move {
             if let Err(e) = this.power(&serial, PowerAction::PowerOff).await {
-                tracing::warn!(serial, error = %e, "cannot power off pi that is not baked");
+                tracing::warn!(%serial, error = %e, "cannot power off pi that is not baked");
             }
             this.powering_off
                 .lock()

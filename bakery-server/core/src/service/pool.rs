@@ -20,6 +20,7 @@ use bakery_client::BakeformState;
 use tokio::sync::{Mutex, Notify};
 
 use super::{Bakery, ServiceError, io_err};
+use crate::domain::names::BakeformName;
 use crate::fsutil;
 use crate::imaging::{self, ImagingError};
 
@@ -65,9 +66,9 @@ impl Bakery {
         self.layout.data.join("pool")
     }
 
-    /// `<data>/pool/<bakeform>` (name validated by the caller or read from the inventory).
-    fn pool_of(&self, bakeform: &str) -> PathBuf {
-        self.pool_dir().join(bakeform)
+    /// `<data>/pool/<bakeform>`.
+    fn pool_of(&self, bakeform: &BakeformName) -> PathBuf {
+        self.pool_dir().join(bakeform.as_str())
     }
 
     /// Asks the filler to top up the pool (after an import, a take, at start-up).
@@ -146,13 +147,13 @@ impl Bakery {
 
     /// The bytes a full copy of `bakeform`'s golden root takes, measured once and cached
     /// (what a clone needs with this data dir's strategy is [`Bakery::clone_bytes`]).
-    pub(crate) async fn golden_bytes(&self, bakeform: &str) -> Result<u64, ServiceError> {
+    pub(crate) async fn golden_bytes(&self, bakeform: &BakeformName) -> Result<u64, ServiceError> {
         let cached = self
             .pool
             .golden_bytes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(bakeform)
+            .get(bakeform.as_str())
             .copied();
         if let Some(bytes) = cached {
             return Ok(bytes);
@@ -165,18 +166,18 @@ impl Bakery {
                     .map_err(io_err(format!("cannot measure {}", golden.display())))
             })
             .await?;
-        tracing::info!(bakeform, bytes, elapsed = ?started.elapsed(), "golden root measured");
+        tracing::info!(%bakeform, bytes, elapsed = ?started.elapsed(), "golden root measured");
         self.pool
             .golden_bytes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(bakeform.to_owned(), bytes);
+            .insert(bakeform.to_string(), bytes);
         Ok(bytes)
     }
 
     /// Whether `bakeform` is known and ready.
-    async fn bakeform_ready(&self, bakeform: &str) -> Result<bool, ServiceError> {
-        let key = bakeform.to_owned();
+    async fn bakeform_ready(&self, bakeform: &BakeformName) -> Result<bool, ServiceError> {
+        let key = bakeform.clone();
         Ok(self
             .db(move |s| s.bakeform(&key))
             .await?
@@ -186,7 +187,10 @@ impl Bakery {
     /// Refuses a bake from `bakeform` up front when cloning its root would take the data dir
     /// below `--min-free-space`; a bake that will take a pooled root needs no new space, and a
     /// bakeform that is not ready is left to the bake's own refusal.
-    pub(crate) async fn ensure_bake_space(&self, bakeform: &str) -> Result<(), ServiceError> {
+    pub(crate) async fn ensure_bake_space(
+        &self,
+        bakeform: &BakeformName,
+    ) -> Result<(), ServiceError> {
         if self.warm_pool > 0 && !pool_entries(&self.pool_of(bakeform)).is_empty() {
             return Ok(());
         }
@@ -201,7 +205,7 @@ impl Bakery {
     /// The new bytes a clone of `bakeform`'s root takes with this data dir's strategy: the
     /// golden root's size for a copy, nothing for a btrfs snapshot or reflinks, which share
     /// the data (their metadata is what `--min-free-space` is there for).
-    async fn clone_bytes(&self, bakeform: &str) -> Result<u64, ServiceError> {
+    async fn clone_bytes(&self, bakeform: &BakeformName) -> Result<u64, ServiceError> {
         match self.clone_strategy {
             imaging::CloneStrategy::Copy => self.golden_bytes(bakeform).await,
             imaging::CloneStrategy::Snapshot | imaging::CloneStrategy::Reflink => Ok(0),
@@ -251,7 +255,11 @@ impl Bakery {
         }
         let mut sized = Vec::new();
         for (entry, bakeform) in entries {
-            let bytes = self.golden_bytes(&bakeform).await.unwrap_or(0);
+            // A directory whose name is no bakeform's has no golden root to measure.
+            let bytes = match BakeformName::parse(&bakeform) {
+                Ok(name) => self.golden_bytes(&name).await.unwrap_or(0),
+                Err(_) => 0,
+            };
             sized.push((entry.clone(), bakeform, placed_at(&entry), bytes));
         }
         for (entry, bakeform, _, bytes) in oldest_covering(sized, minimum - free) {
@@ -273,7 +281,7 @@ impl Bakery {
     /// the next clone would take the data dir below `--min-free-space`.
     async fn fill_pool(&self, target: usize) -> Result<(), ServiceError> {
         loop {
-            let ready: Vec<String> = self
+            let ready: Vec<BakeformName> = self
                 .db(|s| s.bakeforms())
                 .await?
                 .into_iter()
@@ -297,7 +305,7 @@ impl Bakery {
                 if !self.pool.short_of_space.swap(true, Ordering::Relaxed) {
                     metrics.pool_short_of_space.set(1);
                     tracing::warn!(
-                        bakeform,
+                        %bakeform,
                         free_bytes = free,
                         needed_bytes = needed,
                         min_free_bytes = minimum,
@@ -312,7 +320,7 @@ impl Bakery {
             if self.pool.short_of_space.swap(false, Ordering::Relaxed) {
                 metrics.pool_short_of_space.set(0);
                 tracing::info!(
-                    bakeform,
+                    %bakeform,
                     free_bytes = free,
                     "warm pool filling again: enough free space"
                 );
@@ -323,7 +331,7 @@ impl Bakery {
 
     /// Clones `bakeform`'s golden root into `tmp/` and renames it into its pool if the
     /// bakeform is still ready.
-    async fn fill_one(&self, bakeform: &str) -> Result<(), ServiceError> {
+    async fn fill_one(&self, bakeform: &BakeformName) -> Result<(), ServiceError> {
         let id = uuid::Uuid::new_v4().to_string();
         let tmp = self.layout.tmp.join(format!("pool-{id}"));
         let golden = self.layout.bakeform(bakeform).join("root");
@@ -358,13 +366,13 @@ impl Bakery {
             self.trash(&tmp);
             return Err(e);
         }
-        tracing::info!(bakeform, entry = id, elapsed = ?started.elapsed(), "warm pool filled");
+        tracing::info!(%bakeform, entry = id, elapsed = ?started.elapsed(), "warm pool filled");
         Ok(())
     }
 
     /// Moves a pooled root of `bakeform` to `dest` (same file system); `false` when none was
     /// ready (or the pool is off), and the caller clones as without a pool.
-    pub(crate) async fn take_pooled(&self, bakeform: &str, dest: &Path) -> bool {
+    pub(crate) async fn take_pooled(&self, bakeform: &BakeformName, dest: &Path) -> bool {
         if self.warm_pool == 0 {
             return false;
         }
@@ -381,7 +389,7 @@ impl Bakery {
         match taken {
             Ok(Some(entry)) => {
                 let entry = entry.file_name().map(|n| n.to_string_lossy().into_owned());
-                tracing::info!(bakeform, entry, "warm pool root taken");
+                tracing::info!(%bakeform, entry, "warm pool root taken");
                 true
             }
             _ => false,
@@ -389,13 +397,13 @@ impl Bakery {
     }
 
     /// Removes `bakeform`'s pool through the trash (after its deletion) and forgets its size.
-    pub(crate) async fn drop_pool(&self, bakeform: &str) {
+    pub(crate) async fn drop_pool(&self, bakeform: &BakeformName) {
         let _guard = self.pool.fill.lock().await;
         self.pool
             .golden_bytes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(bakeform);
+            .remove(bakeform.as_str());
         self.trash(&self.pool_of(bakeform));
     }
 

@@ -12,6 +12,7 @@ use bakery_client::{PiInfo, PowerState};
 use futures_util::StreamExt;
 
 use super::{Bakery, ServiceError};
+use crate::domain::names::Serial;
 use crate::events::EventKind;
 use crate::observe::unix_ms;
 use crate::ppi::{PowerAction, STATUS_ACTION};
@@ -83,10 +84,10 @@ impl Bakery {
     /// Switches a Pi's power, logging the change and recording the new state.
     pub(crate) async fn power(
         &self,
-        serial: &str,
+        serial: &Serial,
         action: PowerAction,
     ) -> Result<(), ServiceError> {
-        let result = self.power.power(serial, action).await;
+        let result = self.power.power(serial.as_str(), action).await;
         if self.power.is_managed() {
             self.observer.ppi_call(action.as_str(), result.is_ok());
         }
@@ -96,9 +97,9 @@ impl Bakery {
                 PowerAction::PowerOn => (EventKind::PowerOn, PowerState::On),
                 PowerAction::PowerOff => (EventKind::PowerOff, PowerState::Off),
             };
-            self.power_states.set(serial, state);
+            self.power_states.set(serial.as_str(), state);
             self.observer.event(kind.pi(serial)).await;
-            tracing::info!(serial, action = action.as_str(), "power switched");
+            tracing::info!(%serial, action = action.as_str(), "power switched");
         }
         Ok(())
     }
@@ -106,7 +107,8 @@ impl Bakery {
     /// Asks the PPI for a Pi's power state and records the answer. A PPI that fails `status`
     /// (an old PPI, a timeout, another answer) is taken as `unknown`, warned about once per
     /// Pi, and leaves a state learnt before in place. Returns the state now recorded.
-    pub(crate) async fn query_power(&self, serial: &str) -> PowerState {
+    pub(crate) async fn query_power(&self, serial: &Serial) -> PowerState {
+        let serial = serial.as_str();
         let result = self.power.status(serial).await;
         if self.power.is_managed() {
             self.observer.ppi_call(STATUS_ACTION, result.is_ok());
@@ -134,7 +136,7 @@ impl Bakery {
     }
 
     /// Asks the PPI now for a known Pi's power state: `POST /pis/{id}/power/status`.
-    pub async fn refresh_power_state(&self, serial: &str) -> Result<PiInfo, ServiceError> {
+    pub async fn refresh_power_state(&self, serial: &Serial) -> Result<PiInfo, ServiceError> {
         self.pi(serial).await?;
         self.query_power(serial).await;
         self.pi(serial).await
@@ -147,7 +149,7 @@ impl Bakery {
             tracing::debug!("power not managed: no power states to reconcile");
             return None;
         }
-        let serials: Vec<String> = match self.db(|s| s.pis()).await {
+        let serials: Vec<Serial> = match self.db(|s| s.pis()).await {
             Ok(pis) => pis.into_iter().map(|p| p.serial).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list pis to reconcile their power states");

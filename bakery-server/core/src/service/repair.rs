@@ -10,6 +10,7 @@ use bakery_client::{BakeformState, PiState};
 
 use super::{Bakery, ServiceError};
 use crate::db::PiChange;
+use crate::domain::names::{DiskId, Serial};
 use crate::events::EventKind;
 use crate::fsutil;
 use crate::ppi::PowerAction;
@@ -65,8 +66,8 @@ impl Bakery {
                             self.db(move |s| s.finish_prepare(&key, event)).await?
                         {
                             tracing::warn!(
-                                serial = pi.serial,
-                                state = "baked",
+                                serial = %pi.serial,
+                                state = PiState::Baked.as_str(),
                                 "interrupted reset: old root kept"
                             );
                         }
@@ -74,7 +75,7 @@ impl Bakery {
                         self.fail_preparing(&pi.serial, "reset interrupted by a restart of bakery")
                             .await;
                     }
-                    report.resets_repaired.push(pi.serial);
+                    report.resets_repaired.push(pi.serial.into());
                 }
                 PiState::Preparing => {
                     if let Some(root) = &pi.pending_root {
@@ -82,11 +83,11 @@ impl Bakery {
                     }
                     self.fail_preparing(&pi.serial, "bake interrupted by a restart of bakery")
                         .await;
-                    report.bakes_rolled_back.push(pi.serial);
+                    report.bakes_rolled_back.push(pi.serial.into());
                 }
                 PiState::Unbaking => {
                     self.finish_unbake(&pi.serial, None).await;
-                    report.unbakes_finished.push(pi.serial);
+                    report.unbakes_finished.push(pi.serial.into());
                 }
                 PiState::Fridge | PiState::Baked => {}
             }
@@ -100,29 +101,31 @@ impl Bakery {
                 let event = EventKind::BakeformFailed.bakeform(&key).with_message(&why);
                 self.db(move |s| s.set_bakeform_failed(&key, &why, event))
                     .await?;
-                tracing::warn!(bakeform = bakeform.name, "interrupted import marked failed");
-                report.imports_failed.push(bakeform.name);
+                tracing::warn!(bakeform = %bakeform.name, "interrupted import marked failed");
+                report.imports_failed.push(bakeform.name.into());
             }
         }
 
-        let disk_ids: HashSet<String> = self
+        let disks: Vec<DiskId> = self
             .db(|s| s.disks())
             .await?
             .into_iter()
             .map(|d| d.id)
             .collect();
+        let disk_ids: HashSet<String> = disks.iter().map(DiskId::to_string).collect();
         let bakeform_rows = self.db(|s| s.bakeforms()).await?;
         let ready: HashSet<String> = bakeform_rows
             .iter()
             .filter(|b| b.state == BakeformState::Ready)
-            .map(|b| b.name.clone())
+            .map(|b| b.name.to_string())
             .collect();
-        let bakeform_names: HashSet<String> = bakeform_rows.into_iter().map(|b| b.name).collect();
+        let bakeform_names: HashSet<String> =
+            bakeform_rows.into_iter().map(|b| b.name.into()).collect();
         report.pools_dropped = self.repair_pool(&ready);
         report.orphans_trashed += self.trash_orphans(&self.layout.disks.clone(), &disk_ids);
         report.orphans_trashed += self.trash_orphans(&self.layout.snapshots.clone(), &disk_ids);
         let snapshots = self.db(|s| s.snapshots()).await?;
-        for disk in &disk_ids {
+        for disk in &disks {
             let files: HashSet<String> = snapshots
                 .iter()
                 .filter(|r| &r.disk == disk)
@@ -135,7 +138,7 @@ impl Bakery {
         self.trash_ready.notify_one();
 
         self.reexport_logged().await;
-        let baked: Vec<String> = self
+        let baked: Vec<Serial> = self
             .db(|s| s.pis())
             .await?
             .into_iter()
@@ -148,7 +151,7 @@ impl Bakery {
         tokio::spawn(async move {
             for serial in baked {
                 if let Err(e) = this.power(&serial, PowerAction::PowerOn).await {
-                    tracing::warn!(serial, error = %e, "cannot restore power to baked pi");
+                    tracing::warn!(%serial, error = %e, "cannot restore power to baked pi");
                 }
             }
             this.reconcile_power().await;
