@@ -435,26 +435,27 @@ fn parse_seconds(key: &'static str, secs: f64) -> Result<Duration, ConfigError> 
 }
 
 fn parse_listen(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| {
-        bad(
-            key,
-            value,
-            "expected ip:port, e.g. 0.0.0.0:8080 or [::1]:8080",
-        )
-    })
+    let reason = "expected ip:port, e.g. 0.0.0.0:8080 or [::1]:8080";
+    value.parse().map_err(|_| bad(key, value, reason))
 }
 
-/// A count setting `key` that must be at least 1.
-fn at_least_one<N: PartialEq + Default>(key: &'static str, n: N) -> Result<N, ConfigError> {
-    if n == N::default() {
-        return Err(bad(key, "0", "must be at least 1"));
-    }
-    Ok(n)
-}
-
-/// A setting's value; `None` only for a setting without a declared default that no layer gave.
+/// The setting `key`'s value; `None` only for a setting without a declared default that no
+/// layer gave.
 fn given<T>(key: &'static str, value: Option<T>) -> Result<T, ConfigError> {
     value.ok_or(ConfigError::Missing(key))
+}
+
+/// `value` if `valid`, else the error naming `key` and `reason`.
+fn check<T: ToString>(
+    key: &'static str,
+    value: T,
+    valid: impl FnOnce(&T) -> bool,
+    reason: &str,
+) -> Result<T, ConfigError> {
+    match valid(&value) {
+        true => Ok(value),
+        false => Err(bad(key, value.to_string(), reason)),
+    }
 }
 
 /// A path setting; empty (what a template renders for "unset") means unset.
@@ -475,7 +476,7 @@ fn read_file(path: &Path) -> Result<ServeArgs, ConfigError> {
 
 impl ServeArgs {
     /// Resolves the configuration: these flags and environment variables over the `--config`
-    /// file over the declared defaults, checked ([`ServeArgs::check`]), then the token and TLS
+    /// file over the declared defaults, checked into a [`Config`], then its token and TLS
     /// files read ([`Config::load_files`]).
     pub fn resolve(&self) -> Result<Config, ConfigError> {
         let file = match &self.config {
@@ -502,113 +503,14 @@ impl ServeArgs {
 
     /// Checks the merged settings and turns them into a [`Config`] (no file is read).
     fn check(self) -> Result<Config, ConfigError> {
-        let nfs_address = given("nfs-address (NFS_ADDRESS)", self.nfs_address)?;
-        if nfs_address.trim().is_empty() || nfs_address.contains(char::is_whitespace) {
-            return Err(bad(
-                "nfs-address",
-                nfs_address,
-                "expected a host name or address",
-            ));
-        }
+        let nfs_address = check(
+            "nfs-address",
+            given("nfs-address (NFS_ADDRESS)", self.nfs_address)?,
+            |a| !a.trim().is_empty() && !a.contains(char::is_whitespace),
+            "expected a host name or address",
+        )?;
         let data_dir = given("data-dir", self.data_dir)?;
         let listen = parse_listen("listen", &given("listen", self.listen)?)?;
-        let ppi_timeout = parse_seconds("ppi-timeout", given("ppi-timeout", self.ppi_timeout)?)?;
-        let power_cycle_pause = parse_seconds(
-            "power-cycle-pause",
-            given("power-cycle-pause", self.power_cycle_pause)?,
-        )?;
-        let nfs_backend = match given("nfs-backend", self.nfs_backend)? {
-            b if b.eq_ignore_ascii_case("kernel") => NfsBackend::Kernel,
-            b if b.eq_ignore_ascii_case("ganesha") => NfsBackend::Ganesha,
-            b => return Err(bad("nfs-backend", b, "expected kernel or ganesha")),
-        };
-        // The exports file, the reload command and the pid file default by backend.
-        let pid_file = set(self.ganesha_pid_file);
-        let (exports_file, exportfs_cmd, ganesha_pid_file) = match (nfs_backend, pid_file) {
-            (NfsBackend::Kernel, Some(p)) => {
-                return Err(bad(
-                    "ganesha-pid-file",
-                    p.display().to_string(),
-                    "only used with --nfs-backend ganesha",
-                ));
-            }
-            (NfsBackend::Kernel, None) => (
-                DEFAULT_KERNEL_EXPORTS_FILE,
-                self.exportfs_cmd
-                    .unwrap_or_else(|| DEFAULT_EXPORTFS_CMD.to_owned()),
-                None,
-            ),
-            (NfsBackend::Ganesha, Some(p)) if self.exportfs_cmd.is_some() => {
-                return Err(bad(
-                    "ganesha-pid-file",
-                    p.display().to_string(),
-                    "give either it (reload by SIGHUP) or --exportfs-cmd, not both",
-                ));
-            }
-            (NfsBackend::Ganesha, pid_file) => match self.exportfs_cmd {
-                Some(cmd) => (DEFAULT_GANESHA_EXPORTS_FILE, cmd, None),
-                None => (
-                    DEFAULT_GANESHA_EXPORTS_FILE,
-                    String::new(),
-                    Some(pid_file.unwrap_or_else(|| PathBuf::from(DEFAULT_GANESHA_PID_FILE))),
-                ),
-            },
-        };
-        let ganesha_export_id_base = given("ganesha-export-id-base", self.ganesha_export_id_base)?;
-        if ganesha_export_id_base == 0 {
-            return Err(bad(
-                "ganesha-export-id-base",
-                "0",
-                "must be at least 1 (export id 0 is ganesha's NFSv4 root)",
-            ));
-        }
-        let export_options = given("export-options", self.export_options)?;
-        if export_options.is_empty()
-            || export_options.contains(|c: char| c.is_whitespace() || c == '(' || c == ')')
-        {
-            return Err(bad(
-                "export-options",
-                export_options,
-                "expected comma-separated options",
-            ));
-        }
-        let max_image_size = match given("max-image-size", self.max_image_size)? {
-            toml::Value::String(s) => parse_size(&s)?,
-            v => match size("max-image-size", "max_image_size", v.clone())? {
-                0 => return Err(bad("max_image_size", v.to_string(), "must be positive")),
-                n => n,
-            },
-        };
-        let min_free_space = size(
-            "min-free-space",
-            "min_free_space",
-            given("min-free-space", self.min_free_space)?,
-        )?;
-        let nbd_port = given("nbd-port", self.nbd_port)?;
-        if nbd_port == 0 {
-            return Err(bad("nbd-port", "0", "must be a port from 1 to 65535"));
-        }
-        let mkfs_ext4_cmd = given("mkfs-ext4-cmd", self.mkfs_ext4_cmd)?;
-        if mkfs_ext4_cmd.split_whitespace().next().is_none() {
-            return Err(bad("mkfs-ext4-cmd", mkfs_ext4_cmd, "must name a program"));
-        }
-        let cloud_init_url = match self.cloud_init_url {
-            Some(url) if !url.starts_with("http://") && !url.starts_with("https://") => {
-                return Err(bad(
-                    "cloud-init-url",
-                    url,
-                    "expected an http:// or https:// url",
-                ));
-            }
-            Some(url) if url.contains(char::is_whitespace) => {
-                return Err(bad(
-                    "cloud-init-url",
-                    url,
-                    "a url in cmdline.txt cannot hold whitespace",
-                ));
-            }
-            other => other,
-        };
         let tftp_listen = match given("tftp-listen", self.tftp_listen)? {
             t if t.eq_ignore_ascii_case("off") => None,
             t => Some(parse_listen("tftp-listen", &t)?),
@@ -616,65 +518,133 @@ impl ServeArgs {
         let tls = match (set(self.tls_cert), set(self.tls_key)) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
-            (Some(cert), None) => {
-                return Err(bad(
-                    "tls-cert",
-                    cert.display().to_string(),
-                    "needs --tls-key too",
-                ));
-            }
-            (None, Some(key)) => {
-                return Err(bad(
-                    "tls-key",
-                    key.display().to_string(),
-                    "needs --tls-cert too",
-                ));
-            }
+            (Some(cert), None) => return Err(bad("tls-cert", shown(&cert), "needs --tls-key too")),
+            (None, Some(key)) => return Err(bad("tls-key", shown(&key), "needs --tls-cert too")),
         };
-        let max_pis = at_least_one("max-pis", given("max-pis", self.max_pis)?)?;
-        let idle = given("upload-idle-timeout", self.upload_idle_timeout)?;
-        let upload_idle_timeout = parse_seconds("upload-idle-timeout", idle)?;
-        if upload_idle_timeout.is_zero() {
-            return Err(bad(
-                "upload-idle-timeout",
-                idle.to_string(),
-                "must be positive",
-            ));
-        }
-        let max_concurrent_uploads = at_least_one(
-            "max-concurrent-uploads",
-            given("max-concurrent-uploads", self.max_concurrent_uploads)?,
-        )?;
+        let nfs_backend = match given("nfs-backend", self.nfs_backend)? {
+            b if b.eq_ignore_ascii_case("kernel") => NfsBackend::Kernel,
+            b if b.eq_ignore_ascii_case("ganesha") => NfsBackend::Ganesha,
+            b => return Err(bad("nfs-backend", b, "expected kernel or ganesha")),
+        };
+        // The exports file and how the NFS server is told of a rewrite default by backend.
+        let (exports_file, exportfs_cmd, ganesha_pid_file) =
+            match (nfs_backend, set(self.ganesha_pid_file), self.exportfs_cmd) {
+                (NfsBackend::Kernel, Some(p), _) => {
+                    let reason = "only used with --nfs-backend ganesha";
+                    return Err(bad("ganesha-pid-file", shown(&p), reason));
+                }
+                (NfsBackend::Ganesha, Some(p), Some(_)) => {
+                    let reason = "give either it (reload by SIGHUP) or --exportfs-cmd, not both";
+                    return Err(bad("ganesha-pid-file", shown(&p), reason));
+                }
+                (NfsBackend::Kernel, None, cmd) => (
+                    DEFAULT_KERNEL_EXPORTS_FILE,
+                    cmd.unwrap_or_else(|| DEFAULT_EXPORTFS_CMD.to_owned()),
+                    None,
+                ),
+                (NfsBackend::Ganesha, None, Some(cmd)) => (DEFAULT_GANESHA_EXPORTS_FILE, cmd, None),
+                (NfsBackend::Ganesha, pid, None) => (
+                    DEFAULT_GANESHA_EXPORTS_FILE,
+                    String::new(),
+                    Some(pid.unwrap_or_else(|| DEFAULT_GANESHA_PID_FILE.into())),
+                ),
+            };
+        let cloud_init_url = (self.cloud_init_url)
+            .map(|url| {
+                let http = |u: &String| u.starts_with("http://") || u.starts_with("https://");
+                let url = check(
+                    "cloud-init-url",
+                    url,
+                    http,
+                    "expected an http:// or https:// url",
+                )?;
+                let one_word = |u: &String| !u.contains(char::is_whitespace);
+                let reason = "a url in cmdline.txt cannot hold whitespace";
+                check("cloud-init-url", url, one_word, reason)
+            })
+            .transpose()?;
         let settings = Settings {
             db_path: self.db_path.unwrap_or_else(|| data_dir.join("bakery.db")),
             data_dir,
             nfs_address,
             ppi: set(self.ppi),
             ppi_config: set(self.ppi_config),
-            ppi_timeout,
-            power_cycle_pause,
+            ppi_timeout: parse_seconds("ppi-timeout", given("ppi-timeout", self.ppi_timeout)?)?,
+            power_cycle_pause: parse_seconds(
+                "power-cycle-pause",
+                given("power-cycle-pause", self.power_cycle_pause)?,
+            )?,
             exports_file: self.exports_file.unwrap_or_else(|| exports_file.into()),
             exportfs_cmd,
-            export_options,
+            export_options: check(
+                "export-options",
+                given("export-options", self.export_options)?,
+                |o| !o.is_empty() && !o.contains(|c: char| c.is_whitespace() || "()".contains(c)),
+                "expected comma-separated options",
+            )?,
             export_to_any: self.export_to_any,
             nfs_backend,
             ganesha_pid_file,
-            ganesha_export_id_base,
-            max_image_size,
+            ganesha_export_id_base: check(
+                "ganesha-export-id-base",
+                given("ganesha-export-id-base", self.ganesha_export_id_base)?,
+                |&b| b > 0,
+                "must be at least 1 (export id 0 is ganesha's NFSv4 root)",
+            )?,
+            max_image_size: match given("max-image-size", self.max_image_size)? {
+                toml::Value::String(s) => parse_size(&s)?,
+                toml::Value::Integer(n) => u64::try_from(n)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("max_image_size", n.to_string(), "must be positive"))?,
+                other => size("max-image-size", "max_image_size", other)?,
+            },
             warm_pool: self.warm_pool,
-            min_free_space,
+            min_free_space: size(
+                "min-free-space",
+                "min_free_space",
+                given("min-free-space", self.min_free_space)?,
+            )?,
             boot_root_dir: set(self.boot_root_dir),
             cmdline_template: set(self.cmdline_template),
             cloud_init_url,
             api_port: listen.port(),
             api_tls: tls.is_some(),
-            max_pis,
+            max_pis: check(
+                "max-pis",
+                given("max-pis", self.max_pis)?,
+                |&n| n > 0,
+                "must be at least 1",
+            )?,
             pin_pi_addresses: self.pin_pi_addresses,
-            upload_idle_timeout,
-            max_concurrent_uploads,
+            upload_idle_timeout: parse_seconds(
+                "upload-idle-timeout",
+                check(
+                    "upload-idle-timeout",
+                    given("upload-idle-timeout", self.upload_idle_timeout)?,
+                    |&t| t != 0.0,
+                    "must be positive",
+                )?,
+            )?,
+            max_concurrent_uploads: check(
+                "max-concurrent-uploads",
+                given("max-concurrent-uploads", self.max_concurrent_uploads)?,
+                |&n| n > 0,
+                "must be at least 1",
+            )?,
             nbd_config: set(self.nbd_config),
-            nbd_port,
-            mkfs_ext4_cmd,
+            nbd_port: check(
+                "nbd-port",
+                given("nbd-port", self.nbd_port)?,
+                |&p| p > 0,
+                "must be a port from 1 to 65535",
+            )?,
+            mkfs_ext4_cmd: check(
+                "mkfs-ext4-cmd",
+                given("mkfs-ext4-cmd", self.mkfs_ext4_cmd)?,
+                |c| c.split_whitespace().next().is_some(),
+                "must name a program",
+            )?,
         };
         Ok(Config {
             listen,
@@ -685,6 +655,11 @@ impl ServeArgs {
             settings,
         })
     }
+}
+
+/// A path as an error shows it.
+fn shown(path: &Path) -> String {
+    path.display().to_string()
 }
 
 #[cfg(test)]
