@@ -419,8 +419,12 @@ fn parse_size_of(key: &'static str, value: &str) -> Result<u64, ConfigError> {
 /// A size setting: a string with an optional unit (named by its flag `key`, as flags,
 /// environment variables and the file give it), or bytes as a TOML integer (only the file
 /// gives those: named by its `file_key`).
-fn size(key: &'static str, file_key: &'static str, value: toml::Value) -> Result<u64, ConfigError> {
-    match value {
+fn size(
+    key: &'static str,
+    file_key: &'static str,
+    value: Option<toml::Value>,
+) -> Result<u64, ConfigError> {
+    match given(key, value)? {
         toml::Value::String(s) => parse_size_of(key, &s),
         toml::Value::Integer(n) => {
             u64::try_from(n).map_err(|_| bad(file_key, n.to_string(), "must not be negative"))
@@ -429,7 +433,9 @@ fn size(key: &'static str, file_key: &'static str, value: toml::Value) -> Result
     }
 }
 
-fn parse_seconds(key: &'static str, secs: f64) -> Result<Duration, ConfigError> {
+/// A setting in seconds.
+fn seconds(key: &'static str, secs: Option<f64>) -> Result<Duration, ConfigError> {
+    let secs = given(key, secs)?;
     Duration::try_from_secs_f64(secs)
         .map_err(|_| bad(key, secs.to_string(), "expected seconds >= 0"))
 }
@@ -445,16 +451,17 @@ fn given<T>(key: &'static str, value: Option<T>) -> Result<T, ConfigError> {
     value.ok_or(ConfigError::Missing(key))
 }
 
-/// `value` if `valid`, else the error naming `key` and `reason`.
-fn check<T: ToString>(
+/// The setting `key`'s value if `ok` says it is valid, else the error naming `key` and
+/// `reason` (or [`ConfigError::Missing`], see [`given`]).
+fn valid<T: ToString>(
     key: &'static str,
-    value: T,
-    valid: impl FnOnce(&T) -> bool,
+    value: Option<T>,
+    ok: impl FnOnce(&T) -> bool,
     reason: &str,
 ) -> Result<T, ConfigError> {
-    match valid(&value) {
-        true => Ok(value),
-        false => Err(bad(key, value.to_string(), reason)),
+    match given(key, value)? {
+        v if ok(&v) => Ok(v),
+        v => Err(bad(key, v.to_string(), reason)),
     }
 }
 
@@ -503,9 +510,9 @@ impl ServeArgs {
 
     /// Checks the merged settings and turns them into a [`Config`] (no file is read).
     fn check(self) -> Result<Config, ConfigError> {
-        let nfs_address = check(
+        let nfs_address = valid(
             "nfs-address",
-            given("nfs-address (NFS_ADDRESS)", self.nfs_address)?,
+            Some(given("nfs-address (NFS_ADDRESS)", self.nfs_address)?),
             |a| !a.trim().is_empty() && !a.contains(char::is_whitespace),
             "expected a host name or address",
         )?;
@@ -552,15 +559,15 @@ impl ServeArgs {
         let cloud_init_url = (self.cloud_init_url)
             .map(|url| {
                 let http = |u: &String| u.starts_with("http://") || u.starts_with("https://");
-                let url = check(
+                let url = valid(
                     "cloud-init-url",
-                    url,
+                    Some(url),
                     http,
                     "expected an http:// or https:// url",
                 )?;
                 let one_word = |u: &String| !u.contains(char::is_whitespace);
                 let reason = "a url in cmdline.txt cannot hold whitespace";
-                check("cloud-init-url", url, one_word, reason)
+                valid("cloud-init-url", Some(url), one_word, reason)
             })
             .transpose()?;
         let settings = Settings {
@@ -569,25 +576,22 @@ impl ServeArgs {
             nfs_address,
             ppi: set(self.ppi),
             ppi_config: set(self.ppi_config),
-            ppi_timeout: parse_seconds("ppi-timeout", given("ppi-timeout", self.ppi_timeout)?)?,
-            power_cycle_pause: parse_seconds(
-                "power-cycle-pause",
-                given("power-cycle-pause", self.power_cycle_pause)?,
-            )?,
+            ppi_timeout: seconds("ppi-timeout", self.ppi_timeout)?,
+            power_cycle_pause: seconds("power-cycle-pause", self.power_cycle_pause)?,
             exports_file: self.exports_file.unwrap_or_else(|| exports_file.into()),
             exportfs_cmd,
-            export_options: check(
+            export_options: valid(
                 "export-options",
-                given("export-options", self.export_options)?,
+                self.export_options,
                 |o| !o.is_empty() && !o.contains(|c: char| c.is_whitespace() || "()".contains(c)),
                 "expected comma-separated options",
             )?,
             export_to_any: self.export_to_any,
             nfs_backend,
             ganesha_pid_file,
-            ganesha_export_id_base: check(
+            ganesha_export_id_base: valid(
                 "ganesha-export-id-base",
-                given("ganesha-export-id-base", self.ganesha_export_id_base)?,
+                self.ganesha_export_id_base,
                 |&b| b > 0,
                 "must be at least 1 (export id 0 is ganesha's NFSv4 root)",
             )?,
@@ -597,51 +601,42 @@ impl ServeArgs {
                     .ok()
                     .filter(|&n| n > 0)
                     .ok_or_else(|| bad("max_image_size", n.to_string(), "must be positive"))?,
-                other => size("max-image-size", "max_image_size", other)?,
+                other => size("max-image-size", "max_image_size", Some(other))?,
             },
             warm_pool: self.warm_pool,
-            min_free_space: size(
-                "min-free-space",
-                "min_free_space",
-                given("min-free-space", self.min_free_space)?,
-            )?,
+            min_free_space: size("min-free-space", "min_free_space", self.min_free_space)?,
             boot_root_dir: set(self.boot_root_dir),
             cmdline_template: set(self.cmdline_template),
             cloud_init_url,
             api_port: listen.port(),
             api_tls: tls.is_some(),
-            max_pis: check(
-                "max-pis",
-                given("max-pis", self.max_pis)?,
-                |&n| n > 0,
-                "must be at least 1",
-            )?,
+            max_pis: valid("max-pis", self.max_pis, |&n| n > 0, "must be at least 1")?,
             pin_pi_addresses: self.pin_pi_addresses,
-            upload_idle_timeout: parse_seconds(
+            upload_idle_timeout: seconds(
                 "upload-idle-timeout",
-                check(
+                Some(valid(
                     "upload-idle-timeout",
-                    given("upload-idle-timeout", self.upload_idle_timeout)?,
+                    self.upload_idle_timeout,
                     |&t| t != 0.0,
                     "must be positive",
-                )?,
+                )?),
             )?,
-            max_concurrent_uploads: check(
+            max_concurrent_uploads: valid(
                 "max-concurrent-uploads",
-                given("max-concurrent-uploads", self.max_concurrent_uploads)?,
+                self.max_concurrent_uploads,
                 |&n| n > 0,
                 "must be at least 1",
             )?,
             nbd_config: set(self.nbd_config),
-            nbd_port: check(
+            nbd_port: valid(
                 "nbd-port",
-                given("nbd-port", self.nbd_port)?,
+                self.nbd_port,
                 |&p| p > 0,
                 "must be a port from 1 to 65535",
             )?,
-            mkfs_ext4_cmd: check(
+            mkfs_ext4_cmd: valid(
                 "mkfs-ext4-cmd",
-                given("mkfs-ext4-cmd", self.mkfs_ext4_cmd)?,
+                self.mkfs_ext4_cmd,
                 |c| c.split_whitespace().next().is_some(),
                 "must name a program",
             )?,
