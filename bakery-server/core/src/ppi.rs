@@ -241,14 +241,30 @@ impl Power for ProcessPpi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     /// A PPI script answering `body` (shell) in a temp dir kept alive by the returned guard.
+    ///
+    /// A child `sh` writes the file, so this test process never holds it open for writing: a
+    /// write descriptor here could be inherited by a child another test forks at that moment,
+    /// and running the script would then fail with ETXTBSY ("text file busy").
     fn script(body: &str) -> (tempfile::TempDir, ProcessPpi) {
+        use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ppi.sh");
-        std::fs::write(&path, format!("#!/bin/sh\ninput=$(cat)\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut writer = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = writer.stdin.take().unwrap();
+        write!(stdin, "#!/bin/sh\ninput=$(cat)\n{body}\n").unwrap();
+        drop(stdin);
+        assert!(
+            writer.wait().unwrap().success(),
+            "writing {}",
+            path.display()
+        );
         let ppi = ProcessPpi::new(path, None, Duration::from_millis(500));
         (dir, ppi)
     }
