@@ -724,6 +724,12 @@ impl ErrorKind {
         }
     }
 
+    /// Whether a reply of this kind reports `wanted`: it is `wanted`, or it is the generic kind
+    /// of `wanted`'s status, which is all a server without codes (the first bakery) says.
+    pub fn reports(self, wanted: ErrorKind) -> bool {
+        self == wanted || self == ErrorKind::of_status(wanted.status())
+    }
+
     /// The code as it is written on the wire (`"no_free_pi"`).
     pub fn as_str(self) -> &'static str {
         use ErrorKind as K;
@@ -981,6 +987,10 @@ mod tests {
         assert_eq!(ErrorKind::of_status(404), ErrorKind::NotFound);
         assert_eq!(ErrorKind::of_status(418), ErrorKind::Unknown);
         assert_eq!(ErrorKind::of_status(504), ErrorKind::Internal);
+        assert!(ErrorKind::NoFreePi.reports(ErrorKind::NoFreePi));
+        assert!(ErrorKind::NotFound.reports(ErrorKind::NoFreePi));
+        assert!(!ErrorKind::PiNotFound.reports(ErrorKind::NoFreePi));
+        assert!(!ErrorKind::Conflict.reports(ErrorKind::NoFreePi));
     }
 
     #[test]

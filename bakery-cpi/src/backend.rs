@@ -46,6 +46,12 @@ impl BackendError {
         }
     }
 
+    /// Whether the server reported `kind`, or (a server without codes) the generic kind of its
+    /// status ([`ErrorKind::reports`]).
+    pub fn is(&self, kind: ErrorKind) -> bool {
+        self.kind().is_some_and(|reported| reported.reports(kind))
+    }
+
     /// Whether the server answered 404 (any kind of "not there").
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::Status { status: 404, .. })

@@ -209,12 +209,7 @@ impl<'a> Cpi<'a> {
             |e| CpiError::bakery(format!("uploading {image_path} as bakeform {name}"), e);
         match self.bakery.upload_bakeform(&name, path) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    Some(ErrorKind::BakeformExists | ErrorKind::Forbidden)
-                ) =>
-            {
+            Err(e) if e.is(ErrorKind::BakeformExists) => {
                 self.replace_bakeform(&name)?;
                 self.bakery
                     .upload_bakeform(&name, path)
@@ -232,16 +227,9 @@ impl<'a> Cpi<'a> {
         match self.bakery.delete_bakeform(name) {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    Some(ErrorKind::BakeformInUse | ErrorKind::Conflict)
-                ) =>
-            {
-                Err(CpiError::Cloud(format!(
-                    "cannot replace bakeform {name}: pis baked from it are in use ({e})"
-                )))
-            }
+            Err(e) if e.is(ErrorKind::BakeformInUse) => Err(CpiError::Cloud(format!(
+                "cannot replace bakeform {name}: pis baked from it are in use ({e})"
+            ))),
             Err(e) => Err(CpiError::bakery(format!("deleting bakeform {name}"), e)),
         }
     }
@@ -257,16 +245,9 @@ impl<'a> Cpi<'a> {
                 ));
                 Ok(Value::Null)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    Some(ErrorKind::BakeformInUse | ErrorKind::Conflict)
-                ) =>
-            {
-                Err(CpiError::Cloud(format!(
-                    "cannot delete stemcell {name}: pis baked from it are in use ({e})"
-                )))
-            }
+            Err(e) if e.is(ErrorKind::BakeformInUse) => Err(CpiError::Cloud(format!(
+                "cannot delete stemcell {name}: pis baked from it are in use ({e})"
+            ))),
             Err(e) => Err(CpiError::bakery(format!("deleting bakeform {name}"), e)),
         }
     }
@@ -341,15 +322,13 @@ impl<'a> Cpi<'a> {
             model: plan.model,
             labels: plan.labels.clone(),
         };
-        let pi = bakery.bake(&request).map_err(|e| match e.kind() {
-            Some(ErrorKind::NoFreePi | ErrorKind::NotFound) => {
+        let pi = bakery.bake(&request).map_err(|e| match e {
+            _ if e.is(ErrorKind::NoFreePi) => {
                 StepFailure::retry(format!("no free pi in the fridge ({e})"))
             }
-            Some(
-                ErrorKind::UnknownBakeform
-                | ErrorKind::BakeformNotReady
-                | ErrorKind::InvalidRequest,
-            ) => StepFailure::fatal(format!("stemcell {} cannot be baked ({e})", plan.stemcell)),
+            _ if e.is(ErrorKind::UnknownBakeform) || e.is(ErrorKind::BakeformNotReady) => {
+                StepFailure::fatal(format!("stemcell {} cannot be baked ({e})", plan.stemcell))
+            }
             _ if e.is_unreachable() => StepFailure::retry(format!("baking a pi: {e}")),
             _ => StepFailure::fatal(format!("baking a pi: {e}")),
         })?;
@@ -361,18 +340,16 @@ impl<'a> Cpi<'a> {
         ));
 
         let timeout = self.config.bake_timeout();
-        bakery
-            .wait_baked(&vm_cid, timeout)
-            .map_err(|e| match e.kind() {
-                Some(ErrorKind::BakeFailed | ErrorKind::Conflict) => {
-                    StepFailure::fatal(format!("bake of pi {vm_cid} failed ({e})"))
-                }
-                _ if e.is_unreachable() => StepFailure::fatal(format!(
-                    "pi {vm_cid} was not baked within {} s ({e})",
-                    timeout.as_secs()
-                )),
-                _ => StepFailure::fatal(format!("waiting for pi {vm_cid} to be baked: {e}")),
-            })?;
+        bakery.wait_baked(&vm_cid, timeout).map_err(|e| match e {
+            _ if e.is(ErrorKind::BakeFailed) => {
+                StepFailure::fatal(format!("bake of pi {vm_cid} failed ({e})"))
+            }
+            _ if e.is_unreachable() => StepFailure::fatal(format!(
+                "pi {vm_cid} was not baked within {} s ({e})",
+                timeout.as_secs()
+            )),
+            _ => StepFailure::fatal(format!("waiting for pi {vm_cid} to be baked: {e}")),
+        })?;
         self.log.line(format_args!("pi {vm_cid} is baked"));
 
         let mut ephemeral_id = None;
@@ -520,16 +497,9 @@ impl<'a> Cpi<'a> {
         match self.bakery.delete_disk(disk_cid) {
             Ok(()) => Ok(Value::Null),
             Err(e) if e.is_not_found() => Ok(Value::Null),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    Some(ErrorKind::DiskAttached | ErrorKind::Conflict)
-                ) =>
-            {
-                Err(CpiError::Cloud(format!(
-                    "cannot delete disk {disk_cid}: it is attached to a pi; detach it first ({e})"
-                )))
-            }
+            Err(e) if e.is(ErrorKind::DiskAttached) => Err(CpiError::Cloud(format!(
+                "cannot delete disk {disk_cid}: it is attached to a pi; detach it first ({e})"
+            ))),
             Err(e) => Err(CpiError::bakery(format!("deleting disk {disk_cid}"), e)),
         }
     }
@@ -668,16 +638,9 @@ impl<'a> Cpi<'a> {
             Err(e) if e.is_not_found() => Err(CpiError::DiskNotFound {
                 disk_cid: disk_cid.to_string(),
             }),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    Some(ErrorKind::DiskAttached | ErrorKind::Conflict)
-                ) =>
-            {
-                Err(CpiError::Cloud(format!(
-                    "cannot resize disk {disk_cid}: it is attached; detach it first ({e})"
-                )))
-            }
+            Err(e) if e.is(ErrorKind::DiskAttached) => Err(CpiError::Cloud(format!(
+                "cannot resize disk {disk_cid}: it is attached; detach it first ({e})"
+            ))),
             Err(e) => Err(disk_space_error(new_size, e)),
         }
     }
@@ -713,9 +676,9 @@ impl<'a> Cpi<'a> {
             Err(e) if e.is_not_found() => Err(CpiError::DiskNotFound {
                 disk_cid: disk_cid.to_string(),
             }),
-            Err(e) if e.kind() == Some(ErrorKind::InsufficientStorage) => Err(CpiError::Cloud(
-                format!("not enough space for a snapshot of disk {disk_cid} ({e})"),
-            )),
+            Err(e) if e.is(ErrorKind::InsufficientStorage) => Err(CpiError::Cloud(format!(
+                "not enough space for a snapshot of disk {disk_cid} ({e})"
+            ))),
             Err(e) => Err(CpiError::bakery(
                 format!("taking a snapshot of disk {disk_cid}"),
                 e,
@@ -927,16 +890,11 @@ fn ensure_unbaked(bakery: &dyn Bakery, pi: &str, wait: Duration) -> Result<(), B
 fn unbake(bakery: &dyn Bakery, pi: &str) -> Result<(), BackendError> {
     match bakery.unbake(pi) {
         Ok(()) => Ok(()),
-        Err(e)
-            if e.is_not_found()
-                || matches!(e.kind(), Some(ErrorKind::NotBaked | ErrorKind::Forbidden)) =>
-        {
-            match bakery.pi(pi) {
-                Err(again) if again.is_not_found() => Ok(()),
-                Ok(info) if matches!(state(&info), PiState::Fridge | PiState::Unbaking) => Ok(()),
-                _ => Err(e),
-            }
-        }
+        Err(e) if e.is_not_found() || e.is(ErrorKind::NotBaked) => match bakery.pi(pi) {
+            Err(again) if again.is_not_found() => Ok(()),
+            Ok(info) if matches!(state(&info), PiState::Fridge | PiState::Unbaking) => Ok(()),
+            _ => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
@@ -955,8 +913,8 @@ fn metadata(object: &Map<String, Value>) -> Metadata {
 }
 
 fn disk_space_error(size_mib: i64, e: BackendError) -> CpiError {
-    match e.kind() {
-        Some(ErrorKind::InsufficientStorage) => CpiError::NoDiskSpace {
+    match e {
+        _ if e.is(ErrorKind::InsufficientStorage) => CpiError::NoDiskSpace {
             size_mib,
             message: e.to_string(),
         },
