@@ -989,6 +989,15 @@ impl Drop for Guest {
     }
 }
 
+/// The first line of a guest's console `text` that contains `needle`, trimmed ("" if none).
+fn console_line(text: &str, needle: &str) -> String {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 /// Skips (loudly) when the virtual Pis with `kind` roots cannot run; fails instead under CI.
 fn or_skip(test: &str, kind: RootKind) -> bool {
     match missing(kind) {
@@ -1209,13 +1218,7 @@ fn scenario() {
     for (i, (guest, (name, _, _, addr, serial))) in guests.iter_mut().zip(GUESTS).enumerate() {
         let text = guest.expect("bakery-virtual-pi: powering off", Duration::from_secs(120));
         guest.wait_off(Duration::from_secs(30));
-        let line = |needle: &str| {
-            text.lines()
-                .find(|l| l.contains(needle))
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        };
+        let line = |needle: &str| console_line(&text, needle);
         // Userspace on its own root, from the address bakery exported it to.
         let userspace = line("bakery-virtual-pi: userspace on");
         assert!(
@@ -1376,13 +1379,7 @@ fn nbd_scenario() {
     let total = started.elapsed();
     let text = guest.expect("bakery-virtual-pi: powering off", Duration::from_secs(60));
     guest.wait_off(Duration::from_secs(30));
-    let line = |needle: &str| {
-        text.lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
+    let line = |needle: &str| console_line(&text, needle);
     let nbdroot = format!("{HOST}:{NBD_PORT}/bakery");
     // From an address that is no Pi's the export is refused by nbd-server's policy; from its
     // own the Pi connects right after.
