@@ -1,7 +1,8 @@
 //! Typed client of bakery's HTTP API v1, wire-compatible with the original Go client.
 //!
-//! The [`types`] module holds the JSON shapes of the API (shared with the server, so the two
-//! cannot drift); the HTTP client itself is behind the default `http` feature: the async
+//! The [`types`] module holds the JSON shapes of the API and [`names`] the rules for the names
+//! in its paths (both shared with the server, so the two cannot drift); the HTTP client itself
+//! is behind the default `http` feature: the async
 //! [`Client`] (reqwest with rustls) and its synchronous twin [`blocking::Client`]. The `cli`
 //! feature (default) adds the `bakery` operator command line (module `cli`).
 //!
@@ -32,6 +33,7 @@
 //! # }
 //! ```
 
+pub mod names;
 pub mod types;
 
 pub use types::*;

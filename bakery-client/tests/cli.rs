@@ -768,48 +768,68 @@ async fn disk_attach_detach_delete_in_both_formats() {
     Mock::given(method("POST"))
         .and(path("/api/v1/oven/1a2b3c4d/disks"))
         .and(bearer_token(TOKEN))
-        .and(body_json(json!({"diskId": "d1"})))
+        .and(body_json(
+            json!({"diskId": "dddddddd-0000-4000-8000-000000000001"}),
+        ))
         .respond_with(ResponseTemplate::new(200))
         .expect(2)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path("/api/v1/oven/1a2b3c4d/disks"))
-        .and(body_json(json!({"diskId": "d9"})))
-        .respond_with(ResponseTemplate::new(404).set_body_json(error("disk d9 not found")))
+        .and(body_json(
+            json!({"diskId": "dddddddd-0000-4000-8000-000000000009"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(error("disk dddddddd-0000-4000-8000-000000000009 not found")),
+        )
         .mount(&server)
         .await;
     Mock::given(method("DELETE"))
-        .and(path("/api/v1/oven/1a2b3c4d/disks/d1"))
+        .and(path(
+            "/api/v1/oven/1a2b3c4d/disks/dddddddd-0000-4000-8000-000000000001",
+        ))
         .and(bearer_token(TOKEN))
         .respond_with(ResponseTemplate::new(200))
         .expect(2)
         .mount(&server)
         .await;
     Mock::given(method("DELETE"))
-        .and(path("/api/v1/disks/d1"))
+        .and(path("/api/v1/disks/dddddddd-0000-4000-8000-000000000001"))
         .and(bearer_token(TOKEN))
         .respond_with(ResponseTemplate::new(200))
         .expect(2)
         .mount(&server)
         .await;
-    mock(&server, "GET", "/disks/d1", ok_json(&disk("d1", 64, None))).await;
     mock(
         &server,
         "GET",
-        "/disks/d2",
-        ok_json(&disk("d2", 64, Some("1a2b3c4d"))),
+        "/disks/dddddddd-0000-4000-8000-000000000001",
+        ok_json(&disk("dddddddd-0000-4000-8000-000000000001", 64, None)),
     )
     .await;
     mock(
         &server,
         "GET",
-        "/disks/d3",
-        ResponseTemplate::new(404).set_body_json(error("disk d3 not found")),
+        "/disks/dddddddd-0000-4000-8000-000000000002",
+        ok_json(&disk(
+            "dddddddd-0000-4000-8000-000000000002",
+            64,
+            Some("1a2b3c4d"),
+        )),
+    )
+    .await;
+    mock(
+        &server,
+        "GET",
+        "/disks/dddddddd-0000-4000-8000-000000000003",
+        ResponseTemplate::new(404)
+            .set_body_json(error("disk dddddddd-0000-4000-8000-000000000003 not found")),
     )
     .await;
     Mock::given(method("DELETE"))
-        .and(path("/api/v1/disks/d3"))
+        .and(path("/api/v1/disks/dddddddd-0000-4000-8000-000000000003"))
         .respond_with(ResponseTemplate::new(200))
         .expect(0)
         .mount(&server)
@@ -817,21 +837,38 @@ async fn disk_attach_detach_delete_in_both_formats() {
     mock(
         &server,
         "DELETE",
-        "/disks/d2",
-        ResponseTemplate::new(409).set_body_json(error("disk d2 is attached to pi 1a2b3c4d")),
+        "/disks/dddddddd-0000-4000-8000-000000000002",
+        ResponseTemplate::new(409).set_body_json(error(
+            "disk dddddddd-0000-4000-8000-000000000002 is attached to pi 1a2b3c4d",
+        )),
     )
     .await;
 
     for (args, confirmation) in [
         (
-            ["disk", "attach", "1a2b3c4d", "d1"].as_slice(),
-            "attached disk d1 to pi 1a2b3c4d\n",
+            [
+                "disk",
+                "attach",
+                "1a2b3c4d",
+                "dddddddd-0000-4000-8000-000000000001",
+            ]
+            .as_slice(),
+            "attached disk dddddddd-0000-4000-8000-000000000001 to pi 1a2b3c4d\n",
         ),
         (
-            ["disk", "detach", "1a2b3c4d", "d1"].as_slice(),
-            "detached disk d1 from pi 1a2b3c4d\n",
+            [
+                "disk",
+                "detach",
+                "1a2b3c4d",
+                "dddddddd-0000-4000-8000-000000000001",
+            ]
+            .as_slice(),
+            "detached disk dddddddd-0000-4000-8000-000000000001 from pi 1a2b3c4d\n",
         ),
-        (["disk", "delete", "d1"].as_slice(), "deleted disk d1\n"),
+        (
+            ["disk", "delete", "dddddddd-0000-4000-8000-000000000001"].as_slice(),
+            "deleted disk dddddddd-0000-4000-8000-000000000001\n",
+        ),
     ] {
         let table = bakery(&server.uri(), args).await;
         assert_ok(&table);
@@ -842,18 +879,43 @@ async fn disk_attach_detach_delete_in_both_formats() {
         assert_ok(&quiet);
         assert!(quiet.stdout.is_empty(), "{args:?}: {}", stdout(&quiet));
     }
-    let unknown = bakery(&server.uri(), &["disk", "attach", "1a2b3c4d", "d9"]).await;
-    assert_exit(&unknown, 3, "bakery: disk d9 not found");
+    let unknown = bakery(
+        &server.uri(),
+        &[
+            "disk",
+            "attach",
+            "1a2b3c4d",
+            "dddddddd-0000-4000-8000-000000000009",
+        ],
+    )
+    .await;
+    assert_exit(
+        &unknown,
+        3,
+        "bakery: disk dddddddd-0000-4000-8000-000000000009 not found",
+    );
     // Deleting a disk that is gone says so (the API's DELETE would answer 200) and sends
     // no DELETE.
-    let gone = bakery(&server.uri(), &["disk", "delete", "d3"]).await;
-    assert_exit(&gone, 3, "bakery: disk d3 not found");
+    let gone = bakery(
+        &server.uri(),
+        &["disk", "delete", "dddddddd-0000-4000-8000-000000000003"],
+    )
+    .await;
+    assert_exit(
+        &gone,
+        3,
+        "bakery: disk dddddddd-0000-4000-8000-000000000003 not found",
+    );
     assert!(gone.stdout.is_empty(), "{}", stdout(&gone));
-    let attached = bakery(&server.uri(), &["disk", "delete", "d2"]).await;
+    let attached = bakery(
+        &server.uri(),
+        &["disk", "delete", "dddddddd-0000-4000-8000-000000000002"],
+    )
+    .await;
     assert_exit(
         &attached,
         6,
-        "bakery: conflict: disk d2 is attached to pi 1a2b3c4d",
+        "bakery: conflict: disk dddddddd-0000-4000-8000-000000000002 is attached to pi 1a2b3c4d",
     );
 }
 
@@ -953,7 +1015,85 @@ async fn usage_errors_exit_2() {
     .await;
     assert_exit(&bad_url, 2, "invalid bakery url");
     let bad_name = bakery("http://127.0.0.1:9", &["pi", "show", ".."]).await;
-    assert_exit(&bad_name, 2, "invalid name \"..\"");
+    assert_eq!(bad_name.status.code(), Some(2), "{}", stderr(&bad_name));
+    assert!(
+        stderr(&bad_name).contains("invalid pi serial \"..\": expected 8 lowercase hex digits"),
+        "{}",
+        stderr(&bad_name)
+    );
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_before_any_request() {
+    let server = MockServer::start().await;
+    let uuid = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+    for (args, refusal) in [
+        (
+            ["pi", "show", "1A2B3C4D"].as_slice(),
+            "invalid pi serial \"1A2B3C4D\": expected 8 lowercase hex digits",
+        ),
+        (
+            ["pi", "unbake", "../x"].as_slice(),
+            "invalid pi serial \"../x\"",
+        ),
+        (
+            ["pi", "label", "1a2b3c4", "rack=a"].as_slice(),
+            "invalid pi serial \"1a2b3c4\"",
+        ),
+        (
+            ["pi", "bake", ".hidden"].as_slice(),
+            "invalid bakeform name \".hidden\": use 1 to 64 letters",
+        ),
+        (
+            ["bakeform", "delete", "a/b"].as_slice(),
+            "invalid bakeform name \"a/b\"",
+        ),
+        (
+            ["bakeform", "upload", "..", "x.img"].as_slice(),
+            "invalid bakeform name \"..\"",
+        ),
+        (
+            ["disk", "attach", "1a2b3c4d", "d1"].as_slice(),
+            "invalid disk id \"d1\": expected a uuid",
+        ),
+        (
+            ["disk", "attach", "zz", uuid].as_slice(),
+            "invalid pi serial \"zz\"",
+        ),
+        (
+            ["disk", "delete", "../../etc"].as_slice(),
+            "invalid disk id \"../../etc\"",
+        ),
+        (
+            [
+                "disk",
+                "restore",
+                uuid,
+                "67E55044-10B1-426F-9247-BB680E5FE0C8",
+            ]
+            .as_slice(),
+            "invalid snapshot id \"67E55044-10B1-426F-9247-BB680E5FE0C8\": expected a uuid",
+        ),
+        (
+            ["snapshot", "show", "latest"].as_slice(),
+            "invalid snapshot id \"latest\"",
+        ),
+    ] {
+        let refused = bakery(&server.uri(), args).await;
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(refusal),
+            "{args:?}: {:?} should contain {refusal:?}",
+            stderr(&refused)
+        );
+    }
+    let sent = server.received_requests().await.unwrap_or_default();
+    assert!(sent.is_empty(), "requests were sent: {sent:?}");
 }
 
 #[tokio::test]

@@ -1,8 +1,12 @@
-//! The command line grammar of `bakery` (clap derive).
+//! The command line grammar of `bakery` (clap derive). Serials, bakeform names, disk and
+//! snapshot ids are checked here by the API's own rules (`crate::names`), so a bad one is a
+//! usage error (exit 2) naming the rule, before any request.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::names;
 
 /// The default base URL: a bakery server on this machine.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/api/v1";
@@ -83,6 +87,7 @@ pub enum PiCommand {
     /// Show one Pi: its state, bakeform, address, last boot and disks.
     Show {
         /// The Pi's serial number, e.g. 1a2b3c4d.
+        #[arg(value_parser = names::serial)]
         id: String,
     },
     /// Bake a free Pi from a bakeform.
@@ -90,23 +95,27 @@ pub enum PiCommand {
     /// Unbake a Pi: power it off, destroy its root and ephemeral disks, back to the fridge.
     Unbake {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         id: String,
     },
     /// Power a baked Pi off and on again.
     PowerCycle {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         id: String,
     },
     /// Ask the Pi's power interface now whether the Pi is on or off (unknown when it cannot
     /// tell).
     PowerStatus {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         id: String,
     },
     /// Show, set or remove a cloud-init NoCloud file of a Pi in the oven (served to the Pi at
     /// <server>/cloud-init/<file>; deleted when the Pi is unbaked).
     CloudInit {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         id: String,
         /// meta-data, user-data, vendor-data or network-config.
         file: String,
@@ -120,6 +129,7 @@ pub enum PiCommand {
     /// Replace a Pi's labels (matched by `pi bake --label`); no pairs removes them all.
     Label {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         id: String,
         /// The labels, as key=value (keys: A-Z a-z 0-9 . _ / -; values: A-Z a-z 0-9 . _ : -).
         #[arg(value_name = "KEY=VALUE", value_parser = parse_label)]
@@ -128,6 +138,7 @@ pub enum PiCommand {
     /// Show a Pi's boot timeline: every file of its latest boot and how it ended.
     Boots {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         id: String,
         /// Every kept boot (up to 10), not only the latest.
         #[arg(long)]
@@ -139,6 +150,7 @@ pub enum PiCommand {
 #[derive(Debug, Args)]
 pub struct BakeArgs {
     /// The bakeform to bake from.
+    #[arg(value_parser = names::bakeform_name)]
     pub bakeform: String,
     /// How the Pi's root reaches it: nfs (a tree over NFS) or nbd (an ext4 image over NBD,
     /// needs a server started with --nbd-config) [default: the server's, nfs].
@@ -166,6 +178,7 @@ pub enum BakeformCommand {
     /// Upload an SD-card image file as a new bakeform.
     Upload {
         /// The bakeform's name.
+        #[arg(value_parser = names::bakeform_name)]
         name: String,
         /// The SD-card image (MBR or GPT, FAT boot partition, ext4 root): raw (.img) or
         /// compressed as gzip (.img.gz), xz (.img.xz) or zip (.zip, one image inside),
@@ -175,6 +188,7 @@ pub enum BakeformCommand {
     /// Delete a bakeform.
     Delete {
         /// The bakeform's name.
+        #[arg(value_parser = names::bakeform_name)]
         name: String,
     },
 }
@@ -196,25 +210,31 @@ pub enum DiskCommand {
     /// Attach a disk to a baked Pi.
     Attach {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         pi: String,
         /// The disk's id.
+        #[arg(value_parser = names::disk_id)]
         disk: String,
     },
     /// Detach a disk from a Pi.
     Detach {
         /// The Pi's serial number.
+        #[arg(value_parser = names::serial)]
         pi: String,
         /// The disk's id.
+        #[arg(value_parser = names::disk_id)]
         disk: String,
     },
     /// Delete a disk (an unknown disk: "not found", exit 3); its snapshots go with it.
     Delete {
         /// The disk's id.
+        #[arg(value_parser = names::disk_id)]
         disk: String,
     },
     /// Take a snapshot of a data disk (of an attached one: crash-consistent).
     Snapshot {
         /// The disk's id.
+        #[arg(value_parser = names::disk_id)]
         disk: String,
         /// Metadata to keep with the snapshot, `KEY=VALUE` (repeatable).
         #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -223,13 +243,16 @@ pub enum DiskCommand {
     /// List a disk's snapshots, oldest first.
     Snapshots {
         /// The disk's id.
+        #[arg(value_parser = names::disk_id)]
         disk: String,
     },
     /// Replace a detached disk's image with a copy of one of its snapshots.
     Restore {
         /// The disk's id.
+        #[arg(value_parser = names::disk_id)]
         disk: String,
         /// The snapshot's id.
+        #[arg(value_parser = names::snapshot_id)]
         snapshot: String,
     },
 }
@@ -240,11 +263,13 @@ pub enum SnapshotCommand {
     /// Show one snapshot.
     Show {
         /// The snapshot's id.
+        #[arg(value_parser = names::snapshot_id)]
         snapshot: String,
     },
     /// Delete a snapshot (an unknown one: "not found", exit 3).
     Delete {
         /// The snapshot's id.
+        #[arg(value_parser = names::snapshot_id)]
         snapshot: String,
     },
 }

@@ -2,8 +2,9 @@
 //! table/JSON output, and the one mapping of errors to exit codes.
 //!
 //! Exit codes (a script can rely on them): 0 ok (also when the reader of stdout went away),
-//! 1 any other failure, 2 usage (bad arguments, a URL not ending in /api/v1, a name or request
-//! the server refuses as bad), 3 not found, 4 the server cannot be reached (or did not answer in time),
+//! 1 any other failure, 2 usage (bad arguments — a serial, bakeform name or id breaking the
+//! API's rules among them, refused before any request —, a URL not ending in /api/v1, a
+//! request the server refuses as bad), 3 not found, 4 the server cannot be reached (or did not answer in time),
 //! 5 refused (401/403: bad token, or the operation is not allowed in the current state),
 //! 6 conflict (409).
 

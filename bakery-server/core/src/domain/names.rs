@@ -1,5 +1,6 @@
-//! Validation of every name that comes from outside: bakeform names, Pi config file names,
-//! Pi serials, disk and snapshot ids and boot-file paths.
+//! Names that come from outside, checked: Pi serials, bakeform names, disk and snapshot ids
+//! (as newtypes) and boot-file paths; the rules themselves are the API's, in
+//! `bakery_client::names`, shared with the `bakery` command line.
 //!
 //! Serials, bakeform names, disk ids and snapshot ids are checked once, where they enter
 //! (an HTTP path or body, a boot path over TFTP or HTTP, a database row), into the newtypes [`Serial`],
@@ -11,81 +12,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
-/// The longest bakeform name accepted.
-pub const MAX_BAKEFORM_NAME: usize = 64;
-/// The longest file name accepted (the usual file-system limit).
-pub const MAX_FILE_NAME: usize = 255;
-
-/// Why a name from outside was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum NameError {
-    /// A bakeform name breaks the rules.
-    #[error(
-        "invalid bakeform name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-    )]
-    Bakeform(String),
-    /// A file name breaks the rules.
-    #[error(
-        "invalid file name {0:?}: must be a single path component without '/', '\\', NUL, '.' or '..'"
-    )]
-    File(String),
-    /// A serial is not 8 lowercase hex digits.
-    #[error("invalid pi serial {0:?}: expected 8 lowercase hex digits")]
-    Serial(String),
-    /// A disk id is not a UUID.
-    #[error("invalid disk id {0:?}: expected a uuid")]
-    DiskId(String),
-    /// A snapshot id is not a UUID.
-    #[error("invalid snapshot id {0:?}: expected a uuid")]
-    SnapshotId(String),
-    /// A boot-file path has a component that breaks the rules.
-    #[error("invalid boot file path {0:?}")]
-    BootPath(String),
-    /// Not one of cloud-init's NoCloud files.
-    #[error(
-        "invalid cloud-init file {0:?}: expected meta-data, user-data, vendor-data or network-config"
-    )]
-    CloudInitFile(String),
-}
-
-/// Whether `name` is a bakeform name: 1–64 of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
-fn is_bakeform_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_BAKEFORM_NAME
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-fn is_plain_component(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_FILE_NAME
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0'])
-}
-
-/// Checks a Pi config file name: one path component, no `/`, `\`, NUL, not `.` or `..`.
-pub fn validate_file_name(name: &str) -> Result<(), NameError> {
-    if is_plain_component(name) {
-        Ok(())
-    } else {
-        Err(NameError::File(name.to_owned()))
-    }
-}
-
-/// Whether `s` is a Pi serial: exactly 8 lowercase hex digits.
-pub fn is_serial(s: &str) -> bool {
-    s.len() == 8 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Whether `id` is a UUID in its hyphenated lowercase form (the only form bakery makes).
-fn is_uuid(id: &str) -> bool {
-    uuid::Uuid::parse_str(id).is_ok_and(|uuid| uuid.hyphenated().to_string() == id)
-}
+pub use bakery_client::names::{
+    MAX_BAKEFORM_NAME, MAX_FILE_NAME, NameError, is_bakeform_name, is_plain_component, is_serial,
+    is_uuid, validate_file_name,
+};
 
 /// Defines a name newtype: a `String` that passed `$check`, made only by a checked parse
 /// (or, for ids, by a fresh UUID), refused with `NameError::$error`.
@@ -267,24 +198,6 @@ mod tests {
                 BakeformName::parse(bad),
                 Err(NameError::Bakeform(bad.to_owned()))
             );
-        }
-    }
-
-    #[test]
-    fn file_names() {
-        assert!(validate_file_name("settings.json").is_ok());
-        assert!(validate_file_name(".hidden").is_ok());
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "/etc",
-            "a\\b",
-            "a\0",
-            &"x".repeat(256),
-        ] {
-            assert!(validate_file_name(bad).is_err(), "{bad:?}");
         }
     }
 
