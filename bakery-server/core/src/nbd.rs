@@ -176,7 +176,7 @@ pub fn image_size(bytes: u64) -> u64 {
 /// Makes the ext4 image `dest` from the tree `tree`: a sparse file of [`image_size`] at
 /// `tmp`, filled by `mkfs` (program and arguments) with `-d <tree>`, renamed to `dest`.
 /// mkfs.ext4 copies owners, modes, links and device nodes as they are in the tree.
-pub fn build_image(mkfs: &[String], tree: &Path, tmp: &Path, dest: &Path) -> Result<(), NbdError> {
+fn build_image(mkfs: &[String], tree: &Path, tmp: &Path, dest: &Path) -> Result<(), NbdError> {
     let image_err = |path: &Path| {
         let path = path.to_owned();
         move |source| NbdError::Image { path, source }
@@ -216,6 +216,40 @@ pub fn build_image(mkfs: &[String], tree: &Path, tmp: &Path, dest: &Path) -> Res
         let _ = std::fs::remove_file(tmp);
     }
     result
+}
+
+/// Makes the bakeform image `dest` from `tree` (see [`build_image`]) unless it is there, once
+/// even when several bakes ask at the same time: each holds an exclusive `flock` on
+/// `<dest>.lock` while it looks and builds, so the others wait and find the image made.
+/// Returns whether this call made it.
+pub fn ensure_image(
+    mkfs: &[String],
+    tree: &Path,
+    tmp: &Path,
+    dest: &Path,
+) -> Result<bool, NbdError> {
+    use std::os::fd::AsRawFd;
+    let lock_path = PathBuf::from(format!("{}.lock", dest.display()));
+    let locked = |source| NbdError::Image {
+        path: lock_path.clone(),
+        source,
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(locked)?;
+    // SAFETY: flock(2) on a descriptor this function owns; the lock goes with it when `lock`
+    // is dropped at the end of this call.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(locked(io::Error::last_os_error()));
+    }
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Ok(false);
+    }
+    build_image(mkfs, tree, tmp, dest)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -276,5 +310,40 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/mkfs.ext4"), "{err}");
         assert!(!dir.path().join("tmp.ext4").exists());
         assert!(!dir.path().join("root.ext4").exists());
+    }
+
+    #[test]
+    fn bakes_at_once_make_the_image_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tree")).unwrap();
+        let runs = dir.path().join("runs");
+        // A real process standing in for mkfs.ext4: it counts its runs and takes long enough
+        // for the bakes to overlap (the image file itself is made sparse before it runs).
+        let mkfs = [
+            "sh".to_owned(),
+            "-c".to_owned(),
+            format!("echo run >> {}; sleep 0.3", runs.display()),
+            "mkfs".to_owned(),
+        ];
+        let dest = dir.path().join("root.ext4");
+        let made: Vec<bool> = std::thread::scope(|scope| {
+            let bakes: Vec<_> = (0..4)
+                .map(|i| {
+                    let (mkfs, tree, dest) = (&mkfs, dir.path().join("tree"), &dest);
+                    let tmp = dir.path().join(format!("tmp-{i}.ext4"));
+                    scope.spawn(move || ensure_image(mkfs, &tree, &tmp, dest).unwrap())
+                })
+                .collect();
+            bakes.into_iter().map(|b| b.join().unwrap()).collect()
+        });
+        assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
+        assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+        assert!(std::fs::metadata(&dest).unwrap().len() >= 1 << 30);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("tmp-"))
+            .collect();
+        assert!(left.is_empty(), "temporary images left: {left:?}");
     }
 }

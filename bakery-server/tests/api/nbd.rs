@@ -3,8 +3,9 @@
 //! Debian qemu-utils; this machine has no /dev/nbd*) reading each Pi's export, its ext4
 //! checked with `debugfs`. As in `nfs.rs`, nbd-server and the clients run in a network
 //! namespace where connecting to 127.0.0.3 comes from 127.0.0.2, so each Pi is tried from its
-//! own address and from the other's. Without the tools or a namespace the test says why and
-//! passes, unless `CI` is set.
+//! own address and from the other's; and that an NBD Pi's sparse image counts as space
+//! promised when disks are made. Without the tools or a namespace the tests say why and pass,
+//! unless `CI` is set.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -245,4 +246,55 @@ fn nbd_server_serves_each_pi_only_its_own_root_image() {
         !allow.contains("127.0.0.1") && allow.contains("127.0.0.2"),
         "{allow}"
     );
+}
+
+/// The bytes an error names as "already promised to sparse disks" (`1.0 GiB (1073741824
+/// bytes)`, or `0 bytes`).
+fn promised_in(error: &str) -> u64 {
+    let text = error
+        .split(" needed, ")
+        .nth(1)
+        .and_then(|r| r.split(" already promised").next())
+        .unwrap_or_else(|| panic!("no promise in {error:?}"));
+    let exact = text.rsplit_once('(').map_or(text, |(_, bytes)| bytes);
+    exact
+        .trim_end_matches(')')
+        .trim_end_matches(" bytes")
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {text:?} in {error:?}"))
+}
+
+#[test]
+fn an_nbd_root_image_counts_as_promised_space() {
+    if !tools_or_skip() {
+        return;
+    }
+    let env = Env::new();
+    let config = env.path("nbd-server.conf");
+    let flags = ["--nbd-config", config.to_str().unwrap(), "--warm-pool", "0"];
+    let server = Server::start_replacing(&env, &[], &flags);
+    assert_eq!(server.upload_sample(OS).status(), StatusCode::CREATED);
+    server.boot_request(A, "start4.elf", Some("127.0.0.1"));
+    // A disk bigger than all free space is refused whatever else is going on on this
+    // machine; its message says what is promised already.
+    let too_big = |server: &Server| {
+        let resp = server.post_json("/disks", &json!({"size": 8u64 << 20}));
+        assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+        promised_in(&resp.json::<bakery_client::ErrorBody>().unwrap().error)
+    };
+    assert_eq!(too_big(&server), 0);
+    let pi = bake_nbd(&server);
+    // The Pi's root.ext4 is sparse: 1 GiB and more of room it may still write into.
+    let image = PathBuf::from(&pi.disks[0].location).join("root.ext4");
+    let apparent = std::fs::metadata(&image).unwrap().len();
+    let promised = too_big(&server);
+    assert!(
+        promised > (800 << 20) && promised <= apparent,
+        "promised {promised} of an image of {apparent} bytes"
+    );
+    assert_eq!(
+        server.delete(&format!("/oven/{A}")).status(),
+        StatusCode::OK
+    );
+    assert_eq!(too_big(&server), 0);
 }

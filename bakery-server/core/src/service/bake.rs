@@ -432,15 +432,18 @@ impl Bakery {
 impl NbdRootMaker {
     /// Makes the root disk directory `dir` of an NBD Pi: a clone of the bakeform's
     /// `root.ext4` (made from its `root/` tree on first use, under `tmp/`, then renamed next
-    /// to it) as `dir/root.ext4`, reflinked where the file system can, else copied sparse.
+    /// to it; once, however many bakes ask at the same time) as `dir/root.ext4`, reflinked
+    /// where the file system can, else copied sparse.
     fn make(&self, dir: &Path) -> Result<bakery_image::CloneStrategy, ServiceError> {
         use crate::domain::nbd::{BAKEFORM_IMAGE, ROOT_IMAGE};
         let image = self.bakeform_dir.join(BAKEFORM_IMAGE);
         if std::fs::symlink_metadata(&image).is_err() {
             let started = std::time::Instant::now();
             let tmp = self.tmp_dir.join(format!("{}.ext4", uuid::Uuid::new_v4()));
-            crate::nbd::build_image(&self.mkfs, &self.bakeform_dir.join("root"), &tmp, &image)?;
-            tracing::info!(image = %image.display(), elapsed = ?started.elapsed(), "nbd root image of bakeform made");
+            let tree = self.bakeform_dir.join("root");
+            if crate::nbd::ensure_image(&self.mkfs, &tree, &tmp, &image)? {
+                tracing::info!(image = %image.display(), elapsed = ?started.elapsed(), "nbd root image of bakeform made");
+            }
         }
         std::fs::create_dir(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
         let made = bakery_image::clone_file(&image, &dir.join(ROOT_IMAGE)).map_err(|e| {

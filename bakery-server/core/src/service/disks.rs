@@ -6,6 +6,7 @@ use super::{Bakery, ServiceError, io_err};
 use crate::db::{DeleteDisk, DiskLink, DiskRow};
 use crate::domain::disks::{check_new_size, check_resize, mib_to_bytes};
 use crate::domain::names::{DiskId, Serial};
+use crate::domain::nbd::ROOT_IMAGE;
 use crate::events::EventKind;
 use crate::fsutil;
 
@@ -14,8 +15,8 @@ pub const DISK_IMAGE: &str = "disk.img";
 
 impl Bakery {
     /// Refuses making `what`, which may grow to `bytes`, when that together with what the
-    /// existing sparse disks may still grow into and `--min-free-space` exceeds the free
-    /// space: disks are never overcommitted.
+    /// existing sparse disks and NBD root images may still grow into and `--min-free-space`
+    /// exceeds the free space: disks are never overcommitted.
     pub(crate) async fn check_space(&self, what: &str, bytes: u64) -> Result<(), ServiceError> {
         let locations: Vec<String> = self
             .db(|s| s.disks())
@@ -237,14 +238,15 @@ impl Bakery {
     }
 }
 
-/// The bytes the `disk.img` files under `locations` may still grow into: apparent size
-/// minus allocated blocks (a root disk, a directory tree, has no such file and promises
-/// nothing).
+/// The bytes the sparse images under `locations` may still grow into: apparent size minus
+/// allocated blocks of each data disk's `disk.img` and each NBD root's `root.ext4` (an NFS
+/// root disk, a directory tree, has no such file and promises nothing).
 fn promised_bytes(locations: &[String]) -> u64 {
     use std::os::unix::fs::MetadataExt;
     locations
         .iter()
-        .filter_map(|l| std::fs::symlink_metadata(std::path::Path::new(l).join(DISK_IMAGE)).ok())
+        .flat_map(|l| [DISK_IMAGE, ROOT_IMAGE].map(|f| std::path::Path::new(l).join(f)))
+        .filter_map(|image| std::fs::symlink_metadata(image).ok())
         .filter(|m| m.is_file())
         .map(|m| m.len().saturating_sub(m.blocks().saturating_mul(512)))
         .fold(0, u64::saturating_add)
