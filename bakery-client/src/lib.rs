@@ -33,8 +33,12 @@
 //! # }
 //! ```
 
+#[macro_use]
+mod named;
 pub mod names;
 pub mod types;
+
+pub use named::UnknownName;
 
 pub use types::*;
 

@@ -68,56 +68,33 @@ impl TryFrom<u8> for PiStatus {
     }
 }
 
-/// The server's lifecycle state of a Pi (an addition to the contract, field `state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum PiState {
-    /// Known, not in use.
-    Fridge,
-    /// Its root filesystem is being cloned and exported.
-    Preparing,
-    /// Ready: root exported, powered on.
-    Baked,
-    /// Being powered off and torn down, on its way back to the fridge.
-    Unbaking,
-}
-
-/// How a baked Pi's root file system reaches it (an addition: `rootKind`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum RootKind {
-    /// A directory tree exported over NFS (the default, as the first server).
-    #[default]
-    Nfs,
-    /// An ext4 image file served by `nbd-server` (k3s and containerd need a block-device
-    /// root: overlayfs does not work on NFS).
-    Nbd,
-}
-
-impl RootKind {
-    /// The lowercase name used in the API, the database and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RootKind::Nfs => "nfs",
-            RootKind::Nbd => "nbd",
-        }
-    }
-
-    /// Parses `nfs` or `nbd`.
-    pub fn parse(s: &str) -> Option<RootKind> {
-        match s {
-            "nfs" => Some(RootKind::Nfs),
-            "nbd" => Some(RootKind::Nbd),
-            _ => None,
-        }
+named_enum! {
+    /// The server's lifecycle state of a Pi (an addition to the contract, field `state`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum PiState ("pi state") {
+        /// Known, not in use.
+        Fridge = "fridge",
+        /// Its root filesystem is being cloned and exported.
+        Preparing = "preparing",
+        /// Ready: root exported, powered on.
+        Baked = "baked",
+        /// Being powered off and torn down, on its way back to the fridge.
+        Unbaking = "unbaking",
     }
 }
 
-impl std::fmt::Display for RootKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// How a baked Pi's root file system reaches it (an addition: `rootKind`).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum RootKind ("root kind") {
+        /// A directory tree exported over NFS (the default, as the first server).
+        #[default]
+        Nfs = "nfs",
+        /// An ext4 image file served by `nbd-server` (k3s and containerd need a block-device
+        /// root: overlayfs does not work on NFS).
+        Nbd = "nbd",
     }
 }
 
@@ -130,146 +107,35 @@ impl PiState {
             PiState::Preparing | PiState::Unbaking => PiStatus::Preparing,
         }
     }
+}
 
-    /// Every state, in lifecycle order.
-    pub const ALL: [PiState; 4] = [
-        PiState::Fridge,
-        PiState::Preparing,
-        PiState::Baked,
-        PiState::Unbaking,
-    ];
-
-    /// The lowercase name used in the API, the database, logs and docs; [`PiState::from_str`]
-    /// is its inverse.
-    ///
-    /// [`PiState::from_str`]: std::str::FromStr::from_str
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PiState::Fridge => "fridge",
-            PiState::Preparing => "preparing",
-            PiState::Baked => "baked",
-            PiState::Unbaking => "unbaking",
-        }
+named_enum! {
+    /// The board a Pi is, as its network boot tells (an addition to the contract, field `model`):
+    /// which first-stage files and kernel it asks for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum PiModel ("pi model") {
+        /// A Pi 3 (or 2 B v1.2): `bootcode.bin`, then `start.elf`.
+        Pi3 = "pi3",
+        /// A Pi 4, 400 or CM4: `start4.elf` first.
+        Pi4 = "pi4",
+        /// A Pi 5 or CM5: no `start*.elf`; `kernel_2712.img` and `bcm2712-*.dtb`.
+        Pi5 = "pi5",
     }
 }
 
-impl std::fmt::Display for PiState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for PiState {
-    type Err = UnknownState;
-
-    /// Parses the names [`PiState::as_str`] gives.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PiState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownState {
-                what: "pi state",
-                value: s.to_owned(),
-                expected: "fridge, preparing, baked or unbaking",
-            })
-    }
-}
-
-/// A string that names no state of a [`PiState`] or a [`BakeformState`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {value:?}: expected {expected}")]
-pub struct UnknownState {
-    /// Which kind of state was parsed (`pi state`, `bakeform state`).
-    pub what: &'static str,
-    /// The string given.
-    pub value: String,
-    /// The names accepted.
-    pub expected: &'static str,
-}
-
-/// The board a Pi is, as its network boot tells (an addition to the contract, field `model`):
-/// which first-stage files and kernel it asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum PiModel {
-    /// A Pi 3 (or 2 B v1.2): `bootcode.bin`, then `start.elf`.
-    Pi3,
-    /// A Pi 4, 400 or CM4: `start4.elf` first.
-    Pi4,
-    /// A Pi 5 or CM5: no `start*.elf`; `kernel_2712.img` and `bcm2712-*.dtb`.
-    Pi5,
-}
-
-impl PiModel {
-    /// Every model, in order.
-    pub const ALL: [PiModel; 3] = [PiModel::Pi3, PiModel::Pi4, PiModel::Pi5];
-
-    /// The lowercase name used in the API, the CLI and the docs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PiModel::Pi3 => "pi3",
-            PiModel::Pi4 => "pi4",
-            PiModel::Pi5 => "pi5",
-        }
-    }
-}
-
-impl std::fmt::Display for PiModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for PiModel {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PiModel::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| format!("unknown pi model {s:?}, expected pi3, pi4 or pi5"))
-    }
-}
-
-/// A Pi's power as bakery last knew it (an addition to the contract, field `powerState`): from
-/// a power switch bakery made or the PPI's answer to a `status` request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum PowerState {
-    /// Switched on.
-    On,
-    /// Switched off.
-    Off,
-    /// The PPI cannot tell (or does not know the `status` action).
-    Unknown,
-}
-
-impl PowerState {
-    /// The lowercase name used in the API, the PPI protocol and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerState::On => "on",
-            PowerState::Off => "off",
-            PowerState::Unknown => "unknown",
-        }
-    }
-
-    /// Parses `on`, `off` or `unknown`.
-    pub fn parse(s: &str) -> Option<PowerState> {
-        match s {
-            "on" => Some(PowerState::On),
-            "off" => Some(PowerState::Off),
-            "unknown" => Some(PowerState::Unknown),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for PowerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// A Pi's power as bakery last knew it (an addition to the contract, field `powerState`): from
+    /// a power switch bakery made or the PPI's answer to a `status` request.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum PowerState ("power state") {
+        /// Switched on.
+        On = "on",
+        /// Switched off.
+        Off = "off",
+        /// The PPI cannot tell (or does not know the `status` action).
+        Unknown = "unknown",
     }
 }
 
@@ -396,59 +262,17 @@ pub struct Bakeform {
     pub error: Option<String>,
 }
 
-/// The import state of a bakeform (an addition to the contract).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum BakeformState {
-    /// The upload is stored and being imported.
-    Importing,
-    /// Imported: Pis can be baked from it.
-    Ready,
-    /// The import failed; `error` says why.
-    Failed,
-}
-
-impl BakeformState {
-    /// Every state.
-    pub const ALL: [BakeformState; 3] = [
-        BakeformState::Importing,
-        BakeformState::Ready,
-        BakeformState::Failed,
-    ];
-
-    /// The lowercase name used in the API, the database and the CLI;
-    /// [`BakeformState::from_str`] is its inverse.
-    ///
-    /// [`BakeformState::from_str`]: std::str::FromStr::from_str
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BakeformState::Importing => "importing",
-            BakeformState::Ready => "ready",
-            BakeformState::Failed => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for BakeformState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for BakeformState {
-    type Err = UnknownState;
-
-    /// Parses the names [`BakeformState::as_str`] gives.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BakeformState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| UnknownState {
-                what: "bakeform state",
-                value: s.to_owned(),
-                expected: "importing, ready or failed",
-            })
+named_enum! {
+    /// The import state of a bakeform (an addition to the contract).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum BakeformState ("bakeform state") {
+        /// The upload is stored and being imported.
+        Importing = "importing",
+        /// Imported: Pis can be baked from it.
+        Ready = "ready",
+        /// The import failed; `error` says why.
+        Failed = "failed",
     }
 }
 
@@ -590,86 +414,87 @@ pub struct ErrorBody {
     pub code: Option<ErrorKind>,
 }
 
-/// What kind of failure an error reply reports: the `code` of [`ErrorBody`].
-///
-/// Each kind is answered with one HTTP status ([`ErrorKind::status`]); that table is the
-/// server's only mapping of failures to statuses. The *generic* kinds (one per status the API
-/// uses: [`ErrorKind::InvalidRequest`], [`ErrorKind::NotFound`], ...) are what a reply without a
-/// code — from the original server, or a proxy — is classed as ([`ErrorKind::of_status`]); the
-/// finer ones say which resource or rule it was. A code this version does not know parses as
-/// [`ErrorKind::Unknown`], so newer servers can add kinds.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// 400: the request is malformed or breaks a rule (generic).
-    InvalidRequest,
-    /// 400: a name (serial, bakeform, disk or snapshot id, file name) is not valid.
-    InvalidName,
-    /// 400: a bake names a bakeform that does not exist.
-    UnknownBakeform,
-    /// 400: a bake names a bakeform that is still being imported or failed to.
-    BakeformNotReady,
-    /// 400: an uploaded image is not a usable SD-card image.
-    BadImage,
-    /// 401: no token, or an unknown one.
-    Unauthorized,
-    /// 403: not allowed (generic).
-    Forbidden,
-    /// 403: the token may not do this (a read-only token asked to change something).
-    InsufficientScope,
-    /// 403: the Pi is not baked.
-    NotBaked,
-    /// 403: a bakeform of that name exists.
-    BakeformExists,
-    /// 403: the operation does not apply to a Pi's root disk.
-    RootDisk,
-    /// 404: nothing there (generic; also an unknown route).
-    NotFound,
-    /// 404: no such Pi.
-    PiNotFound,
-    /// 404: the Pi is not in the oven.
-    PiNotInOven,
-    /// 404: no Pi in the fridge is free (and matches the constraints).
-    NoFreePi,
-    /// 404: no such bakeform.
-    BakeformNotFound,
-    /// 404: no such disk.
-    DiskNotFound,
-    /// 404: the disk is not attached to that Pi.
-    DiskNotAttached,
-    /// 404: no such snapshot (of that disk).
-    SnapshotNotFound,
-    /// 404: no such file (a Pi's file, cloud-init data, a boot file).
-    FileNotFound,
-    /// 405: the route does not take that method.
-    MethodNotAllowed,
-    /// 408: the request stopped sending (an upload stalled).
-    RequestTimeout,
-    /// 409: the state of a resource forbids it (generic).
-    Conflict,
-    /// 409: the bake failed.
-    BakeFailed,
-    /// 409: the bakeform is in use by a baked Pi.
-    BakeformInUse,
-    /// 409: the bakeform is being imported.
-    BakeformImporting,
-    /// 409: the disk is attached to a Pi.
-    DiskAttached,
-    /// 413: the body or image is larger than the limit.
-    TooLarge,
-    /// 500: the server failed (generic).
-    Internal,
-    /// 502: the power interface (PPI) failed (the only 502 the API answers).
-    PowerFailed,
-    /// 503: too busy (too many uploads at once); retry after the `Retry-After` seconds.
-    Unavailable,
-    /// 507: not enough space on the server's data dir.
-    InsufficientStorage,
-    /// A code this version does not know, or a status without a generic kind.
-    #[serde(other)]
-    Unknown,
+named_enum! {
+    /// What kind of failure an error reply reports: the `code` of [`ErrorBody`].
+    ///
+    /// Each kind is answered with one HTTP status ([`ErrorKind::status`]); that table is the
+    /// server's only mapping of failures to statuses. The *generic* kinds (one per status the API
+    /// uses: [`ErrorKind::InvalidRequest`], [`ErrorKind::NotFound`], ...) are what a reply without a
+    /// code — from the original server, or a proxy — is classed as ([`ErrorKind::of_status`]); the
+    /// finer ones say which resource or rule it was. A code this version does not know parses as
+    /// [`ErrorKind::Unknown`], so newer servers can add kinds.
+    #[non_exhaustive]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum ErrorKind ("error kind") {
+        /// 400: the request is malformed or breaks a rule (generic).
+        InvalidRequest = "invalid_request",
+        /// 400: a name (serial, bakeform, disk or snapshot id, file name) is not valid.
+        InvalidName = "invalid_name",
+        /// 400: a bake names a bakeform that does not exist.
+        UnknownBakeform = "unknown_bakeform",
+        /// 400: a bake names a bakeform that is still being imported or failed to.
+        BakeformNotReady = "bakeform_not_ready",
+        /// 400: an uploaded image is not a usable SD-card image.
+        BadImage = "bad_image",
+        /// 401: no token, or an unknown one.
+        Unauthorized = "unauthorized",
+        /// 403: not allowed (generic).
+        Forbidden = "forbidden",
+        /// 403: the token may not do this (a read-only token asked to change something).
+        InsufficientScope = "insufficient_scope",
+        /// 403: the Pi is not baked.
+        NotBaked = "not_baked",
+        /// 403: a bakeform of that name exists.
+        BakeformExists = "bakeform_exists",
+        /// 403: the operation does not apply to a Pi's root disk.
+        RootDisk = "root_disk",
+        /// 404: nothing there (generic; also an unknown route).
+        NotFound = "not_found",
+        /// 404: no such Pi.
+        PiNotFound = "pi_not_found",
+        /// 404: the Pi is not in the oven.
+        PiNotInOven = "pi_not_in_oven",
+        /// 404: no Pi in the fridge is free (and matches the constraints).
+        NoFreePi = "no_free_pi",
+        /// 404: no such bakeform.
+        BakeformNotFound = "bakeform_not_found",
+        /// 404: no such disk.
+        DiskNotFound = "disk_not_found",
+        /// 404: the disk is not attached to that Pi.
+        DiskNotAttached = "disk_not_attached",
+        /// 404: no such snapshot (of that disk).
+        SnapshotNotFound = "snapshot_not_found",
+        /// 404: no such file (a Pi's file, cloud-init data, a boot file).
+        FileNotFound = "file_not_found",
+        /// 405: the route does not take that method.
+        MethodNotAllowed = "method_not_allowed",
+        /// 408: the request stopped sending (an upload stalled).
+        RequestTimeout = "request_timeout",
+        /// 409: the state of a resource forbids it (generic).
+        Conflict = "conflict",
+        /// 409: the bake failed.
+        BakeFailed = "bake_failed",
+        /// 409: the bakeform is in use by a baked Pi.
+        BakeformInUse = "bakeform_in_use",
+        /// 409: the bakeform is being imported.
+        BakeformImporting = "bakeform_importing",
+        /// 409: the disk is attached to a Pi.
+        DiskAttached = "disk_attached",
+        /// 413: the body or image is larger than the limit.
+        TooLarge = "too_large",
+        /// 500: the server failed (generic).
+        Internal = "internal",
+        /// 502: the power interface (PPI) failed (the only 502 the API answers).
+        PowerFailed = "power_failed",
+        /// 503: too busy (too many uploads at once); retry after the `Retry-After` seconds.
+        Unavailable = "unavailable",
+        /// 507: not enough space on the server's data dir.
+        InsufficientStorage = "insufficient_storage",
+        /// A code this version does not know, or a status without a generic kind.
+        #[serde(other)]
+        Unknown = "unknown",
+    }
 }
 
 impl ErrorKind {
@@ -729,92 +554,6 @@ impl ErrorKind {
     pub fn reports(self, wanted: ErrorKind) -> bool {
         self == wanted || self == ErrorKind::of_status(wanted.status())
     }
-
-    /// The code as it is written on the wire (`"no_free_pi"`).
-    pub fn as_str(self) -> &'static str {
-        use ErrorKind as K;
-        match self {
-            K::InvalidRequest => "invalid_request",
-            K::InvalidName => "invalid_name",
-            K::UnknownBakeform => "unknown_bakeform",
-            K::BakeformNotReady => "bakeform_not_ready",
-            K::BadImage => "bad_image",
-            K::Unauthorized => "unauthorized",
-            K::Forbidden => "forbidden",
-            K::InsufficientScope => "insufficient_scope",
-            K::NotBaked => "not_baked",
-            K::BakeformExists => "bakeform_exists",
-            K::RootDisk => "root_disk",
-            K::NotFound => "not_found",
-            K::PiNotFound => "pi_not_found",
-            K::PiNotInOven => "pi_not_in_oven",
-            K::NoFreePi => "no_free_pi",
-            K::BakeformNotFound => "bakeform_not_found",
-            K::DiskNotFound => "disk_not_found",
-            K::DiskNotAttached => "disk_not_attached",
-            K::SnapshotNotFound => "snapshot_not_found",
-            K::FileNotFound => "file_not_found",
-            K::MethodNotAllowed => "method_not_allowed",
-            K::RequestTimeout => "request_timeout",
-            K::Conflict => "conflict",
-            K::BakeFailed => "bake_failed",
-            K::BakeformInUse => "bakeform_in_use",
-            K::BakeformImporting => "bakeform_importing",
-            K::DiskAttached => "disk_attached",
-            K::TooLarge => "too_large",
-            K::Internal => "internal",
-            K::PowerFailed => "power_failed",
-            K::Unavailable => "unavailable",
-            K::InsufficientStorage => "insufficient_storage",
-            K::Unknown => "unknown",
-        }
-    }
-
-    /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 33] = {
-        use ErrorKind as K;
-        [
-            K::InvalidRequest,
-            K::InvalidName,
-            K::UnknownBakeform,
-            K::BakeformNotReady,
-            K::BadImage,
-            K::Unauthorized,
-            K::Forbidden,
-            K::InsufficientScope,
-            K::NotBaked,
-            K::BakeformExists,
-            K::RootDisk,
-            K::NotFound,
-            K::PiNotFound,
-            K::PiNotInOven,
-            K::NoFreePi,
-            K::BakeformNotFound,
-            K::DiskNotFound,
-            K::DiskNotAttached,
-            K::SnapshotNotFound,
-            K::FileNotFound,
-            K::MethodNotAllowed,
-            K::RequestTimeout,
-            K::Conflict,
-            K::BakeFailed,
-            K::BakeformInUse,
-            K::BakeformImporting,
-            K::DiskAttached,
-            K::TooLarge,
-            K::Internal,
-            K::PowerFailed,
-            K::Unavailable,
-            K::InsufficientStorage,
-            K::Unknown,
-        ]
-    };
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// The content type the contract names for image uploads.
@@ -845,29 +584,30 @@ pub struct BootSummary {
     pub time_to_last_file_ms: i64,
 }
 
-/// How one boot-path request ended (an addition: boot timelines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum BootOutcome {
-    /// The whole file was sent.
-    Sent,
-    /// No such file, or the Pi may not boot now.
-    NotFound,
-    /// The path was refused (outside the boot directory, not a valid path).
-    Refused,
-    /// A size probe: the Pi read the size and ended the transfer, as Pi firmware does
-    /// before each real fetch (kept only when no fetch of the file followed).
-    Probe,
-    /// The client ended the transfer part way.
-    Aborted,
-    /// The client vanished mid-transfer.
-    GaveUp,
-    /// Sent, final ack lost: the last block went out but its acknowledgement never came
-    /// (TFTP). The Pi most likely has the whole file; `bytes` counts what it acknowledged.
-    Unconfirmed,
-    /// The server could not read or send the file.
-    Failed,
+named_enum! {
+    /// How one boot-path request ended (an addition: boot timelines).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    pub enum BootOutcome ("boot outcome") {
+        /// The whole file was sent.
+        Sent = "sent",
+        /// No such file, or the Pi may not boot now.
+        NotFound = "notFound",
+        /// The path was refused (outside the boot directory, not a valid path).
+        Refused = "refused",
+        /// A size probe: the Pi read the size and ended the transfer, as Pi firmware does
+        /// before each real fetch (kept only when no fetch of the file followed).
+        Probe = "probe",
+        /// The client ended the transfer part way.
+        Aborted = "aborted",
+        /// The client vanished mid-transfer.
+        GaveUp = "gaveUp",
+        /// Sent, final ack lost: the last block went out but its acknowledgement never came
+        /// (TFTP). The Pi most likely has the whole file; `bytes` counts what it acknowledged.
+        Unconfirmed = "unconfirmed",
+        /// The server could not read or send the file.
+        Failed = "failed",
+    }
 }
 
 /// One boot-path request of a Pi, over TFTP or HTTP `/files` (an addition).
@@ -1038,13 +778,13 @@ mod tests {
         assert_eq!(pi.power_state, Some(PowerState::Off));
         assert_eq!(pi.power_state_at, Some(1_700_000_000_000));
         for state in [PowerState::On, PowerState::Off, PowerState::Unknown] {
-            assert_eq!(PowerState::parse(state.as_str()), Some(state));
+            assert_eq!(state.as_str().parse::<PowerState>(), Ok(state));
             assert_eq!(
                 serde_json::to_string(&state).expect("serializes"),
                 format!("\"{state}\"")
             );
         }
-        assert_eq!(PowerState::parse("1"), None);
+        assert!("1".parse::<PowerState>().is_err());
     }
 
     #[test]
@@ -1091,5 +831,47 @@ mod tests {
             err.to_string(),
             "unknown bakeform state \"Ready\": expected importing, ready or failed"
         );
+    }
+
+    /// Each variant of `E` is written by serde as its `as_str` name, read back from it by
+    /// serde and `FromStr`, and an unknown name is refused naming what it was meant to be.
+    fn names_agree<E>(all: &[E], what: &str)
+    where
+        E: Copy + PartialEq + std::fmt::Debug + std::fmt::Display + Serialize,
+        E: for<'de> Deserialize<'de> + std::str::FromStr<Err = crate::UnknownName>,
+    {
+        assert!(!all.is_empty());
+        for &value in all {
+            let name = value.to_string();
+            assert_eq!(
+                serde_json::to_value(value).unwrap(),
+                serde_json::json!(name)
+            );
+            assert_eq!(
+                serde_json::from_value::<E>(serde_json::json!(name)).unwrap(),
+                value
+            );
+            assert_eq!(name.parse::<E>(), Ok(value));
+        }
+        let err = "no such name".parse::<E>().unwrap_err();
+        assert_eq!(err.what, what);
+        assert!(
+            err.to_string()
+                .starts_with(&format!("unknown {what} \"no such name\": expected "))
+        );
+    }
+
+    #[test]
+    fn every_named_enum_has_one_name_per_variant_on_the_wire_and_in_text() {
+        names_agree(&PiState::ALL, "pi state");
+        names_agree(&RootKind::ALL, "root kind");
+        names_agree(&PiModel::ALL, "pi model");
+        names_agree(&PowerState::ALL, "power state");
+        names_agree(&BakeformState::ALL, "bakeform state");
+        names_agree(&ErrorKind::ALL, "error kind");
+        names_agree(&BootOutcome::ALL, "boot outcome");
+        assert_eq!(BootOutcome::GaveUp.as_str(), "gaveUp");
+        assert_eq!(ErrorKind::PiNotInOven.as_str(), "pi_not_in_oven");
+        assert_eq!(ErrorKind::ALL.len(), 33);
     }
 }

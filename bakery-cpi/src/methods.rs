@@ -956,7 +956,7 @@ fn root_kind(
         None | Some(Value::Null) => Ok(None),
         Some(value) => value
             .as_str()
-            .and_then(RootKind::parse)
+            .and_then(|kind| kind.parse::<RootKind>().ok())
             .map(Some)
             .ok_or_else(|| {
                 args.invalid(
@@ -978,7 +978,10 @@ fn pi_constraints(
     let invalid = |message: String| args.invalid(2, "cloud_properties", message);
     let model = match cloud_properties.get("model") {
         None | Some(Value::Null) => None,
-        Some(Value::String(name)) => Some(name.parse::<PiModel>().map_err(invalid)?),
+        Some(Value::String(name)) => Some(
+            name.parse::<PiModel>()
+                .map_err(|e| invalid(e.to_string()))?,
+        ),
         Some(other) => {
             return Err(invalid(format!(
                 "model must be \"pi3\", \"pi4\" or \"pi5\", got {other}"

@@ -22,7 +22,7 @@ use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
 use crate::blocking::Client;
-use crate::types::{BakeRequest, CreateDiskRequest, Labels, PiMap, RootKind};
+use crate::types::{BakeRequest, CreateDiskRequest, Labels, PiMap};
 use crate::{ClientBuilder, Error};
 use args::{BakeformCommand, Cli, Command, DiskCommand, Output, PiCommand, SnapshotCommand};
 
@@ -244,7 +244,7 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
                 bakeform_name: bake.bakeform.clone(),
                 network: None,
                 power_on: None,
-                root_kind: bake.root_kind.as_deref().and_then(RootKind::parse),
+                root_kind: bake.root_kind.as_deref().and_then(|kind| kind.parse().ok()),
                 model: bake.model.as_deref().and_then(|m| m.parse().ok()),
                 labels: bake.labels.iter().cloned().collect(),
             };

@@ -10,7 +10,7 @@ use bakery_client::{BootOutcome, BootRequest, Event};
 use bakery_tftp::{Outcome, TransferReport};
 use tokio::sync::mpsc;
 
-use crate::db::{BootRecordChange, EventSink, NewEvent, Store, outcome_str};
+use crate::db::{BootRecordChange, EventSink, NewEvent, Store};
 use crate::domain::names::is_serial;
 use crate::events::{EventKind, EventLog};
 use crate::metrics::{ActionLabel, KindLabel, Metrics, OutcomeLabel};
@@ -179,7 +179,7 @@ impl Observer {
         let m = &self.metrics;
         m.tftp_transfers
             .get_or_create(&OutcomeLabel {
-                outcome: outcome_str(outcome).to_owned(),
+                outcome: outcome.as_str().to_owned(),
             })
             .inc();
         m.tftp_bytes.inc_by(report.bytes);
@@ -213,7 +213,7 @@ impl Observer {
         self.metrics
             .http_boot_files
             .get_or_create(&OutcomeLabel {
-                outcome: outcome_str(outcome).to_owned(),
+                outcome: outcome.as_str().to_owned(),
             })
             .inc();
         self.boot_request(

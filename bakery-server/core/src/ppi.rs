@@ -230,7 +230,7 @@ impl Power for ProcessPpi {
     }
 
     fn status<'a>(&'a self, serial: &'a str) -> StatusFuture<'a> {
-        Box::pin(self.run(serial, STATUS_ACTION, PowerState::parse))
+        Box::pin(self.run(serial, STATUS_ACTION, |answer| answer.parse().ok()))
     }
 
     fn is_managed(&self) -> bool {

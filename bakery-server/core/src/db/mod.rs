@@ -33,7 +33,7 @@ use crate::domain::names::{BakeformName, DiskId, Serial, SnapshotId};
 pub use bakeforms::{BakeformRow, DeleteBakeform};
 pub use disks::{DeleteDisk, DiskLink, DiskRow};
 pub use lifecycle::{PiChange, StartBake};
-pub use observe::{BootRecordChange, BootRecordRow, EVENTS_KEPT, EventSink, NewEvent, outcome_str};
+pub use observe::{BootRecordChange, BootRecordRow, EVENTS_KEPT, EventSink, NewEvent};
 pub use pis::PiRow;
 pub use snapshots::SnapshotRow;
 

@@ -56,34 +56,6 @@ pub enum BootRecordChange {
     },
 }
 
-/// The lowercase-camel name of an outcome, as stored and sent.
-pub fn outcome_str(outcome: BootOutcome) -> &'static str {
-    match outcome {
-        BootOutcome::Sent => "sent",
-        BootOutcome::NotFound => "notFound",
-        BootOutcome::Refused => "refused",
-        BootOutcome::Probe => "probe",
-        BootOutcome::Aborted => "aborted",
-        BootOutcome::GaveUp => "gaveUp",
-        BootOutcome::Unconfirmed => "unconfirmed",
-        BootOutcome::Failed => "failed",
-    }
-}
-
-fn parse_outcome(s: &str) -> Option<BootOutcome> {
-    Some(match s {
-        "sent" => BootOutcome::Sent,
-        "notFound" => BootOutcome::NotFound,
-        "refused" => BootOutcome::Refused,
-        "probe" => BootOutcome::Probe,
-        "aborted" => BootOutcome::Aborted,
-        "gaveUp" => BootOutcome::GaveUp,
-        "unconfirmed" => BootOutcome::Unconfirmed,
-        "failed" => BootOutcome::Failed,
-        _ => return None,
-    })
-}
-
 /// Events kept in the log; older ones are pruned.
 pub const EVENTS_KEPT: i64 = 10_000;
 
@@ -190,7 +162,7 @@ impl Store {
                                 r.time,
                                 r.file,
                                 i64::try_from(r.bytes).unwrap_or(i64::MAX),
-                                outcome_str(r.outcome),
+                                r.outcome.as_str(),
                                 r.via,
                                 i64::try_from(r.elapsed_ms).unwrap_or(i64::MAX),
                                 r.size_probed
@@ -232,8 +204,9 @@ impl Store {
         let mut out = Vec::new();
         for raw in rows {
             let (pi, boot, seq, time, file, bytes, outcome, via, elapsed, probed) = raw?;
-            let outcome =
-                parse_outcome(&outcome).ok_or_else(|| corrupt("boot_records.outcome", &outcome))?;
+            let outcome = outcome
+                .parse::<BootOutcome>()
+                .map_err(|_| corrupt("boot_records.outcome", &outcome))?;
             out.push(BootRecordRow {
                 pi,
                 boot,
@@ -257,28 +230,6 @@ impl Store {
 mod tests {
     use super::*;
     use crate::db::tests::store;
-
-    #[test]
-    fn every_outcome_is_stored_under_its_wire_name_and_read_back() {
-        use BootOutcome::*;
-        for o in [
-            Sent,
-            NotFound,
-            Refused,
-            Probe,
-            Aborted,
-            GaveUp,
-            Unconfirmed,
-            Failed,
-        ] {
-            assert_eq!(parse_outcome(outcome_str(o)), Some(o));
-            assert_eq!(
-                serde_json::to_value(o).unwrap(),
-                serde_json::Value::String(outcome_str(o).to_owned())
-            );
-        }
-        assert_eq!(parse_outcome("lost"), None);
-    }
 
     #[test]
     fn events_get_increasing_ids_and_page_after_since() {

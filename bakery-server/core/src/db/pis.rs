@@ -90,8 +90,9 @@ pub(super) fn pi_from_raw(raw: RawPi) -> Result<PiRow, DbError> {
         None => None,
     };
     let labels = serde_json::from_str(&labels).map_err(|_| corrupt("pis.labels", &labels))?;
-    let root_kind =
-        RootKind::parse(&root_kind).ok_or_else(|| corrupt("pis.root_kind", &root_kind))?;
+    let root_kind = root_kind
+        .parse::<RootKind>()
+        .map_err(|_| corrupt("pis.root_kind", &root_kind))?;
     let state = state.parse().map_err(|_| corrupt("pis.state", &state))?;
     let address = match address {
         Some(a) => Some(a.parse().map_err(|_| corrupt("pis.address", &a))?),
