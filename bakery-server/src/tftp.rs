@@ -6,6 +6,9 @@ use bakery_tftp::{FileProvider, FileSource, Outcome, ReadRequest, Refusal, Trans
 
 use bakery_core::boot::{BootError, BootFile, BootFiles};
 
+/// What a Pi is told (TFTP error 0) when the boot path fails for a reason of the server's.
+pub const SERVER_FAULT: &str = "server error, try again";
+
 /// The boot path as the TFTP server's file provider.
 #[derive(Debug, Clone)]
 pub struct TftpBootFiles(pub BootFiles);
@@ -20,7 +23,9 @@ impl FileProvider for TftpBootFiles {
             Err(BootError::InvalidPath(e)) => Err(Refusal::AccessViolation(e.to_string())),
             Err(BootError::Service(e)) => {
                 tracing::error!(file = request.filename, error = %e, "boot file lookup failed");
-                Err(Refusal::NotFound)
+                // Not "file not found": the file may well be there. The cause stays in the
+                // server's log; the Pi (unauthenticated) gets no paths or internals.
+                Err(Refusal::Failed(SERVER_FAULT.to_owned()))
             }
         }
     }

@@ -271,9 +271,15 @@ async fn resolve_in(dir: &Path, components: &[&str]) -> Result<Option<BootFile>,
         .map_err(|e| ServiceError::Task(e.to_string()))?
 }
 
-/// [`resolve_in`]'s checks and the one open of the file, off the async runtime.
+/// [`resolve_in`]'s checks and the one open of the file, off the async runtime. A path that
+/// is not there (no such file, a file where a directory should be, a symlink loop) is
+/// `None`; any other error (out of file descriptors, an I/O error) is an error, never
+/// passed off as a missing file.
 fn open_in(dir: &Path, path: &Path) -> Result<Option<BootFile>, ServiceError> {
-    let (Ok(real_dir), Ok(real)) = (std::fs::canonicalize(dir), std::fs::canonicalize(path)) else {
+    let Some(real_dir) = unless_absent(std::fs::canonicalize(dir), dir)? else {
+        return Ok(None);
+    };
+    let Some(real) = unless_absent(std::fs::canonicalize(path), path)? else {
         return Ok(None);
     };
     if !real.starts_with(&real_dir) {
@@ -281,7 +287,7 @@ fn open_in(dir: &Path, path: &Path) -> Result<Option<BootFile>, ServiceError> {
         return Ok(None);
     }
     // Checked before opening too: opening a FIFO or a device could block or have effects.
-    if !std::fs::metadata(&real).is_ok_and(|meta| meta.is_file()) {
+    if !unless_absent(std::fs::metadata(&real), &real)?.is_some_and(|meta| meta.is_file()) {
         return Ok(None);
     }
     let context = format!("cannot open {}", real.display());
@@ -293,4 +299,70 @@ fn open_in(dir: &Path, path: &Path) -> Result<Option<BootFile>, ServiceError> {
         file,
         len: meta.len(),
     }))
+}
+
+/// `result`'s value, `None` when the error says `path` is not there, else the error naming
+/// `path`.
+fn unless_absent<T>(result: std::io::Result<T>, path: &Path) -> Result<Option<T>, ServiceError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(crate::service::io_err(format!(
+            "cannot resolve {}",
+            path.display()
+        ))(e)),
+    }
+}
+
+/// Whether an error of resolving a path says it is not there: no such entry, a file where a
+/// directory is needed, a symlink loop or a name too long.
+fn is_absent(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::NotFound
+        || matches!(
+            error.raw_os_error(),
+            Some(libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_regular_file_inside_the_directory_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot");
+        std::fs::create_dir(&boot).unwrap();
+        std::fs::write(boot.join("start4.elf"), b"firmware").unwrap();
+        std::fs::write(dir.path().join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink("../outside", boot.join("escape")).unwrap();
+        std::os::unix::fs::symlink("loop", boot.join("loop")).unwrap();
+        let opened = |name: &str| open_in(&boot, &boot.join(name)).unwrap();
+        match opened("start4.elf") {
+            Some(BootFile::File { len, .. }) => assert_eq!(len, 8),
+            other => panic!("start4.elf not opened: {other:?}"),
+        }
+        for absent in ["missing", "start4.elf/below", "escape", "loop", "."] {
+            assert!(opened(absent).is_none(), "{absent} was served");
+        }
+        assert!(
+            open_in(&dir.path().join("no-boot"), &boot.join("start4.elf"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_failure_to_resolve_is_an_error_not_a_missing_file() {
+        let path = Path::new("/srv/bakery/bakeforms/os/boot/fixup4.dat");
+        for absent in [libc::ENOENT, libc::ENOTDIR, libc::ELOOP, libc::ENAMETOOLONG] {
+            let result: std::io::Result<()> = Err(std::io::Error::from_raw_os_error(absent));
+            assert!(unless_absent(result, path).unwrap().is_none(), "{absent}");
+        }
+        for fault in [libc::EMFILE, libc::EIO, libc::ENOMEM] {
+            let result: std::io::Result<()> = Err(std::io::Error::from_raw_os_error(fault));
+            let err = unless_absent(result, path).unwrap_err();
+            assert!(err.to_string().contains("fixup4.dat"), "{err}");
+        }
+    }
 }

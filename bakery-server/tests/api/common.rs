@@ -403,6 +403,16 @@ impl Server {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// The first `max` lines of the server's log holding `needle` (for failure messages).
+    pub fn log_lines(&self, needle: &str, max: usize) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|l| l.contains(needle))
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

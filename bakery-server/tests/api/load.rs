@@ -330,7 +330,8 @@ fn two_hundred_clients_and_a_fifty_pi_boot_storm() {
     );
     assert!(
         !storms.is_empty() && boot_failures.is_empty(),
-        "{boot_failures:?}"
+        "{boot_failures:?}; the server's errors: {:?}",
+        server.log_lines("ERROR", 10)
     );
     assert!(slowest < ANSWER_BOUND, "slowest answer {slowest:?}");
     assert!(

@@ -43,7 +43,8 @@ pub use server::serve;
 pub trait FileProvider: Send + Sync + 'static {
     /// Opens the file named in `request`, or refuses it.
     ///
-    /// [`Refusal::NotFound`] becomes TFTP error 1, [`Refusal::AccessViolation`] error 2.
+    /// [`Refusal::NotFound`] becomes TFTP error 1, [`Refusal::AccessViolation`] error 2,
+    /// [`Refusal::Failed`] error 0.
     fn open(
         &self,
         request: &ReadRequest,
@@ -106,6 +107,10 @@ pub enum Refusal {
     NotFound,
     /// The client may not read this: TFTP error 2 with this message.
     AccessViolation(String),
+    /// The provider failed to find out (a database or I/O error): TFTP error 0 with this
+    /// message, so the client does not take a server fault for a missing file (a Pi's
+    /// firmware falls back to other paths on "file not found").
+    Failed(String),
 }
 
 /// How one read request ended, given to [`FileProvider::finished`].
@@ -146,7 +151,8 @@ pub enum Outcome {
     /// has the whole file (RFC 1350 §6: the final ACK may be lost); `bytes` counts only what
     /// was acknowledged.
     Unconfirmed,
-    /// The server could not read the source (the file shrank, an I/O error) or send.
+    /// The provider answered [`Refusal::Failed`], or the server could not read the source
+    /// (the file shrank, an I/O error) or send.
     Failed,
 }
 

@@ -184,6 +184,9 @@ async fn run(
                     message.as_str(),
                     Outcome::Refused,
                 ),
+                Refusal::Failed(message) => {
+                    (ErrorCode::NotDefined, message.as_str(), Outcome::Failed)
+                }
             };
             packet::encode_error(code, message, &mut out);
             let _ = socket.send(&out).await;

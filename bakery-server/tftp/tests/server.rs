@@ -15,7 +15,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// Serves files of a directory; names starting with `secret` are refused.
+/// Serves files of a directory; names starting with `secret` are refused, names starting
+/// with `broken` fail as a provider's database or I/O error would.
 struct DirProvider {
     root: PathBuf,
     reports: Mutex<mpsc::UnboundedSender<TransferReport>>,
@@ -25,6 +26,9 @@ impl FileProvider for DirProvider {
     async fn open(&self, request: &ReadRequest) -> Result<FileSource, Refusal> {
         if request.filename.starts_with("secret") {
             return Err(Refusal::AccessViolation("no secrets here".into()));
+        }
+        if request.filename.starts_with("broken") {
+            return Err(Refusal::Failed("server error, try again".into()));
         }
         let relative = Path::new(&request.filename);
         if !relative
@@ -270,7 +274,7 @@ async fn client_negotiates_windowsize_blksize_and_tsize() {
 }
 
 #[tokio::test]
-async fn missing_file_is_error_1_quickly_and_refusal_error_2() {
+async fn missing_file_is_error_1_quickly_refusal_error_2_failure_error_0() {
     let mut server = Server::start(ServerConfig::default()).await;
     let started = Instant::now();
     let error = fetch(server.addr, "bootsig.bin", &FetchOptions::default())
@@ -296,6 +300,20 @@ async fn missing_file_is_error_1_quickly_and_refusal_error_2() {
         other => panic!("not a refusal: {other}"),
     }
     assert_eq!(server.report().await.outcome, Outcome::Refused);
+
+    // A provider's failure is not "file not found": error 0 with its message.
+    let error = fetch(server.addr, "broken.txt", &FetchOptions::default())
+        .await
+        .expect_err("failed lookup");
+    assert!(!error.is_not_found(), "{error}");
+    match error {
+        bakery_tftp::ClientError::Remote { code, message, .. } => {
+            assert_eq!(code, ErrorCode::NotDefined);
+            assert_eq!(message, "server error, try again");
+        }
+        other => panic!("not a remote error: {other}"),
+    }
+    assert_eq!(server.report().await.outcome, Outcome::Failed);
 
     // curl reports TFTP "file not found" as its exit code 68.
     let output = run(tokio::process::Command::new("curl")
