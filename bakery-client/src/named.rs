@@ -6,7 +6,7 @@
 //! list `ALL` are all made from that one declaration, so they cannot disagree and `ALL`
 //! cannot miss a variant.
 
-/// A string that names no variant of a [`named_enum!`] enum (`PiState`, `PiModel`, ...).
+/// A string that names no variant of a `named_enum!` enum (`PiState`, `PiModel`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?}: expected {expected}")]
 pub struct UnknownName {

@@ -211,8 +211,8 @@ layered_settings! {
         #[arg(long, env = "BAKERY_CMDLINE_TEMPLATE", global = true)]
         pub cmdline_template: Option<PathBuf>,
         /// URL Pis fetch their cloud-init NoCloud files from, ending in "/cloud-init/"
-        /// ({{nocloud_url}} in the cmdline template) [default: http://<nfs-address>:<port of
-        /// --listen>/cloud-init/].
+        /// ({{nocloud_url}} in the cmdline template) [default: http://NFS-ADDRESS:PORT/cloud-init/
+        /// with --nfs-address and the port of --listen].
         #[arg(long, env = "BAKERY_CLOUD_INIT_URL", global = true)]
         pub cloud_init_url: Option<String>,
         /// Address of the built-in TFTP server, or "off".

@@ -19,15 +19,15 @@
 //!   `GET /files/{name}` (root-level boot files such as `bootcode.bin`).
 //! - Unbake destroys the root disk and the Pi's ephemeral disks; other disks are detached and
 //!   kept (the first server destroyed them all).
-//! - Operator visibility ([`observe::Observer`]): `GET /events?since=&limit=` and the SSE
-//!   stream `GET /events/stream` ([`events`]), boot timelines `GET /pis/{piId}/boots` and
-//!   `GET /oven/{piId}/boots` ([`timeline`], summarised as `PiInfo.lastBoot`), `GET
-//!   /openapi.json` ([`http::openapi`]); outside `/api/v1`: `GET /metrics` ([`metrics`]) and
+//! - Operator visibility ([`bakery_core::observe::Observer`]): `GET /events?since=&limit=` and the SSE
+//!   stream `GET /events/stream` ([`bakery_core::events`]), boot timelines `GET /pis/{piId}/boots` and
+//!   `GET /oven/{piId}/boots` ([`bakery_core::timeline`], summarised as `PiInfo.lastBoot`), `GET
+//!   /openapi.json` ([`http::openapi`]); outside `/api/v1`: `GET /metrics` ([`bakery_core::metrics`]) and
 //!   the status page `GET /` with its `/assets/{file}`.
 //!
 //! On the HTTP boot path (`GET /files/...`, what HookTFTP forwards) the Pi's address is taken
 //! from `X-Forwarded-For` only when the request comes from a loopback address; the built-in
-//! TFTP server passes the real peer to [`BootFiles::open`].
+//! TFTP server passes the real peer to [`bakery_core::boot::BootFiles::open`].
 
 pub mod app;
 pub mod config;

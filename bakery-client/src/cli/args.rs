@@ -112,7 +112,7 @@ pub enum PiCommand {
         id: String,
     },
     /// Show, set or remove a cloud-init NoCloud file of a Pi in the oven (served to the Pi at
-    /// <server>/cloud-init/<file>; deleted when the Pi is unbaked).
+    /// `<server>/cloud-init/<file>`; deleted when the Pi is unbaked).
     CloudInit {
         /// The Pi's serial number.
         #[arg(value_parser = names::serial)]

@@ -218,7 +218,7 @@ fn build_image(mkfs: &[String], tree: &Path, tmp: &Path, dest: &Path) -> Result<
     result
 }
 
-/// Makes the bakeform image `dest` from `tree` (see [`build_image`]) unless it is there, once
+/// Makes the bakeform image `dest` from `tree` (see `build_image`) unless it is there, once
 /// even when several bakes ask at the same time: each holds an exclusive `flock` on
 /// `<dest>.lock` while it looks and builds, so the others wait and find the image made.
 /// Returns whether this call made it.
