@@ -139,6 +139,22 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// One of cloud-init's NoCloud files a Pi fetches from `<nocloud url><file>` (an
+    /// addition: `/oven/{piId}/cloud-init/{file}`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum CloudInitFile ("cloud-init file") {
+        /// `meta-data`: instance id, hostname.
+        MetaData = "meta-data",
+        /// `user-data`: the operator's cloud-config or script.
+        UserData = "user-data",
+        /// `vendor-data`: the site's defaults, merged under user-data.
+        VendorData = "vendor-data",
+        /// `network-config`: a network configuration (version 1 or 2).
+        NetworkConfig = "network-config",
+    }
+}
+
 /// Operator labels of a Pi (`rack=a`, `poe=port-7`): set with `PUT /pis/{id}/labels`, matched
 /// by a bake's `labels` constraint.
 pub type Labels = BTreeMap<String, String>;
@@ -870,6 +886,7 @@ mod tests {
         names_agree(&BakeformState::ALL, "bakeform state");
         names_agree(&ErrorKind::ALL, "error kind");
         names_agree(&BootOutcome::ALL, "boot outcome");
+        names_agree(&CloudInitFile::ALL, "cloud-init file");
         assert_eq!(BootOutcome::GaveUp.as_str(), "gaveUp");
         assert_eq!(ErrorKind::PiNotInOven.as_str(), "pi_not_in_oven");
         assert_eq!(ErrorKind::ALL.len(), 33);

@@ -1078,6 +1078,10 @@ async fn bad_names_are_refused_before_any_request() {
             ["snapshot", "show", "latest"].as_slice(),
             "invalid snapshot id \"latest\"",
         ),
+        (
+            ["pi", "cloud-init", "1a2b3c4d", "userdata"].as_slice(),
+            "unknown cloud-init file \"userdata\": expected meta-data, user-data, vendor-data or network-config",
+        ),
     ] {
         let refused = bakery(&server.uri(), args).await;
         assert_eq!(

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::names;
+use crate::types::CloudInitFile;
 
 /// The default base URL: a bakery server on this machine.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/api/v1";
@@ -118,7 +119,7 @@ pub enum PiCommand {
         #[arg(value_parser = names::serial)]
         id: String,
         /// meta-data, user-data, vendor-data or network-config.
-        file: String,
+        file: CloudInitFile,
         /// Set the file from this path ("-" reads stdin); without it the file is printed.
         #[arg(long, value_name = "PATH", conflicts_with = "delete")]
         set: Option<PathBuf>,

@@ -291,11 +291,11 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
         } => {
             let what = format!("cloud-init {file} of pi {id}");
             if delete {
-                api(what, client.delete_cloud_init(&id, &file))?;
+                api(what, client.delete_cloud_init(&id, file.as_str()))?;
                 return out.done(&format!("removed cloud-init {file} of pi {id}"));
             }
             let Some(path) = set else {
-                let data = api(what, client.cloud_init(&id, &file))?;
+                let data = api(what, client.cloud_init(&id, file.as_str()))?;
                 let mut stdout = std::io::stdout().lock();
                 std::io::Write::write_all(&mut stdout, &data)?;
                 return Ok(std::io::Write::flush(&mut stdout)?);
@@ -311,7 +311,7 @@ fn pi(client: &Client, out: &Printer, command: PiCommand) -> Result<(), CliError
             } else {
                 std::fs::read(&path).map_err(unreadable)?
             };
-            api(what, client.set_cloud_init(&id, &file, data))?;
+            api(what, client.set_cloud_init(&id, file.as_str(), data))?;
             out.done(&format!("set cloud-init {file} of pi {id}"))
         }
         PiCommand::Boots { id, all } => {

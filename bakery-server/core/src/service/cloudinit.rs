@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use bakery_client::PiState;
 
 use super::{Bakery, ServiceError};
-use crate::domain::cloudinit::{CloudInitFile, MAX_FILE_BYTES};
+use crate::domain::cloudinit::{self, CloudInitFile, MAX_FILE_BYTES};
 use crate::domain::names::{DiskId, Serial};
 
 impl Bakery {
@@ -18,7 +18,7 @@ impl Bakery {
         name: &str,
         data: Option<Vec<u8>>,
     ) -> Result<(), ServiceError> {
-        let file = CloudInitFile::parse(name)?;
+        let file = cloudinit::parse_file(name)?;
         if let Some(data) = &data
             && data.len() > MAX_FILE_BYTES
         {
@@ -44,9 +44,9 @@ impl Bakery {
     }
 
     /// What a Pi in the oven is served for cloud-init file `name`: what its operator set,
-    /// else the default ([`CloudInitFile::default_for`]).
+    /// else the default ([`cloudinit::default_for`]).
     pub async fn cloud_init(&self, serial: &Serial, name: &str) -> Result<Vec<u8>, ServiceError> {
-        let file = CloudInitFile::parse(name)?;
+        let file = cloudinit::parse_file(name)?;
         self.oven_pi(serial).await?;
         let key = serial.clone();
         let root = self.db(move |s| s.disks_of(&key)).await?;
@@ -57,7 +57,7 @@ impl Bakery {
     /// Cloud-init file `name` for the baked Pi bakery last saw at `peer` on the boot path;
     /// any other caller gets `CloudInitNotFound` (no data is served by serial).
     pub async fn cloud_init_for(&self, peer: IpAddr, name: &str) -> Result<Vec<u8>, ServiceError> {
-        let file = CloudInitFile::parse(name)?;
+        let file = cloudinit::parse_file(name)?;
         let not_found = || ServiceError::CloudInitNotFound {
             file: file.as_str(),
             peer,
@@ -95,7 +95,7 @@ impl Bakery {
         if let Some(data) = self.db(move |s| s.cloud_init(&key, file.as_str())).await? {
             return Ok(data);
         }
-        file.default_for(serial.as_str(), root.map_or("none", DiskId::as_str))
+        cloudinit::default_for(file, serial.as_str(), root.map_or("none", DiskId::as_str))
             .map(String::into_bytes)
             .ok_or_else(|| ServiceError::CloudInitNotSet {
                 serial: serial.to_string(),
