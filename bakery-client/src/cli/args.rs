@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::names;
-use crate::types::CloudInitFile;
+use crate::types::{CloudInitFile, PiModel, RootKind};
 
 /// The default base URL: a bakery server on this machine.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/api/v1";
@@ -155,10 +155,10 @@ pub struct BakeArgs {
     pub bakeform: String,
     /// How the Pi's root reaches it: nfs (a tree over NFS) or nbd (an ext4 image over NBD,
     /// needs a server started with --nbd-config) [default: the server's, nfs].
-    #[arg(long, value_parser = ["nfs", "nbd"])]
+    #[arg(long, value_parser = RootKind::ALL.map(RootKind::as_str))]
     pub root_kind: Option<String>,
     /// Bake only a Pi of this model (pi3, pi4 or pi5), as the boot path recorded it.
-    #[arg(long, value_parser = ["pi3", "pi4", "pi5"])]
+    #[arg(long, value_parser = PiModel::ALL.map(PiModel::as_str))]
     pub model: Option<String>,
     /// Bake only a Pi carrying this label (KEY=VALUE); repeat for several, all must match.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]

@@ -6,11 +6,12 @@
 //! files are hot in the page cache, so a read costs about a memory copy, and one read serves
 //! dozens of `sendto`s. No file is ever held whole; nothing outlives the transfer.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,6 +34,14 @@ const MAX_DATAGRAM: usize = packet::MAX_BLKSIZE as usize + 4;
 /// [`ServerConfig::max_transfers`] transfers are in flight, further requests get error 0
 /// "server busy". After `shutdown`, no request is accepted; transfers in flight run to
 /// their end on their own tasks. Returns an error only if the listener socket fails.
+///
+/// A read request that repeats one whose transfer has not heard from the client yet (the
+/// same bytes from the same address and port: a client retransmitting its request because
+/// the answer is slow) is dropped: the running transfer answers it; after a refusal, repeats
+/// are dropped for [`ServerConfig::timeout`]. A second transfer would
+/// keep sending to a port its client no longer reads, and a later client given that port
+/// number by its OS would take the stale transfer's packets for the answer to its own request
+/// (another file's bytes, or its "file not found").
 pub async fn serve<P: FileProvider>(
     socket: UdpSocket,
     provider: Arc<P>,
@@ -41,6 +50,7 @@ pub async fn serve<P: FileProvider>(
 ) -> io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
     let permits = Arc::new(Semaphore::new(config.max_transfers.max(1)));
+    let unanswered = Arc::new(Unanswered::default());
     let config = Arc::new(config);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut reply = Vec::with_capacity(128);
@@ -59,11 +69,17 @@ pub async fn serve<P: FileProvider>(
         reply.clear();
         match packet::parse(datagram) {
             Ok(Packet::Rrq(request)) => match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let provider = Arc::clone(&provider);
-                    let config = Arc::clone(&config);
-                    tokio::spawn(transfer(provider, config, local_ip, peer, request, permit));
-                }
+                Ok(permit) => match Unanswered::claim(&unanswered, peer, datagram) {
+                    Some(claim) => {
+                        let provider = Arc::clone(&provider);
+                        let config = Arc::clone(&config);
+                        let started = Started { permit, claim };
+                        tokio::spawn(transfer(provider, config, local_ip, peer, request, started));
+                    }
+                    None => {
+                        debug!(%peer, file = %request.filename, "tftp: repeated request dropped, its transfer is running");
+                    }
+                },
                 Err(_) => {
                     warn!(%peer, file = %request.filename, "tftp: too many transfers, refusing");
                     packet::encode_error(ErrorCode::NotDefined, "server busy", &mut reply);
@@ -112,14 +128,64 @@ fn is_transient(error: &io::Error) -> bool {
     )
 }
 
+/// The read requests whose transfers have not heard from their client yet, by client
+/// address and request bytes.
+#[derive(Debug, Default)]
+struct Unanswered(Mutex<HashSet<(SocketAddr, Vec<u8>)>>);
+
+impl Unanswered {
+    /// Records the request `datagram` from `peer`; `None` when it is already recorded (a
+    /// repeat). The record goes when the returned claim is dropped.
+    fn claim(set: &Arc<Unanswered>, peer: SocketAddr, datagram: &[u8]) -> Option<Claim> {
+        let key = (peer, datagram.to_vec());
+        let mut requests = set
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        requests.insert(key.clone()).then(|| Claim {
+            set: Arc::clone(set),
+            key,
+        })
+    }
+}
+
+/// A transfer's record in [`Unanswered`], dropped on the first packet from its client or at
+/// its end, whichever comes first.
+#[derive(Debug)]
+struct Claim {
+    set: Arc<Unanswered>,
+    key: (SocketAddr, Vec<u8>),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut requests = self
+            .set
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        requests.remove(&self.key);
+    }
+}
+
+/// What a transfer holds while it runs: its slot under `max_transfers` and its claim.
+struct Started {
+    permit: OwnedSemaphorePermit,
+    claim: Claim,
+}
+
 async fn transfer<P: FileProvider>(
     provider: Arc<P>,
     config: Arc<ServerConfig>,
     local_ip: IpAddr,
     peer: SocketAddr,
     request: Request,
-    _permit: OwnedSemaphorePermit,
+    started_with: Started,
 ) {
+    let Started {
+        permit: _permit,
+        claim,
+    } = started_with;
     let started = Instant::now();
     let read_request = ReadRequest {
         filename: request.filename,
@@ -134,6 +200,7 @@ async fn transfer<P: FileProvider>(
         local_ip,
         &read_request,
         opened,
+        claim,
         &mut retransmissions,
     )
     .await;
@@ -169,8 +236,10 @@ async fn run(
     local_ip: IpAddr,
     request: &ReadRequest,
     opened: Result<FileSource, Refusal>,
+    claim: Claim,
     retransmissions: &mut u64,
 ) -> io::Result<(Outcome, u64)> {
+    let mut claim = Some(claim);
     let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     socket.connect(request.peer).await?;
     let mut out = Vec::with_capacity(MAX_DATAGRAM);
@@ -190,6 +259,16 @@ async fn run(
             };
             packet::encode_error(code, message, &mut out);
             let _ = socket.send(&out).await;
+            // A refusal ends the transfer at once, but the client may have repeated its
+            // request already: those repeats are dropped for one timeout, so no stale second
+            // refusal goes to a port its client may have given up.
+            if let Some(claim) = claim.take() {
+                let hold = config.timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    drop(claim);
+                });
+            }
             return Ok((outcome, 0));
         }
     };
@@ -253,11 +332,15 @@ async fn run(
             }
             Ok(Err(error)) if is_transient(&error) => Action::Wait,
             Ok(Err(error)) => return Err(error),
-            Ok(Ok(n)) => match packet::parse(&buf[..n]) {
-                Ok(Packet::Ack { block }) => session.on_ack(block),
-                Ok(Packet::Error { .. }) => session.on_error(),
-                _ => Action::Wait,
-            },
+            Ok(Ok(n)) => {
+                // The client knows this transfer now: a request it repeats is a new one.
+                drop(claim.take());
+                match packet::parse(&buf[..n]) {
+                    Ok(Packet::Ack { block }) => session.on_ack(block),
+                    Ok(Packet::Error { .. }) => session.on_error(),
+                    _ => Action::Wait,
+                }
+            }
         };
     }
 }

@@ -849,3 +849,70 @@ async fn transfers_survive_packet_loss() {
         assert!(report.retransmissions > 0, "{report:?}");
     }
 }
+
+#[tokio::test]
+async fn a_repeated_request_is_answered_by_the_one_transfer() {
+    let mut server = Server::start(ServerConfig {
+        timeout: Duration::from_secs(3),
+        ..ServerConfig::default()
+    })
+    .await;
+    let data = noise(300, 11);
+    server.put("start4.elf", &data);
+    let socket = raw_socket().await;
+    // A client that thinks the server slow sends its request three times before any answer.
+    let request = rrq("start4.elf", RequestOptions::default());
+    for _ in 0..3 {
+        socket.send_to(&request, server.addr).await.expect("send");
+    }
+    let (first, tid) = recv(&socket, Duration::from_secs(2)).await.expect("DATA 1");
+    assert!(matches!(
+        packet::parse(&first),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    assert!(
+        recv(&socket, Duration::from_millis(500)).await.is_none(),
+        "a repeated request started a second transfer"
+    );
+    socket
+        .send_to(&Packet::Ack { block: 1 }.to_bytes(), tid)
+        .await
+        .expect("send ack");
+    assert_eq!(server.report().await.outcome, Outcome::Sent);
+    assert!(server.reports.try_recv().is_err(), "more than one transfer");
+
+    // Once a transfer has heard from its client, the same request is a new one.
+    socket.send_to(&request, server.addr).await.expect("send");
+    let (again, second_tid) = recv(&socket, Duration::from_secs(2)).await.expect("DATA 1");
+    assert!(matches!(
+        packet::parse(&again),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    socket
+        .send_to(&Packet::Ack { block: 1 }.to_bytes(), second_tid)
+        .await
+        .expect("send ack");
+    assert_eq!(server.report().await.outcome, Outcome::Sent);
+
+    // A refusal is sent once too: repeats right after it get no second "file not found".
+    let missing = rrq("fixup4.dat", RequestOptions::default());
+    for _ in 0..3 {
+        socket.send_to(&missing, server.addr).await.expect("send");
+    }
+    let (refusal, _) = recv(&socket, Duration::from_secs(2))
+        .await
+        .expect("an error");
+    assert!(matches!(
+        packet::parse(&refusal),
+        Ok(Packet::Error {
+            code: ErrorCode::FileNotFound,
+            ..
+        })
+    ));
+    assert!(
+        recv(&socket, Duration::from_millis(500)).await.is_none(),
+        "a repeated request was refused twice"
+    );
+    assert_eq!(server.report().await.outcome, Outcome::NotFound);
+    assert!(server.reports.try_recv().is_err(), "more than one refusal");
+}
