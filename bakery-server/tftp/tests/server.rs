@@ -108,6 +108,14 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// A server slow to retransmit, so a test sees only the packets its own requests cause.
+fn patient() -> ServerConfig {
+    ServerConfig {
+        timeout: Duration::from_secs(3),
+        ..ServerConfig::default()
+    }
+}
+
 fn quick() -> ServerConfig {
     ServerConfig {
         timeout: Duration::from_millis(100),
@@ -560,11 +568,7 @@ async fn a_lost_final_ack_is_reported_unconfirmed_not_given_up() {
 
 #[tokio::test]
 async fn duplicate_acks_do_not_duplicate_data() {
-    let mut server = Server::start(ServerConfig {
-        timeout: Duration::from_secs(3),
-        ..ServerConfig::default()
-    })
-    .await;
+    let mut server = Server::start(patient()).await;
     let data = noise(1500, 7);
     server.put("fixup.dat", &data);
     let socket = raw_socket().await;
@@ -852,11 +856,7 @@ async fn transfers_survive_packet_loss() {
 
 #[tokio::test]
 async fn a_repeated_request_is_answered_by_the_one_transfer() {
-    let mut server = Server::start(ServerConfig {
-        timeout: Duration::from_secs(3),
-        ..ServerConfig::default()
-    })
-    .await;
+    let mut server = Server::start(patient()).await;
     let data = noise(300, 11);
     server.put("start4.elf", &data);
     let socket = raw_socket().await;
