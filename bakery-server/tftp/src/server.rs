@@ -6,7 +6,7 @@
 //! files are hot in the page cache, so a read costs about a memory copy, and one read serves
 //! dozens of `sendto`s. No file is ever held whole; nothing outlives the transfer.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -35,10 +35,10 @@ const MAX_DATAGRAM: usize = packet::MAX_BLKSIZE as usize + 4;
 /// "server busy". After `shutdown`, no request is accepted; transfers in flight run to
 /// their end on their own tasks. Returns an error only if the listener socket fails.
 ///
-/// A read request that repeats one whose transfer has not heard from the client yet (the
-/// same bytes from the same address and port: a client retransmitting its request because
-/// the answer is slow) is dropped: the running transfer answers it; after a refusal, repeats
-/// are dropped for [`ServerConfig::timeout`]. A second transfer would
+/// A read request that repeats one whose transfer has not answered yet (the same bytes from
+/// the same address and port: a client retransmitting its request because the answer is
+/// slow) is dropped: the running transfer answers it; after a refusal, repeats are dropped
+/// for [`ServerConfig::timeout`]. A second transfer would
 /// keep sending to a port its client no longer reads, and a later client given that port
 /// number by its OS would take the stale transfer's packets for the answer to its own request
 /// (another file's bytes, or its "file not found").
@@ -131,20 +131,59 @@ fn is_transient(error: &io::Error) -> bool {
 /// The read requests whose transfers have not heard from their client yet, by client
 /// address and request bytes.
 #[derive(Debug, Default)]
-struct Unanswered(Mutex<HashSet<(SocketAddr, Vec<u8>)>>);
+struct Unanswered(Mutex<Requests>);
+
+/// [`Unanswered`]'s table.
+#[derive(Debug, Default)]
+struct Requests {
+    /// The id the next claim gets.
+    next: u64,
+    by_key: HashMap<RequestKey, Pending>,
+}
+
+/// A client's address and its request's bytes.
+type RequestKey = (SocketAddr, Vec<u8>);
+
+/// One request in [`Unanswered`].
+#[derive(Debug)]
+struct Pending {
+    /// The claim holding it.
+    id: u64,
+    /// Whether its transfer has sent its first packet (OACK or DATA).
+    answered: bool,
+}
 
 impl Unanswered {
-    /// Records the request `datagram` from `peer`; `None` when it is already recorded (a
-    /// repeat). The record goes when the returned claim is dropped.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the request `datagram` from `peer` for a new transfer; `None` when it repeats
+    /// one whose transfer has sent nothing yet (or is holding after a refusal). A request
+    /// repeating one already answered is a new one: a client that ended a size probe with an
+    /// ERROR may ask again with the same bytes from the same port at once, before the probe's
+    /// transfer has read that ERROR.
     fn claim(set: &Arc<Unanswered>, peer: SocketAddr, datagram: &[u8]) -> Option<Claim> {
         let key = (peer, datagram.to_vec());
-        let mut requests = set
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        requests.insert(key.clone()).then(|| Claim {
+        let mut requests = set.lock();
+        if requests.by_key.get(&key).is_some_and(|p| !p.answered) {
+            return None;
+        }
+        let id = requests.next;
+        requests.next += 1;
+        requests.by_key.insert(
+            key.clone(),
+            Pending {
+                id,
+                answered: false,
+            },
+        );
+        Some(Claim {
             set: Arc::clone(set),
             key,
+            id,
         })
     }
 }
@@ -154,17 +193,31 @@ impl Unanswered {
 #[derive(Debug)]
 struct Claim {
     set: Arc<Unanswered>,
-    key: (SocketAddr, Vec<u8>),
+    key: RequestKey,
+    id: u64,
+}
+
+impl Claim {
+    /// Notes that the transfer sent its first packet.
+    fn answered(&self) {
+        if let Some(pending) = self.set.lock().by_key.get_mut(&self.key)
+            && pending.id == self.id
+        {
+            pending.answered = true;
+        }
+    }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut requests = self
-            .set
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        requests.remove(&self.key);
+        let mut requests = self.set.lock();
+        if requests
+            .by_key
+            .get(&self.key)
+            .is_some_and(|p| p.id == self.id)
+        {
+            requests.by_key.remove(&self.key);
+        }
     }
 }
 
@@ -286,6 +339,11 @@ async fn run(
     let mut action = session.start();
     let mut deadline = Instant::now() + timeout;
     loop {
+        if matches!(action, Action::SendOack(_) | Action::SendData { .. })
+            && let Some(claim) = &claim
+        {
+            claim.answered();
+        }
         match action {
             Action::SendOack(options) => {
                 out.clear();

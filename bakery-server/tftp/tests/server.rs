@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Serves files of a directory; names starting with `secret` are refused, names starting
-/// with `broken` fail as a provider's database or I/O error would.
+/// with `broken` fail as a provider's database or I/O error would, names starting with `slow`
+/// take 300 ms to open.
 struct DirProvider {
     root: PathBuf,
     reports: Mutex<mpsc::UnboundedSender<TransferReport>>,
@@ -29,6 +30,10 @@ impl FileProvider for DirProvider {
         }
         if request.filename.starts_with("broken") {
             return Err(Refusal::Failed("server error, try again".into()));
+        }
+        if request.filename.starts_with("slow") {
+            // A provider slow to answer (a busy database): clients repeat their requests.
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let relative = Path::new(&request.filename);
         if !relative
@@ -858,10 +863,10 @@ async fn transfers_survive_packet_loss() {
 async fn a_repeated_request_is_answered_by_the_one_transfer() {
     let mut server = Server::start(patient()).await;
     let data = noise(300, 11);
-    server.put("start4.elf", &data);
+    server.put("slow-start4.elf", &data);
     let socket = raw_socket().await;
-    // A client that thinks the server slow sends its request three times before any answer.
-    let request = rrq("start4.elf", RequestOptions::default());
+    // A client that finds the server slow sends its request three times before any answer.
+    let request = rrq("slow-start4.elf", RequestOptions::default());
     for _ in 0..3 {
         socket.send_to(&request, server.addr).await.expect("send");
     }
@@ -881,18 +886,36 @@ async fn a_repeated_request_is_answered_by_the_one_transfer() {
     assert_eq!(server.report().await.outcome, Outcome::Sent);
     assert!(server.reports.try_recv().is_err(), "more than one transfer");
 
-    // Once a transfer has heard from its client, the same request is a new one.
-    socket.send_to(&request, server.addr).await.expect("send");
-    let (again, second_tid) = recv(&socket, Duration::from_secs(2)).await.expect("DATA 1");
-    assert!(matches!(
-        packet::parse(&again),
-        Ok(Packet::Data { block: 1, .. })
-    ));
-    socket
-        .send_to(&Packet::Ack { block: 1 }.to_bytes(), second_tid)
+    // A size probe ended with an ERROR and the same request sent again at once from the
+    // same port (as a firmware may): answered, by a new transfer.
+    let probe = rrq(
+        "slow-start4.elf",
+        RequestOptions {
+            tsize: Some(0),
+            ..RequestOptions::default()
+        },
+    );
+    socket.send_to(&probe, server.addr).await.expect("send");
+    let (oack, probe_tid) = recv(&socket, Duration::from_secs(2)).await.expect("OACK");
+    assert!(
+        matches!(packet::parse(&oack), Ok(Packet::Oack(_))),
+        "{oack:?}"
+    );
+    let mut abort = Vec::new();
+    packet::encode_error(ErrorCode::NotDefined, "early terminate", &mut abort);
+    socket.send_to(&abort, probe_tid).await.expect("send");
+    socket.send_to(&probe, server.addr).await.expect("send");
+    let (again, fetch_tid) = recv(&socket, Duration::from_secs(2))
         .await
-        .expect("send ack");
-    assert_eq!(server.report().await.outcome, Outcome::Sent);
+        .expect("the repeated probe answered");
+    assert!(
+        matches!(packet::parse(&again), Ok(Packet::Oack(_))),
+        "{again:?}"
+    );
+    assert_ne!(fetch_tid, probe_tid);
+    socket.send_to(&abort, fetch_tid).await.expect("send");
+    assert_eq!(server.report().await.outcome, Outcome::Aborted);
+    assert_eq!(server.report().await.outcome, Outcome::Aborted);
 
     // A refusal is sent once too: repeats right after it get no second "file not found".
     let missing = rrq("fixup4.dat", RequestOptions::default());
