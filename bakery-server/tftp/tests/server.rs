@@ -348,6 +348,17 @@ async fn recv(socket: &UdpSocket, within: Duration) -> Option<(Vec<u8>, SocketAd
     }
 }
 
+/// A read request asking only for the file's size (`tsize`), as a firmware's probe does.
+fn size_query(filename: &str) -> Vec<u8> {
+    rrq(
+        filename,
+        RequestOptions {
+            tsize: Some(0),
+            ..RequestOptions::default()
+        },
+    )
+}
+
 fn rrq(filename: &str, options: RequestOptions) -> Vec<u8> {
     Packet::Rrq(Request {
         filename: filename.into(),
@@ -620,13 +631,7 @@ async fn client_error_aborts_the_transfer() {
     let mut server = Server::start(ServerConfig::default()).await;
     server.put("start.elf", &noise(4000, 8));
     let socket = raw_socket().await;
-    let request = rrq(
-        "start.elf",
-        RequestOptions {
-            tsize: Some(0),
-            ..RequestOptions::default()
-        },
-    );
+    let request = size_query("start.elf");
     socket.send_to(&request, server.addr).await.expect("send");
     let (reply, tid) = recv(&socket, Duration::from_secs(2)).await.expect("OACK");
     assert_eq!(
@@ -888,13 +893,7 @@ async fn a_repeated_request_is_answered_by_the_one_transfer() {
 
     // A size probe ended with an ERROR and the same request sent again at once from the
     // same port (as a firmware may): answered, by a new transfer.
-    let probe = rrq(
-        "slow-start4.elf",
-        RequestOptions {
-            tsize: Some(0),
-            ..RequestOptions::default()
-        },
-    );
+    let probe = size_query("slow-start4.elf");
     socket.send_to(&probe, server.addr).await.expect("send");
     let (oack, probe_tid) = recv(&socket, Duration::from_secs(2)).await.expect("OACK");
     assert!(
