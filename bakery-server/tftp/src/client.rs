@@ -165,7 +165,7 @@ pub async fn query_size(
         while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
         {
             let (n, from) = received.map_err(|e| query.io(e))?;
-            if from.ip() != server.ip() {
+            if from.ip() != server.ip() || !is_first_answer(&buf[..n], true) {
                 continue;
             }
             let size = match packet::parse(&buf[..n]) {
@@ -290,6 +290,9 @@ impl Fetch<'_> {
             };
             match peer {
                 None if from.ip() != self.server.ip() => continue,
+                // Only what can answer a read request opens the transfer: a packet of some
+                // other transfer (sent to this port's previous owner) must not be followed.
+                None if !is_first_answer(&buf[..n], !requested.is_empty()) => continue,
                 None => peer = Some(from),
                 Some(peer) if peer != from => {
                     ack.clear();
@@ -411,5 +414,15 @@ impl Fetch<'_> {
         fetched.tsize = oack.tsize;
         fetched.oack = true;
         Ok(())
+    }
+}
+
+/// Whether `datagram` can be a server's first answer to a read request: an ERROR, DATA
+/// block 1, or an OACK when options were asked for.
+fn is_first_answer(datagram: &[u8], asked_options: bool) -> bool {
+    match packet::parse(datagram) {
+        Ok(Packet::Error { .. } | Packet::Data { block: 1, .. }) => true,
+        Ok(Packet::Oack(_)) => asked_options,
+        _ => false,
     }
 }

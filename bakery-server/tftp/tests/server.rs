@@ -938,3 +938,39 @@ async fn a_repeated_request_is_answered_by_the_one_transfer() {
     assert_eq!(server.report().await.outcome, Outcome::NotFound);
     assert!(server.reports.try_recv().is_err(), "more than one refusal");
 }
+
+#[tokio::test]
+async fn the_client_follows_only_a_packet_that_answers_its_request() {
+    // A stand-in server: its listener takes the request, then a stale transfer (another
+    // file's, sent to this port's previous owner) speaks first, then the real one answers.
+    let listener = raw_socket().await;
+    let server = listener.local_addr().expect("local addr");
+    let fetching =
+        tokio::spawn(async move { fetch(server, "start4.elf", &FetchOptions::default()).await });
+    let mut buf = vec![0u8; 1024];
+    let (_, client) = tokio::time::timeout(Duration::from_secs(5), listener.recv_from(&mut buf))
+        .await
+        .expect("the request in time")
+        .expect("recv");
+    let stale = raw_socket().await;
+    let mut packet = Vec::new();
+    packet::encode_data_header(7, &mut packet);
+    packet.extend_from_slice(b"another file's middle");
+    stale.send_to(&packet, client).await.expect("send");
+    let oack = Packet::Oack(RequestOptions {
+        tsize: Some(9),
+        ..RequestOptions::default()
+    })
+    .to_bytes();
+    stale.send_to(&oack, client).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let real = raw_socket().await;
+    packet.clear();
+    packet::encode_data_header(1, &mut packet);
+    packet.extend_from_slice(b"firmware");
+    real.send_to(&packet, client).await.expect("send");
+    let (ack, _) = recv(&real, Duration::from_secs(2)).await.expect("ACK 1");
+    assert_eq!(packet::parse(&ack), Ok(Packet::Ack { block: 1 }));
+    let fetched = fetching.await.expect("joined").expect("fetched");
+    assert_eq!(fetched.data, b"firmware");
+}
